@@ -1,0 +1,118 @@
+"""Decode radiographs (PNG, JPEG, DICOM) to uint8 grayscale, bone bright, one shape for all.
+
+A reader is chosen by file suffix (MONAI-style); files without a known suffix (DICOM often
+has none) are sniffed by their magic bytes. `load_image` is the single entry point that
+ingest and screening both call, so a shard's pixels always equal what screening would see.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .dicom import decode_dicom, looks_like_dicom
+from .errors import (
+    CorruptFileError,
+    ImageTooLargeError,
+    ImagingError,
+    NotAnImageError,
+    UnsupportedImageError,
+    UnsupportedTransferSyntaxError,
+    one_line,
+)
+from .geometry import resize_pad
+from .pil_reader import decode_pil
+from .types import Decoded, DecodeInfo
+
+# 64 Mpx: above the largest CR/DX plates (~43x43 cm at 100 µm ≈ 18 Mpx), far below a bomb.
+DEFAULT_MAX_PIXELS = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ImageReader:
+    """A decoder and the file suffixes it claims."""
+
+    name: str
+    suffixes: tuple[str, ...]
+    decode: Callable[..., Decoded]
+
+    def matches(self, name: str) -> bool:
+        return name.lower().endswith(self.suffixes)
+
+
+PIL_READER = ImageReader("pil", (".png", ".jpg", ".jpeg"), decode_pil)
+DICOM_READER = ImageReader("dicom", (".dcm", ".dicom", ".dic"), decode_dicom)
+READERS: tuple[ImageReader, ...] = (PIL_READER, DICOM_READER)
+IMAGE_SUFFIXES: tuple[str, ...] = PIL_READER.suffixes
+
+_MAGIC = ((b"\x89PNG\r\n\x1a\n", PIL_READER), (b"\xff\xd8\xff", PIL_READER))
+
+
+def reader_for(name: str, head: bytes = b"") -> ImageReader:
+    """The reader for a file name; unknown suffixes fall back to sniffing `head`."""
+    for reader in READERS:
+        if reader.matches(name):
+            return reader
+    if looks_like_dicom(head):
+        return DICOM_READER
+    for magic, reader in _MAGIC:
+        if head.startswith(magic):
+            return reader
+    suffix = Path(name).suffix or "(no suffix)"
+    raise UnsupportedImageError(f"unknown image format {suffix}: not PNG, JPEG or DICOM")
+
+
+def decode_bytes(data: bytes, name: str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
+    """Decode file contents; `name` (a path or file name) picks the reader by suffix."""
+    if not data:
+        raise CorruptFileError("empty file (0 bytes)")
+    return reader_for(name, data[:132]).decode(data, max_pixels=max_pixels)
+
+
+def decode(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
+    """Decode a file on disk into all its frames (multi-frame DICOM → one image per frame)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise CorruptFileError(f"cannot read file: {exc.strerror or exc}") from exc
+    return decode_bytes(data, str(path), max_pixels=max_pixels)
+
+
+def select_frame(decoded: Decoded, frame: int, size: int | None) -> np.ndarray:
+    """One frame of a decoded file, resized and padded to size×size when `size` is given."""
+    if not 0 <= frame < decoded.n_frames:
+        raise CorruptFileError(f"frame {frame} requested but the file has {decoded.n_frames}")
+    image = decoded.frames[frame]
+    return image if size is None else resize_pad(image, size)
+
+
+def load_image(path: str | Path, *, frame: int = 0, size: int | None = None,
+               max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """The model-ready image of one reference: uint8 (size, size), or native size if None."""
+    return select_frame(decode(path, max_pixels=max_pixels), frame, size)
+
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "IMAGE_SUFFIXES",
+    "READERS",
+    "CorruptFileError",
+    "DecodeInfo",
+    "Decoded",
+    "ImageReader",
+    "ImageTooLargeError",
+    "ImagingError",
+    "NotAnImageError",
+    "UnsupportedImageError",
+    "UnsupportedTransferSyntaxError",
+    "decode",
+    "decode_bytes",
+    "load_image",
+    "one_line",
+    "reader_for",
+    "resize_pad",
+    "select_frame",
+]

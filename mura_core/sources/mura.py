@@ -1,0 +1,167 @@
+"""MURA-v1.1 as published: `{train,valid}/XR_*/patientN/studyN_{positive,negative}/imageN.png`.
+
+Labels and splits come from the four header-less CSVs when they are present, and from the
+`studyN_positive|negative` folder names otherwise. A CSV row naming a file that is not on
+disk becomes a problem (a quarantine row later), never a crash: copies of MURA are often
+partial.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+from ..records import BodyPart, ImageRef, Listing, Problem, Split
+from .common import SourceError, walk_files
+
+KIND = "mura"
+ROOT_NAME = "MURA-v1.1"
+SPLITS = (Split.TRAIN, Split.VALID)
+_STUDY_DIR = re.compile(r"^study(\d+)(?:_(positive|negative))?$")
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def find_root(root: Path) -> Path | None:
+    """The folder holding train/ and valid/: `root/MURA-v1.1`, or `root` itself."""
+    for candidate in (root / ROOT_NAME, root):
+        for split in SPLITS:
+            split_dir = candidate / str(split)
+            if split_dir.is_dir() and any(
+                p.is_dir() and p.name.startswith("XR_") for p in split_dir.iterdir()
+            ):
+                return candidate
+    return None
+
+
+def _rel_to_mura(csv_path: str) -> str | None:
+    """'MURA-v1.1/train/XR_X/...' (any prefix) → 'train/XR_X/...'; None if not MURA-shaped."""
+    parts = [p for p in csv_path.strip().replace("\\", "/").split("/") if p]
+    for i in range(len(parts) - 1):
+        if parts[i] in ("train", "valid") and parts[i + 1].startswith("XR_"):
+            return "/".join(parts[i:])
+    return None
+
+
+def _read_csv(path: Path) -> list[list[str]]:
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            return [row for row in csv.reader(handle) if row and any(c.strip() for c in row)]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise SourceError(f"cannot read {path}: {exc}") from exc
+
+
+class _Csvs:
+    """What the four CSVs say, keyed by paths relative to the MURA root."""
+
+    def __init__(self, base: Path, mura_root: Path) -> None:
+        self.study_labels: dict[str, int] = {}
+        self.study_split: dict[str, Split] = {}
+        self.image_split: dict[str, Split] = {}
+        self.problems: list[Problem] = []
+        self.present: list[str] = []
+        for split in SPLITS:
+            labelled = _find_csv(base, mura_root, f"{split}_labeled_studies.csv")
+            if labelled is not None:
+                self.present.append(labelled.name)
+                self._labelled(labelled, split, mura_root)
+            images = _find_csv(base, mura_root, f"{split}_image_paths.csv")
+            if images is not None:
+                self.present.append(images.name)
+                self._images(images, split, mura_root)
+
+    def _labelled(self, path: Path, split: Split, mura_root: Path) -> None:
+        for line_no, row in enumerate(_read_csv(path), start=1):
+            rel = _rel_to_mura(row[0])
+            where = f"{path.name} line {line_no}"
+            if rel is None or len(row) < 2 or row[1].strip() not in ("0", "1"):
+                self.problems.append(Problem(row[0], "list", "bad_csv_row",
+                                             f"{where}: expected 'study path,0|1', got {row!r}"))
+                continue
+            rel = rel.rstrip("/")
+            if not (mura_root / rel).is_dir():
+                self.problems.append(Problem(row[0], "list", "missing_file",
+                                             f"{where} names a study folder that is not on disk"))
+                continue
+            self.study_labels[rel] = int(row[1].strip())
+            self.study_split[rel] = split
+
+    def _images(self, path: Path, split: Split, mura_root: Path) -> None:
+        for line_no, row in enumerate(_read_csv(path), start=1):
+            rel = _rel_to_mura(row[0])
+            where = f"{path.name} line {line_no}"
+            if rel is None:
+                self.problems.append(Problem(row[0], "list", "bad_csv_row",
+                                             f"{where}: not a MURA image path: {row[0]!r}"))
+            elif not (mura_root / rel).is_file():
+                self.problems.append(Problem(row[0], "list", "missing_file",
+                                             f"{where} names an image that is not on disk"))
+            else:
+                self.image_split[rel] = split
+
+
+def _find_csv(base: Path, mura_root: Path, name: str) -> Path | None:
+    for folder in (mura_root, base):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def list_mura(root: Path) -> Listing:
+    """Image references of a MURA-v1.1 archive; see the module docstring for the rules."""
+    mura_root = find_root(root)
+    if mura_root is None:
+        raise SourceError(f"{root}: no MURA layout (expected {ROOT_NAME}/train/XR_*/...)")
+    csvs = _Csvs(root, mura_root)
+    refs: list[ImageRef] = []
+    problems = list(csvs.problems)
+    notes = [f"CSVs used: {', '.join(csvs.present)}" if csvs.present
+             else "no MURA CSVs found: labels and splits from folder names"]
+    junk = 0
+    disagreements = 0
+    for split in SPLITS:
+        split_dir = mura_root / str(split)
+        if not split_dir.is_dir():
+            continue
+        for path, is_junk in walk_files(split_dir):
+            if is_junk:
+                junk += 1
+                continue
+            rel = path.relative_to(mura_root).as_posix()
+            shown = path.relative_to(root).as_posix()
+            parts = rel.split("/")
+            match = _STUDY_DIR.match(parts[3]) if len(parts) == 5 else None
+            if match is None or not parts[1].startswith("XR_"):
+                problems.append(Problem(shown, "list", "unexpected_layout",
+                                        "not at split/XR_*/patient*/study*/image* in MURA"))
+                continue
+            if not path.name.lower().endswith(_IMAGE_SUFFIXES):
+                problems.append(Problem(shown, "list", "not_an_image",
+                                        f"unexpected file type {path.suffix or '(none)'}"))
+                continue
+            try:
+                body_part = BodyPart(parts[1])
+            except ValueError:
+                problems.append(Problem(shown, "list", "unknown_body_part",
+                                        f"{parts[1]} is not a MURA study type"))
+                continue
+            study_rel = "/".join(parts[:4])
+            folder_label = {"positive": 1, "negative": 0}.get(match.group(2) or "")
+            label = csvs.study_labels.get(study_rel, folder_label)
+            if folder_label is not None and label != folder_label:
+                disagreements += 1
+            refs.append(ImageRef(
+                path=str(path),
+                relpath=shown,
+                image_id=rel,
+                study_key=f"{parts[0]}/{parts[1]}/{parts[2]}/study{match.group(1)}",
+                patient_key=parts[2],
+                body_part=body_part,
+                view=None,
+                label=label,
+                split=csvs.image_split.get(rel, csvs.study_split.get(study_rel, split)),
+            ))
+    if disagreements:
+        notes.append(f"{disagreements} image(s): CSV label differs from folder name; CSV used")
+    return Listing(kind=KIND, root=str(root), refs=tuple(refs), problems=tuple(problems),
+                   junk_skipped=junk, notes=tuple(notes))

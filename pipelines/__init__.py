@@ -1,0 +1,1 @@
+"""Ray glue: ingest (Ray Data → Parquet), train (Ray Train), screen (Ray Data inference)."""

@@ -1,0 +1,43 @@
+"""Shared fixtures: small synthetic archives (built once per session) and real DICOM data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from mura_core.synth import SynthArchive, SynthConfig, synthesize
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DICOM = REPO.parent / "shared" / "data" / "radiographs-dicom"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _site_secret(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Tests never touch the developer's real ~/.config/mura/site.key."""
+    key_dir = tmp_path_factory.mktemp("site-key")
+    os.environ["MURA_SITE_KEY_FILE"] = str(key_dir / "site.key")
+    os.environ.pop("MURA_SITE_SECRET", None)
+
+
+@pytest.fixture(scope="session")
+def mura_archive(tmp_path_factory: pytest.TempPathFactory) -> SynthArchive:
+    """40 studies in MURA-v1.1 layout with its four CSVs (small images: fast)."""
+    out = tmp_path_factory.mktemp("mura") / "archive"
+    return synthesize(out, SynthConfig(studies=40, seed=7, size=160), workers=1)
+
+
+@pytest.fixture(scope="session")
+def dicom_archive(tmp_path_factory: pytest.TempPathFactory) -> SynthArchive:
+    """A synthetic DICOM tree: MONOCHROME1/2, RLE, files without suffix, labels.csv."""
+    out = tmp_path_factory.mktemp("dicom") / "archive"
+    return synthesize(out, SynthConfig(studies=12, format="dicom", seed=3, size=160), workers=1)
+
+
+@pytest.fixture(scope="session")
+def shared_dicom() -> Path:
+    """../shared/data/radiographs-dicom (real CR radiographs), or skip with the reason."""
+    if not SHARED_DICOM.is_dir():
+        pytest.skip(f"real radiographs not present at {SHARED_DICOM}")
+    return SHARED_DICOM

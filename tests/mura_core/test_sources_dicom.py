@@ -1,0 +1,95 @@
+"""The DICOM-tree source: headers only, any depth, body parts from tags or keywords."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+
+from mura_core.records import BodyPart
+from mura_core.sources import SourceError, detect_kind, list_source
+from mura_core.synth import SynthArchive, study_uid
+
+
+def test_synthetic_tree_lists_studies_patients_parts_and_labels(dicom_archive: SynthArchive
+                                                                ) -> None:
+    root = dicom_archive.root
+    assert detect_kind(root) == "dicom"
+    listing = list_source(root)
+    assert listing.problems == () and len(listing.refs) == dicom_archive.n_images
+    studies = listing.studies()
+    assert len(studies) == len(dicom_archive.studies)
+    for plan in dicom_archive.studies:
+        refs = studies[study_uid(dicom_archive.config, plan)]
+        assert len(refs) == len(plan.views)
+        assert {r.body_part for r in refs} == {plan.body_part}
+        assert {r.label for r in refs} == {plan.label}
+        assert all(r.patient_key.startswith("MRN") for r in refs)
+        assert all(r.view in ("PA", "LL", "OBL", "AP") for r in refs)
+
+
+def test_body_part_falls_back_to_descriptions(dicom_archive: SynthArchive) -> None:
+    """The synthesizer leaves BodyPartExamined empty in one study of four."""
+    listing = list_source(dicom_archive.root)
+    empties = [r for r in listing.refs
+               if not pydicom.dcmread(r.path, stop_before_pixels=True).BodyPartExamined]
+    assert empties, "the fixture should contain studies without BodyPartExamined"
+    assert all(r.body_part is not BodyPart.OTHER for r in empties)
+
+
+def test_headers_only_while_listing(dicom_archive: SynthArchive, tmp_path: Path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[bool] = []
+    real = pydicom.dcmread
+
+    def spy(*args, **kwargs):
+        calls.append(bool(kwargs.get("stop_before_pixels")))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pydicom, "dcmread", spy)
+    list_source(dicom_archive.root)
+    assert calls and all(calls)
+
+
+def test_real_tree_any_depth_with_junk_and_problems(shared_dicom: Path, tmp_path: Path) -> None:
+    root = tmp_path / "tree"
+    (root / "a" / "b" / "c").mkdir(parents=True)
+    shutil.copy(shared_dicom / "RG3_RLE.dcm", root / "a" / "b" / "c" / "IMG1")  # no suffix
+    shutil.copy(shared_dicom / "RG2_J2KI.dcm", root / "a" / "rg2.dcm")
+    shutil.copy(get_testdata_file("rtplan.dcm"), root / "a" / "plan.dcm")
+    (root / "a" / "b" / "README.txt").write_text("export notes")
+    (root / "a" / "._rg2.dcm").write_bytes(b"fork")
+    (root / "a" / "garbage.bin").write_bytes(b"\x00" * 300)
+    (root / "a" / "broken.dcm").write_bytes(b"\x00" * 128 + b"DICM" + b"\xff" * 40)
+    listing = list_source(root)
+    assert listing.kind == "dicom"
+    assert listing.junk_skipped == 2
+    by_name = {Path(r.path).name: r for r in listing.refs}
+    assert set(by_name) == {"IMG1", "rg2.dcm", "plan.dcm"}  # plan is refused by imaging later
+    assert by_name["IMG1"].body_part is BodyPart.OTHER  # EXTREMITY, "distal tibia"
+    assert by_name["rg2.dcm"].body_part is BodyPart.OTHER  # HIP
+    assert by_name["IMG1"].study_key != by_name["rg2.dcm"].study_key
+    errors = {Path(p.path).name: p.error_type for p in listing.problems}
+    assert errors["garbage.bin"] == "not_dicom"
+    assert errors["broken.dcm"] in ("corrupt", "missing_study_uid")
+
+
+def test_labels_csv_needs_a_study_column(dicom_archive: SynthArchive, tmp_path: Path) -> None:
+    bad = tmp_path / "labels.csv"
+    bad.write_text("patient,label\nx,1\n")
+    with pytest.raises(SourceError, match="study_instance_uid"):
+        list_source(dicom_archive.root, labels=bad)
+    with pytest.raises(SourceError, match="labels file not found"):
+        list_source(dicom_archive.root, labels=tmp_path / "none.csv")
+
+
+def test_mixed_tree_asks_for_a_kind(dicom_archive: SynthArchive, tmp_path: Path) -> None:
+    root = tmp_path / "mixed"
+    shutil.copytree(dicom_archive.root, root)
+    (root / "photo.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    with pytest.raises(SourceError, match="--kind"):
+        detect_kind(root)
+    assert list_source(root, kind="dicom").kind == "dicom"

@@ -1,0 +1,61 @@
+"""The plain image-folder source, with and without a labels CSV."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mura_core.records import BodyPart, Split
+from mura_core.sources import SourceError, detect_kind, list_source
+
+
+def _png(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(path)
+
+
+def test_without_csv_each_image_is_its_own_unlabelled_study(tmp_path: Path) -> None:
+    _png(tmp_path / "wrist" / "a.png")
+    _png(tmp_path / "wrist" / "b.jpg")
+    _png(tmp_path / "misc" / "c.png")
+    (tmp_path / ".DS_Store").write_bytes(b"x")
+    assert detect_kind(tmp_path) == "folder"
+    listing = list_source(tmp_path)
+    assert len(listing.studies()) == 3 and listing.junk_skipped == 1
+    parts = {r.relpath: r.body_part for r in listing.refs}
+    assert parts["wrist/a.png"] is BodyPart.WRIST and parts["misc/c.png"] is BodyPart.OTHER
+    assert all(r.label is None and r.split is None for r in listing.refs)
+
+
+def test_csv_groups_labels_and_reports_missing_files(tmp_path: Path) -> None:
+    for name in ("s1_a.png", "s1_b.png", "s2_a.png", "loose.png"):
+        _png(tmp_path / "img" / name)
+    (tmp_path / "img" / "scan.tif").write_bytes(b"II*\x00")
+    (tmp_path / "labels.csv").write_text(
+        "path,study,patient,label,body_part,split\n"
+        "img/s1_a.png,S1,P1,abnormal,XR_HAND,train\n"
+        "img/s1_b.png,S1,P1,abnormal,XR_HAND,train\n"
+        "img/s2_a.png,S2,P1,0,elbow,valid\n"
+        "img/gone.png,S3,P2,1,XR_HAND,train\n"
+    )
+    listing = list_source(tmp_path)
+    studies = listing.studies()
+    assert set(studies) == {"S1", "S2", "img/loose"}
+    assert [r.label for r in studies["S1"]] == [1, 1]
+    assert studies["S2"][0].body_part is BodyPart.ELBOW and studies["S2"][0].split is Split.VALID
+    assert studies["img/loose"][0].label is None
+    assert {p.error_type for p in listing.problems} == {"missing_file", "not_an_image"}
+    assert listing.junk_skipped == 0  # the labels CSV itself is neither junk nor an input
+
+
+def test_bad_label_value_fails_fast(tmp_path: Path) -> None:
+    _png(tmp_path / "a.png")
+    (tmp_path / "labels.csv").write_text("path,label\na.png,maybe\n")
+    with pytest.raises(SourceError, match="unrecognised label"):
+        list_source(tmp_path)
+    (tmp_path / "labels.csv").write_text("file,label\na.png,1\n")
+    with pytest.raises(SourceError, match="missing column"):
+        list_source(tmp_path)
