@@ -46,8 +46,10 @@ def load_or_create_key(path: Path) -> bytes:
             handle.write(secrets.token_hex(32) + "\n")
     mode = path.stat().st_mode & 0o777
     if mode & 0o077:
-        raise PrivacyError(f"site key file {path} has permissions {mode:o}: "
-                           f"must be readable by its owner only (chmod 600 {path})")
+        raise PrivacyError(
+            f"site key file {path} has permissions {mode:o}: "
+            f"must be readable by its owner only (chmod 600 {path})"
+        )
     key = path.read_text().strip()
     if len(key) < 32:
         raise PrivacyError(f"site key file {path} holds fewer than 32 characters")

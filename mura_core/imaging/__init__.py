@@ -89,8 +89,13 @@ def select_frame(decoded: Decoded, frame: int, size: int | None) -> np.ndarray:
     return image if size is None else resize_pad(image, size)
 
 
-def load_image(path: str | Path, *, frame: int = 0, size: int | None = None,
-               max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def load_image(
+    path: str | Path,
+    *,
+    frame: int = 0,
+    size: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> np.ndarray:
     """The model-ready image of one reference: uint8 (size, size), or native size if None."""
     return select_frame(decode(path, max_pixels=max_pixels), frame, size)
 

@@ -30,11 +30,34 @@ from .intensity import linear_window, luminance, percentile_window, range_window
 from .types import Decoded, DecodeInfo
 
 # Modalities that carry pixel data but are not pictures of anatomy a radiologist reads.
-_NON_IMAGE_MODALITIES = {"RTPLAN", "RTSTRUCT", "RTRECORD", "RTDOSE", "SR", "KO", "PR", "REG",
-                         "ECG", "HD", "AU", "DOC", "SEG", "FID", "PLAN", "RWV"}
+_NON_IMAGE_MODALITIES = {
+    "RTPLAN",
+    "RTSTRUCT",
+    "RTRECORD",
+    "RTDOSE",
+    "SR",
+    "KO",
+    "PR",
+    "REG",
+    "ECG",
+    "HD",
+    "AU",
+    "DOC",
+    "SEG",
+    "FID",
+    "PLAN",
+    "RWV",
+}
 _GRAY = {"MONOCHROME1", "MONOCHROME2"}
-_COLOUR = {"RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "YBR_PARTIAL_420",
-           "PALETTE COLOR"}
+_COLOUR = {
+    "RGB",
+    "YBR_FULL",
+    "YBR_FULL_422",
+    "YBR_ICT",
+    "YBR_RCT",
+    "YBR_PARTIAL_420",
+    "PALETTE COLOR",
+}
 
 
 def looks_like_dicom(head: bytes) -> bool:
@@ -139,8 +162,9 @@ def _decode_pixels(ds: Dataset, ts: UID | None) -> np.ndarray:
                     f"transfer syntax {ts.name} ({ts}): no installed plugin decodes "
                     f"it ({(refusals or [first])[0]})"
                 ) from exc
-            raise CorruptFileError(f"compressed pixel data ({ts.name}) is damaged: {first}"
-                                   ) from exc
+            raise CorruptFileError(
+                f"compressed pixel data ({ts.name}) is damaged: {first}"
+            ) from exc
         raise CorruptFileError(f"pixel data unreadable ({type(exc).__name__}: {text})") from exc
 
 
@@ -156,8 +180,12 @@ def _gray_to_unit(ds: Dataset, frame: np.ndarray) -> tuple[np.ndarray, str]:
     values = apply_modality_lut(frame, ds)
     if "VOILUTSequence" in ds and len(ds.VOILUTSequence):
         lut_item = ds.VOILUTSequence[0]
-        out = apply_voi_lut(values.astype(np.float64) if values.dtype.kind == "f" else values,
-                            ds, index=0, prefer_lut=True)
+        out = apply_voi_lut(
+            values.astype(np.float64) if values.dtype.kind == "f" else values,
+            ds,
+            index=0,
+            prefer_lut=True,
+        )
         descriptor = lut_item.get("LUTDescriptor") or [0, 0, 16]
         bits = int(descriptor[2]) if len(descriptor) > 2 else 16
         return range_window(out, 0.0, float(2**bits - 1)), "voi_lut"

@@ -27,8 +27,7 @@ def linear_window(values: np.ndarray, center: float, width: float, *, exact: boo
     """DICOM PS3.3 C.11.2.1.2 LINEAR / LINEAR_EXACT window to [0, 1]."""
     values = values.astype(np.float64, copy=False)
     if exact:
-        low, high = center - width / 2.0, center + width / 2.0
-        out = (values - low) / max(width, 1e-12)
+        out = (values - (center - width / 2.0)) / max(width, 1e-12)
         return np.clip(out, 0.0, 1.0)
     # LINEAR: width - 1 and center - 0.5, as the standard defines it
     out = ((values - (center - 0.5)) / max(width - 1.0, 1e-12)) + 0.5
@@ -41,8 +40,9 @@ def sigmoid_window(values: np.ndarray, center: float, width: float) -> np.ndarra
     return 1.0 / (1.0 + np.exp(-4.0 * (values - center) / max(width, 1e-12)))
 
 
-def percentile_window(values: np.ndarray, low_high: tuple[float, float] = PERCENTILE_WINDOW
-                      ) -> np.ndarray:
+def percentile_window(
+    values: np.ndarray, low_high: tuple[float, float] = PERCENTILE_WINDOW
+) -> np.ndarray:
     """Robust window when the file gives none: clip to the 0.5–99.5 percentiles.
 
     Min/max windows let a single hot pixel (or a burned-in marker) flatten the whole image;

@@ -68,8 +68,14 @@ def decode_pil(data: bytes, *, max_pixels: int) -> Decoded:
     if not frames:
         raise CorruptFileError("image has no frames")
     h, w = frames[0].shape
-    info = DecodeInfo(format=fmt, photometric="RGB" if windowing == "colour" else "MONOCHROME2",
-                      bits_stored=bits, transfer_syntax=None, windowing=windowing,
-                      inverted=False, height=h, width=w)
+    info = DecodeInfo(
+        format=fmt,
+        photometric="RGB" if windowing == "colour" else "MONOCHROME2",
+        bits_stored=bits,
+        transfer_syntax=None,
+        windowing=windowing,
+        inverted=False,
+        height=h,
+        width=w,
+    )
     return Decoded.from_unit(frames, info)
-

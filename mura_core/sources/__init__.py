@@ -41,8 +41,10 @@ def detect_kind(root: str | Path) -> str:
         elif sniff_dicom(file):
             dicom += 1
     if dicom and images:
-        raise SourceError(f"{path} holds both DICOM ({dicom}) and PNG/JPEG ({images}) files: "
-                          "choose one with --kind dicom|folder")
+        raise SourceError(
+            f"{path} holds both DICOM ({dicom}) and PNG/JPEG ({images}) files: "
+            "choose one with --kind dicom|folder"
+        )
     if dicom:
         return "dicom"
     if images:
@@ -50,8 +52,9 @@ def detect_kind(root: str | Path) -> str:
     raise SourceError(f"{path}: no images found (no MURA layout, DICOM, PNG or JPEG files)")
 
 
-def list_source(root: str | Path, *, kind: str | None = None,
-                labels: str | Path | None = None) -> Listing:
+def list_source(
+    root: str | Path, *, kind: str | None = None, labels: str | Path | None = None
+) -> Listing:
     """List an archive's image references; `kind` None means detect it."""
     path = require_dir(root)
     kind = kind or detect_kind(path)
@@ -91,24 +94,37 @@ def summarize(listing: Listing) -> dict[str, PartSummary]:
         counter["positive"] += int(label == 1)
         counter["unlabelled"] += int(label is None)
     order = [str(p) for p in (*MURA_BODY_PARTS, BodyPart.OTHER)]
-    return {part: PartSummary(by_part[part]["studies"], by_part[part]["positive"],
-                              by_part[part]["unlabelled"], by_part[part]["images"])
-            for part in order if part in by_part}
+    return {
+        part: PartSummary(
+            by_part[part]["studies"],
+            by_part[part]["positive"],
+            by_part[part]["unlabelled"],
+            by_part[part]["images"],
+        )
+        for part in order
+        if part in by_part
+    }
 
 
 def format_summary(listing: Listing) -> str:
     """The one-screen table `mura inspect` and the demo print."""
     table = summarize(listing)
-    lines = [f"{listing.kind} archive at {listing.root}",
-             f"{'body part':<12} {'studies':>8} {'positive':>9} {'unlabelled':>11} {'images':>7}"]
+    lines = [
+        f"{listing.kind} archive at {listing.root}",
+        f"{'body part':<12} {'studies':>8} {'positive':>9} {'unlabelled':>11} {'images':>7}",
+    ]
     totals = Counter()
     for part, row in table.items():
-        lines.append(f"{part:<12} {row.studies:>8} {row.positive:>9} {row.unlabelled:>11} "
-                     f"{row.images:>7}")
-        totals.update(studies=row.studies, positive=row.positive, unlabelled=row.unlabelled,
-                      images=row.images)
-    lines.append(f"{'total':<12} {totals['studies']:>8} {totals['positive']:>9} "
-                 f"{totals['unlabelled']:>11} {totals['images']:>7}")
+        lines.append(
+            f"{part:<12} {row.studies:>8} {row.positive:>9} {row.unlabelled:>11} {row.images:>7}"
+        )
+        totals.update(
+            studies=row.studies, positive=row.positive, unlabelled=row.unlabelled, images=row.images
+        )
+    lines.append(
+        f"{'total':<12} {totals['studies']:>8} {totals['positive']:>9} "
+        f"{totals['unlabelled']:>11} {totals['images']:>7}"
+    )
     splits = Counter(str(r.split) if r.split else "unassigned" for r in listing.refs)
     lines.append("images by split: " + ", ".join(f"{k} {v}" for k, v in sorted(splits.items())))
     lines.append(f"problems: {len(listing.problems)}   junk files skipped: {listing.junk_skipped}")

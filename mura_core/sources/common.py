@@ -16,8 +16,21 @@ class SourceError(Exception):
 _JUNK_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini", ".directory", "DICOMDIR"}
 _JUNK_DIRS = {"__MACOSX", ".git", ".svn", ".Trashes", ".Spotlight-V100", ".fseventsd"}
 # Documentation and side-car files that can sit in an archive without being images.
-DOC_SUFFIXES = (".txt", ".md", ".csv", ".json", ".xml", ".html", ".htm", ".ini", ".log",
-                ".yaml", ".yml", ".pdf", ".rtf")
+DOC_SUFFIXES = (
+    ".txt",
+    ".md",
+    ".csv",
+    ".json",
+    ".xml",
+    ".html",
+    ".htm",
+    ".ini",
+    ".log",
+    ".yaml",
+    ".yml",
+    ".pdf",
+    ".rtf",
+)
 
 
 def is_junk(name: str) -> bool:
@@ -72,9 +85,13 @@ def read_header_csv(path: Path, required: tuple[str, ...]) -> list[dict[str, str
             fields = [f.strip().lower() for f in (reader.fieldnames or [])]
             missing = [c for c in required if c not in fields]
             if missing:
-                raise SourceError(f"{path}: missing column(s) {', '.join(missing)} "
-                                  f"(found: {', '.join(fields) or 'none'})")
-            return [{(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
-                    for row in reader]
+                raise SourceError(
+                    f"{path}: missing column(s) {', '.join(missing)} "
+                    f"(found: {', '.join(fields) or 'none'})"
+                )
+            return [
+                {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
+                for row in reader
+            ]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise SourceError(f"cannot read {path}: {exc}") from exc

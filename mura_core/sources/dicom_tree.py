@@ -53,8 +53,11 @@ def _labels(path: Path | None) -> dict[str, int]:
 
 def list_dicom(root: Path, labels: Path | None = None) -> Listing:
     """Image references of every DICOM image below `root` (one per frame)."""
-    labels_path = labels if labels is not None else (
-        root / LABELS_FILE if (root / LABELS_FILE).is_file() else None)
+    labels_path = (
+        labels
+        if labels is not None
+        else (root / LABELS_FILE if (root / LABELS_FILE).is_file() else None)
+    )
     study_labels = _labels(labels_path)
     refs: list[ImageRef] = []
     problems: list[Problem] = []
@@ -68,24 +71,42 @@ def list_dicom(root: Path, labels: Path | None = None) -> Listing:
             continue
         has_preamble = looks_like_dicom(_head(path))
         if not has_preamble and not path.name.lower().endswith(DICOM_SUFFIXES):
-            problems.append(Problem(rel, "list", "not_dicom",
-                                    "not a DICOM file (no 'DICM' preamble, no .dcm suffix)"))
+            problems.append(
+                Problem(
+                    rel,
+                    "list",
+                    "not_dicom",
+                    "not a DICOM file (no 'DICM' preamble, no .dcm suffix)",
+                )
+            )
             continue
         try:
             ds = read_header(str(path), force=not has_preamble)
         except Exception as exc:  # pydicom raises many types on damaged headers
-            problems.append(Problem(rel, "list", "corrupt",
-                                    f"DICOM header unreadable ({type(exc).__name__}: {exc})"))
+            problems.append(
+                Problem(
+                    rel, "list", "corrupt", f"DICOM header unreadable ({type(exc).__name__}: {exc})"
+                )
+            )
             continue
         study_uid = str(ds.get("StudyInstanceUID", "") or "").strip()
         if not study_uid:
-            problems.append(Problem(rel, "list", "missing_study_uid",
-                                    "DICOM header has no StudyInstanceUID: cannot group it"))
+            problems.append(
+                Problem(
+                    rel,
+                    "list",
+                    "missing_study_uid",
+                    "DICOM header has no StudyInstanceUID: cannot group it",
+                )
+            )
             continue
         patient = str(ds.get("PatientID", "") or "").strip() or f"unknown-patient:{study_uid}"
         body_part = body_part_from_text(
-            ds.get("BodyPartExamined"), ds.get("StudyDescription"),
-            ds.get("SeriesDescription"), ds.get("ProtocolName"))
+            ds.get("BodyPartExamined"),
+            ds.get("StudyDescription"),
+            ds.get("SeriesDescription"),
+            ds.get("ProtocolName"),
+        )
         view = str(ds.get("ViewPosition", "") or "").strip() or None
         sop_uid = str(ds.get("SOPInstanceUID", "") or "").strip() or rel
         try:
@@ -93,18 +114,26 @@ def list_dicom(root: Path, labels: Path | None = None) -> Listing:
         except (TypeError, ValueError):
             n_frames = 1
         for frame in range(n_frames):
-            refs.append(ImageRef(
-                path=str(path),
-                relpath=rel,
-                image_id=sop_uid if n_frames == 1 else f"{sop_uid}#{frame}",
-                study_key=study_uid,
-                patient_key=patient,
-                body_part=BodyPart(body_part),
-                view=view,
-                label=study_labels.get(study_uid),
-                split=None,
-                frame=frame,
-            ))
+            refs.append(
+                ImageRef(
+                    path=str(path),
+                    relpath=rel,
+                    image_id=sop_uid if n_frames == 1 else f"{sop_uid}#{frame}",
+                    study_key=study_uid,
+                    patient_key=patient,
+                    body_part=BodyPart(body_part),
+                    view=view,
+                    label=study_labels.get(study_uid),
+                    split=None,
+                    frame=frame,
+                )
+            )
     notes = (f"labels from {labels_path.name}: {len(study_labels)} studies",) if labels_path else ()
-    return Listing(kind=KIND, root=str(root), refs=tuple(refs), problems=tuple(problems),
-                   junk_skipped=junk, notes=notes)
+    return Listing(
+        kind=KIND,
+        root=str(root),
+        refs=tuple(refs),
+        problems=tuple(problems),
+        junk_skipped=junk,
+        notes=notes,
+    )

@@ -30,8 +30,9 @@ def _rows_by_path(labels_path: Path, root: Path) -> tuple[dict[str, dict[str, st
         except ValueError as exc:
             raise SourceError(f"{labels_path} line {line_no}: {exc}") from exc
         if not (root / rel).is_file():
-            problems.append(Problem(rel, "list", "missing_file",
-                                    f"{where} names an image that is not on disk"))
+            problems.append(
+                Problem(rel, "list", "missing_file", f"{where} names an image that is not on disk")
+            )
             continue
         rows[rel] = row
     return rows, problems
@@ -39,8 +40,11 @@ def _rows_by_path(labels_path: Path, root: Path) -> tuple[dict[str, dict[str, st
 
 def list_folder(root: Path, labels: Path | None = None) -> Listing:
     """Image references of every PNG/JPEG below `root`."""
-    labels_path = labels if labels is not None else (
-        root / LABELS_FILE if (root / LABELS_FILE).is_file() else None)
+    labels_path = (
+        labels
+        if labels is not None
+        else (root / LABELS_FILE if (root / LABELS_FILE).is_file() else None)
+    )
     rows, problems = _rows_by_path(labels_path, root) if labels_path else ({}, [])
     refs: list[ImageRef] = []
     junk = 0
@@ -52,24 +56,41 @@ def list_folder(root: Path, labels: Path | None = None) -> Listing:
             junk += 1
             continue
         if not path.name.lower().endswith(IMAGE_SUFFIXES):
-            problems.append(Problem(rel, "list", "not_an_image",
-                                    f"not a PNG/JPEG file ({path.suffix or 'no suffix'})"))
+            problems.append(
+                Problem(
+                    rel,
+                    "list",
+                    "not_an_image",
+                    f"not a PNG/JPEG file ({path.suffix or 'no suffix'})",
+                )
+            )
             continue
         row = rows.get(rel, {})
         study = row.get("study") or rel.rsplit(".", 1)[0]
         split = row.get("split")
-        refs.append(ImageRef(
-            path=str(path),
-            relpath=rel,
-            image_id=rel,
-            study_key=study,
-            patient_key=row.get("patient") or study,
-            body_part=body_part_from_text(row.get("body_part"), rel),
-            view=row.get("view") or None,
-            label=parse_label(row.get("label")),
-            split=Split(split.lower()) if split else None,
-        ))
-    notes = (f"labels from {labels_path.name}: {len(rows)} images",) if labels_path else (
-        "no labels CSV: one image = one unlabelled study",)
-    return Listing(kind=KIND, root=str(root), refs=tuple(refs), problems=tuple(problems),
-                   junk_skipped=junk, notes=notes)
+        refs.append(
+            ImageRef(
+                path=str(path),
+                relpath=rel,
+                image_id=rel,
+                study_key=study,
+                patient_key=row.get("patient") or study,
+                body_part=body_part_from_text(row.get("body_part"), rel),
+                view=row.get("view") or None,
+                label=parse_label(row.get("label")),
+                split=Split(split.lower()) if split else None,
+            )
+        )
+    notes = (
+        (f"labels from {labels_path.name}: {len(rows)} images",)
+        if labels_path
+        else ("no labels CSV: one image = one unlabelled study",)
+    )
+    return Listing(
+        kind=KIND,
+        root=str(root),
+        refs=tuple(refs),
+        problems=tuple(problems),
+        junk_skipped=junk,
+        notes=notes,
+    )

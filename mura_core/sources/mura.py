@@ -75,13 +75,25 @@ class _Csvs:
             rel = _rel_to_mura(row[0])
             where = f"{path.name} line {line_no}"
             if rel is None or len(row) < 2 or row[1].strip() not in ("0", "1"):
-                self.problems.append(Problem(row[0], "list", "bad_csv_row",
-                                             f"{where}: expected 'study path,0|1', got {row!r}"))
+                self.problems.append(
+                    Problem(
+                        row[0],
+                        "list",
+                        "bad_csv_row",
+                        f"{where}: expected 'study path,0|1', got {row!r}",
+                    )
+                )
                 continue
             rel = rel.rstrip("/")
             if not (mura_root / rel).is_dir():
-                self.problems.append(Problem(row[0], "list", "missing_file",
-                                             f"{where} names a study folder that is not on disk"))
+                self.problems.append(
+                    Problem(
+                        row[0],
+                        "list",
+                        "missing_file",
+                        f"{where} names a study folder that is not on disk",
+                    )
+                )
                 continue
             self.study_labels[rel] = int(row[1].strip())
             self.study_split[rel] = split
@@ -91,11 +103,20 @@ class _Csvs:
             rel = _rel_to_mura(row[0])
             where = f"{path.name} line {line_no}"
             if rel is None:
-                self.problems.append(Problem(row[0], "list", "bad_csv_row",
-                                             f"{where}: not a MURA image path: {row[0]!r}"))
+                self.problems.append(
+                    Problem(
+                        row[0], "list", "bad_csv_row", f"{where}: not a MURA image path: {row[0]!r}"
+                    )
+                )
             elif not (mura_root / rel).is_file():
-                self.problems.append(Problem(row[0], "list", "missing_file",
-                                             f"{where} names an image that is not on disk"))
+                self.problems.append(
+                    Problem(
+                        row[0],
+                        "list",
+                        "missing_file",
+                        f"{where} names an image that is not on disk",
+                    )
+                )
             else:
                 self.image_split[rel] = split
 
@@ -115,8 +136,11 @@ def list_mura(root: Path) -> Listing:
     csvs = _Csvs(root, mura_root)
     refs: list[ImageRef] = []
     problems = list(csvs.problems)
-    notes = [f"CSVs used: {', '.join(csvs.present)}" if csvs.present
-             else "no MURA CSVs found: labels and splits from folder names"]
+    notes = [
+        f"CSVs used: {', '.join(csvs.present)}"
+        if csvs.present
+        else "no MURA CSVs found: labels and splits from folder names"
+    ]
     junk = 0
     disagreements = 0
     for split in SPLITS:
@@ -132,36 +156,59 @@ def list_mura(root: Path) -> Listing:
             parts = rel.split("/")
             match = _STUDY_DIR.match(parts[3]) if len(parts) == 5 else None
             if match is None or not parts[1].startswith("XR_"):
-                problems.append(Problem(shown, "list", "unexpected_layout",
-                                        "not at split/XR_*/patient*/study*/image* in MURA"))
+                problems.append(
+                    Problem(
+                        shown,
+                        "list",
+                        "unexpected_layout",
+                        "not at split/XR_*/patient*/study*/image* in MURA",
+                    )
+                )
                 continue
             if not path.name.lower().endswith(_IMAGE_SUFFIXES):
-                problems.append(Problem(shown, "list", "not_an_image",
-                                        f"unexpected file type {path.suffix or '(none)'}"))
+                problems.append(
+                    Problem(
+                        shown,
+                        "list",
+                        "not_an_image",
+                        f"unexpected file type {path.suffix or '(none)'}",
+                    )
+                )
                 continue
             try:
                 body_part = BodyPart(parts[1])
             except ValueError:
-                problems.append(Problem(shown, "list", "unknown_body_part",
-                                        f"{parts[1]} is not a MURA study type"))
+                problems.append(
+                    Problem(
+                        shown, "list", "unknown_body_part", f"{parts[1]} is not a MURA study type"
+                    )
+                )
                 continue
             study_rel = "/".join(parts[:4])
             folder_label = {"positive": 1, "negative": 0}.get(match.group(2) or "")
             label = csvs.study_labels.get(study_rel, folder_label)
             if folder_label is not None and label != folder_label:
                 disagreements += 1
-            refs.append(ImageRef(
-                path=str(path),
-                relpath=shown,
-                image_id=rel,
-                study_key=f"{parts[0]}/{parts[1]}/{parts[2]}/study{match.group(1)}",
-                patient_key=parts[2],
-                body_part=body_part,
-                view=None,
-                label=label,
-                split=csvs.image_split.get(rel, csvs.study_split.get(study_rel, split)),
-            ))
+            refs.append(
+                ImageRef(
+                    path=str(path),
+                    relpath=shown,
+                    image_id=rel,
+                    study_key=f"{parts[0]}/{parts[1]}/{parts[2]}/study{match.group(1)}",
+                    patient_key=parts[2],
+                    body_part=body_part,
+                    view=None,
+                    label=label,
+                    split=csvs.image_split.get(rel, csvs.study_split.get(study_rel, split)),
+                )
+            )
     if disagreements:
         notes.append(f"{disagreements} image(s): CSV label differs from folder name; CSV used")
-    return Listing(kind=KIND, root=str(root), refs=tuple(refs), problems=tuple(problems),
-                   junk_skipped=junk, notes=tuple(notes))
+    return Listing(
+        kind=KIND,
+        root=str(root),
+        refs=tuple(refs),
+        problems=tuple(problems),
+        junk_skipped=junk,
+        notes=tuple(notes),
+    )

@@ -59,8 +59,9 @@ def _write_one(args: tuple[Path, SynthConfig, StudyPlan]) -> tuple[int, tuple[st
 
 def _prepare_out(out: Path) -> Path:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise FileExistsError(f"{out} exists and is not empty: choose a new folder "
-                              "(nothing is overwritten)")
+        raise FileExistsError(
+            f"{out} exists and is not empty: choose a new folder (nothing is overwritten)"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     if tmp.exists():
@@ -69,8 +70,13 @@ def _prepare_out(out: Path) -> Path:
     return tmp
 
 
-def synthesize(out: str | Path, cfg: SynthConfig, *, workers: int | None = None,
-               progress: Callable[[int, int], None] | None = None) -> SynthArchive:
+def synthesize(
+    out: str | Path,
+    cfg: SynthConfig,
+    *,
+    workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> SynthArchive:
     """Render and write the archive described by `cfg` into `out` (must be new or empty)."""
     start = time.perf_counter()
     out = Path(out).expanduser().resolve()

@@ -17,13 +17,22 @@ from .anatomy import SIGNS
 # Study counts per body part in MURA-v1.1 train, used as sampling weights so the synthetic
 # mix looks like the real one (wrist and shoulder most common, humerus and forearm rare).
 _PART_WEIGHTS = {
-    BodyPart.ELBOW: 1912, BodyPart.FINGER: 1865, BodyPart.FOREARM: 1010,
-    BodyPart.HAND: 2185, BodyPart.HUMERUS: 727, BodyPart.SHOULDER: 3015, BodyPart.WRIST: 3697,
+    BodyPart.ELBOW: 1912,
+    BodyPart.FINGER: 1865,
+    BodyPart.FOREARM: 1010,
+    BodyPart.HAND: 2185,
+    BodyPart.HUMERUS: 727,
+    BodyPart.SHOULDER: 3015,
+    BodyPart.WRIST: 3697,
 }
 # Portrait-ness of films per body part: (min, max) of width/height.
 _ASPECT = {
-    BodyPart.ELBOW: (0.7, 1.0), BodyPart.FINGER: (0.55, 0.85), BodyPart.FOREARM: (0.45, 0.7),
-    BodyPart.HAND: (0.7, 0.95), BodyPart.HUMERUS: (0.45, 0.7), BodyPart.SHOULDER: (0.85, 1.3),
+    BodyPart.ELBOW: (0.7, 1.0),
+    BodyPart.FINGER: (0.55, 0.85),
+    BodyPart.FOREARM: (0.45, 0.7),
+    BodyPart.HAND: (0.7, 0.95),
+    BodyPart.HUMERUS: (0.45, 0.7),
+    BodyPart.SHOULDER: (0.85, 1.3),
     BodyPart.WRIST: (0.65, 0.95),
 }
 
@@ -82,8 +91,9 @@ class StudyPlan:
         return f"patient{self.patient_index:05d}"
 
 
-def _views(rng: np.random.Generator, cfg: SynthConfig, part: BodyPart, sign: str | None
-           ) -> tuple[ViewPlan, ...]:
+def _views(
+    rng: np.random.Generator, cfg: SynthConfig, part: BodyPart, sign: str | None
+) -> tuple[ViewPlan, ...]:
     n_views = int(rng.choice([1, 2, 3, 4], p=[0.1, 0.35, 0.4, 0.15]))
     lo, hi = _ASPECT[part]
     if sign is None:
@@ -122,8 +132,9 @@ def plan_archive(cfg: SynthConfig) -> tuple[StudyPlan, ...]:
         want_valid = rng.random() < cfg.valid_fraction
         # keep at least one valid study in any archive of 2+ studies, so both splits exist
         last_chance = remaining == n_studies and n_valid == 0 and cfg.studies > 1
-        split = Split.VALID if (want_valid or last_chance) and cfg.valid_fraction > 0 \
-            else Split.TRAIN
+        split = (
+            Split.VALID if (want_valid or last_chance) and cfg.valid_fraction > 0 else Split.TRAIN
+        )
         for _ in range(n_studies):
             part = cfg.body_parts[int(rng.choice(len(cfg.body_parts), p=weights))]
             label = int(rng.random() < cfg.positive_fraction)
@@ -131,10 +142,18 @@ def plan_archive(cfg: SynthConfig) -> tuple[StudyPlan, ...]:
             number = numbers.get((patient_index, part), 0) + 1
             numbers[(patient_index, part)] = number
             index = len(studies)
-            studies.append(StudyPlan(
-                index=index, patient_index=patient_index, study_number=number, body_part=part,
-                split=split, label=label, sign=sign, views=_views(rng, cfg, part, sign),
-                seed=int(child_seeds[index].generate_state(1)[0]),
-            ))
+            studies.append(
+                StudyPlan(
+                    index=index,
+                    patient_index=patient_index,
+                    study_number=number,
+                    body_part=part,
+                    split=split,
+                    label=label,
+                    sign=sign,
+                    views=_views(rng, cfg, part, sign),
+                    seed=int(child_seeds[index].generate_state(1)[0]),
+                )
+            )
             n_valid += split is Split.VALID
     return tuple(studies)

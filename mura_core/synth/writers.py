@@ -11,9 +11,9 @@ import pydicom
 from PIL import Image
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
     DigitalXRayImageStorageForPresentation,
     ExplicitVRLittleEndian,
-    PYDICOM_IMPLEMENTATION_UID,
     RLELossless,
     generate_uid,
 )
@@ -26,8 +26,12 @@ MURA_ROOT = "MURA-v1.1"
 DICOM_LABELS = "labels.csv"
 
 _BODY_PART_EXAMINED = {
-    BodyPart.ELBOW: "ELBOW", BodyPart.FINGER: "FINGER", BodyPart.FOREARM: "FOREARM",
-    BodyPart.HAND: "HAND", BodyPart.HUMERUS: "HUMERUS", BodyPart.SHOULDER: "SHOULDER",
+    BodyPart.ELBOW: "ELBOW",
+    BodyPart.FINGER: "FINGER",
+    BodyPart.FOREARM: "FOREARM",
+    BodyPart.HAND: "HAND",
+    BodyPart.HUMERUS: "HUMERUS",
+    BodyPart.SHOULDER: "SHOULDER",
     BodyPart.WRIST: "WRIST",
 }
 _VIEW_POSITIONS = ("PA", "LL", "OBL", "AP")
@@ -38,8 +42,18 @@ _FAMILY = ("DOE", "SMITH", "YILMAZ", "KAYA", "GARCIA", "MUELLER", "CHEN", "IVANO
 def render_study(study: StudyPlan) -> list[np.ndarray]:
     """The study's views as float32 images in [0, 1], bone bright; rng from the study seed."""
     rng = np.random.default_rng(study.seed)
-    return [render_view(str(study.body_part), rng=rng, height=v.height, width=v.width,
-                        sign=v.sign, view=v.index) for v in study.views]
+    return [
+        render_view(
+            str(study.body_part),
+            rng=rng,
+            height=v.height,
+            width=v.width,
+            sign=v.sign,
+            view=v.index,
+            anatomy_seed=study.seed,
+        )
+        for v in study.views
+    ]
 
 
 def study_dir(study: StudyPlan) -> str:
@@ -64,8 +78,9 @@ def write_png_study(root: Path, study: StudyPlan, images: list[np.ndarray]) -> l
     return rels
 
 
-def write_mura_csvs(root: Path, studies: tuple[StudyPlan, ...], images: dict[int, list[str]]
-                    ) -> None:
+def write_mura_csvs(
+    root: Path, studies: tuple[StudyPlan, ...], images: dict[int, list[str]]
+) -> None:
     """The four header-less CSVs, paths prefixed with 'MURA-v1.1/' as published."""
     base = root / MURA_ROOT
     for split in (Split.TRAIN, Split.VALID):
@@ -94,8 +109,9 @@ def _identity(study: StudyPlan) -> tuple[str, str, str]:
     return name, f"MRN{100000 + i * 37:07d}", birth.strftime("%Y%m%d")
 
 
-def _dicom_dataset(cfg: SynthConfig, study: StudyPlan, view_index: int, image: np.ndarray
-                   ) -> FileDataset:
+def _dicom_dataset(
+    cfg: SynthConfig, study: StudyPlan, view_index: int, image: np.ndarray
+) -> FileDataset:
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = DigitalXRayImageStorageForPresentation
     sop_uid = generate_uid(entropy_srcs=[f"mura-synth:{cfg.seed}:{study.index}:{view_index}"])
@@ -109,7 +125,8 @@ def _dicom_dataset(cfg: SynthConfig, study: StudyPlan, view_index: int, image: n
     ds.PatientSex = "F" if study.patient_index % 2 else "M"
     ds.StudyInstanceUID = study_uid(cfg, study)
     ds.SeriesInstanceUID = generate_uid(
-        entropy_srcs=[f"mura-synth:{cfg.seed}:{study.index}:series:{view_index}"])
+        entropy_srcs=[f"mura-synth:{cfg.seed}:{study.index}:series:{view_index}"]
+    )
     ds.SOPClassUID, ds.SOPInstanceUID = DigitalXRayImageStorageForPresentation, sop_uid
     ds.AccessionNumber = f"ACC{cfg.seed % 1000:03d}{study.index:06d}"
     ds.StudyDate = ds.SeriesDate = ds.ContentDate = date
@@ -140,15 +157,18 @@ def _dicom_dataset(cfg: SynthConfig, study: StudyPlan, view_index: int, image: n
     return ds
 
 
-def write_dicom_study(root: Path, cfg: SynthConfig, study: StudyPlan, images: list[np.ndarray]
-                      ) -> list[str]:
+def write_dicom_study(
+    root: Path, cfg: SynthConfig, study: StudyPlan, images: list[np.ndarray]
+) -> list[str]:
     """PatientID/StudyDate_Accession/SeriesN/IMn[.dcm]; some files have no suffix (as PACS)."""
     rels = []
     for view, image in zip(study.views, images, strict=True):
         ds = _dicom_dataset(cfg, study, view.index, image)
         suffix = "" if (study.index + view.index) % 3 == 0 else ".dcm"
-        rel = (f"{ds.PatientID}/{ds.StudyDate}_{ds.AccessionNumber}/"
-               f"series{view.index + 1}/IM{view.index + 1:04d}{suffix}")
+        rel = (
+            f"{ds.PatientID}/{ds.StudyDate}_{ds.AccessionNumber}/"
+            f"series{view.index + 1}/IM{view.index + 1:04d}{suffix}"
+        )
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         pydicom.dcmwrite(root / rel, ds, enforce_file_format=True)
         rels.append(rel)

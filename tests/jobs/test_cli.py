@@ -12,8 +12,13 @@ from mura_core.sources import list_source
 
 
 def _mura(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "jobs.cli", *args], capture_output=True,
-                          text=True, cwd=cwd, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "jobs.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=600,
+    )
 
 
 def test_help_lists_the_commands() -> None:
@@ -39,16 +44,21 @@ def test_synth_40_studies_round_trips_through_the_mura_source(tmp_path: Path) ->
 
 def test_synth_dicom_then_inspect(tmp_path: Path) -> None:
     out = tmp_path / "dcm"
-    assert _mura("synth", str(out), "--studies", "3", "--format", "dicom",
-                 "--size", "96").returncode == 0
+    assert (
+        _mura("synth", str(out), "--studies", "3", "--format", "dicom", "--size", "96").returncode
+        == 0
+    )
     result = _mura("inspect", str(out))
     assert result.returncode == 0 and result.stdout.startswith("dicom archive")
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (("inspect", "/nonexistent/archive"), "source not found"),
-    (("synth", "{tmp}", "--studies", "0"), "studies must be >= 1"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("inspect", "/nonexistent/archive"), "source not found"),
+        (("synth", "{tmp}", "--studies", "0"), "studies must be >= 1"),
+    ],
+)
 def test_user_errors_are_one_line(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
     result = _mura(*(a.replace("{tmp}", str(tmp_path / "x")) for a in args))
     assert result.returncode == 1

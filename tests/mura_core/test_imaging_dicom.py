@@ -48,13 +48,16 @@ def test_every_file_in_pydicoms_wheel_is_decoded_or_refused_with_a_reason() -> N
     assert outcomes["corrupt"] >= 2
 
 
-@pytest.mark.parametrize(("name", "error"), [
-    ("rtplan.dcm", NotAnImageError),
-    ("test-SR.dcm", NotAnImageError),
-    ("waveform_ecg.dcm", NotAnImageError),
-    ("MR_truncated.dcm", CorruptFileError),
-    ("JPEG-lossy.dcm", UnsupportedTransferSyntaxError),
-])
+@pytest.mark.parametrize(
+    ("name", "error"),
+    [
+        ("rtplan.dcm", NotAnImageError),
+        ("test-SR.dcm", NotAnImageError),
+        ("waveform_ecg.dcm", NotAnImageError),
+        ("MR_truncated.dcm", CorruptFileError),
+        ("JPEG-lossy.dcm", UnsupportedTransferSyntaxError),
+    ],
+)
 def test_specific_refusals(name: str, error: type[imaging.ImagingError]) -> None:
     with pytest.raises(error) as info:
         imaging.decode(get_testdata_file(name))
@@ -127,8 +130,8 @@ def _bone_and_air(image: np.ndarray) -> tuple[float, float]:
     """
     h, w = image.shape
     rows = slice(int(h * 0.2), int(h * 0.3))
-    bone = image[rows, int(w * 0.475): int(w * 0.525)].mean()
-    air = image[rows, int(w * 0.28): int(w * 0.36)].mean()
+    bone = image[rows, int(w * 0.475) : int(w * 0.525)].mean()
+    air = image[rows, int(w * 0.28) : int(w * 0.36)].mean()
     return float(bone), float(air)
 
 
@@ -141,8 +144,7 @@ def test_shared_rg3_monochrome1_comes_out_bone_bright(shared_dicom: Path, name: 
     assert bone - air > 100
 
 
-@pytest.mark.parametrize("name", ["RG3_UNCR.dcm", "RG3_UNCI.dcm", "RG3_J2KR.dcm",
-                                  "RG3_J2KI.dcm"])
+@pytest.mark.parametrize("name", ["RG3_UNCR.dcm", "RG3_UNCI.dcm", "RG3_J2KR.dcm", "RG3_J2KI.dcm"])
 def test_pydicom_data_rg3_bone_bright(name: str) -> None:
     decoded = imaging.decode(get_testdata_file(name, download=False))
     bone, air = _bone_and_air(decoded.frames[0])
@@ -157,9 +159,13 @@ def test_pydicom_data_rg1_chest_spine_bright_lungs_dark(name: str) -> None:
     image = decoded.frames[0].astype(float)
     h, w = image.shape
     rows = slice(int(h * 0.3), int(h * 0.5))
-    spine = image[rows, int(w * 0.46): int(w * 0.54)].mean()
-    lungs = np.mean([image[rows, int(w * 0.2): int(w * 0.3)].mean(),
-                     image[rows, int(w * 0.7): int(w * 0.8)].mean()])
+    spine = image[rows, int(w * 0.46) : int(w * 0.54)].mean()
+    lungs = np.mean(
+        [
+            image[rows, int(w * 0.2) : int(w * 0.3)].mean(),
+            image[rows, int(w * 0.7) : int(w * 0.8)].mean(),
+        ]
+    )
     assert spine - lungs > 40, (spine, lungs)
 
 

@@ -61,7 +61,8 @@ def test_jpeg_decodes(tmp_path: Path) -> None:
 
 def test_truncated_png_is_corrupt(tmp_path: Path) -> None:
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 200), np.uint8)).save(
-        tmp_path / "full.png")
+        tmp_path / "full.png"
+    )
     data = (tmp_path / "full.png").read_bytes()
     (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
     with pytest.raises(CorruptFileError, match="truncated|damaged"):
@@ -103,8 +104,9 @@ def test_pil_guard_stays_on() -> None:
     assert Image.MAX_IMAGE_PIXELS is not None
 
 
-def test_pil_guard_is_reported_as_too_large(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-                                            ) -> None:
+def test_pil_guard_is_reported_as_too_large(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     Image.new("L", (300, 300)).save(tmp_path / "img.png")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # PIL's own guard trips first
     with pytest.raises(ImageTooLargeError, match="decompression-bomb"):

@@ -38,6 +38,7 @@ def test_importing_every_module_leaves_ray_unloaded() -> None:
         f"for m in {modules!r}: importlib.import_module(m)\n"
         "print(sorted(k for k in sys.modules if k == 'ray' or k.startswith('ray.')))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert result.stdout.strip() == "[]"

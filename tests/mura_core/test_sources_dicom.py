@@ -14,8 +14,9 @@ from mura_core.sources import SourceError, detect_kind, list_source
 from mura_core.synth import SynthArchive, study_uid
 
 
-def test_synthetic_tree_lists_studies_patients_parts_and_labels(dicom_archive: SynthArchive
-                                                                ) -> None:
+def test_synthetic_tree_lists_studies_patients_parts_and_labels(
+    dicom_archive: SynthArchive,
+) -> None:
     root = dicom_archive.root
     assert detect_kind(root) == "dicom"
     listing = list_source(root)
@@ -34,14 +35,18 @@ def test_synthetic_tree_lists_studies_patients_parts_and_labels(dicom_archive: S
 def test_body_part_falls_back_to_descriptions(dicom_archive: SynthArchive) -> None:
     """The synthesizer leaves BodyPartExamined empty in one study of four."""
     listing = list_source(dicom_archive.root)
-    empties = [r for r in listing.refs
-               if not pydicom.dcmread(r.path, stop_before_pixels=True).BodyPartExamined]
+    empties = [
+        r
+        for r in listing.refs
+        if not pydicom.dcmread(r.path, stop_before_pixels=True).BodyPartExamined
+    ]
     assert empties, "the fixture should contain studies without BodyPartExamined"
     assert all(r.body_part is not BodyPart.OTHER for r in empties)
 
 
-def test_headers_only_while_listing(dicom_archive: SynthArchive, tmp_path: Path,
-                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_headers_only_while_listing(
+    dicom_archive: SynthArchive, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     calls: list[bool] = []
     real = pydicom.dcmread
 

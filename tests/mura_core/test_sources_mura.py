@@ -15,8 +15,10 @@ from mura_core.synth.writers import study_dir
 
 def _truth(archive: SynthArchive) -> dict[str, tuple[str, int, str, int]]:
     """study folder → (body part, label, split, number of images), from the synth plan."""
-    return {study_dir(s): (str(s.body_part), s.label, str(s.split), len(s.views))
-            for s in archive.studies}
+    return {
+        study_dir(s): (str(s.body_part), s.label, str(s.split), len(s.views))
+        for s in archive.studies
+    }
 
 
 def _read_back(root: Path) -> dict[str, tuple[str, int, str, int]]:
@@ -41,8 +43,9 @@ def test_csvs_give_back_exactly_what_was_written(mura_archive: SynthArchive) -> 
     assert any("CSVs used" in n for n in listing.notes)
 
 
-def test_labels_come_from_the_csv_not_the_folder_name(mura_archive: SynthArchive,
-                                                      tmp_path: Path) -> None:
+def test_labels_come_from_the_csv_not_the_folder_name(
+    mura_archive: SynthArchive, tmp_path: Path
+) -> None:
     root = tmp_path / "copy"
     shutil.copytree(mura_archive.root, root)
     csv_path = root / "MURA-v1.1" / "train_labeled_studies.csv"
@@ -57,8 +60,9 @@ def test_labels_come_from_the_csv_not_the_folder_name(mura_archive: SynthArchive
     assert any("CSV label differs" in n for n in listing.notes)
 
 
-def test_without_csvs_labels_come_from_folder_names(mura_archive: SynthArchive,
-                                                    tmp_path: Path) -> None:
+def test_without_csvs_labels_come_from_folder_names(
+    mura_archive: SynthArchive, tmp_path: Path
+) -> None:
     root = tmp_path / "nocsv"
     shutil.copytree(mura_archive.root, root)
     for csv_file in (root / "MURA-v1.1").glob("*.csv"):
@@ -67,8 +71,9 @@ def test_without_csvs_labels_come_from_folder_names(mura_archive: SynthArchive,
     assert any("no MURA CSVs" in n for n in list_source(root).notes)
 
 
-def test_junk_is_skipped_and_counted_missing_files_reported(mura_archive: SynthArchive,
-                                                            tmp_path: Path) -> None:
+def test_junk_is_skipped_and_counted_missing_files_reported(
+    mura_archive: SynthArchive, tmp_path: Path
+) -> None:
     root = tmp_path / "junky"
     shutil.copytree(mura_archive.root, root)
     first = next((root / "MURA-v1.1" / "train").rglob("image1.png"))
@@ -90,8 +95,9 @@ def test_junk_is_skipped_and_counted_missing_files_reported(mura_archive: SynthA
     assert "junk files skipped: 4" in summary and "missing_file" in summary
 
 
-def test_a_stray_file_in_the_tree_is_a_problem_not_a_crash(mura_archive: SynthArchive,
-                                                           tmp_path: Path) -> None:
+def test_a_stray_file_in_the_tree_is_a_problem_not_a_crash(
+    mura_archive: SynthArchive, tmp_path: Path
+) -> None:
     root = tmp_path / "stray"
     shutil.copytree(mura_archive.root, root)
     study = next((root / "MURA-v1.1" / "train").rglob("study1_*"))

@@ -119,8 +119,9 @@ def test_out_must_be_new_or_empty(tmp_path: Path) -> None:
     assert not list(tmp_path.glob(".*partial*"))
 
 
-@pytest.mark.parametrize("kwargs", [{"studies": 0}, {"studies": 1, "format": "tiff"},
-                                    {"studies": 1, "size": 10}])
+@pytest.mark.parametrize(
+    "kwargs", [{"studies": 0}, {"studies": 1, "format": "tiff"}, {"studies": 1, "size": 10}]
+)
 def test_bad_config_is_refused(kwargs: dict) -> None:
     with pytest.raises(ValueError):
         SynthConfig(**kwargs)
@@ -131,23 +132,26 @@ def test_sign_changes_pixels_where_it_is_drawn() -> None:
     for part in MURA_BODY_PARTS:
         for sign in SIGNS:
             normal = render_view(str(part), rng=np.random.default_rng(3), height=256, width=256)
-            signed = render_view(str(part), rng=np.random.default_rng(3), height=256, width=256,
-                                 sign=sign)
-            assert normal.dtype == np.float32 and 0 <= normal.min() and normal.max() <= 1
+            signed = render_view(
+                str(part), rng=np.random.default_rng(3), height=256, width=256, sign=sign
+            )
+            assert normal.dtype == np.float32 and normal.min() >= 0 and normal.max() <= 1
             assert not np.array_equal(normal, signed), (part, sign)
 
 
 def test_picture_grid_of_every_body_part(tmp_path: Path) -> None:
     """A contact sheet to look at: rows are body parts, columns normal / each sign."""
     columns = [None, *SIGNS]
-    fig, axes = plt.subplots(len(MURA_BODY_PARTS), len(columns) * 2,
-                             figsize=(2.2 * len(columns) * 2, 2.2 * len(MURA_BODY_PARTS)))
+    fig, axes = plt.subplots(
+        len(MURA_BODY_PARTS),
+        len(columns) * 2,
+        figsize=(2.2 * len(columns) * 2, 2.2 * len(MURA_BODY_PARTS)),
+    )
     for row, part in enumerate(MURA_BODY_PARTS):
         for col, sign in enumerate(columns):
             for view in (0, 1):
                 rng = np.random.default_rng(1000 * row + 10 * col + view)
-                image = render_view(str(part), rng=rng, height=320, width=256, sign=sign,
-                                    view=view)
+                image = render_view(str(part), rng=rng, height=320, width=256, sign=sign, view=view)
                 ax = axes[row, col * 2 + view]
                 ax.imshow(image, cmap="gray", vmin=0, vmax=1)
                 ax.set_xticks([])
