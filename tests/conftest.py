@@ -10,7 +10,12 @@ import pytest
 from mura_core.synth import SynthArchive, SynthConfig, synthesize
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DICOM = REPO.parent / "shared" / "data" / "radiographs-dicom"
+# beside the checkout (as on CI); MURA_SHARED_DATA overrides for clones made elsewhere
+SHARED_DICOM = (
+    Path(os.environ["MURA_SHARED_DATA"]) / "radiographs-dicom"
+    if os.environ.get("MURA_SHARED_DATA")
+    else REPO.parent / "shared" / "data" / "radiographs-dicom"
+)
 
 
 @pytest.fixture(autouse=True, scope="session")
