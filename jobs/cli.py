@@ -8,31 +8,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from mura_core import __version__
-from mura_core.privacy import PrivacyError
-from mura_core.sources import KINDS, SourceError, format_summary, list_source
+from mura_core.sources import KINDS, format_summary, list_source
 from mura_core.synth import SynthConfig, synthesize
+from pipelines.ingest import IngestConfig, format_result, run_ingest
 
-_USER_ERRORS = (SourceError, PrivacyError, FileExistsError, ValueError, OSError)
-
-
-def _progress(label: str) -> Callable[[int, int], None]:
-    """A one-line progress counter on stderr, redrawn in place on a terminal."""
-    start = time.perf_counter()
-    tty = sys.stderr.isatty()
-
-    def report(done: int, total: int) -> None:
-        if not tty and done not in (total,) and done % max(1, total // 10):
-            return
-        rate = done / max(time.perf_counter() - start, 1e-9)
-        end = "\n" if done == total or not tty else "\r"
-        print(f"{label}: {done}/{total} ({rate:.1f}/s)", end=end, file=sys.stderr, flush=True)
-
-    return report
+from . import ingest
+from .common import progress, run_command
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -43,7 +28,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         size=args.size,
         positive_fraction=args.positive_fraction,
     )
-    archive = synthesize(args.out, cfg, workers=args.workers, progress=_progress("studies"))
+    archive = synthesize(args.out, cfg, workers=args.workers, progress=progress("studies"))
     print(
         f"wrote {len(archive.studies)} studies, {archive.n_images} images ({cfg.format}) "
         f"to {archive.root} in {archive.seconds:.1f}s"
@@ -59,17 +44,20 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     out = Path(args.out).expanduser().resolve()
-    archive_dir = out / "archive"
+    archive_dir, shards_dir = out / "archive", out / "shards"
     if archive_dir.exists():
-        print(f"[demo] reusing the synthetic archive at {archive_dir}")
+        print(f"[demo] 1. reusing the synthetic archive at {archive_dir}")
     else:
         print(f"[demo] 1. synthesize {args.studies} studies into {archive_dir}")
         synthesize(
             archive_dir,
             SynthConfig(studies=args.studies, seed=args.seed, size=args.size),
-            progress=_progress("studies"),
+            progress=progress("studies"),
         )
     print(format_summary(list_source(archive_dir)))
+    print(f"\n[demo] 2. ingest with Ray Data into {shards_dir}")
+    result = run_ingest(IngestConfig(source=archive_dir, out=shards_dir, size=args.shard_size))
+    print(format_result(result))
     return 0
 
 
@@ -135,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_inspect)
 
+    ingest.register(sub)
+
     p = sub.add_parser(
         "demo",
         help="run the system end to end on a small synthetic archive",
@@ -145,20 +135,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--studies", type=int, default=60, help="studies to synthesize (default 60)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--size", type=int, default=320, help="longest image side (default 320)")
+    p.add_argument(
+        "--shard-size",
+        type=int,
+        default=224,
+        help="pixel size of the ingested shards (default 224)",
+    )
     p.set_defaults(func=cmd_demo)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args))
-    except _USER_ERRORS as exc:
-        print(f"mura: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("mura: interrupted", file=sys.stderr)
-        return 130
+    return run_command(args.func, args, getattr(args, "extra_errors", ()))
 
 
 if __name__ == "__main__":

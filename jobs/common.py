@@ -1,0 +1,53 @@
+"""Shared CLI plumbing: one-line user errors, progress counters."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+from mura_core.privacy import PrivacyError
+from mura_core.shards import ShardsError
+from mura_core.sources import SourceError
+
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    SourceError,
+    ShardsError,
+    PrivacyError,
+    FileExistsError,
+    ValueError,
+    OSError,
+)
+
+
+def progress(label: str) -> Callable[[int, int], None]:
+    """A one-line progress counter on stderr, redrawn in place on a terminal."""
+    start = time.perf_counter()
+    tty = sys.stderr.isatty()
+
+    def report(done: int, total: int) -> None:
+        if not tty and done != total and done % max(1, total // 10):
+            return
+        rate = done / max(time.perf_counter() - start, 1e-9)
+        end = "\n" if done == total or not tty else "\r"
+        print(f"{label}: {done}/{total} ({rate:.1f}/s)", end=end, file=sys.stderr, flush=True)
+
+    return report
+
+
+def run_command(
+    func: Callable[[argparse.Namespace], int],
+    args: argparse.Namespace,
+    extra_errors: Sequence[type[BaseException]] = (),
+) -> int:
+    """Call a command; known user errors become `mura: error: …` on one line, exit 1."""
+    try:
+        return int(func(args))
+    except (*USER_ERRORS, *extra_errors) as exc:
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"mura: error: {message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("mura: interrupted", file=sys.stderr)
+        return 130

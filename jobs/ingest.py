@@ -1,0 +1,112 @@
+"""`mura ingest` / `python -m jobs.ingest`: parse flags, call pipelines.ingest, print."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from mura_core.sources import KINDS
+from mura_core.splits import SplitConfig
+from pipelines.ingest import (
+    PSEUDONYMIZE_CHOICES,
+    IngestConfig,
+    IngestError,
+    format_result,
+    run_ingest,
+)
+
+from .common import run_command
+
+HELP = "turn an archive into Parquet shards with Ray Data"
+DESCRIPTION = (
+    "List SOURCE (a MURA-v1.1 archive, a DICOM tree or an image folder), decode every image "
+    "with Ray Data tasks and write Parquet shards of one row per image (pixels resized to "
+    "SIZE x SIZE) to OUT/images/, with OUT/quarantine.parquet (every input that could not "
+    "be used, and why) and OUT/manifest.json (written last). Re-running into the same OUT "
+    "replaces the previous set; it never duplicates."
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", type=Path, help="archive root folder")
+    p.add_argument("--out", type=Path, required=True, help="shards folder (created)")
+    p.add_argument("--size", type=int, default=320, help="pixel size of the square (default 320)")
+    p.add_argument("--kind", choices=KINDS, default=None, help="source kind (default: detect)")
+    p.add_argument(
+        "--labels",
+        type=Path,
+        default=None,
+        help="labels CSV for a DICOM tree or image folder (default: SOURCE/labels.csv)",
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster to join (e.g. auto, ray://head:10001); default: local Ray",
+    )
+    p.add_argument(
+        "--rows-per-shard",
+        type=int,
+        default=512,
+        help="most rows in one Parquet file (default 512)",
+    )
+    p.add_argument("--batch-size", type=int, default=16, help="images per decode task batch")
+    p.add_argument("--seed", type=int, default=0, help="seed of the patient split (default 0)")
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.07,
+        help="patients of the training split held out for validation (default 0.07)",
+    )
+    p.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.2,
+        help="patients held out for test, for sources without splits (default 0.2)",
+    )
+    p.add_argument(
+        "--pseudonymize",
+        choices=PSEUDONYMIZE_CHOICES,
+        default="auto",
+        help="replace identifiers with keyed pseudonyms (auto: DICOM sources only)",
+    )
+    p.add_argument(
+        "--force", action="store_true", help="replace shards of a different source already in OUT"
+    )
+
+
+def command(args: argparse.Namespace) -> int:
+    cfg = IngestConfig(
+        source=args.source,
+        out=args.out,
+        size=args.size,
+        kind=args.kind,
+        labels=args.labels,
+        address=args.address,
+        rows_per_shard=args.rows_per_shard,
+        batch_size=args.batch_size,
+        splits=SplitConfig(
+            seed=args.seed, val_fraction=args.val_fraction, test_fraction=args.test_fraction
+        ),
+        pseudonymize=args.pseudonymize,
+        force=args.force,
+    )
+    print(format_result(run_ingest(cfg)))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("ingest", help=HELP, description=DESCRIPTION)
+    add_arguments(p)
+    p.set_defaults(func=command, extra_errors=(IngestError,))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobs.ingest", description=DESCRIPTION)
+    add_arguments(parser)
+    return run_command(command, parser.parse_args(argv), (IngestError,))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""What goes into the dataset: one plain dict per image reference, split and pseudonymized.
+
+Built on the driver from a source listing. Pseudonyms replace identifiers before any row
+reaches Ray, so nothing downstream (shards, logs, MLflow) ever holds the originals; the map
+back is returned separately for `reidentify.csv`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from mura_core.privacy import Pseudonymizer
+from mura_core.records import ImageRef, Listing, Problem
+from mura_core.splits import SplitConfig, assign_splits
+
+PSEUDONYMIZE_CHOICES = ("auto", "always", "never")
+
+
+@dataclass(frozen=True)
+class PreparedRows:
+    """Rows for Ray, problems already known from listing, and the re-identification map."""
+
+    rows: list[dict[str, Any]]
+    problems: list[dict[str, Any]]
+    reidentify: list[tuple[str, str, str]]  # (kind, pseudonym, original)
+    pseudonymized: bool
+
+
+def _should_pseudonymize(kind: str, mode: str) -> bool:
+    if mode not in PSEUDONYMIZE_CHOICES:
+        raise ValueError(f"pseudonymize must be one of {', '.join(PSEUDONYMIZE_CHOICES)}")
+    return mode == "always" or (mode == "auto" and kind == "dicom")
+
+
+class _Mapper:
+    """Pseudonymizes and remembers each (kind, original) once for the re-identification map."""
+
+    def __init__(self, pseudo: Pseudonymizer | None) -> None:
+        self.pseudo = pseudo
+        self.seen: dict[tuple[str, str], str] = {}
+
+    def __call__(self, value: str, kind: str) -> str:
+        if self.pseudo is None:
+            return value
+        key = (kind, value)
+        if key not in self.seen:
+            self.seen[key] = self.pseudo(value, kind)
+        return self.seen[key]
+
+
+def prepare_rows(
+    listing: Listing,
+    splits: SplitConfig,
+    *,
+    pseudonymize: str = "auto",
+    pseudonymizer: Pseudonymizer | None = None,
+) -> PreparedRows:
+    """Turn a listing into dataset rows (with the real `path` for reading) and problems."""
+    enabled = _should_pseudonymize(listing.kind, pseudonymize)
+    mapper = _Mapper((pseudonymizer or Pseudonymizer.from_site()) if enabled else None)
+    refs: Sequence[ImageRef] = listing.refs
+    final = assign_splits(refs, splits)
+    rows = []
+    for ref, split in zip(refs, final, strict=True):
+        rows.append(
+            {
+                "path": ref.path,
+                "image_id": mapper(ref.image_id, "image"),
+                "study_key": mapper(ref.study_key, "study"),
+                "patient_key": mapper(ref.patient_key, "patient"),
+                "body_part": str(ref.body_part),
+                "view": ref.view,
+                "label": ref.label,
+                "split": split,
+                "source_split": None if ref.split is None else str(ref.split),
+                "relpath": mapper(ref.relpath, "path"),
+                "frame": ref.frame,
+            }
+        )
+    problems = [_problem_row(p, mapper) for p in listing.problems]
+    reidentify = [
+        (kind, pseudonym, original) for (kind, original), pseudonym in sorted(mapper.seen.items())
+    ]
+    return PreparedRows(rows, problems, reidentify, enabled)
+
+
+def _problem_row(problem: Problem, mapper: _Mapper) -> dict[str, Any]:
+    return {
+        "path": mapper(problem.path, "path"),
+        "image_id": None,
+        "study_key": None,
+        "stage": problem.stage,
+        "error_type": problem.error_type,
+        "reason": problem.reason,
+    }
