@@ -48,8 +48,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--rows-per-shard",
         type=int,
-        default=512,
-        help="most rows in one Parquet file (default 512)",
+        default=1024,
+        help="most rows in one Parquet file (default 1024)",
     )
     p.add_argument("--batch-size", type=int, default=16, help="images per decode task batch")
     p.add_argument("--seed", type=int, default=0, help="seed of the patient split (default 0)")

@@ -9,25 +9,40 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import ray
 import ray.data
-from ray.data._internal.tensor_extensions.arrow import FixedShapeTensorFormat
 from ray.data.context import DataContext
 
 
 def configure_data_context() -> DataContext:
-    """DataContext options, set before any dataset is created (Ray copies the context then).
-
-    Pixels are written as Arrow's canonical fixed_shape_tensor so plain pyarrow (and anything
-    else that speaks Arrow) reads the shards without Ray's extension types.
-    """
+    """DataContext options, set before any dataset is created (Ray copies the context then)."""
     ctx = DataContext.get_current()
-    ctx.arrow_fixed_shape_tensor_format = FixedShapeTensorFormat.ARROW_NATIVE
     ctx.enable_progress_bars = True
     ctx.enable_operator_progress_bars = True
     ctx.print_on_execution_start = False
     return ctx
+
+
+@contextmanager
+def data_context(**options: Any) -> Iterator[DataContext]:
+    """Set DataContext options for the datasets created inside the block, then restore.
+
+    Ray copies the current context into a dataset when it is created, so options set here
+    stick to the datasets made in the block and do not leak into other pipelines.
+    """
+    ctx = configure_data_context()
+    previous = {name: getattr(ctx, name) for name in options}
+    for name, value in options.items():
+        setattr(ctx, name, value)
+    try:
+        yield ctx
+    finally:
+        for name, value in previous.items():
+            setattr(ctx, name, value)
 
 
 def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> None:

@@ -2,9 +2,10 @@
 
 The recipe, top to bottom: check the output folder and list the source (fail fast, before
 any work) → prepare rows (splits, pseudonyms) → Ray Data: from_items → map_batches(decode)
-→ write_parquet partitioned by status into a staging folder → swap the staging output into
-place, write quarantine and, last, the manifest. A run killed at any point leaves either the
-previous complete set or a folder without a manifest, which the next run replaces.
+→ write_parquet into a staging folder → move problem rows to the quarantine → swap the
+staging folder into place and write, last, the manifest. A run killed at any point leaves
+either the previous complete set or a folder without a manifest, which the next run
+replaces.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
 import ray.data
@@ -37,11 +39,12 @@ from mura_core.sources import SourceError, list_source
 from mura_core.sources.common import require_dir
 from mura_core.splits import SplitConfig
 
-from ..runtime import cluster_cpus, configure_data_context, ensure_ray
-from .decode import OK, QUARANTINED, decode_batch
+from ..runtime import cluster_cpus, data_context, ensure_ray
+from .decode import decode_batch
 from .rows import PreparedRows, prepare_rows
 
 STAGING_PREFIX = ".staging-"
+COMPRESSION = "lz4"
 
 
 class IngestError(Exception):
@@ -58,7 +61,7 @@ class IngestConfig:
     kind: str | None = None
     labels: Path | None = None
     address: str | None = None
-    rows_per_shard: int = 512
+    rows_per_shard: int = 1024
     batch_size: int = 16
     splits: SplitConfig = field(default_factory=SplitConfig)
     pseudonymize: str = "auto"
@@ -126,10 +129,18 @@ def _list(cfg: IngestConfig, source: Path) -> Listing:
 
 
 def _run_ray(prepared: PreparedRows, cfg: IngestConfig, staging: Path) -> None:
-    """The Ray Data part: decode in parallel tasks, write Parquet partitioned by status."""
-    configure_data_context()
-    blocks = max(1, min(len(prepared.rows) // cfg.batch_size, 4 * cluster_cpus()))
-    ds = ray.data.from_items(prepared.rows, override_num_blocks=blocks)
+    """The Ray Data part: decode in parallel tasks, each writing its own Parquet file."""
+    # One input block becomes one task and one file: blocks of about rows_per_shard rows
+    # give full shards, while at least two blocks per CPU keep every CPU busy (smaller
+    # shards on a big cluster, still bounded by rows_per_shard).
+    n, cpus = len(prepared.rows), cluster_cpus()
+    blocks = max(-(-n // cfg.rows_per_shard), 2 * cpus)
+    blocks = -(-blocks // cpus) * cpus  # whole waves: no CPU idles through a last lone task
+    blocks = max(1, min(blocks, -(-n // cfg.batch_size)))
+    # One fused operator (decode → write): per-operator resource reservation only holds back
+    # half the CPUs at start-up (measured: the second CPU idled ~1 s per run on 2 cores).
+    with data_context(op_resource_reservation_enabled=False):
+        ds = ray.data.from_items(prepared.rows, override_num_blocks=blocks)
     ds = ds.map_batches(
         decode_batch,
         batch_size=cfg.batch_size,
@@ -137,30 +148,38 @@ def _run_ray(prepared: PreparedRows, cfg: IngestConfig, staging: Path) -> None:
         fn_kwargs={"size": cfg.size},
         num_cpus=1,
     )
-    ds.write_parquet(
-        str(staging),
-        partition_cols=["status"],
-        min_rows_per_file=cfg.rows_per_shard,
-        max_rows_per_file=cfg.rows_per_shard,
-    )
+    # lz4: measured 0.09 s per 500 rows against zstd's 0.15 s, at 34 vs 29 MB.
+    ds.write_parquet(str(staging), max_rows_per_file=cfg.rows_per_shard, compression=COMPRESSION)
 
 
-def _read_quarantine(staging: Path, listing_problems: list[dict[str, Any]]) -> pa.Table:
+def _collect_quarantine(staging: Path, listing_problems: list[dict[str, Any]]) -> pa.Table:
+    """Move problem rows out of the staged files into the quarantine table.
+
+    Only the small `problem` column is read per file; the rare file that holds quarantined
+    rows is rewritten without them, the others stay as Ray wrote them.
+    """
     rows = list(listing_problems)
-    for path in sorted((staging / f"status={QUARANTINED}").glob("*.parquet")):
-        part = pq.read_table(path, columns=["relpath", "image_id", "study_key", "problem"])
-        for row in part.to_pylist():
-            problem = row["problem"] or {}
+    for path in sorted(staging.glob("*.parquet")):
+        problems = pq.read_table(path, columns=["problem"]).column("problem")
+        if problems.null_count == len(problems):
+            continue
+        table = pq.read_table(path)
+        for row in table.filter(pc.is_valid(table["problem"])).drop(["pixels"]).to_pylist():
             rows.append(
                 {
                     "path": row["relpath"],
                     "image_id": row["image_id"],
                     "study_key": row["study_key"],
                     "stage": "decode",
-                    "error_type": problem.get("error_type"),
-                    "reason": problem.get("reason"),
+                    "error_type": row["problem"]["error_type"],
+                    "reason": row["problem"]["reason"],
                 }
             )
+        good = table.filter(pc.is_null(table["problem"]))
+        if good.num_rows:
+            pq.write_table(good, path, compression=COMPRESSION)
+        else:
+            path.unlink()
     return pa.Table.from_pylist(rows, schema=QUARANTINE_SCHEMA)
 
 
@@ -207,11 +226,7 @@ def _swap_into_place(
         old = layout.root / f"{STAGING_PREFIX}old-{uuid.uuid4().hex}"
         layout.images.rename(old)
         shutil.rmtree(old, ignore_errors=True)
-    ok_dir = staging / f"status={OK}"
-    if ok_dir.is_dir():
-        ok_dir.rename(layout.images)
-    else:
-        layout.images.mkdir()
+    staging.rename(layout.images)
     tmp = layout.root / f".{layout.quarantine.name}.tmp"
     pq.write_table(quarantine, tmp)
     tmp.replace(layout.quarantine)
@@ -219,7 +234,6 @@ def _swap_into_place(
         _write_reidentify(layout.reidentify, prepared.reidentify)
     else:
         layout.reidentify.unlink(missing_ok=True)
-    shutil.rmtree(staging, ignore_errors=True)
 
 
 def run_ingest(cfg: IngestConfig) -> IngestResult:
@@ -238,7 +252,7 @@ def run_ingest(cfg: IngestConfig) -> IngestResult:
         ensure_ray(cfg.address)
         _run_ray(prepared, cfg, staging)
     staging.mkdir(exist_ok=True)
-    quarantine = _read_quarantine(staging, prepared.problems)
+    quarantine = _collect_quarantine(staging, prepared.problems)
     _swap_into_place(layout, staging, quarantine, prepared)
 
     ingested, by_part, by_split, ids = _image_counts(layout.images)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -77,3 +78,24 @@ def test_demo_prints_the_archive_summary(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     for word in ("studies", "positive", "images", "total", "XR_"):
         assert word in result.stdout
+
+
+def test_ingest_cli_end_to_end(tmp_path: Path) -> None:
+    """`mura ingest` as a user runs it: its own local Ray, a summary, non-zero on bad input."""
+    archive = tmp_path / "a"
+    assert _mura("synth", str(archive), "--studies", "6", "--size", "96").returncode == 0
+    result = _mura("ingest", str(archive), "--out", str(tmp_path / "s"), "--size", "48")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "law holds: True" in result.stdout and "ingested" in result.stdout
+    manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    assert manifest["counts"]["found"] == manifest["counts"]["ingested"]
+    bad = _mura("ingest", str(tmp_path / "missing"), "--out", str(tmp_path / "s2"))
+    assert bad.returncode == 1 and bad.stderr.strip().startswith("mura: error: source not found")
+    assert not (tmp_path / "s2").exists()
+
+
+def test_jobs_ingest_module_has_help() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "jobs.ingest", "--help"], capture_output=True, text=True
+    )
+    assert result.returncode == 0 and "--rows-per-shard" in result.stdout
