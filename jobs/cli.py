@@ -16,7 +16,7 @@ from mura_core.sources import KINDS, format_summary, list_source
 from mura_core.synth import SynthConfig, synthesize
 from pipelines.ingest import IngestConfig, format_result, run_ingest
 
-from . import ingest
+from . import ingest, train
 from .common import progress, run_command
 
 
@@ -27,6 +27,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         seed=args.seed,
         size=args.size,
         positive_fraction=args.positive_fraction,
+        sign_strength=args.sign_strength,
     )
     archive = synthesize(args.out, cfg, workers=args.workers, progress=progress("studies"))
     print(
@@ -99,6 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="fraction of abnormal studies (default 0.4, about MURA's)",
     )
     p.add_argument(
+        "--sign-strength",
+        type=float,
+        default=1.0,
+        help="1: realistic signs; 2-4: bolder fractures and periosteal reaction that "
+        "survive downsizing to small training sizes (default 1)",
+    )
+    p.add_argument(
         "--workers",
         type=int,
         default=None,
@@ -124,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_inspect)
 
     ingest.register(sub)
+    train.register(sub)
 
     p = sub.add_parser(
         "demo",

@@ -51,7 +51,7 @@ class SynthArchive:
 
 def _write_one(args: tuple[Path, SynthConfig, StudyPlan]) -> tuple[int, tuple[str, ...]]:
     root, cfg, study = args
-    images = render_study(study)
+    images = render_study(study, cfg.sign_strength)
     if cfg.format == "png":
         return study.index, tuple(write_png_study(root, study, images))
     return study.index, tuple(write_dicom_study(root, cfg, study, images))

@@ -233,11 +233,11 @@ def _line(c, n, width, depth, rng, a0=-sh.FAR, a1=sh.FAR, r=0.0) -> Line:
     return Line(c, n, width, depth, amp, freq, rng.uniform(0, 2 * math.pi), a0, a1)
 
 
-def _fracture(sc: _Scene, g: sh.Grid, rng: np.random.Generator) -> None:
+def _fracture(sc: _Scene, g: sh.Grid, rng: np.random.Generator, strength: float = 1.0) -> None:
     """A thin oblique lucent line across a shaft; often a step-off and/or angulation."""
     t, _, p, tan = _pick(sc, g, rng, 0.12, 0.88)
     n = sh.rot(tan, rng.uniform(-0.9, 0.9))
-    width = max(rng.uniform(0.0018, 0.0038), 0.6 * g.px)
+    width = max(rng.uniform(0.0018, 0.0038), 0.6 * g.px) * strength
     shift, ang = (0.0, 0.0), 0.0
     if rng.random() < (0.55 if t.r > 0.03 else 0.85):  # thin bones: mostly displaced
         k = rng.uniform(0.1, 0.45) * t.r * float(rng.choice([-1, 1]))
@@ -245,11 +245,12 @@ def _fracture(sc: _Scene, g: sh.Grid, rng: np.random.Generator) -> None:
     if rng.random() < 0.35:
         ang = math.radians(rng.uniform(3, 9) * float(rng.choice([-1, 1])))
     a0 = rng.uniform(-0.3, 0.5) * t.r if rng.random() < 0.3 else -sh.FAR  # incomplete
-    line = _line(p, n, width, rng.uniform(0.45, 0.85), rng, a0, sh.FAR, t.r)
-    t.feats.append(Fracture(line, shift, ang))
+    depth = min(0.95, rng.uniform(0.45, 0.85) * strength**0.5)
+    line = _line(p, n, width, depth, rng, a0, sh.FAR, t.r)
+    t.feats.append(Fracture(line, (shift[0] * strength, shift[1] * strength), ang * strength))
 
 
-def _periosteal(sc: _Scene, g: sh.Grid, rng: np.random.Generator) -> None:
+def _periosteal(sc: _Scene, g: sh.Grid, rng: np.random.Generator, strength: float = 1.0) -> None:
     """A faint solid, lamellated or spiculated band just outside a stretch of cortex."""
     t, s, _, _ = _pick(sc, g, rng, 0.2, 0.8)
     total = sh.length(t.pts)
@@ -258,10 +259,11 @@ def _periosteal(sc: _Scene, g: sh.Grid, rng: np.random.Generator) -> None:
     side = int(rng.choice([-1, 0, 1], p=[0.35, 0.3, 0.35]))
     lam = float(rng.choice([-1.5, 0, 1.5, 2]))
     thick = max(rng.uniform(0.35, 0.8) * t.r, rng.uniform(0.008, 0.014))  # >= ~2 px at 224
-    t.feats.append(Perio(u0, u1, thick, side, rng.uniform(0.45, 0.75), lam))
+    density = min(1.0, rng.uniform(0.45, 0.75) * strength**0.5)
+    t.feats.append(Perio(u0, u1, thick * strength, side, density, lam))
 
 
-def _hardware(sc: _Scene, g: sh.Grid, rng: np.random.Generator) -> None:
+def _hardware(sc: _Scene, g: sh.Grid, rng: np.random.Generator, strength: float = 1.0) -> None:
     """A plate with screws, loose screws, K-wires or an intramedullary nail."""
     t, _, p, tan = _pick(sc, g, rng, 0.2, 0.8)
     nrm, r, put = (-tan[1], tan[0]), t.r, sc.metal.append
@@ -423,6 +425,7 @@ def render_view(
     sign: str | None = None,
     view: int = 0,
     anatomy_seed: int | None = None,
+    sign_strength: float = 1.0,
 ) -> np.ndarray:
     """One synthetic radiograph as float32 (height, width) in [0, 1]: 0 air, 1 metal.
 
@@ -430,11 +433,15 @@ def render_view(
     picks the projection (0 PA/AP, 1 lateral, 2 oblique, 3 another); `sign` (one of SIGNS)
     draws that abnormality on a random bone in view. Views of one study pass the same
     `anatomy_seed`, so they show the same patient's bones from different angles.
+    `sign_strength` > 1 widens and deepens fractures and thickens periosteal reaction (hardware
+    is already plain), so a sign stays visible after downsizing to a small training size.
     """
     if body_part not in BODY_PARTS:
         raise ValueError(f"unknown body part {body_part!r}; expected one of {BODY_PARTS}")
     if sign is not None and sign not in SIGNS:
         raise ValueError(f"unknown sign {sign!r}; expected None or one of {SIGNS}")
+    if not 0.5 <= sign_strength <= 10.0:
+        raise ValueError(f"sign_strength must be in [0.5, 10], got {sign_strength}")
     if height < 8 or width < 8:
         raise ValueError(f"image must be at least 8x8 px, got {height}x{width}")
     g = sh.Grid(int(height), int(width))
@@ -444,5 +451,6 @@ def render_view(
     _marker(sc, g, rng)
     film = _film(g, rng)
     if sign is not None:  # drawn last: the same rng state renders the same film without it
-        {"fracture": _fracture, "periosteal": _periosteal, "hardware": _hardware}[sign](sc, g, rng)
+        painter = {"fracture": _fracture, "periosteal": _periosteal, "hardware": _hardware}
+        painter[sign](sc, g, rng, sign_strength)
     return _develop(sc, g, film)

@@ -48,6 +48,7 @@ class SynthConfig:
     positive_fraction: float = 0.4
     valid_fraction: float = 0.15
     body_parts: tuple[BodyPart, ...] = MURA_BODY_PARTS
+    sign_strength: float = 1.0  # > 1: bolder fractures / periosteal reaction (small images)
 
     def __post_init__(self) -> None:
         if self.studies < 1:
@@ -58,6 +59,8 @@ class SynthConfig:
             raise ValueError(f"size must be between 64 and 4096 px, got {self.size}")
         if not 0.0 <= self.positive_fraction <= 1.0 or not 0.0 <= self.valid_fraction < 1.0:
             raise ValueError("positive_fraction must be in [0, 1] and valid_fraction in [0, 1)")
+        if not 0.5 <= self.sign_strength <= 10.0:
+            raise ValueError(f"sign_strength must be in [0.5, 10], got {self.sign_strength}")
         if not self.body_parts or BodyPart.OTHER in self.body_parts:
             raise ValueError("body_parts must name one or more of the seven MURA parts")
 

@@ -39,7 +39,7 @@ _GIVEN = ("JANE", "JOHN", "MARIA", "AHMET", "AYSE", "WEI", "FATIMA", "OLGA", "LU
 _FAMILY = ("DOE", "SMITH", "YILMAZ", "KAYA", "GARCIA", "MUELLER", "CHEN", "IVANOVA", "SATO")
 
 
-def render_study(study: StudyPlan) -> list[np.ndarray]:
+def render_study(study: StudyPlan, sign_strength: float = 1.0) -> list[np.ndarray]:
     """The study's views as float32 images in [0, 1], bone bright; rng from the study seed."""
     rng = np.random.default_rng(study.seed)
     return [
@@ -51,6 +51,7 @@ def render_study(study: StudyPlan) -> list[np.ndarray]:
             sign=v.sign,
             view=v.index,
             anatomy_seed=study.seed,
+            sign_strength=sign_strength,
         )
         for v in study.views
     ]

@@ -1,0 +1,158 @@
+"""`mura train` / `python -m jobs.train`: parse flags, call pipelines.train, print."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from mura_core.models import model_names
+from mura_core.recipes import AUGMENT_MODES, RECIPES, recipe
+from pipelines.tracking import TrackingError
+from pipelines.train import TrainConfig, TrainError, run_training, summary_text
+
+from .common import run_command
+
+HELP = "train a classifier on shards with Ray Train, log and register it in MLflow"
+DESCRIPTION = (
+    "Train a recipe from the papers on SHARDS (from `mura ingest`) with Ray Train: seed-cnn "
+    "(the course paper's CNN), seed-densenet (its DenseNet-169) or mura-paper (Rajpurkar et "
+    "al.). Every flag left unset keeps the recipe's value. Each epoch reports train/val loss, "
+    "accuracy and study-level val AUROC and saves a checkpoint; at the end the best "
+    "checkpoint(s) are evaluated on train/val/test, and the run (params, per-epoch metrics, "
+    "plots, tables, CAMs, model) is logged to MLflow and the model registered. Tracking URI: "
+    "MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db."
+)
+EXTRA_ERRORS = (TrainError, TrackingError)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("shards", type=Path, help="shards folder written by `mura ingest`")
+    p.add_argument(
+        "--recipe",
+        choices=sorted(RECIPES),
+        default="seed-cnn",
+        help="hyper-parameter preset (default seed-cnn)",
+    )
+    p.add_argument(
+        "--model",
+        default=None,
+        help=f"override the recipe's model ({', '.join(model_names())}, or any "
+        "torchvision classifier name)",
+    )
+    p.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
+    p.add_argument("--size", type=int, default=None, help="override the input size")
+    p.add_argument("--batch-size", type=int, default=None, help="override the batch size")
+    p.add_argument("--lr", type=float, default=None, help="override the learning rate")
+    p.add_argument(
+        "--augment",
+        choices=AUGMENT_MODES,
+        default="recipe",
+        help="recipe: the recipe's augmentation; flips: its flips only; none",
+    )
+    p.add_argument("--workers", type=int, default=1, help="Ray Train workers (default 1)")
+    p.add_argument("--gpu", action="store_true", help="GPU workers, bf16 autocast, channels_last")
+    p.add_argument(
+        "--cpus-per-worker",
+        type=float,
+        default=None,
+        help="CPUs reserved per worker (default: leave one CPU to Ray Data)",
+    )
+    p.add_argument(
+        "--body-part", default=None, help="train on one study type, e.g. XR_WRIST (default: all)"
+    )
+    p.add_argument(
+        "--weights",
+        type=Path,
+        default=None,
+        help="local ImageNet weights file for torchvision models (never downloaded)",
+    )
+    p.add_argument(
+        "--target-sensitivity",
+        type=float,
+        default=None,
+        help="choose the operating threshold on val for this sensitivity "
+        "(default: 0.5, as the paper)",
+    )
+    p.add_argument("--experiment", default="mura-train", help="MLflow experiment")
+    p.add_argument("--register", default=None, help="registered model name (default mura-<model>)")
+    p.add_argument("--tracking-uri", default=None, help="override MLFLOW_TRACKING_URI")
+    p.add_argument(
+        "--storage",
+        type=Path,
+        default=None,
+        help="Ray Train storage for checkpoints (default ./ray_results)",
+    )
+    p.add_argument(
+        "--name",
+        default=None,
+        help="run name; the same name again resumes that run from its checkpoint",
+    )
+    p.add_argument(
+        "--max-failures", type=int, default=2, help="worker failures to recover from (default 2)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="augmentation / shuffle seed")
+    p.add_argument("--address", default=None, help="Ray cluster to join (default: local Ray)")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    chosen = (
+        recipe(args.recipe)
+        .override(
+            model=args.model,
+            epochs=args.epochs,
+            size=args.size,
+            batch_size=args.batch_size,
+            lr=args.lr,
+        )
+        .with_augment(args.augment)
+    )
+    return TrainConfig(
+        shards=args.shards,
+        recipe=chosen,
+        weights=args.weights,
+        workers=args.workers,
+        gpu=args.gpu,
+        body_part=args.body_part,
+        experiment=args.experiment,
+        register=args.register,
+        tracking_uri=args.tracking_uri,
+        storage=args.storage,
+        name=args.name,
+        max_failures=args.max_failures,
+        target_sensitivity=args.target_sensitivity,
+        seed=args.seed,
+        address=args.address,
+        cpus_per_worker=args.cpus_per_worker,
+    )
+
+
+def command(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    result = run_training(cfg)
+    print()
+    print(summary_text(result.splits, cfg.recipe.model))
+    print()
+    print(f"MLflow run {result.run_id} (experiment {args.experiment}) at {result.tracking_uri}")
+    print(
+        f"model {result.model_uri}; registered {result.registered_name} version "
+        f"{result.version}; threshold {result.threshold:.3f}"
+    )
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help=HELP, description=DESCRIPTION)
+    add_arguments(p)
+    p.set_defaults(func=command, extra_errors=EXTRA_ERRORS)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobs.train", description=DESCRIPTION)
+    add_arguments(parser)
+    return run_command(command, parser.parse_args(argv), EXTRA_ERRORS)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""Checkpoint and model-bundle format: tensors in one file, configuration as JSON.
+
+A folder with `weights.pt` (a state_dict of tensors, read back with `weights_only=True`, so
+loading a checkpoint never runs pickled code) and `model.json` (model name, input size,
+normalization, threshold, recipe). Training checkpoints add `train_state.pt` (optimizer and
+scheduler state, tensors and numbers only) and `history.json`. The same folder layout is
+shipped inside every logged MLflow model, which is how screening rebuilds a model.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .models import build_model
+from .recipes import Recipe
+from .transforms import EvalPreset
+
+WEIGHTS = "weights.pt"
+MODEL_JSON = "model.json"
+MEMBERS = "members"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What is needed to rebuild and feed a model, and to interpret its output."""
+
+    model: str
+    size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    threshold: float = 0.5
+    recipe: dict[str, Any] | None = None
+    extra: dict[str, Any] | None = None
+
+    def eval_preset(self) -> EvalPreset:
+        return EvalPreset(size=self.size, mean=self.mean, std=self.std)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "model": self.model,
+            "size": self.size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "threshold": self.threshold,
+            "recipe": self.recipe,
+            "extra": self.extra or {},
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ModelInfo:
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ValueError(f"model bundle format {version!r} is not {FORMAT_VERSION}")
+        return cls(
+            model=data["model"],
+            size=int(data["size"]),
+            mean=tuple(data["mean"]),
+            std=tuple(data["std"]),
+            threshold=float(data.get("threshold", 0.5)),
+            recipe=data.get("recipe"),
+            extra=data.get("extra") or {},
+        )
+
+    @classmethod
+    def from_recipe(cls, recipe: Recipe, **kwargs: Any) -> ModelInfo:
+        return cls(
+            model=recipe.model,
+            size=recipe.size,
+            mean=recipe.mean,
+            std=recipe.std,
+            recipe=recipe.to_dict(),
+            **kwargs,
+        )
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The bare module under DistributedDataParallel / torch.compile wrappers."""
+    while hasattr(model, "module") and isinstance(model.module, nn.Module):
+        model = model.module
+    return getattr(model, "_orig_mod", model)
+
+
+def save_bundle(folder: Path, model: nn.Module, info: ModelInfo) -> Path:
+    """Write weights.pt + model.json into `folder` (created)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
+    torch.save(state, folder / WEIGHTS)
+    (folder / MODEL_JSON).write_text(json.dumps(info.to_json(), indent=2, sort_keys=True))
+    return folder
+
+
+def save_ensemble(folder: Path, models: list[nn.Module], info: ModelInfo) -> Path:
+    """One bundle per member under `members/`, the shared model.json on top."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, model in enumerate(models):
+        save_bundle(folder / MEMBERS / str(i), model, info)
+    (folder / MODEL_JSON).write_text(json.dumps(info.to_json(), indent=2, sort_keys=True))
+    return folder
+
+
+def load_bundle(
+    folder: Path, *, map_location: str | torch.device = "cpu"
+) -> tuple[nn.Module, ModelInfo]:
+    """Rebuild the model (or ensemble) of a bundle folder, in eval mode, and its info."""
+    folder = Path(folder)
+    if (folder / MEMBERS).is_dir():
+        members = sorted(
+            (p for p in (folder / MEMBERS).iterdir() if p.is_dir()),
+            key=lambda p: int(p.name) if p.name.isdigit() else p.name,
+        )
+        loaded = [load_bundle(p, map_location=map_location) for p in members]
+        info = ModelInfo.from_json(json.loads((folder / MODEL_JSON).read_text()))
+        return Ensemble([m for m, _ in loaded]).eval(), info
+    if not (folder / MODEL_JSON).is_file() or not (folder / WEIGHTS).is_file():
+        raise FileNotFoundError(
+            f"{folder} is not a model bundle (needs {MODEL_JSON} and {WEIGHTS})"
+        )
+    info = ModelInfo.from_json(json.loads((folder / MODEL_JSON).read_text()))
+    model = build_model(info.model, size=info.size)
+    state = torch.load(folder / WEIGHTS, map_location=map_location, weights_only=True)
+    model.load_state_dict(state)
+    return model.eval(), info
+
+
+class Ensemble(nn.Module):
+    """Average of member probabilities (MURA: the 5 best checkpoints), returned as a logit."""
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        prob = torch.stack([torch.sigmoid(m(x).float()) for m in self.members]).mean(0)
+        return torch.logit(prob.clamp(1e-7, 1 - 1e-7))

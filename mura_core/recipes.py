@@ -1,0 +1,144 @@
+"""Named training recipes: every hyper-parameter of the two papers, in one frozen record.
+
+`recipe("seed-cnn")` gives the course paper's CNN set-up, `seed-densenet` its DenseNet-169,
+`mura-paper` Rajpurkar et al.'s. Flags override fields with `dataclasses.replace`; the
+resolved recipe is what gets logged and stored (as JSON) with every checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, UNIT_MEAN, UNIT_STD, TrainPreset
+
+
+@dataclass(frozen=True, kw_only=True)
+class Recipe:
+    """A training set-up. Fractions and degrees follow Keras ImageDataGenerator semantics."""
+
+    name: str
+    model: str
+    size: int
+    batch_size: int
+    epochs: int
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    plateau_patience: int | None = None  # lr ÷ plateau_factor after this many stale epochs
+    plateau_factor: float = 0.1
+    rotation_deg: float = 0.0
+    shift: float = 0.0
+    shear_deg: float = 0.0
+    zoom: float = 0.0
+    hflip: bool = False
+    vflip: bool = False
+    imagenet_norm: bool = False
+    weighted_loss: bool = False  # BCE weighted per body part (MURA paper)
+    keep_best: int = 1  # best-val-loss checkpoints kept; > 1 means an ensemble of them
+
+    def __post_init__(self) -> None:
+        if self.size < 32 or self.batch_size < 1 or self.epochs < 1 or self.lr <= 0:
+            raise ValueError(
+                f"recipe {self.name}: size >= 32, batch_size >= 1, epochs >= 1 "
+                "and lr > 0 are required"
+            )
+        if self.keep_best < 1:
+            raise ValueError("keep_best must be >= 1")
+
+    @property
+    def mean(self) -> tuple[float, float, float]:
+        return IMAGENET_MEAN if self.imagenet_norm else UNIT_MEAN
+
+    @property
+    def std(self) -> tuple[float, float, float]:
+        return IMAGENET_STD if self.imagenet_norm else UNIT_STD
+
+    def train_preset(self) -> TrainPreset:
+        return TrainPreset(
+            size=self.size,
+            rotation_deg=self.rotation_deg,
+            shift=self.shift,
+            shear_deg=self.shear_deg,
+            zoom=self.zoom,
+            hflip=self.hflip,
+            vflip=self.vflip,
+            mean=self.mean,
+            std=self.std,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Recipe:
+        data = dict(data)
+        data["betas"] = tuple(data.get("betas", (0.9, 0.999)))
+        return cls(**data)
+
+    def with_augment(self, mode: str) -> Recipe:
+        """'recipe' keeps the recipe's augmentation, 'flips' keeps only its flips, 'none'
+        trains on un-augmented images (short runs and small images learn faster)."""
+        if mode == "recipe":
+            return self
+        if mode not in AUGMENT_MODES:
+            raise ValueError(f"augment must be one of {', '.join(AUGMENT_MODES)}, got {mode!r}")
+        flips = mode == "flips"
+        return dataclasses.replace(
+            self,
+            rotation_deg=0.0,
+            shift=0.0,
+            shear_deg=0.0,
+            zoom=0.0,
+            hflip=self.hflip and flips,
+            vflip=self.vflip and flips,
+        )
+
+    def override(self, **changes: Any) -> Recipe:
+        """A copy with the non-None `changes` applied (flags left unset change nothing)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+AUGMENT_MODES = ("recipe", "flips", "none")
+
+_SEED_AUGMENT = dict(rotation_deg=30.0, shift=0.2, shear_deg=0.2, zoom=0.2, hflip=True)
+
+RECIPES: dict[str, Recipe] = {
+    "seed-cnn": Recipe(
+        name="seed-cnn", model="cnn", size=224, batch_size=64, epochs=100, lr=1e-3, **_SEED_AUGMENT
+    ),
+    "seed-densenet": Recipe(
+        name="seed-densenet",
+        model="densenet169",
+        size=224,
+        batch_size=8,
+        epochs=25,
+        lr=1e-4,
+        plateau_patience=5,
+        **_SEED_AUGMENT,
+    ),
+    "mura-paper": Recipe(
+        name="mura-paper",
+        model="densenet169",
+        size=320,
+        batch_size=8,
+        epochs=25,
+        lr=1e-4,
+        plateau_patience=1,
+        rotation_deg=30.0,
+        hflip=True,
+        vflip=True,
+        imagenet_norm=True,
+        weighted_loss=True,
+        keep_best=5,
+    ),
+}
+
+
+def recipe(name: str) -> Recipe:
+    """A named recipe, or a one-line error listing the names."""
+    try:
+        return RECIPES[name]
+    except KeyError:
+        raise ValueError(f"unknown recipe {name!r}: choose {', '.join(RECIPES)}") from None

@@ -1,0 +1,134 @@
+"""Models in and out of MLflow: log + register a bundle, resolve a model spec back to one.
+
+A logged model is MLflow's PyTorch flavour (pt2, loadable with `mlflow.pytorch.load_model`)
+plus the project's own bundle (`weights.pt` + `model.json`, see `mura_core.checkpoints`) as
+`extra_files/bundle.tar`, which is what evaluation and screening rebuild from: tensors and
+JSON only, no unpickling, and the threshold chosen at training travels with the weights.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import mlflow.pytorch
+import numpy as np
+import torch
+from mlflow.tracking import MlflowClient
+
+from mura_core.checkpoints import MODEL_JSON, ModelInfo, load_bundle
+
+BUNDLE_TAR = "bundle.tar"
+
+
+class ModelSpecError(Exception):
+    """A model spec (URI or path) that does not resolve to a usable model."""
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A model bundle on local disk and where it came from."""
+
+    folder: Path
+    info: ModelInfo
+    uri: str
+    name: str | None = None
+    version: str | None = None
+    run_id: str | None = None
+
+
+def _tar(folder: Path, into: Path) -> Path:
+    path = into / BUNDLE_TAR
+    with tarfile.open(path, "w") as tar:
+        for item in sorted(folder.rglob("*")):
+            if item.is_file():
+                tar.add(item, arcname=item.relative_to(folder).as_posix())
+    return path
+
+
+def log_bundle(
+    bundle_dir: Path, *, registered_name: str | None, tags: dict[str, str]
+) -> tuple[str, str | None]:
+    """Log the bundle's model (inside an active MLflow run) and register it; (uri, version)."""
+    model, info = load_bundle(bundle_dir)
+    example = np.random.default_rng(0).random((2, 3, info.size, info.size), dtype=np.float32)
+    with tempfile.TemporaryDirectory(prefix="mura-bundle-") as tmp:
+        logged = mlflow.pytorch.log_model(
+            model,
+            name="model",
+            input_example=example,
+            extra_files=[str(_tar(bundle_dir, Path(tmp)))],
+            registered_model_name=registered_name,
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "torchvision", "numpy"],
+            metadata={"mura": info.to_json()},
+            tags=tags,
+        )
+    version = getattr(logged, "registered_model_version", None)
+    if registered_name and version is not None:
+        client = MlflowClient()
+        for key, value in {"threshold": str(info.threshold), **tags}.items():
+            client.set_model_version_tag(registered_name, str(version), key, value)
+    return logged.model_uri, None if version is None else str(version)
+
+
+def _extract(archive: bytes, into: Path) -> Path:
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    return into
+
+
+def resolve_model(spec: str, *, cache: Path | None = None) -> ResolvedModel:
+    """`models:/name@alias`, `models:/name/3`, `runs:/<id>/model`, a logged-model URI, or a
+    local bundle folder → a local bundle folder, or a one-line ModelSpecError."""
+    local = Path(spec).expanduser()
+    if "://" not in spec and not spec.startswith(("models:", "runs:")):
+        if (local / MODEL_JSON).is_file():
+            return ResolvedModel(local.resolve(), load_bundle(local)[1], str(local.resolve()))
+        raise ModelSpecError(
+            f"{spec}: not a model URI (models:/…, runs:/…) and not a model "
+            f"bundle folder (no {MODEL_JSON})"
+        )
+    target = Path(cache or tempfile.mkdtemp(prefix="mura-model-"))
+    try:
+        downloaded = Path(
+            mlflow.artifacts.download_artifacts(artifact_uri=spec, dst_path=str(target / "mlflow"))
+        )
+    except Exception as exc:  # MLflow raises several types for a missing model
+        raise ModelSpecError(
+            f"model {spec} does not resolve: {' '.join(str(exc).split())[:200]}"
+        ) from exc
+    archives = list(downloaded.rglob(BUNDLE_TAR))
+    if not archives:
+        raise ModelSpecError(f"model {spec} has no {BUNDLE_TAR}: not logged by `mura train`")
+    folder = _extract(archives[0].read_bytes(), target / "bundle")
+    name = version = run_id = None
+    if spec.startswith("models:/") and not spec.startswith("models:/m-"):
+        name, version, run_id = _registry_lookup(spec)
+    info = load_bundle(folder)[1]
+    return ResolvedModel(
+        folder, info, spec, name, version, run_id or (info.extra or {}).get("run_id")
+    )
+
+
+def _registry_lookup(spec: str) -> tuple[str, str | None, str | None]:
+    """Name, version and run of a registry URI (`models:/name@alias` or `models:/name/N`)."""
+    body = spec.removeprefix("models:/")
+    client = MlflowClient()
+    try:
+        if "@" in body:
+            name, alias = body.split("@", 1)
+            mv = client.get_model_version_by_alias(name, alias)
+        else:
+            name, _, version = body.partition("/")
+            mv = client.get_model_version(name, version) if version else None
+    except Exception as exc:
+        raise ModelSpecError(
+            f"model {spec} does not resolve: {' '.join(str(exc).split())[:200]}"
+        ) from exc
+    if mv is None:
+        return body, None, None
+    return mv.name, str(mv.version), mv.run_id

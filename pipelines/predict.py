@@ -1,0 +1,144 @@
+"""Batch inference with Ray Data: a pool of actors, each loading the model once.
+
+`Predictor` is a module-level class (Ray's batch-inference pattern): its constructor gets the
+model bundle's files as bytes (so no shared filesystem is needed on a cluster), rebuilds the
+model once, and `__call__` scores a batch of shard rows under `torch.inference_mode` (bf16
+autocast on GPU). Used by training-time evaluation, `mura evaluate` and screening.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import ray.data
+import torch
+from ray.data import ActorPoolStrategy
+
+from mura_core.checkpoints import load_bundle
+from mura_core.shards import pixels_array
+
+from .runtime import cluster_cpus
+
+PASS_THROUGH = (
+    "image_id",
+    "study_key",
+    "patient_key",
+    "body_part",
+    "label",
+    "split",
+    "view",
+    "relpath",
+)
+
+
+def bundle_bytes(folder: Path) -> dict[str, bytes]:
+    """Every file of a model bundle folder, by relative path."""
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _materialize(files: dict[str, bytes]) -> Path:
+    folder = Path(tempfile.mkdtemp(prefix="mura-model-"))
+    for rel, data in files.items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_bytes(data)
+    return folder
+
+
+class Predictor:
+    """Scores shard rows: probability of abnormality per image."""
+
+    def __init__(self, bundle: dict[str, bytes], torch_threads: int | None = None) -> None:
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if self.device.type == "cpu" and torch_threads:
+            torch.set_num_threads(torch_threads)
+        model, self.info = load_bundle(_materialize(bundle))
+        self.model = model.to(self.device).eval()
+        if self.device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.preset = self.info.eval_preset()
+
+    def __call__(self, batch: pa.Table) -> dict[str, np.ndarray]:
+        images = torch.from_numpy(pixels_array(batch.column("pixels")).copy())
+        with torch.inference_mode():
+            x = self.preset(images.to(self.device))
+            if self.device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(
+                self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"
+            ):
+                logits = self.model(x).float()
+            prob = torch.sigmoid(logits).cpu().numpy().astype(np.float64)
+        out = {
+            name: batch.column(name).to_numpy(zero_copy_only=False)
+            for name in PASS_THROUGH
+            if name in batch.column_names
+        }
+        out["prob"] = prob
+        return out
+
+
+def predict(
+    ds: ray.data.Dataset,
+    bundle: dict[str, bytes],
+    *,
+    batch_size: int = 32,
+    actors: int | None = None,
+    gpus_per_actor: float = 0.0,
+) -> ray.data.Dataset:
+    """Lazily add a `prob` column (and drop pixels) with a pool of Predictor actors.
+
+    On CPU: one actor per 2+ cores by default, each reserving one CPU for Ray's scheduler
+    but running torch on its share of the cores, so reading keeps a CPU of its own.
+    """
+    cpus = cluster_cpus()
+    if gpus_per_actor:
+        n = actors or max(1, int(ray.cluster_resources().get("GPU", 1) / gpus_per_actor))
+        resources: dict[str, Any] = {"num_gpus": gpus_per_actor}
+        threads = None
+    else:
+        n = actors or max(1, cpus // 4)
+        resources = {"num_cpus": 1}
+        threads = max(1, cpus // n)
+    return ds.map_batches(
+        Predictor,
+        batch_size=batch_size,
+        batch_format="pyarrow",
+        fn_constructor_kwargs={"bundle": bundle, "torch_threads": threads},
+        compute=ActorPoolStrategy(size=n),
+        **resources,
+    )
+
+
+def collect(ds: ray.data.Dataset) -> dict[str, np.ndarray]:
+    """All rows of a (small) prediction dataset as numpy columns."""
+    frame = ds.to_pandas()
+    return {name: frame[name].to_numpy() for name in frame.columns}
+
+
+def predict_splits(
+    shards: Path,
+    splits: tuple[str, ...],
+    bundle: dict[str, bytes],
+    *,
+    body_part: str | None = None,
+    batch_size: int = 32,
+) -> dict[str, dict[str, Any]]:
+    """Probabilities for some splits of a shards folder, in one pass (one actor pool)."""
+    from .train.data import split_filter
+
+    expr = split_filter(splits[0], body_part)
+    for split in splits[1:]:
+        expr = expr | split_filter(split, body_part)
+    ds = ray.data.read_parquet(str(Path(shards) / "images"))
+    ds = ds.select_columns(["pixels", *PASS_THROUGH]).filter(expr=expr)
+    rows = collect(predict(ds, bundle, batch_size=batch_size))
+    split_of = rows.get("split", np.array([], dtype=object))
+    return {split: {k: v[split_of == split] for k, v in rows.items()} for split in splits}

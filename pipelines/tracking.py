@@ -1,0 +1,114 @@
+"""MLflow plumbing: which store, is it reachable, experiments, git commit.
+
+Tracking URI: `MLFLOW_TRACKING_URI` if set, else `sqlite:///<cwd>/mlflow.db` — absolute, since
+Ray workers and the Train controller run in other working directories. Artifacts of a
+SQLite store go to `<db folder>/mlartifacts` (also absolute, for the same reason).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from pathlib import Path
+from urllib.parse import urlparse
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+DB_NAME = "mlflow.db"
+
+
+class TrackingError(Exception):
+    """The tracking store cannot be used: fail before any worker starts."""
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """Explicit URI, else MLFLOW_TRACKING_URI, else an absolute SQLite file in the CWD."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        return f"sqlite:///{Path.cwd().resolve() / DB_NAME}"
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        relative = uri.removeprefix("sqlite:///")
+        return f"sqlite:///{Path(relative).resolve()}"
+    return uri
+
+
+def sqlite_path(uri: str) -> Path | None:
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def artifact_root(uri: str) -> str | None:
+    """Where a new experiment keeps artifacts: beside a SQLite file; the server's default."""
+    db = sqlite_path(uri)
+    return (db.parent / "mlartifacts").as_uri() if db is not None else None
+
+
+def check_tracking(uri: str, timeout: float = 5.0) -> MlflowClient:
+    """A client for `uri`, or a one-line TrackingError naming it."""
+    scheme = urlparse(uri).scheme
+    if scheme in ("http", "https"):
+        import requests
+
+        try:
+            response = requests.get(uri.rstrip("/") + "/health", timeout=timeout)
+        except requests.RequestException as exc:
+            raise TrackingError(
+                f"MLflow tracking server {uri} unreachable: {type(exc).__name__}"
+            ) from exc
+        if response.status_code != 200:
+            raise TrackingError(
+                f"MLflow tracking server {uri} answered HTTP {response.status_code} on /health"
+            )
+    elif scheme == "sqlite":
+        db = sqlite_path(uri)
+        if db is None or not db.parent.is_dir() or not os.access(db.parent, os.W_OK):
+            raise TrackingError(f"MLflow store {uri}: folder missing or not writable")
+    elif scheme not in ("file", "databricks", "postgresql", "mysql", ""):
+        raise TrackingError(f"unsupported MLflow tracking URI {uri!r}")
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        client.search_experiments(max_results=1)
+    except Exception as exc:  # the store's own errors vary by backend
+        raise TrackingError(
+            f"MLflow store {uri} unusable: {' '.join(str(exc).split())[:200]}"
+        ) from exc
+    return client
+
+
+def ensure_experiment(client: MlflowClient, name: str) -> str:
+    """The experiment's id, creating it (with an absolute artifact root) when missing."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    return client.create_experiment(name, artifact_location=artifact_root(client.tracking_uri))
+
+
+def use_tracking(uri: str) -> None:
+    """Point the fluent mlflow API at `uri` (for log_model and friends)."""
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+
+
+def git_commit(start: Path | None = None) -> str:
+    """The project's commit, with '-dirty' when there are local changes; 'unknown' outside git."""
+    folder = start or Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=folder, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + ("-dirty" if dirty else "")
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]

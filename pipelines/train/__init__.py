@@ -1,0 +1,15 @@
+"""Training on Ray Train: recipes from the papers, study-level evaluation, MLflow."""
+
+from .evaluation import SplitResult, summary_text, table1_row
+from .run import TrainConfig, TrainError, TrainResult, preflight, run_training
+
+__all__ = [
+    "SplitResult",
+    "TrainConfig",
+    "TrainError",
+    "TrainResult",
+    "preflight",
+    "run_training",
+    "summary_text",
+    "table1_row",
+]

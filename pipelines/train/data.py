@@ -1,0 +1,132 @@
+"""Shards → Ray Datasets for training: filtered at read, pixels as uint8 tensors.
+
+Rows are filtered by split and body part in the Parquet reader (predicate pushdown), and a
+`map_batches` step turns the fixed-size binary pixels into a (N, S, S) uint8 tensor column
+plus integer columns the workers need: label, body-part index, study index (a stable hash,
+so study-level AUROC can be computed on the worker without string columns).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray.data
+from ray.data.expressions import Expr, col
+
+from mura_core.records import BodyPart
+from mura_core.shards import SCHEMA_VERSION, ShardsError, ShardsLayout, pixels_array, read_manifest
+
+BODY_PART_INDEX = {str(p): i for i, p in enumerate(BodyPart)}
+READ_COLUMNS = ["pixels", "label", "body_part", "study_key", "split"]
+
+
+def study_index(keys: list[str]) -> np.ndarray:
+    """Stable int64 ids for study keys (same on every worker and every run)."""
+    return np.array(
+        [
+            int.from_bytes(hashlib.blake2b(k.encode(), digest_size=8).digest(), "little") >> 1
+            for k in keys
+        ],
+        dtype=np.int64,
+    )
+
+
+def to_training_batch(batch: pa.Table) -> dict[str, np.ndarray]:
+    """Ray Data map_batches (pyarrow in, numpy out): the tensors a training step reads."""
+    labels = batch.column("label").to_numpy(zero_copy_only=False)
+    return {
+        "pixels": pixels_array(batch.column("pixels")),
+        "label": np.nan_to_num(labels.astype(np.float32), nan=-1.0),
+        "body_part": np.array(
+            [BODY_PART_INDEX[p] for p in batch.column("body_part").to_pylist()], dtype=np.int64
+        ),
+        "study": study_index(batch.column("study_key").to_pylist()),
+    }
+
+
+@dataclass(frozen=True)
+class ShardStats:
+    """Counts from the small columns only: images per (split, body part, label)."""
+
+    size: int
+    counts: Counter[tuple[str, str, int | None]]
+
+    def images(self, split: str, body_part: str | None = None) -> int:
+        return sum(
+            n
+            for (s, p, _), n in self.counts.items()
+            if s == split and (body_part is None or p == body_part)
+        )
+
+    def labels(self, split: str, body_part: str | None = None) -> Counter[int | None]:
+        out: Counter[int | None] = Counter()
+        for (s, p, label), n in self.counts.items():
+            if s == split and (body_part is None or p == body_part):
+                out[label] += n
+        return out
+
+    def body_parts(self, split: str) -> list[str]:
+        return sorted({p for (s, p, _), n in self.counts.items() if s == split and n})
+
+
+def shard_stats(shards: Path) -> ShardStats:
+    """Check the shards folder (complete, current schema) and count what it holds."""
+    manifest = read_manifest(shards)
+    if manifest.get("schema_version") != SCHEMA_VERSION:
+        raise ShardsError(
+            f"{shards} was written with shard schema "
+            f"{manifest.get('schema_version')!r}, this tool reads "
+            f"{SCHEMA_VERSION}: re-run `mura ingest`"
+        )
+    counts: Counter[tuple[str, str, int | None]] = Counter()
+    for path in ShardsLayout(shards).image_files():
+        table = pq.read_table(path, columns=["split", "body_part", "label"])
+        for row in zip(
+            *(table.column(c).to_pylist() for c in ("split", "body_part", "label")), strict=True
+        ):
+            counts[row] += 1
+    return ShardStats(size=int(manifest["size"]), counts=counts)
+
+
+def split_filter(split: str, body_part: str | None) -> Expr:
+    """Ray Data expression selecting one split (and body part); pushed down to the reader."""
+    expr = col("split") == split
+    if body_part is not None:
+        expr = expr & (col("body_part") == body_part)
+    return expr
+
+
+def read_split(
+    shards: Path, split: str, body_part: str | None, columns: list[str]
+) -> ray.data.Dataset:
+    """The rows of one split (and body part) of a shards folder, chosen columns only."""
+    return ray.data.read_parquet(str(ShardsLayout(shards).images), columns=columns).filter(
+        expr=split_filter(split, body_part)
+    )
+
+
+def split_dataset(shards: Path, split: str, body_part: str | None) -> ray.data.Dataset:
+    """One split (and body part) of the shards as a Ray Dataset of training tensors."""
+    return read_split(shards, split, body_part, READ_COLUMNS).map_batches(
+        to_training_batch, batch_format="pyarrow", batch_size=256
+    )
+
+
+def positive_weights(stats: ShardStats, body_part: str | None) -> dict[int, tuple[float, float]]:
+    """MURA paper's per-study-type BCE weights from the training split's images:
+    w+ = |N| / (|A| + |N|), w- = |A| / (|A| + |N|), keyed by body-part index."""
+    out = {}
+    for part in stats.body_parts("train"):
+        if body_part is not None and part != body_part:
+            continue
+        labels = stats.labels("train", part)
+        a, n = labels.get(1, 0), labels.get(0, 0)
+        if a + n:
+            out[BODY_PART_INDEX[part]] = (n / (a + n), a / (a + n))
+    return out

@@ -1,0 +1,212 @@
+"""After training: metrics per split, the seed's Table 1, artifacts and the logged model.
+
+Everything logged here is derived from shard rows whose identifiers are already keys or
+pseudonyms; CAM example files are named by rank and body part, never by study or patient.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pyarrow.dataset as pads
+import torch
+
+from mura_core.cam import class_activation_maps, overlay_png
+from mura_core.checkpoints import load_bundle
+from mura_core.metrics import (
+    Evaluation,
+    evaluate,
+    flatten,
+    markdown_table,
+    table_rows,
+    text_table,
+)
+from mura_core.reports import confusion_plot, learning_curves, roc_plot
+from mura_core.shards import ShardsLayout, pixels_array
+from mura_core.studies import aggregate
+
+from ..model_store import log_bundle
+from ..tracking import use_tracking
+
+
+@dataclass(frozen=True)
+class SplitResult:
+    """One split's evaluation at the chosen threshold."""
+
+    name: str
+    evaluation: Evaluation
+    images: int
+
+
+def _labels(values: np.ndarray) -> list[int | None]:
+    out: list[int | None] = []
+    for v in values:
+        out.append(None if v is None or (isinstance(v, float) and np.isnan(v)) else int(v))
+    return out
+
+
+def evaluate_splits(
+    predictions: dict[str, dict[str, np.ndarray]], threshold: float, *, seed: int = 0
+) -> dict[str, SplitResult]:
+    """Image- and study-level metrics for every split at one threshold."""
+    out = {}
+    for split, pred in predictions.items():
+        evaluation = evaluate(
+            list(pred["study_key"]),
+            list(pred["prob"]),
+            _labels(pred["label"]),
+            list(pred["body_part"]),
+            threshold,
+            seed=seed,
+        )
+        out[split] = SplitResult(split, evaluation, len(pred["prob"]))
+    return out
+
+
+def table1_row(splits: dict[str, SplitResult], model: str) -> dict[str, str]:
+    """The seed paper's Table 1: train / val / test accuracy of one model (image level)."""
+    row = {"model": model}
+    for name in ("train", "val", "test"):
+        acc = splits[name].evaluation.image.accuracy
+        row[f"{name} accuracy"] = "n/a" if acc is None else f"{acc:.3f}"
+    test_study = splits["test"].evaluation.study
+    row["test study accuracy"] = (
+        "n/a" if test_study.accuracy is None else f"{test_study.accuracy:.3f}"
+    )
+    return row
+
+
+def summary_text(splits: dict[str, SplitResult], model: str) -> str:
+    """What `mura train` prints at the end: Table 1 and the test study-level table."""
+    test = splits["test"].evaluation
+    return "\n".join(
+        [
+            "Table 1 (image-level accuracy):",
+            text_table([table1_row(splits, model)]),
+            "",
+            f"test, study level (threshold {test.threshold:.3f}):",
+            text_table(table_rows(test, "study")),
+        ]
+    )
+
+
+def _write_table(rows: list[dict[str, str]], folder: Path, stem: str) -> None:
+    with (folder / f"{stem}.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (folder / f"{stem}.md").write_text(markdown_table(rows) + "\n")
+
+
+def _cam_examples(
+    bundle_dir: Path, shards: Path, pred: dict[str, np.ndarray], folder: Path, count: int
+) -> list[Path]:
+    """CAM overlays for the first image of a few test studies: the most and least abnormal."""
+    if count <= 0 or len(pred["prob"]) == 0:
+        return []
+    studies = aggregate(
+        list(pred["study_key"]), list(pred["prob"]), _labels(pred["label"]), list(pred["body_part"])
+    )
+    order = np.argsort(-studies.prob)
+    chosen = list(order[: (count + 1) // 2]) + list(order[::-1][: count // 2])
+    wanted = {}
+    for idx in chosen:
+        key = studies.keys[idx]
+        first = next(i for i, k in enumerate(pred["study_key"]) if k == key)
+        wanted[pred["image_id"][first]] = (studies.body_part[idx], studies.label[idx])
+    table = pads.dataset(str(ShardsLayout(shards).images), format="parquet").to_table(
+        columns=["image_id", "pixels"], filter=pads.field("image_id").isin(list(wanted))
+    )
+    model, info = load_bundle(bundle_dir)
+    images = pixels_array(table.column("pixels"))
+    x = info.eval_preset()(torch.from_numpy(images.copy()))
+    maps, probs = class_activation_maps(model, x)
+    paths = []
+    for rank, (image_id, image, cam, prob) in enumerate(
+        zip(table.column("image_id").to_pylist(), images, maps, probs, strict=True)
+    ):
+        part, label = wanted[image_id]
+        label_text = {1: "abnormal", 0: "normal"}.get(int(label), "unlabelled")
+        resized = np.asarray(
+            torch.nn.functional.interpolate(
+                torch.from_numpy(image[None, None].astype(np.float32)),
+                size=cam.shape,
+                mode="bilinear",
+            )
+            .squeeze()
+            .round()
+            .clamp(0, 255)
+            .byte()
+        )
+        path = folder / f"cam_{rank:02d}_{part}_{label_text}_p{prob:.2f}.png"
+        overlay_png(resized, cam, path)
+        paths.append(path)
+    return paths
+
+
+def log_evaluation(
+    *,
+    uri: str,
+    client: Any,
+    run_id: str,
+    bundle_dir: Path,
+    splits: dict[str, SplitResult],
+    history: list[dict[str, float]],
+    predictions: dict[str, dict[str, np.ndarray]],
+    shards: Path,
+    body_part: str | None,
+    registered_name: str,
+    cam_examples: int,
+    seed: int,
+) -> tuple[str, str | None]:
+    """Metrics, plots, tables, CAMs and the registered model, into run `run_id`."""
+    metrics: dict[str, float] = {}
+    metrics.update(flatten(splits["test"].evaluation, "test"))
+    for split in ("train", "val"):
+        flat = flatten(splits[split].evaluation, split)
+        metrics.update({k: v for k, v in flat.items() if k.count(".") == 2})
+    client.log_batch(
+        run_id, metrics=[mlflow.entities.Metric(k, v, 0, 0) for k, v in metrics.items()]
+    )
+    model_name = json.loads((bundle_dir / "model.json").read_text())["model"]
+    with tempfile.TemporaryDirectory(prefix="mura-artifacts-") as tmp:
+        folder = Path(tmp)
+        learning_curves(history, folder / "learning_curves.png")
+        curves = {}
+        for split in ("val", "test"):
+            pred = predictions[split]
+            st = aggregate(
+                list(pred["study_key"]),
+                list(pred["prob"]),
+                _labels(pred["label"]),
+                list(pred["body_part"]),
+            )
+            known = st.label >= 0
+            curves[f"{split} study"] = (st.label[known], st.prob[known])
+        roc_plot(curves, folder / "roc.png")
+        test = splits["test"].evaluation
+        confusion_plot(test.study, "test studies", folder / "confusion_test_study.png")
+        confusion_plot(test.image, "test images", folder / "confusion_test_image.png")
+        _write_table(table_rows(test, "study"), folder, "test_study_by_body_part")
+        _write_table(table_rows(test, "image"), folder, "test_image_by_body_part")
+        _write_table([table1_row(splits, model_name)], folder, "table1")
+        (folder / "history.json").write_text(json.dumps(history, indent=1))
+        cams = folder / "cam"
+        cams.mkdir()
+        _cam_examples(bundle_dir, shards, predictions["test"], cams, cam_examples)
+        client.log_artifacts(run_id, str(folder))
+    use_tracking(uri)
+    with mlflow.start_run(run_id=run_id):
+        model_uri, version = log_bundle(
+            bundle_dir,
+            registered_name=registered_name,
+            tags={"run_id": run_id, "body_part": body_part or "all", "seed": str(seed)},
+        )
+    return model_uri, version
