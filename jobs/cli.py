@@ -12,11 +12,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mura_core import __version__
+from mura_core.records import MURA_BODY_PARTS, BodyPart
 from mura_core.sources import KINDS, format_summary, list_source
 from mura_core.synth import SynthConfig, synthesize
-from pipelines.ingest import IngestConfig, format_result, run_ingest
 
-from . import ingest, train
+from . import demo, evaluate, ingest, train
 from .common import progress, run_command
 
 
@@ -28,6 +28,9 @@ def cmd_synth(args: argparse.Namespace) -> int:
         size=args.size,
         positive_fraction=args.positive_fraction,
         sign_strength=args.sign_strength,
+        body_parts=tuple(BodyPart(p) for p in args.body_parts.split(","))
+        if args.body_parts
+        else MURA_BODY_PARTS,
     )
     archive = synthesize(args.out, cfg, workers=args.workers, progress=progress("studies"))
     print(
@@ -43,30 +46,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    out = Path(args.out).expanduser().resolve()
-    archive_dir, shards_dir = out / "archive", out / "shards"
-    if archive_dir.exists():
-        print(f"[demo] 1. reusing the synthetic archive at {archive_dir}")
-    else:
-        print(f"[demo] 1. synthesize {args.studies} studies into {archive_dir}")
-        synthesize(
-            archive_dir,
-            SynthConfig(studies=args.studies, seed=args.seed, size=args.size),
-            progress=progress("studies"),
-        )
-    print(format_summary(list_source(archive_dir)))
-    print(f"\n[demo] 2. ingest with Ray Data into {shards_dir}")
-    result = run_ingest(IngestConfig(source=archive_dir, out=shards_dir, size=args.shard_size))
-    print(format_result(result))
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mura",
-        description="Batch screening of musculoskeletal radiographs (MURA): synthesize, "
-        "inspect, and (in later stages) ingest, train, screen archives on Ray.",
+        description="Batch screening of musculoskeletal radiographs (MURA) on Ray: synthesize, "
+        "inspect, ingest, train and evaluate (screening comes next).",
     )
     parser.add_argument("--version", action="version", version=f"mura {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -98,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.4,
         help="fraction of abnormal studies (default 0.4, about MURA's)",
+    )
+    p.add_argument(
+        "--body-parts",
+        default=None,
+        help="comma-separated study types to draw, e.g. XR_WRIST,XR_HAND (default: all seven)",
     )
     p.add_argument(
         "--sign-strength",
@@ -133,24 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     ingest.register(sub)
     train.register(sub)
+    evaluate.register(sub)
+    demo.register(sub)
 
-    p = sub.add_parser(
-        "demo",
-        help="run the system end to end on a small synthetic archive",
-        description="The embedded default: synthesize a small archive and "
-        "print its summary (later stages: ingest, train, screen).",
-    )
-    p.add_argument("--out", type=Path, default=Path("demo-out"), help="working folder")
-    p.add_argument("--studies", type=int, default=60, help="studies to synthesize (default 60)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--size", type=int, default=320, help="longest image side (default 320)")
-    p.add_argument(
-        "--shard-size",
-        type=int,
-        default=224,
-        help="pixel size of the ingested shards (default 224)",
-    )
-    p.set_defaults(func=cmd_demo)
     return parser
 
 

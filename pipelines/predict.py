@@ -22,6 +22,7 @@ from mura_core.checkpoints import load_bundle
 from mura_core.shards import pixels_array
 
 from .runtime import cluster_cpus
+from .shardsets import split_filter
 
 PASS_THROUGH = (
     "image_id",
@@ -132,8 +133,6 @@ def predict_splits(
     batch_size: int = 32,
 ) -> dict[str, dict[str, Any]]:
     """Probabilities for some splits of a shards folder, in one pass (one actor pool)."""
-    from .train.data import split_filter
-
     expr = split_filter(splits[0], body_part)
     for split in splits[1:]:
         expr = expr | split_filter(split, body_part)

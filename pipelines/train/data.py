@@ -9,18 +9,16 @@ so study-level AUROC can be computed on the worker without string columns).
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import ray.data
-from ray.data.expressions import Expr, col
 
 from mura_core.records import BodyPart
-from mura_core.shards import SCHEMA_VERSION, ShardsError, ShardsLayout, pixels_array, read_manifest
+from mura_core.shards import pixels_array
+
+from ..shardsets import ShardStats, read_split
 
 BODY_PART_INDEX = {str(p): i for i, p in enumerate(BodyPart)}
 READ_COLUMNS = ["pixels", "label", "body_part", "study_key", "split"]
@@ -48,67 +46,6 @@ def to_training_batch(batch: pa.Table) -> dict[str, np.ndarray]:
         ),
         "study": study_index(batch.column("study_key").to_pylist()),
     }
-
-
-@dataclass(frozen=True)
-class ShardStats:
-    """Counts from the small columns only: images per (split, body part, label)."""
-
-    size: int
-    counts: Counter[tuple[str, str, int | None]]
-
-    def images(self, split: str, body_part: str | None = None) -> int:
-        return sum(
-            n
-            for (s, p, _), n in self.counts.items()
-            if s == split and (body_part is None or p == body_part)
-        )
-
-    def labels(self, split: str, body_part: str | None = None) -> Counter[int | None]:
-        out: Counter[int | None] = Counter()
-        for (s, p, label), n in self.counts.items():
-            if s == split and (body_part is None or p == body_part):
-                out[label] += n
-        return out
-
-    def body_parts(self, split: str) -> list[str]:
-        return sorted({p for (s, p, _), n in self.counts.items() if s == split and n})
-
-
-def shard_stats(shards: Path) -> ShardStats:
-    """Check the shards folder (complete, current schema) and count what it holds."""
-    manifest = read_manifest(shards)
-    if manifest.get("schema_version") != SCHEMA_VERSION:
-        raise ShardsError(
-            f"{shards} was written with shard schema "
-            f"{manifest.get('schema_version')!r}, this tool reads "
-            f"{SCHEMA_VERSION}: re-run `mura ingest`"
-        )
-    counts: Counter[tuple[str, str, int | None]] = Counter()
-    for path in ShardsLayout(shards).image_files():
-        table = pq.read_table(path, columns=["split", "body_part", "label"])
-        for row in zip(
-            *(table.column(c).to_pylist() for c in ("split", "body_part", "label")), strict=True
-        ):
-            counts[row] += 1
-    return ShardStats(size=int(manifest["size"]), counts=counts)
-
-
-def split_filter(split: str, body_part: str | None) -> Expr:
-    """Ray Data expression selecting one split (and body part); pushed down to the reader."""
-    expr = col("split") == split
-    if body_part is not None:
-        expr = expr & (col("body_part") == body_part)
-    return expr
-
-
-def read_split(
-    shards: Path, split: str, body_part: str | None, columns: list[str]
-) -> ray.data.Dataset:
-    """The rows of one split (and body part) of a shards folder, chosen columns only."""
-    return ray.data.read_parquet(str(ShardsLayout(shards).images), columns=columns).filter(
-        expr=split_filter(split, body_part)
-    )
 
 
 def split_dataset(shards: Path, split: str, body_part: str | None) -> ray.data.Dataset:

@@ -32,6 +32,7 @@ from mura_core.shards import ShardsLayout
 
 from ..predict import bundle_bytes, predict_splits
 from ..runtime import cluster_cpus, data_context, ensure_ray
+from ..shardsets import ShardStats, shard_stats
 from ..tracking import (
     check_tracking,
     ensure_experiment,
@@ -40,7 +41,7 @@ from ..tracking import (
     resolve_tracking_uri,
 )
 from .callback import EpochLogger
-from .data import ShardStats, positive_weights, shard_stats, split_dataset
+from .data import positive_weights, split_dataset
 from .evaluation import SplitResult, evaluate_splits, log_evaluation
 from .loop import train_loop_per_worker
 

@@ -1,0 +1,70 @@
+"""`mura evaluate`: re-run evaluation of a registered / logged model (or bundle) on any shards."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from mura_core.metrics import Evaluation, evaluate
+
+from .model_store import ResolvedModel, resolve_model
+from .predict import bundle_bytes, predict_splits
+from .runtime import ensure_ray
+from .shardsets import shard_stats
+from .tracking import check_tracking, resolve_tracking_uri, use_tracking
+
+
+@dataclass(frozen=True)
+class EvaluateResult:
+    model: ResolvedModel
+    threshold: float
+    evaluations: dict[str, Evaluation]
+
+
+def run_evaluation(
+    model_spec: str,
+    shards: Path,
+    *,
+    splits: tuple[str, ...] = ("test",),
+    body_part: str | None = None,
+    threshold: float | None = None,
+    tracking_uri: str | None = None,
+    address: str | None = None,
+    seed: int = 0,
+) -> EvaluateResult:
+    """Score `splits` of `shards` with the model and compute the paper's metrics."""
+    stats = shard_stats(shards.expanduser().resolve())
+    for split in splits:
+        if stats.images(split, body_part) == 0:
+            raise ValueError(
+                f"split {split!r}"
+                + (f" / {body_part}" if body_part else "")
+                + f" of {shards} holds no image"
+            )
+    uri = resolve_tracking_uri(tracking_uri)
+    if model_spec.startswith(("models:", "runs:")):
+        check_tracking(uri)
+        use_tracking(uri)
+    model = resolve_model(model_spec)
+    if model.info.size > stats.size:
+        print(
+            f"note: the model's input size {model.info.size} is larger than the shards' "
+            f"{stats.size}: images are upsampled"
+        )
+    chosen = model.info.threshold if threshold is None else threshold
+    ensure_ray(address)
+    predictions = predict_splits(
+        shards.expanduser().resolve(), splits, bundle_bytes(model.folder), body_part=body_part
+    )
+    evaluations = {}
+    for split, pred in predictions.items():
+        labels = [None if v is None or v != v else int(v) for v in pred["label"]]
+        evaluations[split] = evaluate(
+            list(pred["study_key"]),
+            list(pred["prob"]),
+            labels,
+            list(pred["body_part"]),
+            chosen,
+            seed=seed,
+        )
+    return EvaluateResult(model, chosen, evaluations)

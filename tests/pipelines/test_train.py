@@ -1,0 +1,222 @@
+"""Training with a real local Ray and a real SQLite MLflow store.
+
+The learning test trains the seed CNN recipe on a small synthetic archive (one body part,
+bold signs, 64 px, flips only) — the CI-sized version of what `mura train` does — and checks
+the study-level test AUROC, the MLflow run and the registered model.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import mlflow.pytorch
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from mura_core.checkpoints import load_bundle
+from mura_core.recipes import recipe
+from mura_core.records import BodyPart
+from mura_core.shards import ShardsLayout, pixels_array, read_images
+from mura_core.synth import SynthArchive, SynthConfig, synthesize
+from pipelines.ingest import IngestConfig, run_ingest
+from pipelines.model_store import resolve_model
+from pipelines.tracking import TrackingError
+from pipelines.train import TrainConfig, TrainError, TrainResult, preflight, run_training
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+
+
+@dataclass(frozen=True)
+class Trained:
+    result: TrainResult
+    shards: Path
+    uri: str
+    storage: Path
+
+
+@pytest.fixture(scope="module")
+def learnable_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Forearm studies with bold signs, ingested at 64 px: learnable in a CI budget."""
+    root = tmp_path_factory.mktemp("learnable")
+    synthesize(
+        root / "archive",
+        SynthConfig(
+            studies=600, seed=5, size=160, sign_strength=4.0, body_parts=(BodyPart.FOREARM,)
+        ),
+    )
+    run_ingest(IngestConfig(source=root / "archive", out=root / "shards", size=64))
+    return root / "shards"
+
+
+@pytest.fixture(scope="module")
+def trained(learnable_shards: Path, tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    work = tmp_path_factory.mktemp("train")
+    uri = f"sqlite:///{work / 'mlflow.db'}"
+    cfg = TrainConfig(
+        shards=learnable_shards,
+        recipe=recipe("seed-cnn").override(size=64, batch_size=32, epochs=24).with_augment("flips"),
+        tracking_uri=uri,
+        storage=work / "ray_results",
+        experiment="test-train",
+        register="test-cnn",
+    )
+    return Trained(run_training(cfg), learnable_shards, uri, work / "ray_results")
+
+
+@pytest.mark.slow
+def test_seed_cnn_learns_study_level_auroc(trained: Trained) -> None:
+    test = trained.result.splits["test"].evaluation
+    assert test.study.auroc is not None and test.study.auroc >= 0.9, test.study
+    assert test.study.kappa is not None and test.study.kappa_ci is not None
+    history = trained.result.history
+    assert [h["epoch"] for h in history] == list(range(1, 25))
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+
+
+@pytest.mark.slow
+def test_mlflow_run_has_params_metrics_artifacts(trained: Trained) -> None:
+    client = MlflowClient(trained.uri)
+    run = client.get_run(trained.result.run_id)
+    assert run.info.status == "FINISHED"
+    params = run.data.params
+    for key in (
+        "recipe",
+        "model",
+        "recipe.lr",
+        "recipe.batch_size",
+        "recipe.hflip",
+        "data.manifest_digest",
+        "git_commit",
+        "data.train_images",
+    ):
+        assert key in params, key
+    assert params["recipe"] == "seed-cnn" and params["recipe.batch_size"] == "32"
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")]
+    assert steps == list(range(1, 25))
+    metrics = run.data.metrics
+    for key in (
+        "test.study.kappa",
+        "test.study.auroc",
+        "test.study.kappa.XR_FOREARM",
+        "test.image.accuracy",
+        "train.image.accuracy",
+        "val.image.accuracy",
+    ):
+        assert key in metrics, key
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    for name in (
+        "learning_curves.png",
+        "roc.png",
+        "confusion_test_study.png",
+        "test_study_by_body_part.csv",
+        "test_study_by_body_part.md",
+        "table1.md",
+        "history.json",
+        "cam",
+    ):
+        assert name in artifacts, name
+    cams = client.list_artifacts(run.info.run_id, "cam")
+    assert len(cams) == 4 and all(c.path.endswith(".png") for c in cams)
+
+
+@pytest.mark.slow
+def test_registered_model_loads_back_and_scores_like_the_trained_one(trained: Trained) -> None:
+    mlflow.set_tracking_uri(trained.uri)
+    mlflow.set_registry_uri(trained.uri)
+    version = MlflowClient(trained.uri).get_model_version("test-cnn", trained.result.version)
+    assert version.tags["threshold"] == f"{trained.result.threshold}"
+    uri = f"models:/test-cnn/{trained.result.version}"
+    resolved = resolve_model(uri)
+    ours, info = load_bundle(resolved.folder)
+    theirs = mlflow.pytorch.load_model(uri)
+    table = read_images(trained.shards).slice(0, 16)
+    x = info.eval_preset()(torch.from_numpy(pixels_array(table.column("pixels")).copy()))
+    with torch.no_grad():
+        p_ours, p_theirs = torch.sigmoid(ours(x)), torch.sigmoid(theirs(x))
+    assert torch.allclose(p_ours, p_theirs, atol=1e-5)
+    assert resolved.version == trained.result.version and resolved.name == "test-cnn"
+    assert info.threshold == pytest.approx(trained.result.threshold)
+
+
+@pytest.mark.slow
+def test_a_worker_failure_resumes_without_repeating_epochs(
+    learnable_shards: Path, tmp_path: Path
+) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = TrainConfig(
+        shards=learnable_shards,
+        recipe=recipe("seed-cnn").override(size=32, batch_size=64, epochs=3).with_augment("none"),
+        tracking_uri=uri,
+        storage=tmp_path / "rr",
+        experiment="test-fault",
+        register="fault",
+        name="fault-run",
+        fail_once_at_epoch=2,
+        max_failures=1,
+        cam_examples=0,
+    )
+    result = run_training(cfg)
+    assert (tmp_path / "rr" / "fault-run" / "injected-failure").is_file()  # it did fail
+    client = MlflowClient(uri)
+    for key in ("train_loss", "val_loss"):
+        steps = [m.step for m in client.get_metric_history(result.run_id, key)]
+        assert steps == [1, 2, 3], (key, steps)
+    assert [h["epoch"] for h in result.history] == [1, 2, 3]
+    assert client.get_run(result.run_id).info.status == "FINISHED"
+
+
+def test_preflight_refuses_bad_input_before_any_worker(
+    learnable_shards: Path, tmp_path: Path
+) -> None:
+    good = dict(
+        shards=learnable_shards,
+        recipe=recipe("seed-cnn").override(size=32, epochs=1),
+        tracking_uri=f"sqlite:///{tmp_path / 'm.db'}",
+    )
+    with pytest.raises(TrainError, match="matches no training image"):
+        preflight(TrainConfig(**{**good, "body_part": "XR_WRIST"}))
+    with pytest.raises(TrainError, match="unknown body part"):
+        preflight(TrainConfig(**{**good, "body_part": "XR_KNEE"}))
+    with pytest.raises(TrackingError, match="127.0.0.1:9"):
+        preflight(TrainConfig(**{**good, "tracking_uri": "http://127.0.0.1:9"}))
+    with pytest.raises(TrainError, match="weights file not found"):
+        preflight(TrainConfig(**{**good, "weights": tmp_path / "none.pth"}))
+    old = tmp_path / "old-shards"
+    old.mkdir()
+    manifest = json.loads(ShardsLayout(learnable_shards).manifest.read_text())
+    (old / "manifest.json").write_text(json.dumps({**manifest, "schema_version": 0}))
+    with pytest.raises(Exception, match="schema"):
+        preflight(TrainConfig(**{**good, "shards": old}))
+
+
+def test_preflight_refuses_empty_and_single_class_splits(
+    mura_archive: SynthArchive, tmp_path: Path
+) -> None:
+    positives = tmp_path / "pos"
+    synthesize(positives / "a", SynthConfig(studies=8, seed=1, size=64, positive_fraction=1.0))
+    run_ingest(IngestConfig(source=positives / "a", out=positives / "s", size=32))
+    with pytest.raises(TrainError, match="single class"):
+        preflight(
+            TrainConfig(
+                shards=positives / "s",
+                recipe=recipe("seed-cnn"),
+                tracking_uri=f"sqlite:///{tmp_path / 'm.db'}",
+            )
+        )
+    run_ingest(IngestConfig(source=mura_archive.root, out=tmp_path / "s2", size=32))
+    with pytest.raises(
+        TrainError,
+        match="val split is empty for XR_HUMERUS|matches no training image|split is empty",
+    ):
+        preflight(
+            TrainConfig(
+                shards=tmp_path / "s2",
+                recipe=recipe("seed-cnn"),
+                body_part="XR_HUMERUS",
+                tracking_uri=f"sqlite:///{tmp_path / 'm.db'}",
+            )
+        )
