@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 
 import ray
+from common import bench_archive
 
 from mura_core import imaging
 from mura_core.sources import list_source
-from mura_core.synth import SynthConfig, synthesize
 from pipelines.ingest import IngestConfig, run_ingest
 from pipelines.runtime import cluster_cpus, ensure_ray
 
@@ -50,15 +50,8 @@ def main() -> int:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="mura-bench-ingest-"))
-    archive = args.archive
-    if archive is None:
-        archive = work / "archive"
-        t = time.perf_counter()
-        synth = synthesize(archive, SynthConfig(studies=args.studies, seed=1, size=512))
-        print(f"synthesized {synth.n_images} images in {time.perf_counter() - t:.1f}s")
+    archive = bench_archive(work, args.studies, args.archive)
     n_images = len(list_source(archive).refs)
-    if n_images < 2000:
-        print(f"warning: only {n_images} images (< 2,000): raise --studies", file=sys.stderr)
 
     single = max(single_process_rate(archive, args.size)[1] for _ in range(args.repeats))
     print(f"single process: {single:.1f} images/s (decode + resize to {args.size})")

@@ -39,10 +39,14 @@ def _as_float(images: torch.Tensor, size: int) -> torch.Tensor:
 def _normalize(
     images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]
 ) -> torch.Tensor:
-    rgb = images.expand(-1, 3, -1, -1)
-    m = torch.tensor(mean, dtype=rgb.dtype, device=rgb.device).view(1, 3, 1, 1)
-    s = torch.tensor(std, dtype=rgb.dtype, device=rgb.device).view(1, 3, 1, 1)
-    return (rgb - m) / s
+    """(B, 1, H, W) → normalized (B, 3, H, W); gray in, so equal channel statistics are
+    computed once and broadcast (a view, no copy)."""
+    if len(set(mean)) == 1 and len(set(std)) == 1:
+        out = images if (mean[0], std[0]) == (0.0, 1.0) else (images - mean[0]) / std[0]
+        return out.expand(-1, 3, -1, -1)
+    m = torch.tensor(mean, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    return (images - m) / s
 
 
 @dataclass(frozen=True, kw_only=True)

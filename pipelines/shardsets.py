@@ -6,15 +6,25 @@ plain pyarrow; selection returns lazy Ray Datasets with the filter pushed to the
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import ray.data
 from ray.data.expressions import Expr, col
 
-from mura_core.shards import SCHEMA_VERSION, ShardsError, ShardsLayout, read_manifest
+from mura_core.records import BodyPart
+from mura_core.shards import (
+    SCHEMA_VERSION,
+    ShardsError,
+    ShardsLayout,
+    pixels_array,
+    read_manifest,
+)
 
 
 @dataclass(frozen=True)
@@ -75,3 +85,31 @@ def read_split(
     """The rows of one split (and body part) of a shards folder, chosen columns only."""
     ds = ray.data.read_parquet(str(ShardsLayout(shards).images))
     return ds.select_columns(columns).filter(expr=split_filter(split, body_part))
+
+
+BODY_PART_INDEX = {str(p): i for i, p in enumerate(BodyPart)}
+READ_COLUMNS = ["pixels", "label", "body_part", "study_key", "split"]
+
+
+def study_index(keys: list[str]) -> np.ndarray:
+    """Stable int64 ids for study keys (same on every worker and every run)."""
+    return np.array(
+        [
+            int.from_bytes(hashlib.blake2b(k.encode(), digest_size=8).digest(), "little") >> 1
+            for k in keys
+        ],
+        dtype=np.int64,
+    )
+
+
+def to_training_batch(batch: pa.Table) -> dict[str, np.ndarray]:
+    """Ray Data map_batches (pyarrow in, numpy out): the tensors a training step reads."""
+    labels = batch.column("label").to_numpy(zero_copy_only=False)
+    return {
+        "pixels": pixels_array(batch.column("pixels")),
+        "label": np.nan_to_num(labels.astype(np.float32), nan=-1.0),
+        "body_part": np.array(
+            [BODY_PART_INDEX[p] for p in batch.column("body_part").to_pylist()], dtype=np.int64
+        ),
+        "study": study_index(batch.column("study_key").to_pylist()),
+    }
