@@ -93,6 +93,12 @@ def summary_text(splits: dict[str, SplitResult], model: str) -> str:
             "",
             f"test, study level (threshold {test.threshold:.3f}):",
             text_table(table_rows(test, "study")),
+            *(
+                f"note: {part}: {note}"
+                for part, m in test.study_by_part.items()
+                for note in m.notes
+            ),
+            *(f"note: overall: {note}" for note in test.study.notes),
         ]
     )
 
