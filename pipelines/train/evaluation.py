@@ -45,7 +45,8 @@ class SplitResult:
     images: int
 
 
-def _labels(values: np.ndarray) -> list[int | None]:
+def labels_of(values: np.ndarray) -> list[int | None]:
+    """Predicted rows' labels as ints, None where unknown (null or NaN after pandas)."""
     out: list[int | None] = []
     for v in values:
         out.append(None if v is None or (isinstance(v, float) and np.isnan(v)) else int(v))
@@ -61,7 +62,7 @@ def evaluate_splits(
         evaluation = evaluate(
             list(pred["study_key"]),
             list(pred["prob"]),
-            _labels(pred["label"]),
+            labels_of(pred["label"]),
             list(pred["body_part"]),
             threshold,
             seed=seed,
@@ -118,7 +119,10 @@ def _cam_examples(
     if count <= 0 or len(pred["prob"]) == 0:
         return []
     studies = aggregate(
-        list(pred["study_key"]), list(pred["prob"]), _labels(pred["label"]), list(pred["body_part"])
+        list(pred["study_key"]),
+        list(pred["prob"]),
+        labels_of(pred["label"]),
+        list(pred["body_part"]),
     )
     order = np.argsort(-studies.prob)
     chosen = list(order[: (count + 1) // 2]) + list(order[::-1][: count // 2])
@@ -191,7 +195,7 @@ def log_evaluation(
             st = aggregate(
                 list(pred["study_key"]),
                 list(pred["prob"]),
-                _labels(pred["label"]),
+                labels_of(pred["label"]),
                 list(pred["body_part"]),
             )
             known = st.label >= 0

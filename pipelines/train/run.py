@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ from mlflow.entities import RunStatus
 from ray.train.torch import TorchTrainer
 
 from mura_core import __version__
-from mura_core.checkpoints import ModelInfo, load_bundle, save_bundle, save_ensemble
+from mura_core.checkpoints import ModelInfo, load_bundle, save_models, write_info
 from mura_core.metrics import choose_threshold
 from mura_core.recipes import Recipe
 from mura_core.records import MURA_BODY_PARTS, BodyPart
@@ -42,7 +41,7 @@ from ..tracking import (
 )
 from .callback import EpochLogger
 from .data import positive_weights, split_dataset
-from .evaluation import SplitResult, evaluate_splits, log_evaluation
+from .evaluation import SplitResult, evaluate_splits, labels_of, log_evaluation
 from .loop import train_loop_per_worker
 
 log = logging.getLogger(__name__)
@@ -299,44 +298,33 @@ def _finish(
 ) -> TrainResult:
     """Rebuild the best model(s), evaluate every split, log artifacts and the model."""
     folders = _best_bundles(result, recipe.keep_best, tmp)
-    history = json.loads((folders[0] / "history.json").read_text())
     latest = result.checkpoint
-    if latest is not None:
-        latest_dir = Path(latest.to_directory(str(tmp / "latest")))
-        history = json.loads((latest_dir / "history.json").read_text())
+    history_dir = Path(latest.to_directory(str(tmp / "latest"))) if latest else folders[0]
+    history = json.loads((history_dir / "history.json").read_text())
     models = [load_bundle(f)[0] for f in folders]
-    draft = tmp / "draft"
-    info = ModelInfo.from_recipe(recipe)
-    if len(models) == 1:
-        save_bundle(draft, models[0], info)
-    else:
-        save_ensemble(draft, models, info)
-    bundle = bundle_bytes(draft)
-    predictions = predict_splits(shards, SPLITS, bundle, body_part=cfg.body_part)
-    val = predictions["val"]
-    labelled = [i for i, v in enumerate(val["label"]) if v is not None and v == v]
+    final = save_models(tmp / "bundle", models, ModelInfo.from_recipe(recipe))
+    predictions = predict_splits(shards, SPLITS, bundle_bytes(final), body_part=cfg.body_part)
+    val_labels = labels_of(predictions["val"]["label"])
+    known = [i for i, v in enumerate(val_labels) if v is not None]
     threshold = choose_threshold(
-        [int(val["label"][i]) for i in labelled],
-        [float(val["prob"][i]) for i in labelled],
+        [val_labels[i] for i in known],
+        [float(predictions["val"]["prob"][i]) for i in known],
         cfg.target_sensitivity,
     )
     splits = evaluate_splits(predictions, threshold, seed=cfg.seed)
-    final = tmp / "bundle"
-    info = ModelInfo.from_recipe(
-        recipe,
-        threshold=threshold,
-        extra={
-            "run_id": run_id,
-            "body_part": cfg.body_part or "all",
-            "ensemble_size": len(models),
-            "shard_size": shard_stats(shards).size,
-        },
+    write_info(
+        final,
+        ModelInfo.from_recipe(
+            recipe,
+            threshold=threshold,
+            extra={
+                "run_id": run_id,
+                "body_part": cfg.body_part or "all",
+                "ensemble_size": len(models),
+                "shard_size": shard_stats(shards).size,
+            },
+        ),
     )
-    if len(models) == 1:
-        save_bundle(final, models[0], info)
-    else:
-        save_ensemble(final, models, info)
-    shutil.rmtree(draft, ignore_errors=True)
     model_uri, version = log_evaluation(
         uri=uri,
         client=client,
