@@ -106,6 +106,20 @@ def save_ensemble(folder: Path, models: list[nn.Module], info: ModelInfo) -> Pat
     return folder
 
 
+def save_models(folder: Path, models: list[nn.Module], info: ModelInfo) -> Path:
+    """One model → a plain bundle; several → an ensemble bundle (probabilities averaged)."""
+    if len(models) == 1:
+        return save_bundle(folder, models[0], info)
+    return save_ensemble(folder, models, info)
+
+
+def write_info(folder: Path, info: ModelInfo) -> None:
+    """Replace a bundle's model.json (and its members'), e.g. once the threshold is known."""
+    text = json.dumps(info.to_json(), indent=2, sort_keys=True)
+    for path in [folder / MODEL_JSON, *(folder / MEMBERS).glob(f"*/{MODEL_JSON}")]:
+        path.write_text(text)
+
+
 def load_bundle(
     folder: Path, *, map_location: str | torch.device = "cpu"
 ) -> tuple[nn.Module, ModelInfo]:
