@@ -134,6 +134,15 @@ def _save_checkpoint(
     (folder / HISTORY).write_text(json.dumps(history))
 
 
+def _all_reduce(values: list[float], device: torch.device) -> list[float]:
+    """Sum per-rank counters over the worker group (epoch loss and accuracy of all shards)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
 def _broadcast(value: float, device: torch.device) -> float:
     """Rank 0's validation loss to every rank, so their LR schedules stay identical."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
@@ -216,6 +225,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             loss_sum += float(loss.detach()) * len(y)
             correct += int(((logits.detach() > 0) == (y > 0.5)).sum())
             n += len(y)
+        loss_sum, correct, n = _all_reduce([loss_sum, float(correct), float(n)], device)
         metrics: dict[str, float] = {
             "epoch": epoch,
             "train_loss": loss_sum / max(n, 1),

@@ -220,3 +220,42 @@ def test_preflight_refuses_empty_and_single_class_splits(
                 tracking_uri=f"sqlite:///{tmp_path / 'm.db'}",
             )
         )
+
+
+@pytest.mark.slow
+def test_evaluate_reproduces_the_training_metrics(trained: Trained) -> None:
+    from pipelines.evaluate import run_evaluation
+
+    result = run_evaluation(
+        f"models:/test-cnn/{trained.result.version}",
+        trained.shards,
+        splits=("test",),
+        tracking_uri=trained.uri,
+    )
+    again = result.evaluations["test"].study
+    original = trained.result.splits["test"].evaluation.study
+    assert again.auroc == pytest.approx(original.auroc)
+    assert again.kappa == pytest.approx(original.kappa)
+    assert result.threshold == pytest.approx(trained.result.threshold)
+
+
+@pytest.mark.slow
+def test_two_workers_train_with_ddp(learnable_shards: Path, tmp_path: Path) -> None:
+    cfg = TrainConfig(
+        shards=learnable_shards,
+        recipe=recipe("seed-cnn").override(size=32, batch_size=32, epochs=2).with_augment("none"),
+        workers=2,
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        storage=tmp_path / "rr",
+        experiment="test-ddp",
+        register="ddp",
+        cam_examples=0,
+    )
+    result = run_training(cfg)
+    assert [h["epoch"] for h in result.history] == [1, 2]
+    train_images = sum(
+        1
+        for s in read_images(learnable_shards, columns=["split"]).column("split").to_pylist()
+        if s == "train"
+    )
+    assert result.splits["train"].images == train_images
