@@ -37,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--size", type=int, default=160, help="longest image side (default 160)")
     p.add_argument("--shard-size", type=int, default=64, help="shard pixel size (default 64)")
-    p.add_argument("--epochs", type=int, default=24, help="CNN epochs (default 24)")
+    p.add_argument("--epochs", type=int, default=32, help="CNN epochs (default 32)")
 
 
 def command(args: argparse.Namespace) -> int:

@@ -163,7 +163,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     loss_weights = {int(k): tuple(v) for k, v in (config.get("loss_weights") or {}).items()}
     info = ModelInfo.from_recipe(recipe)
 
-    model = build_model(recipe.model, size=recipe.size, weights=config.get("weights"))
+    seed = int(config.get("seed", 0))
+    # initial weights from the run's seed, without touching the process's global RNG state
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_model(recipe.model, size=recipe.size, weights=config.get("weights"))
     optimizer = torch.optim.Adam(
         model.parameters(), lr=recipe.lr, betas=recipe.betas, weight_decay=recipe.weight_decay
     )
@@ -197,7 +201,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     train_preset = recipe.train_preset()
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
-    seed = int(config.get("seed", 0))
     for epoch in range(start_epoch, recipe.epochs + 1):
         _maybe_fail(config, epoch)
         # a fresh generator per (seed, rank, epoch): a resumed epoch sees the same augmentations
