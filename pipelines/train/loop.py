@@ -209,7 +209,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         loss_sum, correct, n = 0.0, 0, 0
         for batch in train_shard.iter_torch_batches(
             batch_size=recipe.batch_size,
-            local_shuffle_buffer_size=4 * recipe.batch_size,
+            local_shuffle_buffer_size=int(config.get("shuffle_rows") or 4 * recipe.batch_size),
             local_shuffle_seed=seed + epoch,
         ):
             keep = batch["label"] >= 0

@@ -183,8 +183,18 @@ def _datasets(shards: Path, stats: ShardStats, body_part: str | None) -> dict[st
             ds = split_dataset(shards, split, body_part)
             if stats.images(split, body_part) * stats.size**2 < store / 4:
                 ds = ds.materialize()
-            out[split] = ds
+            # shards hold patients in archive order: visit blocks in a new order every epoch
+            out[split] = ds.randomize_block_order() if split == "train" else ds
     return out
+
+
+def shuffle_rows(stats: ShardStats, body_part: str | None, batch_size: int) -> int:
+    """Rows in each worker's local shuffle buffer: the whole training split when it is small,
+    else as many as ~256 MB of pixels hold. Batches drawn from a few blocks in archive order
+    come from a handful of patients and one study type; measured on synthetic data, a
+    128-row buffer left the seed CNN at chance in half the runs."""
+    by_memory = (256 * 2**20) // max(stats.size**2, 1)
+    return int(max(4 * batch_size, min(stats.images("train", body_part), by_memory)))
 
 
 def _best_bundles(result: ray.train.Result, keep: int, into: Path) -> list[Path]:
@@ -251,6 +261,7 @@ def run_training(cfg: TrainConfig) -> TrainResult:
                 "weights": str(cfg.weights) if cfg.weights else None,
                 "loss_weights": {str(k): list(v) for k, v in loss_weights.items()},
                 "seed": cfg.seed,
+                "shuffle_rows": shuffle_rows(stats, cfg.body_part, recipe.batch_size),
                 "torch_threads": workers_cpus,
                 "fail_once_at_epoch": cfg.fail_once_at_epoch,
                 "fail_marker": str(storage / name / "injected-failure")
