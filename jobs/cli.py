@@ -13,11 +13,11 @@ from pathlib import Path
 
 from mura_core import __version__
 from mura_core.records import MURA_BODY_PARTS, BodyPart
-from mura_core.sources import KINDS, format_summary, list_source
+from mura_core.sources import format_summary, list_source
 from mura_core.synth import SynthConfig, synthesize
 
 from . import demo, evaluate, ingest, train
-from .common import progress, run_command
+from .common import add_source_arguments, progress, run_command
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -110,14 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         "for DICOM) and print studies, positives and images per body part, "
         "with any files that cannot be used and why.",
     )
-    p.add_argument("source", type=Path, help="archive root folder")
-    p.add_argument("--kind", choices=KINDS, default=None, help="skip detection")
-    p.add_argument(
-        "--labels",
-        type=Path,
-        default=None,
-        help="labels CSV for a DICOM tree or image folder (default: ROOT/labels.csv)",
-    )
+    add_source_arguments(p)
     p.set_defaults(func=cmd_inspect)
 
     ingest.register(sub)

@@ -6,10 +6,11 @@ import argparse
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from mura_core.privacy import PrivacyError
 from mura_core.shards import ShardsError
-from mura_core.sources import SourceError
+from mura_core.sources import KINDS, SourceError
 
 USER_ERRORS: tuple[type[BaseException], ...] = (
     SourceError,
@@ -19,6 +20,18 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     ValueError,
     OSError,
 )
+
+
+def add_source_arguments(p: argparse.ArgumentParser) -> None:
+    """SOURCE, --kind and --labels: how every command that reads an archive names it."""
+    p.add_argument("source", type=Path, help="archive root folder")
+    p.add_argument("--kind", choices=KINDS, default=None, help="source kind (default: detect)")
+    p.add_argument(
+        "--labels",
+        type=Path,
+        default=None,
+        help="labels CSV for a DICOM tree or image folder (default: SOURCE/labels.csv)",
+    )
 
 
 def progress(label: str) -> Callable[[int, int], None]:

@@ -7,7 +7,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from mura_core.sources import KINDS
 from mura_core.splits import SplitConfig
 from pipelines.ingest import (
     PSEUDONYMIZE_CHOICES,
@@ -17,7 +16,7 @@ from pipelines.ingest import (
     run_ingest,
 )
 
-from .common import run_command
+from .common import add_source_arguments, run_command
 
 HELP = "turn an archive into Parquet shards with Ray Data"
 DESCRIPTION = (
@@ -30,16 +29,9 @@ DESCRIPTION = (
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("source", type=Path, help="archive root folder")
+    add_source_arguments(p)
     p.add_argument("--out", type=Path, required=True, help="shards folder (created)")
     p.add_argument("--size", type=int, default=320, help="pixel size of the square (default 320)")
-    p.add_argument("--kind", choices=KINDS, default=None, help="source kind (default: detect)")
-    p.add_argument(
-        "--labels",
-        type=Path,
-        default=None,
-        help="labels CSV for a DICOM tree or image folder (default: SOURCE/labels.csv)",
-    )
     p.add_argument(
         "--address",
         default=None,
