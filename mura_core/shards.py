@@ -41,10 +41,6 @@ def pixels_type(size: int) -> pa.DataType:
     return pa.binary(size * size)
 
 
-def pixels_field(size: int) -> pa.Field:
-    return pa.field("pixels", pixels_type(size), nullable=False)
-
-
 # (name, type or None for pixels, description) — the README's schema table is this list.
 IMAGE_COLUMNS: tuple[tuple[str, pa.DataType | None, str], ...] = (
     ("image_id", pa.string(), "unique image id (DICOM: pseudonym of SOPInstanceUID[#frame])"),

@@ -13,7 +13,7 @@ import datetime as dt
 import json
 import logging
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +91,6 @@ class TrainResult:
     splits: dict[str, SplitResult]
     history: list[dict[str, float]]
     tracking_uri: str
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def preflight(cfg: TrainConfig) -> tuple[ShardStats, str]:
