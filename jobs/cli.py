@@ -16,7 +16,7 @@ from mura_core.records import MURA_BODY_PARTS, BodyPart
 from mura_core.sources import format_summary, list_source
 from mura_core.synth import SynthConfig, synthesize
 
-from . import demo, evaluate, ingest, train
+from . import demo, evaluate, ingest, nightly, screen, train
 from .common import add_source_arguments, progress, run_command
 
 
@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mura",
         description="Batch screening of musculoskeletal radiographs (MURA) on Ray: synthesize, "
-        "inspect, ingest, train and evaluate (screening comes next).",
+        "inspect, ingest, train, evaluate, and screen whole archives (once or nightly).",
     )
     parser.add_argument("--version", action="version", version=f"mura {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -116,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.register(sub)
     train.register(sub)
     evaluate.register(sub)
+    screen.register(sub)
+    nightly.register(sub)
     demo.register(sub)
 
     return parser

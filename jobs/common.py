@@ -22,9 +22,11 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-def add_source_arguments(p: argparse.ArgumentParser) -> None:
+def add_source_arguments(
+    p: argparse.ArgumentParser, help: str = "archive root folder", metavar: str | None = None
+) -> None:
     """SOURCE, --kind and --labels: how every command that reads an archive names it."""
-    p.add_argument("source", type=Path, help="archive root folder")
+    p.add_argument("source", type=Path, help=help, metavar=metavar)
     p.add_argument("--kind", choices=KINDS, default=None, help="source kind (default: detect)")
     p.add_argument(
         "--labels",

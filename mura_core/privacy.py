@@ -9,6 +9,7 @@ use with 0600 permissions (`MURA_SITE_KEY_FILE`, default ~/.config/mura/site.key
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import hmac
 import os
@@ -87,3 +88,26 @@ class Pseudonymizer:
 
     def study(self, value: str) -> str:
         return self(value, "study")
+
+
+def write_reidentify(path: Path, entries: list[tuple[str, str, str]]) -> None:
+    """The map back to real identifiers (kind, pseudonym, original): owner-readable only.
+
+    Written beside shards and reports, never logged anywhere.
+    """
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["kind", "pseudonym", "original"])
+        writer.writerows(entries)
+    os.chmod(tmp, 0o600)
+    tmp.replace(path)
+
+
+def read_reidentify(path: Path) -> list[tuple[str, str, str]]:
+    """The entries of a `reidentify.csv` written by `write_reidentify`."""
+    with path.open(newline="") as handle:
+        reader = csv.reader(handle)
+        next(reader, None)
+        return [(kind, pseudonym, original) for kind, pseudonym, original in reader]

@@ -66,8 +66,9 @@ class Predictor:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.preset = self.info.eval_preset()
 
-    def __call__(self, batch: pa.Table) -> dict[str, np.ndarray]:
-        images = torch.from_numpy(pixels_array(batch.column("pixels")).copy())
+    def score(self, pixels: np.ndarray) -> np.ndarray:
+        """(B, S, S) uint8 pixels → (B,) float64 probabilities of abnormality."""
+        images = torch.from_numpy(pixels.copy())
         with torch.inference_mode():
             x = self.preset(images.to(self.device))
             if self.device.type == "cuda":
@@ -76,7 +77,10 @@ class Predictor:
                 self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"
             ):
                 logits = self.model(x).float()
-            prob = torch.sigmoid(logits).cpu().numpy().astype(np.float64)
+            return torch.sigmoid(logits).reshape(-1).cpu().numpy().astype(np.float64)
+
+    def __call__(self, batch: pa.Table) -> dict[str, np.ndarray]:
+        prob = self.score(pixels_array(batch.column("pixels")))
         out = {
             name: batch.column(name).to_numpy(zero_copy_only=False)
             for name in PASS_THROUGH
@@ -93,8 +97,10 @@ def predict(
     batch_size: int = 32,
     actors: int | None = None,
     gpus_per_actor: float = 0.0,
+    predictor: type[Predictor] = Predictor,
+    predictor_kwargs: dict[str, Any] | None = None,
 ) -> ray.data.Dataset:
-    """Lazily add a `prob` column (and drop pixels) with a pool of Predictor actors.
+    """Lazily add a `prob` column (and drop pixels) with a pool of `predictor` actors.
 
     On CPU: one actor per 2+ cores by default, each reserving one CPU for Ray's scheduler
     but running torch on its share of the cores, so reading keeps a CPU of its own.
@@ -109,10 +115,14 @@ def predict(
         resources = {"num_cpus": 1}
         threads = max(1, cpus // n)
     return ds.map_batches(
-        Predictor,
+        predictor,
         batch_size=batch_size,
         batch_format="pyarrow",
-        fn_constructor_kwargs={"bundle": bundle, "torch_threads": threads},
+        fn_constructor_kwargs={
+            "bundle": bundle,
+            "torch_threads": threads,
+            **(predictor_kwargs or {}),
+        },
         compute=ActorPoolStrategy(size=n),
         **resources,
     )

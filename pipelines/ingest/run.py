@@ -10,9 +10,7 @@ replaces.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import os
 import shutil
 import time
 import uuid
@@ -28,6 +26,7 @@ import ray
 import ray.data
 
 from mura_core import __version__
+from mura_core.privacy import write_reidentify
 from mura_core.records import Listing
 from mura_core.shards import (
     QUARANTINE_SCHEMA,
@@ -206,17 +205,6 @@ def _image_counts(
     return total, {k: dict(v) for k, v in sorted(by_part.items())}, dict(by_split), ids
 
 
-def _write_reidentify(path: Path, entries: list[tuple[str, str, str]]) -> None:
-    """The map back to real identifiers: owner-readable only, beside the shards."""
-    fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["kind", "pseudonym", "original"])
-        writer.writerows(entries)
-    os.chmod(path.with_suffix(".tmp"), 0o600)
-    path.with_suffix(".tmp").replace(path)
-
-
 def _swap_into_place(
     layout: ShardsLayout, staging: Path, quarantine: pa.Table, prepared: PreparedRows
 ) -> None:
@@ -231,7 +219,7 @@ def _swap_into_place(
     pq.write_table(quarantine, tmp)
     tmp.replace(layout.quarantine)
     if prepared.pseudonymized:
-        _write_reidentify(layout.reidentify, prepared.reidentify)
+        write_reidentify(layout.reidentify, prepared.reidentify)
     else:
         layout.reidentify.unlink(missing_ok=True)
 

@@ -1,0 +1,124 @@
+"""`mura screen` / `python -m jobs.screen`: parse flags, call pipelines.screen, print."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pipelines.ingest.rows import PSEUDONYMIZE_CHOICES
+from pipelines.model_store import ModelSpecError
+from pipelines.screen import ScreenConfig, ScreenError, format_result, run_screen
+from pipelines.tracking import TrackingError
+
+from .common import add_source_arguments, run_command
+
+HELP = "score a whole archive (raw or shards) into a study-level report"
+DESCRIPTION = (
+    "Screen SOURCE — a raw archive (MURA layout, DICOM tree or image folder, decoded on the "
+    "fly) or a shards folder from `mura ingest` — with MODEL on Ray Data: images are scored by "
+    "a pool of model actors (one per GPU when the cluster has GPUs), averaged per study, and "
+    "studies above the threshold are flagged. OUT gets studies.parquet/.csv, images.parquet, "
+    "quarantine.parquet, report.html (flagged studies first, with thumbnails and CAM "
+    "overlays), summary.json and reidentify.csv (owner-only, never logged). The run is logged "
+    "to MLflow (experiment mura-screen) with the model version that scored it. Identifiers in "
+    "everything written are keyed pseudonyms."
+)
+EXTRA_ERRORS = (ModelSpecError, TrackingError, ScreenError)
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags shared by `screen` and `nightly`: the model and how it runs."""
+    p.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        metavar="MODEL",
+        help="MLflow model URI (models:/mura-cnn@champion, models:/mura-cnn/2, runs:/<id>/model) "
+        "or a model bundle folder; repeat it (or give A,B) for an ensemble whose "
+        "probabilities are averaged",
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="flag a study when its mean probability is above this (default: the threshold "
+        "chosen at training and recorded with the model; an ensemble's mean)",
+    )
+    p.add_argument("--batch-size", type=int, default=32, help="images per model call (default 32)")
+    p.add_argument(
+        "--gpus",
+        type=int,
+        default=None,
+        help="GPUs to use, one model actor each (default: every GPU of the Ray cluster; 0: CPU)",
+    )
+    p.add_argument("--actors", type=int, default=None, help="model actors (default: automatic)")
+    p.add_argument(
+        "--pictures",
+        type=int,
+        default=12,
+        help="flagged studies shown with thumbnails and CAMs in report.html (default 12)",
+    )
+    p.add_argument(
+        "--pseudonymize",
+        choices=PSEUDONYMIZE_CHOICES,
+        default="always",
+        help="replace patient/study/image identifiers with keyed pseudonyms (default always)",
+    )
+    p.add_argument("--address", default=None, help="Ray cluster to join (default: local Ray)")
+    p.add_argument("--tracking-uri", default=None, help="override MLFLOW_TRACKING_URI")
+    p.add_argument(
+        "--experiment", default="mura-screen", help="MLflow experiment (default mura-screen)"
+    )
+
+
+def config(args: argparse.Namespace, out: Path) -> ScreenConfig:
+    return ScreenConfig(
+        source=args.source,
+        out=out,
+        models=tuple(args.model),
+        kind=args.kind,
+        labels=args.labels,
+        threshold=args.threshold,
+        batch_size=args.batch_size,
+        gpus=args.gpus,
+        actors=args.actors,
+        address=args.address,
+        tracking_uri=args.tracking_uri,
+        experiment=args.experiment,
+        pictures=args.pictures,
+        pseudonymize=args.pseudonymize,
+    )
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_source_arguments(p, help="raw archive folder, or shards folder from `mura ingest`")
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="report folder (new, empty, or an earlier report, which is replaced)",
+    )
+    add_model_arguments(p)
+
+
+def command(args: argparse.Namespace) -> int:
+    print(format_result(run_screen(config(args, args.out))))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("screen", help=HELP, description=DESCRIPTION)
+    add_arguments(p)
+    p.set_defaults(func=command, extra_errors=EXTRA_ERRORS)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobs.screen", description=DESCRIPTION)
+    add_arguments(parser)
+    return run_command(command, parser.parse_args(argv), EXTRA_ERRORS)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,244 @@
+"""What screening reads: a raw archive (decoded on the fly) or a shards folder.
+
+Either way the driver only lists (raw) or counts (shards); pixels are read and decoded in
+Ray tasks. Identifiers are pseudonymized before anything is written: raw rows on the driver
+as ingest does, keys of shards ingested without pseudonyms inside the scoring actors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import ray.data
+
+from mura_core import imaging
+from mura_core.privacy import Pseudonymizer, read_reidentify
+from mura_core.shards import ShardsLayout, pixels_array, read_manifest
+from mura_core.sources import SourceError, list_source
+from mura_core.sources.common import require_dir
+from mura_core.splits import SplitConfig
+
+from ..ingest.decode import decode_batch
+from ..ingest.rows import prepare_rows
+from ..runtime import cluster_cpus
+from ..shardsets import shard_stats
+from ..tracking import file_digest
+
+SHARD_COLUMNS = [
+    "pixels",
+    "image_id",
+    "study_key",
+    "patient_key",
+    "body_part",
+    "view",
+    "label",
+    "relpath",
+]
+ROWS_PER_BLOCK = 256
+
+
+@dataclass(frozen=True)
+class ScreenInput:
+    """One screening's input, listed and checked, not yet read."""
+
+    kind: str  # "shards", or the raw source's kind (mura, dicom, folder)
+    root: Path
+    digest: str
+    images: int
+    problems: list[dict[str, Any]]  # known before decoding (listing / ingest quarantine)
+    reidentify: list[tuple[str, str, str]]  # (kind, pseudonym, original)
+    rows: list[dict[str, Any]] | None = None  # raw: one prepared row per image
+    shard_size: int | None = None
+    pseudonymizer: Pseudonymizer | None = None  # shards whose keys are not pseudonyms yet
+    study_digests: dict[str, str] | None = None  # raw: study key → digest of its image set
+
+    def only_studies(self, keys: set[str]) -> ScreenInput:
+        """The same raw input narrowed to some studies (nightly: the new ones)."""
+        if self.rows is None:
+            raise ValueError("only a raw archive can be narrowed to studies")
+        rows = [r for r in self.rows if r["study_key"] in keys]
+        return replace(self, rows=rows, images=len(rows))
+
+
+def is_shards(path: Path) -> bool:
+    return ShardsLayout(path).marker.is_file() or ShardsLayout(path).manifest.is_file()
+
+
+def file_sizes(rows: Iterable[dict[str, Any]]) -> dict[str, int]:
+    """Size in bytes of every file named by the rows (a changed file changes its study)."""
+    sizes: dict[str, int] = {}
+    for row in rows:
+        if row["path"] not in sizes:
+            try:
+                sizes[row["path"]] = os.stat(row["path"]).st_size
+            except OSError:
+                sizes[row["path"]] = -1
+    return sizes
+
+
+def _digest(lines: Iterable[str]) -> str:
+    h = hashlib.sha256()
+    for line in sorted(lines):
+        h.update(line.encode() + b"\n")
+    return h.hexdigest()[:16]
+
+
+def digest_studies(rows: list[dict[str, Any]], sizes: dict[str, int]) -> dict[str, str]:
+    """Per study, a digest of its image set (relative path, frame, file size)."""
+    lines: dict[str, list[str]] = {}
+    for r in rows:
+        lines.setdefault(r["study_key"], []).append(
+            f"{r['relpath']}\t{r['frame']}\t{sizes[r['path']]}"
+        )
+    return {key: _digest(v) for key, v in lines.items()}
+
+
+def open_raw(
+    source: Path,
+    *,
+    kind: str | None = None,
+    labels: Path | None = None,
+    pseudonymize: str = "always",
+) -> ScreenInput:
+    """List a raw archive and prepare its rows (pseudonymized, with the real paths)."""
+    listing = list_source(source, kind=kind, labels=labels)
+    if not listing.refs and not listing.problems:
+        raise SourceError(f"{source}: the archive holds no images")
+    if not listing.refs:
+        raise SourceError(
+            f"{source}: none of its {len(listing.problems)} file(s) can be read as an image"
+        )
+    prepared = prepare_rows(listing, SplitConfig(), pseudonymize=pseudonymize)
+    rows = prepared.rows
+    sizes = file_sizes(rows)
+    digest = _digest(f"{r['relpath']}\t{r['frame']}\t{sizes[r['path']]}" for r in prepared.rows)
+    return ScreenInput(
+        kind=listing.kind,
+        root=Path(listing.root),
+        digest=digest,
+        images=len(rows),
+        problems=prepared.problems,
+        reidentify=prepared.reidentify,
+        rows=rows,
+        study_digests=digest_studies(rows, sizes),
+    )
+
+
+def _shard_reidentify(layout: ShardsLayout, pseudo: Pseudonymizer) -> list[tuple[str, str, str]]:
+    entries: set[tuple[str, str, str]] = set()
+    columns = {
+        "image_id": "image",
+        "study_key": "study",
+        "patient_key": "patient",
+        "relpath": "path",
+    }
+    for path in layout.image_files():
+        table = pq.read_table(path, columns=list(columns))
+        for name, kind in columns.items():
+            for value in set(table.column(name).to_pylist()) - {None}:
+                entries.add((kind, pseudo(value, kind), value))
+    return sorted(entries)
+
+
+def open_shards(root: Path, *, pseudonymize: bool = True) -> ScreenInput:
+    """Check a shards folder (complete, current schema, not empty) and count it."""
+    stats = shard_stats(root)
+    images = sum(stats.counts.values())
+    if images == 0:
+        raise SourceError(f"{root}: the shards hold no images")
+    layout = ShardsLayout(root)
+    manifest = read_manifest(root)
+    pseudo = None
+    reidentify: list[tuple[str, str, str]] = []
+    if pseudonymize and not manifest.get("pseudonymized"):
+        pseudo = Pseudonymizer.from_site()
+        reidentify = _shard_reidentify(layout, pseudo)
+    elif layout.reidentify.is_file():
+        reidentify = read_reidentify(layout.reidentify)
+    problems = []
+    if layout.quarantine.is_file():
+        for row in pq.read_table(layout.quarantine).to_pylist():
+            problems.append({**row, "stage": f"ingest/{row['stage']}"})
+    if pseudo is not None:
+        for row in problems:
+            for name, kind in (("path", "path"), ("image_id", "image"), ("study_key", "study")):
+                if row.get(name):
+                    row[name] = pseudo(row[name], kind)
+    return ScreenInput(
+        kind="shards",
+        root=root,
+        digest=file_digest(layout.manifest),
+        images=images,
+        problems=problems,
+        reidentify=reidentify,
+        shard_size=stats.size,
+        pseudonymizer=pseudo,
+    )
+
+
+def open_input(
+    source: Path,
+    *,
+    kind: str | None = None,
+    labels: Path | None = None,
+    pseudonymize: str = "always",
+) -> ScreenInput:
+    """A shards folder or a raw archive, detected by the shards marker/manifest."""
+    root = require_dir(source)
+    if is_shards(root):
+        if kind is not None or labels is not None:
+            raise SourceError(f"{root} is a shards folder: --kind and --labels do not apply")
+        return open_shards(root, pseudonymize=pseudonymize != "never")
+    return open_raw(root, kind=kind, labels=labels, pseudonymize=pseudonymize)
+
+
+def input_dataset(inp: ScreenInput, size: int, *, decode_batch_size: int = 16) -> ray.data.Dataset:
+    """The lazy dataset of rows to score: shard rows, or raw rows decoded in CPU tasks."""
+    if inp.rows is None:
+        ds = ray.data.read_parquet(str(ShardsLayout(inp.root).images))
+        return ds.select_columns(SHARD_COLUMNS)
+    n, cpus = len(inp.rows), cluster_cpus()
+    blocks = max(1, min(max(-(-n // ROWS_PER_BLOCK), 2 * cpus), -(-n // decode_batch_size)))
+    ds = ray.data.from_items(inp.rows, override_num_blocks=blocks)
+    return ds.map_batches(
+        decode_batch,
+        batch_size=decode_batch_size,
+        batch_format="pyarrow",
+        fn_kwargs={"size": size},
+        num_cpus=1,
+    )
+
+
+def load_pixels(inp: ScreenInput, image_ids: list[str], size: int) -> dict[str, np.ndarray]:
+    """Pixels of a few images (by report image id) for thumbnails and CAMs, on the driver."""
+    if not image_ids:
+        return {}
+    if inp.rows is not None:
+        by_id = {r["image_id"]: r for r in inp.rows}
+        out = {}
+        for image_id in image_ids:
+            row = by_id[image_id]
+            try:
+                decoded = imaging.decode(row["path"])
+                out[image_id] = imaging.select_frame(decoded, int(row["frame"] or 0), size)
+            except imaging.ImagingError:
+                continue
+        return out
+    original = {p: o for k, p, o in inp.reidentify if k == "image"} if inp.pseudonymizer else {}
+    wanted = {original.get(i, i): i for i in image_ids}
+    table = pads.dataset(str(ShardsLayout(inp.root).images), format="parquet").to_table(
+        columns=["image_id", "pixels"], filter=pads.field("image_id").isin(list(wanted))
+    )
+    pixels = pixels_array(table.column("pixels")) if table.num_rows else []
+    return {
+        wanted[i]: np.array(p)
+        for i, p in zip(table.column("image_id").to_pylist(), pixels, strict=True)
+    }

@@ -1,0 +1,183 @@
+"""`mura nightly`: screen only the studies not screened before, exactly once each.
+
+State folder: `ledger.parquet` (one row per study ever screened: pseudonymized study key,
+digest of its image set, the report that holds it) and `reports/<time>-<id>/`. A run lists
+the archive, keeps the studies that are new or whose image set changed, writes their keys to
+the new report's `pending.parquet`, screens them, and only after the report is complete
+(`summary.json` written last) rewrites the ledger atomically. A run killed at any point is
+repaired by the next one: an incomplete report is deleted (its studies were never recorded,
+so they are screened again); a complete report missing from the ledger is recorded without
+screening again. A lock keeps two runs (an overlapping cron) apart.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import os
+import shutil
+import signal
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .inputs import open_raw
+from .run import SUMMARY, ScreenConfig, ScreenError, ScreenResult, execute, preflight
+
+LEDGER = "ledger.parquet"
+PENDING = "pending.parquet"
+REPORTS = "reports"
+LOCK = ".lock"
+LEDGER_SCHEMA = pa.schema(
+    [
+        ("study_key", pa.string()),
+        ("image_set", pa.string()),
+        ("report", pa.string()),
+        ("screened_at", pa.string()),
+    ]
+)
+KILL_ENV = "MURA_NIGHTLY_KILL_AT"  # test hook: SIGKILL this process at a named point
+
+
+@dataclass(frozen=True)
+class NightlyResult:
+    state: Path
+    new: int
+    unchanged: int
+    recovered: int
+    ledger: int
+    report: ScreenResult | None
+
+
+def _kill_point(name: str) -> None:
+    if os.environ.get(KILL_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@contextmanager
+def _locked(state: Path) -> Iterator[None]:
+    handle = (state / LOCK).open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
+        handle.close()
+        raise ScreenError(f"another nightly run is using {state} (lock {state / LOCK})") from exc
+    try:
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def read_ledger(state: Path) -> pa.Table:
+    path = state / LEDGER
+    return pq.read_table(path) if path.is_file() else LEDGER_SCHEMA.empty_table()
+
+
+def _write_ledger(state: Path, table: pa.Table) -> None:
+    tmp = state / f".{LEDGER}.tmp"
+    pq.write_table(table.cast(LEDGER_SCHEMA), tmp)
+    with tmp.open("rb") as handle:
+        os.fsync(handle.fileno())
+    tmp.replace(state / LEDGER)
+
+
+def _record(state: Path, report: Path) -> int:
+    """Put a complete report's studies into the ledger (one row per study, latest wins)."""
+    pending = pq.read_table(report / PENDING)
+    ledger = read_ledger(state)
+    keys = set(pending["study_key"].to_pylist())
+    kept = [r for r in ledger.to_pylist() if r["study_key"] not in keys]
+    _write_ledger(state, pa.Table.from_pylist(kept + pending.to_pylist(), schema=LEDGER_SCHEMA))
+    return pending.num_rows
+
+
+def _recover(state: Path) -> int:
+    """Repair after a killed run; returns studies recorded from complete reports."""
+    recovered = 0
+    recorded = set(read_ledger(state)["report"].to_pylist())
+    for report in sorted((state / REPORTS).glob("*")):
+        if not report.is_dir() or report.name in recorded:
+            continue
+        if (report / SUMMARY).is_file() and (report / PENDING).is_file():
+            recovered += _record(state, report)
+        else:
+            shutil.rmtree(report)
+    return recovered
+
+
+def _check_state(state: Path) -> Path:
+    state = state.expanduser().resolve()
+    try:
+        (state / REPORTS).mkdir(parents=True, exist_ok=True)
+        probe = state / f".write-probe-{uuid.uuid4().hex}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise ScreenError(f"cannot write to state folder {state}: {exc.strerror or exc}") from exc
+    return state
+
+
+def run_nightly(cfg: ScreenConfig, state: Path) -> NightlyResult:
+    """Screen the new or changed studies of `cfg.source`; `cfg.out` is ignored (a new report
+    folder under `state/reports` is used)."""
+    state = _check_state(state)
+    with _locked(state):
+        recovered = _recover(state)
+        now = dt.datetime.now(dt.UTC)
+        name = f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+        screen_cfg = replace(cfg, out=state / REPORTS / name, job="nightly")
+        prepared = preflight(screen_cfg)
+        inp = open_raw(cfg.source, kind=cfg.kind, labels=cfg.labels, pseudonymize=cfg.pseudonymize)
+        known = dict(
+            zip(
+                (ledger := read_ledger(state))["study_key"].to_pylist(),
+                ledger["image_set"].to_pylist(),
+                strict=True,
+            )
+        )
+        digests = inp.study_digests or {}
+        new = {k for k, d in digests.items() if known.get(k) != d}
+        if not new:
+            shutil.rmtree(prepared.out)
+            return NightlyResult(state, 0, len(digests), recovered, ledger.num_rows, None)
+        pending = pa.Table.from_pylist(
+            [
+                {
+                    "study_key": k,
+                    "image_set": digests[k],
+                    "report": name,
+                    "screened_at": now.isoformat(timespec="seconds"),
+                }
+                for k in sorted(new)
+            ],
+            schema=LEDGER_SCHEMA,
+        )
+        pq.write_table(pending, prepared.out / PENDING)
+        result = execute(screen_cfg, prepared, inp.only_studies(new))
+        _kill_point("after-report")
+        _record(state, prepared.out)
+        return NightlyResult(
+            state,
+            len(new),
+            len(digests) - len(new),
+            recovered,
+            read_ledger(state).num_rows,
+            result,
+        )
+
+
+def format_nightly(result: NightlyResult) -> str:
+    lines = [
+        f"state: {result.state}  ledger: {result.ledger} studies",
+        f"new or changed studies: {result.new}, already screened: {result.unchanged}"
+        + (f", recovered from an interrupted run: {result.recovered}" if result.recovered else ""),
+    ]
+    if result.report is None:
+        lines.append("nothing new to screen")
+    return "\n".join(lines)

@@ -1,0 +1,77 @@
+"""Pictures for the report: thumbnails and CAM overlays of the top flagged studies.
+
+Done on the driver after scoring, for a bounded number of studies (`pictures` in the
+config), so its cost does not grow with the archive: the pixels are re-read from the shards
+or re-decoded from the raw files, and the model runs once more with gradients for Grad-CAM.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+from torch import nn
+
+from mura_core.cam import class_activation_maps, overlay_png
+from mura_core.checkpoints import Ensemble, load_bundle
+from mura_core.screen_report import ReportImage, thumbnail_png
+
+from .inputs import ScreenInput, load_pixels
+
+PER_STUDY = 4
+DISPLAY_SIZE = 192
+CAM_BATCH = 16
+
+
+def _cams(model: nn.Module, inputs: torch.Tensor) -> np.ndarray:
+    """Grad-CAM maps; an ensemble's are the mean of its members' maps."""
+    if isinstance(model, Ensemble):
+        return np.mean([_cams(m, inputs) for m in model.members], axis=0)
+    maps, _ = class_activation_maps(model, inputs)
+    return maps
+
+
+def study_pictures(
+    inp: ScreenInput,
+    model_folder: Path,
+    images: pa.Table,
+    study_keys: list[str],
+) -> dict[str, tuple[ReportImage, ...]]:
+    """For each study key: up to PER_STUDY of its images (highest probability first)."""
+    if not study_keys:
+        return {}
+    chosen = images.filter(pc.is_in(images["study_key"], pa.array(study_keys)))
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for row in sorted(chosen.to_pylist(), key=lambda r: -r["prob"]):
+        if len(rows.setdefault(row["study_key"], [])) < PER_STUDY:
+            rows[row["study_key"]].append(row)
+    wanted = [r["image_id"] for rs in rows.values() for r in rs]
+    model, info = load_bundle(model_folder)
+    display = max(info.size, DISPLAY_SIZE) if inp.rows is not None else (inp.shard_size or 0)
+    pixels = load_pixels(inp, wanted, display)
+    preset = info.eval_preset()
+    ids = [i for i in wanted if i in pixels]
+    maps: dict[str, np.ndarray] = {}
+    for start in range(0, len(ids), CAM_BATCH):
+        chunk = ids[start : start + CAM_BATCH]
+        x = preset(torch.from_numpy(np.stack([pixels[i] for i in chunk])))
+        for image_id, cam in zip(chunk, _cams(model, x), strict=True):
+            maps[image_id] = cam
+    out: dict[str, tuple[ReportImage, ...]] = {}
+    for key in study_keys:
+        out[key] = tuple(
+            ReportImage(
+                image_id=r["image_id"],
+                view=r["view"],
+                prob=float(r["prob"]),
+                thumbnail=thumbnail_png(pixels[r["image_id"]]),
+                cam=overlay_png(pixels[r["image_id"]], maps[r["image_id"]]),
+            )
+            for r in rows.get(key, [])
+            if r["image_id"] in pixels
+        )
+    return out

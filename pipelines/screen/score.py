@@ -1,0 +1,79 @@
+"""The screening actor: scores decoded rows, passes problems through, one schema out.
+
+Rows come either from shards (every row has pixels) or from on-the-fly decoding (rows with
+a `problem` carry zero pixels and are not scored). Every row comes out with the same
+explicit schema, so blocks always concatenate, whatever mix of labels and problems they hold.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mura_core.privacy import Pseudonymizer
+from mura_core.shards import pixels_array
+
+from ..predict import Predictor
+
+IMAGE_SCHEMA = pa.schema(
+    [
+        ("image_id", pa.string()),
+        ("study_key", pa.string()),
+        ("patient_key", pa.string()),
+        ("body_part", pa.string()),
+        ("view", pa.string()),
+        ("label", pa.int8()),
+        ("relpath", pa.string()),
+        ("prob", pa.float64()),
+        ("error_type", pa.string()),
+        ("reason", pa.string()),
+    ]
+)
+_KEYS = {"image_id": "image", "study_key": "study", "patient_key": "patient", "relpath": "path"}
+
+
+class ScreenPredictor(Predictor):
+    """Predictor for screening: tolerant of problem rows, optionally pseudonymizing keys."""
+
+    def __init__(
+        self,
+        bundle: dict[str, bytes],
+        torch_threads: int | None = None,
+        pseudonymizer: Pseudonymizer | None = None,
+    ) -> None:
+        super().__init__(bundle, torch_threads)
+        self.pseudonymizer = pseudonymizer
+
+    def __call__(self, batch: pa.Table) -> pa.Table:  # type: ignore[override]
+        n = batch.num_rows
+        names = batch.column_names
+        columns: dict[str, Any] = {}
+        for field in IMAGE_SCHEMA:
+            if field.name in names:
+                columns[field.name] = batch.column(field.name).cast(field.type)
+            else:
+                columns[field.name] = pa.nulls(n, field.type)
+        if "problem" in names:
+            problem = batch.column("problem").combine_chunks()
+            ok = np.asarray(pc.is_null(problem).to_numpy(zero_copy_only=False), dtype=bool)
+            columns["error_type"] = pc.struct_field(problem, "error_type")
+            columns["reason"] = pc.struct_field(problem, "reason")
+        else:
+            ok = np.ones(n, dtype=bool)
+        prob = np.zeros(n, dtype=np.float64)
+        if ok.any():
+            prob[ok] = self.score(pixels_array(batch.column("pixels"))[ok])
+        columns["prob"] = pa.array(prob, mask=~ok)
+        if self.pseudonymizer is not None:
+            for name, kind in _KEYS.items():
+                columns[name] = pa.array(
+                    [
+                        None if v is None else self.pseudonymizer(v, kind)
+                        for v in columns[name].to_pylist()
+                    ],
+                    type=pa.string(),
+                )
+        return pa.table([columns[f.name] for f in IMAGE_SCHEMA], schema=IMAGE_SCHEMA)
