@@ -10,10 +10,12 @@ from mura_core.sources import list_source
 from mura_core.synth import SynthConfig, synthesize
 
 
-def bench_archive(work: Path, studies: int, archive: Path | None = None) -> Path:
-    """`archive` if given, else a fresh synthetic one (512 px, as MURA) under `work`."""
+def bench_archive(
+    work: Path, studies: int, archive: Path | None = None, *, name: str = "archive"
+) -> Path:
+    """`archive` if given, else a fresh synthetic one (512 px, as MURA) at `work / name`."""
     if archive is None:
-        archive = work / "archive"
+        archive = work / name
         start = time.perf_counter()
         synth = synthesize(archive, SynthConfig(studies=studies, seed=1, size=512))
         print(f"synthesized {synth.n_images} images in {time.perf_counter() - start:.1f}s")
