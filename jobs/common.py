@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -57,6 +58,8 @@ def run_command(
     extra_errors: Sequence[type[BaseException]] = (),
 ) -> int:
     """Call a command; known user errors become `mura: error: …` on one line, exit 1."""
+    # MLflow's INFO lines (creating tables, …) are noise in a command's output
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
     try:
         return int(func(args))
     except (*USER_ERRORS, *extra_errors) as exc:

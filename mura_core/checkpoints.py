@@ -120,6 +120,11 @@ def write_info(folder: Path, info: ModelInfo) -> None:
         path.write_text(text)
 
 
+def read_info(folder: Path) -> ModelInfo:
+    """A bundle's model.json alone (no weights loaded)."""
+    return ModelInfo.from_json(json.loads((Path(folder) / MODEL_JSON).read_text()))
+
+
 def load_bundle(
     folder: Path, *, map_location: str | torch.device = "cpu"
 ) -> tuple[nn.Module, ModelInfo]:

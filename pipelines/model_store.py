@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from mlflow.tracking import MlflowClient
 
-from mura_core.checkpoints import MODEL_JSON, ModelInfo, load_bundle
+from mura_core.checkpoints import MODEL_JSON, ModelInfo, load_bundle, read_info
 
 BUNDLE_TAR = "bundle.tar"
 
@@ -87,7 +87,11 @@ def resolve_model(spec: str, *, cache: Path | None = None) -> ResolvedModel:
     local = Path(spec).expanduser()
     if "://" not in spec and not spec.startswith(("models:", "runs:")):
         if (local / MODEL_JSON).is_file():
-            return ResolvedModel(local.resolve(), load_bundle(local)[1], str(local.resolve()))
+            try:
+                info = read_info(local)
+            except (ValueError, KeyError) as exc:
+                raise ModelSpecError(f"{spec}: unreadable {MODEL_JSON}: {exc}") from exc
+            return ResolvedModel(local.resolve(), info, str(local.resolve()))
         raise ModelSpecError(
             f"{spec}: not a model URI (models:/…, runs:/…) and not a model "
             f"bundle folder (no {MODEL_JSON})"
@@ -108,7 +112,7 @@ def resolve_model(spec: str, *, cache: Path | None = None) -> ResolvedModel:
     name = version = run_id = None
     if spec.startswith("models:/") and not spec.startswith("models:/m-"):
         name, version, run_id = _registry_lookup(spec)
-    info = load_bundle(folder)[1]
+    info = read_info(folder)
     return ResolvedModel(
         folder, info, spec, name, version, run_id or (info.extra or {}).get("run_id")
     )

@@ -62,7 +62,13 @@ def split_specs(specs: Sequence[str]) -> list[str]:
 
 
 def _check_forward(folder: Path, info: ModelInfo, uri: str) -> None:
-    model, _ = load_bundle(folder)
+    try:
+        model, _ = load_bundle(folder)
+    except (RuntimeError, ValueError, KeyError, OSError) as exc:
+        raise ModelSpecError(
+            f"model {uri}: its weights do not load into {info.model} at {info.size}px: "
+            f"{' '.join(str(exc).split())[:160]}"
+        ) from exc
     x = torch.zeros(2, 3, info.size, info.size)
     try:
         with torch.inference_mode():

@@ -1,11 +1,19 @@
-"""A real local Ray for the pipeline tests: started once per session, 2 CPUs."""
+"""Shared pipeline fixtures: a real local Ray (2 CPUs) and a model trained once per session."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import ray
+
+from mura_core.recipes import recipe
+from mura_core.records import BodyPart
+from mura_core.synth import SynthConfig, synthesize
+from pipelines.ingest import IngestConfig, run_ingest
+from pipelines.train import TrainConfig, TrainResult, run_training
 
 
 @pytest.fixture(scope="session")
@@ -13,3 +21,43 @@ def ray_local() -> Iterator[None]:
     ray.init(num_cpus=2, include_dashboard=False)
     yield
     ray.shutdown()
+
+
+@dataclass(frozen=True)
+class Trained:
+    result: TrainResult
+    shards: Path
+    uri: str
+    storage: Path
+
+
+@pytest.fixture(scope="session")
+def learnable_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Forearm studies with bold signs, ingested at 64 px: learnable in a CI budget."""
+    root = tmp_path_factory.mktemp("learnable")
+    synthesize(
+        root / "archive",
+        SynthConfig(
+            studies=600, seed=5, size=160, sign_strength=4.0, body_parts=(BodyPart.FOREARM,)
+        ),
+    )
+    run_ingest(IngestConfig(source=root / "archive", out=root / "shards", size=64))
+    return root / "shards"
+
+
+@pytest.fixture(scope="session")
+def trained(
+    ray_local: None, learnable_shards: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Trained:
+    """The seed CNN trained once per session (~2.5 min), registered as test-cnn v1."""
+    work = tmp_path_factory.mktemp("train")
+    uri = f"sqlite:///{work / 'mlflow.db'}"
+    cfg = TrainConfig(
+        shards=learnable_shards,
+        recipe=recipe("seed-cnn").override(size=64, batch_size=32, epochs=24).with_augment("flips"),
+        tracking_uri=uri,
+        storage=work / "ray_results",
+        experiment="test-train",
+        register="test-cnn",
+    )
+    return Trained(run_training(cfg), learnable_shards, uri, work / "ray_results")

@@ -8,8 +8,8 @@ the study-level test AUROC, the MLflow run and the registered model.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mlflow
 import mlflow.pytorch
@@ -19,52 +19,17 @@ from mlflow.tracking import MlflowClient
 
 from mura_core.checkpoints import load_bundle
 from mura_core.recipes import recipe
-from mura_core.records import BodyPart
 from mura_core.shards import ShardsLayout, pixels_array, read_images
 from mura_core.synth import SynthArchive, SynthConfig, synthesize
 from pipelines.ingest import IngestConfig, run_ingest
 from pipelines.model_store import resolve_model
 from pipelines.tracking import TrackingError
-from pipelines.train import TrainConfig, TrainError, TrainResult, preflight, run_training
+from pipelines.train import TrainConfig, TrainError, preflight, run_training
+
+if TYPE_CHECKING:
+    from tests.pipelines.conftest import Trained
 
 pytestmark = pytest.mark.usefixtures("ray_local")
-
-
-@dataclass(frozen=True)
-class Trained:
-    result: TrainResult
-    shards: Path
-    uri: str
-    storage: Path
-
-
-@pytest.fixture(scope="module")
-def learnable_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Forearm studies with bold signs, ingested at 64 px: learnable in a CI budget."""
-    root = tmp_path_factory.mktemp("learnable")
-    synthesize(
-        root / "archive",
-        SynthConfig(
-            studies=600, seed=5, size=160, sign_strength=4.0, body_parts=(BodyPart.FOREARM,)
-        ),
-    )
-    run_ingest(IngestConfig(source=root / "archive", out=root / "shards", size=64))
-    return root / "shards"
-
-
-@pytest.fixture(scope="module")
-def trained(learnable_shards: Path, tmp_path_factory: pytest.TempPathFactory) -> Trained:
-    work = tmp_path_factory.mktemp("train")
-    uri = f"sqlite:///{work / 'mlflow.db'}"
-    cfg = TrainConfig(
-        shards=learnable_shards,
-        recipe=recipe("seed-cnn").override(size=64, batch_size=32, epochs=24).with_augment("flips"),
-        tracking_uri=uri,
-        storage=work / "ray_results",
-        experiment="test-train",
-        register="test-cnn",
-    )
-    return Trained(run_training(cfg), learnable_shards, uri, work / "ray_results")
 
 
 @pytest.mark.slow

@@ -1,0 +1,319 @@
+"""Screening with a real local Ray and a real SQLite MLflow store.
+
+A model trained in this session screens a fresh synthetic archive (raw PNGs, and the same
+archive as shards); random-init bundles cover ensembles, the DICOM privacy check and the
+fail-fast errors, which need a model that runs, not one that is right.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow.parquet as pq
+import pydicom
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+from sklearn.metrics import roc_auc_score
+
+from jobs.cli import main as cli
+from mura_core.checkpoints import ModelInfo, load_bundle, save_bundle
+from mura_core.models import build_model
+from mura_core.recipes import recipe
+from mura_core.records import BodyPart
+from mura_core.synth import SynthArchive, SynthConfig, study_uid, synthesize
+from pipelines.ingest import IngestConfig, run_ingest
+from pipelines.screen import ScreenConfig, ScreenResult, run_screen
+from tests.chromium import SKIP_REASON, find_chromium, screenshot
+
+if TYPE_CHECKING:
+    from tests.pipelines.conftest import Trained
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+REPORT_FILES = {
+    "studies.parquet",
+    "studies.csv",
+    "images.parquet",
+    "quarantine.parquet",
+    "report.html",
+    "summary.json",
+}
+
+
+def random_bundle(folder: Path, *, size: int = 64, seed: int = 0, threshold: float = 0.5) -> Path:
+    """A seed-CNN bundle with seeded random weights (a model that runs, not a good one)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = build_model("cnn", size=size)
+    info = ModelInfo.from_recipe(recipe("seed-cnn").override(size=size), threshold=threshold)
+    return save_bundle(folder, model, info)
+
+
+def screen(source: Path, out: Path, models: tuple[str, ...], uri: str | None, **kw) -> ScreenResult:
+    return run_screen(
+        ScreenConfig(
+            source=source,
+            out=out,
+            models=models,
+            tracking_uri=uri,
+            track=uri is not None,
+            **kw,
+        )
+    )
+
+
+@pytest.fixture(scope="module")
+def incoming(tmp_path_factory: pytest.TempPathFactory) -> SynthArchive:
+    """A fresh archive the trained model never saw: forearm, bold signs, labels known."""
+    return synthesize(
+        tmp_path_factory.mktemp("incoming") / "archive",
+        SynthConfig(
+            studies=40, seed=21, size=160, sign_strength=4.0, body_parts=(BodyPart.FOREARM,)
+        ),
+    )
+
+
+@pytest.fixture(scope="module")
+def screened(trained: Trained, incoming: SynthArchive, tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("screened") / "report"
+    spec = f"models:/test-cnn/{trained.result.version}"
+    return screen(incoming.root, out, (spec,), trained.uri, pictures=6)
+
+
+@pytest.mark.slow
+def test_one_row_per_study_mean_of_images_and_flags_at_the_model_threshold(
+    screened: ScreenResult, incoming: SynthArchive, trained: Trained
+) -> None:
+    out = screened.out
+    assert REPORT_FILES <= {p.name for p in out.iterdir()}
+    studies = pq.read_table(out / "studies.parquet").to_pandas()
+    images = pq.read_table(out / "images.parquet").to_pandas()
+    assert len(studies) == studies.study_key.nunique() == len(incoming.studies)
+    assert len(images) == incoming.n_images == screened.counts["images"]
+    assert studies.study_key.str.startswith("st-").all()  # pseudonyms, not MURA paths
+    by_study = images.groupby("study_key").prob
+    joined = studies.set_index("study_key")
+    np.testing.assert_allclose(joined.mean_prob, by_study.mean()[joined.index], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(joined.max_prob, by_study.max()[joined.index], rtol=0, atol=1e-12)
+    assert (joined.images == by_study.size()[joined.index]).all()
+    assert screened.summary["threshold"] == pytest.approx(trained.result.threshold)
+    assert (studies.threshold == trained.result.threshold).all()
+    assert (studies.flagged == (studies.mean_prob > trained.result.threshold)).all()
+    assert screened.counts["flagged"] == int(studies.flagged.sum())
+    assert list(studies.flagged) == sorted(studies.flagged, reverse=True)  # flagged first
+    assert (studies.model == "test-cnn").all() and (studies.model_version == "1").all()
+    # the trained model actually works on unseen studies (same preprocessing as training)
+    assert roc_auc_score(studies.label, studies.mean_prob) >= 0.85
+    csv_rows = (out / "studies.csv").read_text().strip().splitlines()
+    assert len(csv_rows) == len(studies) + 1
+
+
+@pytest.mark.slow
+def test_mlflow_run_carries_counts_report_and_model_version(
+    screened: ScreenResult, trained: Trained, tmp_path: Path
+) -> None:
+    client = MlflowClient(trained.uri)
+    run = client.get_run(screened.run_id)
+    assert client.get_experiment(run.info.experiment_id).name == "mura-screen"
+    m = run.data.metrics
+    assert m["studies"] == screened.counts["studies"] and m["images"] == screened.counts["images"]
+    assert m["flagged"] == screened.counts["flagged"] and m["quarantined"] == 0
+    assert m["images_per_s"] > 0
+    p = run.data.params
+    assert p["model.name"] == "test-cnn" and p["model.version"] == "1"
+    assert len(p["source.digest"]) == 16 and float(p["threshold"]) == pytest.approx(
+        trained.result.threshold
+    )
+    assert run.data.tags["mura.model_version"] == "test-cnn/1"
+    assert run.data.tags["mura.model_run_id"] == trained.result.run_id
+    logged = {a.path for a in client.list_artifacts(run.info.run_id, "report")}
+    assert logged == {f"report/{name}" for name in REPORT_FILES}
+    assert (screened.out / "reidentify.csv").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.slow
+def test_report_renders_in_headless_chromium(screened: ScreenResult, tmp_path: Path) -> None:
+    if find_chromium() is None:
+        pytest.skip(SKIP_REASON)
+    html = (screened.out / "report.html").read_text()
+    assert "http://" not in html and "https://" not in html
+    assert html.count("data:image/png;base64,") >= 2 * min(6, screened.counts["flagged"])
+    png = tmp_path / "report.png"
+    screenshot(screened.out / "report.html", png, width=1200, height=2000)
+    shutil.copy(png, Path("/tmp/mura-screen-report.png"))  # for a human to look at
+
+
+@pytest.mark.slow
+def test_shards_give_the_same_scores_as_the_raw_archive(
+    screened: ScreenResult, incoming: SynthArchive, trained: Trained, tmp_path: Path
+) -> None:
+    shards = tmp_path / "shards"
+    run_ingest(IngestConfig(source=incoming.root, out=shards, size=64))
+    result = screen(shards, tmp_path / "report", (trained.result.model_uri,), None)
+    assert result.summary["source"]["kind"] == "shards"
+    raw = pq.read_table(screened.out / "studies.parquet").to_pandas().set_index("study_key")
+    sh = pq.read_table(result.out / "studies.parquet").to_pandas().set_index("study_key")
+    assert set(sh.index) == set(raw.index)  # same site key → same pseudonyms
+    np.testing.assert_allclose(sh.mean_prob, raw.mean_prob[sh.index], atol=1e-6)
+
+
+def test_ensemble_averages_its_members(mura_archive: SynthArchive, tmp_path: Path) -> None:
+    a = random_bundle(tmp_path / "a", seed=1, threshold=0.4)
+    b = random_bundle(tmp_path / "b", seed=2, threshold=0.6)
+    probs = {}
+    for name, models in (("a", (str(a),)), ("b", (str(b),)), ("ab", (f"{a},{b}",))):
+        result = screen(mura_archive.root, tmp_path / f"out-{name}", models, None, pictures=2)
+        table = pq.read_table(result.out / "images.parquet").to_pandas()
+        probs[name] = table.set_index("image_id").prob.sort_index()
+    assert result.summary["threshold"] == pytest.approx(0.5)
+    assert result.summary["model"]["members"] == 2
+    np.testing.assert_allclose(probs["ab"], (probs["a"] + probs["b"]) / 2, atol=1e-6)
+    assert not np.allclose(probs["a"], probs["b"])
+
+
+def _dicom_identifiers(root: Path) -> set[str]:
+    values: set[str] = set()
+    for path in root.rglob("*"):
+        if not path.is_file() or path.name == "labels.csv":
+            continue
+        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+        for keyword in (
+            "PatientName",
+            "PatientID",
+            "StudyInstanceUID",
+            "SeriesInstanceUID",
+            "SOPInstanceUID",
+            "AccessionNumber",
+        ):
+            value = str(ds.get(keyword, "") or "")
+            if len(value) >= 6:
+                values.add(value)
+        values.update(part for part in path.relative_to(root).parts[:-1] if len(part) >= 6)
+    return values
+
+
+def test_dicom_identifiers_never_reach_mlflow_or_the_logged_report(
+    dicom_archive: SynthArchive, tmp_path: Path
+) -> None:
+    bundle = random_bundle(tmp_path / "bundle", threshold=0.0)  # flag all: every picture
+    db = tmp_path / "mlflow.db"
+    result = screen(dicom_archive.root, tmp_path / "report", (str(bundle),), f"sqlite:///{db}")
+    assert result.counts["studies"] == len(dicom_archive.studies)
+    identifiers = _dicom_identifiers(dicom_archive.root)
+    assert len(identifiers) > 3 * len(dicom_archive.studies)
+    logged = [p for p in (tmp_path / "mlartifacts").rglob("*") if p.is_file()]
+    assert {p.name for p in logged} >= REPORT_FILES
+    written = [p for p in result.out.iterdir() if p.name != "reidentify.csv"]
+    for path in [*logged, *written, db]:
+        data = path.read_bytes()
+        leaked = [v for v in identifiers if v.encode() in data]
+        assert not leaked, f"{path.name} holds {leaked[:3]}"
+    private = result.out / "reidentify.csv"
+    assert private.stat().st_mode & 0o777 == 0o600
+    text = private.read_text()
+    assert all(study_uid(dicom_archive.config, s) in text for s in dicom_archive.studies)
+
+
+def test_the_privacy_grep_finds_identifiers_when_they_are_there(
+    dicom_archive: SynthArchive, tmp_path: Path
+) -> None:
+    """Control for the test above: without pseudonyms the same grep finds the identifiers."""
+    bundle = random_bundle(tmp_path / "bundle")
+    result = screen(
+        dicom_archive.root, tmp_path / "report", (str(bundle),), None, pseudonymize="never"
+    )
+    data = (result.out / "images.parquet").read_bytes()
+    assert any(v.encode() in data for v in _dicom_identifiers(dicom_archive.root))
+
+
+def _cli_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    assert cli(["screen", *argv]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines and lines[-1].startswith("mura: error: "), lines
+    assert sum(line.startswith("mura: error") for line in lines) == 1, lines
+    return lines[-1]
+
+
+def test_whole_run_problems_fail_before_any_work_with_one_line(
+    mura_archive: SynthArchive, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bundle = str(random_bundle(tmp_path / "bundle", size=64))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    archive = str(mura_archive.root)
+
+    err = _cli_error(
+        capsys,
+        archive,
+        "--out",
+        str(tmp_path / "r1"),
+        "--model",
+        "models:/nope/1",
+        "--tracking-uri",
+        uri,
+    )
+    assert "models:/nope/1 does not resolve" in err
+    assert not (tmp_path / "r1" / "summary.json").exists()
+
+    err = _cli_error(capsys, archive, "--out", str(tmp_path / "r2"), "--model", str(tmp_path))
+    assert "not a model bundle folder" in err
+
+    shards = tmp_path / "shards32"
+    run_ingest(IngestConfig(source=mura_archive.root, out=shards, size=32))
+    err = _cli_error(
+        capsys,
+        str(shards),
+        "--out",
+        str(tmp_path / "r3"),
+        "--model",
+        bundle,
+        "--tracking-uri",
+        uri,
+    )
+    assert "takes 64px images but the shards" in err and "32px" in err
+
+    one_channel = tmp_path / "gray"
+    model, info = load_bundle(Path(bundle))
+    state = model.state_dict()
+    first = next(k for k in state if k.endswith("weight"))
+    state[first] = state[first][:, :1]
+    save_bundle(one_channel, model, info)
+    torch.save(state, one_channel / "weights.pt")
+    err = _cli_error(capsys, archive, "--out", str(tmp_path / "r4"), "--model", str(one_channel))
+    assert "gray" in err and "weights" in err
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    err = _cli_error(
+        capsys, str(empty), "--out", str(tmp_path / "r5"), "--model", bundle, "--tracking-uri", uri
+    )
+    assert "no images" in err or "empty" in err
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    err = _cli_error(
+        capsys, archive, "--out", str(blocker / "sub"), "--model", bundle, "--tracking-uri", uri
+    )
+    assert "cannot write" in err
+
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "keep.txt").write_text("mine")
+    err = _cli_error(
+        capsys, archive, "--out", str(foreign), "--model", bundle, "--tracking-uri", uri
+    )
+    assert "not empty" in err and (foreign / "keep.txt").read_text() == "mine"
+
+    err = _cli_error(
+        capsys,
+        archive,
+        "--out",
+        str(tmp_path / "r6"),
+        "--model",
+        bundle,
+        "--tracking-uri",
+        "http://127.0.0.1:9",
+    )
+    assert "127.0.0.1:9" in err
