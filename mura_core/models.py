@@ -14,7 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torchvision
 from torch import nn
 
 log = logging.getLogger(__name__)
@@ -126,6 +125,8 @@ def torchvision_backbone(name: str, *, weights: Path | None = None) -> nn.Module
     ImageNet initialisation only from a local file (nothing is downloaded); without one the
     weights are random (the training driver says so).
     """
+    import torchvision  # here: its import costs ~1.5 s, paid only by models that need it
+
     try:
         net = torchvision.models.get_model(name, weights=None)
     except ValueError as exc:
@@ -154,6 +155,8 @@ def build_model(name: str, *, size: int, weights: str | Path | None = None) -> n
         if name == "cnn" and weights is not None:
             raise ValueError("the seed CNN has no pretrained weights: drop --weights")
         return _REGISTRY[name](size=size, weights=weights)
+    import torchvision
+
     if name in torchvision.models.list_models(module=torchvision.models):
         return torchvision_backbone(name, weights=Path(weights) if weights else None)
     raise ValueError(

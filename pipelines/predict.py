@@ -9,11 +9,13 @@ autocast on GPU). Used by training-time evaluation, `mura evaluate` and screenin
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import ray
 import ray.data
 import torch
 from ray.data import ActorPoolStrategy
@@ -53,10 +55,22 @@ def _materialize(files: dict[str, bytes]) -> Path:
     return folder
 
 
+@dataclass(frozen=True)
+class BundleRef:
+    """A bundle put once in Ray's object store, fetched by each actor. Inline, a DenseNet's
+    weights made the UDF 185 MiB (Ray warns it is too large) and were pickled per actor."""
+
+    ref: ray.ObjectRef
+
+
 class Predictor:
     """Scores shard rows: probability of abnormality per image."""
 
-    def __init__(self, bundle: dict[str, bytes], torch_threads: int | None = None) -> None:
+    def __init__(
+        self, bundle: dict[str, bytes] | BundleRef, torch_threads: int | None = None
+    ) -> None:
+        if isinstance(bundle, BundleRef):
+            bundle = ray.get(bundle.ref)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         if self.device.type == "cpu" and torch_threads:
             torch.set_num_threads(torch_threads)
@@ -119,7 +133,7 @@ def predict(
         batch_size=batch_size,
         batch_format="pyarrow",
         fn_constructor_kwargs={
-            "bundle": bundle,
+            "bundle": BundleRef(ray.put(bundle)),
             "torch_threads": threads,
             **(predictor_kwargs or {}),
         },

@@ -35,6 +35,7 @@ from mura_core.shards import QUARANTINE_SCHEMA, write_json_atomic
 
 from ..predict import bundle_bytes, predict
 from ..runtime import cluster_cpus, data_context, ensure_ray
+from ..scoring import IMAGE_SCHEMA, ScreenPredictor
 from ..tracking import (
     check_tracking,
     ensure_experiment,
@@ -45,7 +46,6 @@ from ..tracking import (
 from .inputs import ScreenInput, open_input
 from .models import ScreeningModel, resolve_screening_model
 from .pictures import study_pictures
-from .score import IMAGE_SCHEMA, ScreenPredictor
 
 MARKER = ".mura-report"
 SUMMARY = "summary.json"
@@ -359,7 +359,15 @@ def _log_mlflow(cfg: ScreenConfig, prepared: Prepared, summary: dict[str, Any], 
 
 def execute(cfg: ScreenConfig, prepared: Prepared, inp: ScreenInput) -> ScreenResult:
     """Score `inp` with the prepared model into the prepared OUT; see the module docstring."""
-    start = time.perf_counter()
+    start = last = time.perf_counter()
+    phases: dict[str, float] = {}
+
+    def lap(name: str) -> None:
+        nonlocal last
+        now = time.perf_counter()
+        phases[name] = round(now - last, 2)
+        last = now
+
     out, model = prepared.out, prepared.model
     check_fits(model, inp)
     (out / SUMMARY).unlink(missing_ok=True)
@@ -369,9 +377,9 @@ def execute(cfg: ScreenConfig, prepared: Prepared, inp: ScreenInput) -> ScreenRe
 
     ensure_ray(cfg.address)
     gpus = _gpus(cfg)
-    score_start = time.perf_counter()
+    lap("ray")
     scored, decode_problems = _stream_scores(cfg, model, inp, out, gpus)
-    score_seconds = time.perf_counter() - score_start
+    lap("score")
     if scored + len(decode_problems) != inp.images:
         raise ScreenError(
             f"accounting failed: {inp.images} images in, {scored} scored + "
@@ -380,6 +388,7 @@ def execute(cfg: ScreenConfig, prepared: Prepared, inp: ScreenInput) -> ScreenRe
     studies = _study_table(
         _aggregate(out / "images.parquet", scored), threshold, model, screened_at
     )
+    lap("aggregate")
     pq.write_table(studies, out / "studies.parquet")
     studies.to_pandas().to_csv(out / "studies.csv", index=False)
     quarantine = pa.Table.from_pylist(inp.problems + decode_problems, schema=QUARANTINE_SCHEMA)
@@ -395,6 +404,7 @@ def execute(cfg: ScreenConfig, prepared: Prepared, inp: ScreenInput) -> ScreenRe
     ]
     shown = flagged_keys[: cfg.pictures]
     pictures = study_pictures(inp, model.folder, pq.read_table(out / "images.parquet"), shown)
+    lap("pictures")
     summary: dict[str, Any] = {
         "title": "MURA screening report",
         "job": cfg.job,
@@ -419,7 +429,7 @@ def execute(cfg: ScreenConfig, prepared: Prepared, inp: ScreenInput) -> ScreenRe
         "by_body_part": _by_body_part(studies),
         "quarantine": quarantine.slice(0, 200).to_pylist(),
         "gpus": gpus,
-        "images_per_s": round(scored / max(score_seconds, 1e-9), 2),
+        "images_per_s": round(scored / max(phases["score"], 1e-9), 2),
     }
     if len(flagged_keys) > len(shown):
         summary["pictures_limit_note"] = (
@@ -427,7 +437,10 @@ def execute(cfg: ScreenConfig, prepared: Prepared, inp: ScreenInput) -> ScreenRe
         )
     summary["seconds"] = round(time.perf_counter() - start, 2)
     write_html(out / "report.html", summary, _report_studies(studies, pictures))
+    lap("report")
+    summary["phases"] = phases
     run_id = _log_mlflow(cfg, prepared, summary, out) if prepared.tracking_uri else None
+    lap("mlflow")
     summary["mlflow_run_id"] = run_id
     write_json_atomic(out / SUMMARY, summary)
     return ScreenResult(out, summary, run_id)

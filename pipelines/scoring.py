@@ -1,4 +1,5 @@
-"""The screening actor: scores decoded rows, passes problems through, one schema out.
+"""The screening actor (kept out of `pipelines.screen`, whose imports — MLflow, plots — would
+slow every actor start): scores decoded rows, passes problems through, one schema out.
 
 Rows come either from shards (every row has pixels) or from on-the-fly decoding (rows with
 a `problem` carry zero pixels and are not scored). Every row comes out with the same
@@ -16,7 +17,7 @@ import pyarrow.compute as pc
 from mura_core.privacy import Pseudonymizer
 from mura_core.shards import pixels_array
 
-from ..predict import Predictor
+from .predict import Predictor
 
 IMAGE_SCHEMA = pa.schema(
     [
