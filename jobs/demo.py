@@ -16,6 +16,9 @@ from mura_core.records import BodyPart
 from mura_core.sources import format_summary, list_source
 from mura_core.synth import SynthConfig, synthesize
 from pipelines.ingest import IngestConfig, format_result, run_ingest
+from pipelines.model_store import ModelSpecError
+from pipelines.screen import ScreenConfig, ScreenError, run_screen
+from pipelines.screen import format_result as format_screen
 from pipelines.tracking import TrackingError
 from pipelines.train import TrainConfig, TrainError, run_training, summary_text
 
@@ -24,10 +27,11 @@ from .common import progress
 HELP = "run the system end to end on a synthetic archive (the embedded default)"
 DESCRIPTION = (
     "Synthesize an archive, ingest it into Parquet shards with Ray Data, train the seed CNN "
-    "with Ray Train and log it to a local SQLite MLflow store, printing each stage's summary. "
-    "Everything goes under --out; re-running reuses the archive."
+    "with Ray Train and log it to a local SQLite MLflow store, then screen a fresh synthetic "
+    "'incoming' archive with the registered model into a report, printing each stage's "
+    "summary. Everything goes under --out; re-running reuses the archives."
 )
-EXTRA_ERRORS = (TrainError, TrackingError)
+EXTRA_ERRORS = (TrainError, TrackingError, ScreenError, ModelSpecError)
 DEMO_PARTS = (BodyPart.FOREARM, BodyPart.HUMERUS)
 
 
@@ -38,6 +42,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, default=160, help="longest image side (default 160)")
     p.add_argument("--shard-size", type=int, default=64, help="shard pixel size (default 64)")
     p.add_argument("--epochs", type=int, default=32, help="CNN epochs (default 32)")
+    p.add_argument(
+        "--incoming", type=int, default=80, help="studies in the incoming archive (default 80)"
+    )
 
 
 def command(args: argparse.Namespace) -> int:
@@ -84,7 +91,31 @@ def command(args: argparse.Namespace) -> int:
         f"\nMLflow run {result.run_id}; registered {result.registered_name} "
         f"version {result.version}"
     )
-    print(f"\nMLflow store: {out / 'mlflow.db'}")
+
+    incoming = out / "incoming"
+    model = (
+        f"models:/{result.registered_name}/{result.version}" if result.version else result.model_uri
+    )
+    print(f"\n[demo] 4. screen a fresh incoming archive ({incoming}) with {model}")
+    if not incoming.exists():
+        synthesize(
+            incoming,
+            SynthConfig(
+                studies=args.incoming,
+                seed=args.seed + 1000,
+                size=args.size,
+                sign_strength=4.0,
+                body_parts=DEMO_PARTS,
+            ),
+            progress=progress("studies"),
+        )
+    screened = run_screen(
+        ScreenConfig(source=incoming, out=out / "screening", models=(model,), tracking_uri=tracking)
+    )
+    print(format_screen(screened))
+
+    print(f"\nreport: {screened.out / 'report.html'}")
+    print(f"MLflow store: {out / 'mlflow.db'}")
     print(f"open the MLflow UI: mlflow ui --backend-store-uri {tracking}")
     return 0
 
