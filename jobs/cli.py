@@ -16,7 +16,7 @@ from mura_core.records import MURA_BODY_PARTS, BodyPart
 from mura_core.sources import format_summary, list_source
 from mura_core.synth import SynthConfig, synthesize
 
-from . import demo, evaluate, ingest, nightly, screen, train
+from . import compare, demo, evaluate, ingest, mlflow_server, nightly, screen, submit, train
 from .common import add_source_arguments, progress, run_command
 
 
@@ -116,9 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.register(sub)
     train.register(sub)
     evaluate.register(sub)
+    compare.register(sub)
     screen.register(sub)
     nightly.register(sub)
+    submit.register(sub)
     demo.register(sub)
+    mlflow_server.register(sub)
 
     return parser
 
