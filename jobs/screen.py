@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipelines.ingest.rows import PSEUDONYMIZE_CHOICES
-from pipelines.model_store import ModelSpecError
+from pipelines.model_store import DEFAULT_ALIAS, ModelSpecError
 from pipelines.screen import ScreenConfig, ScreenError, format_result, run_screen
 from pipelines.tracking import TrackingError
 
@@ -33,11 +33,12 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
         action="append",
-        required=True,
+        default=None,
         metavar="MODEL",
         help="MLflow model URI (models:/mura-cnn@champion, models:/mura-cnn/2, runs:/<id>/model) "
         "or a model bundle folder; repeat it (or give A,B) for an ensemble whose "
-        "probabilities are averaged",
+        "probabilities are averaged (default @champion: the registered model promoted with "
+        "`mura compare --promote`)",
     )
     p.add_argument(
         "--threshold",
@@ -77,7 +78,7 @@ def config(args: argparse.Namespace, out: Path) -> ScreenConfig:
     return ScreenConfig(
         source=args.source,
         out=out,
-        models=tuple(args.model),
+        models=tuple(args.model or ["@" + DEFAULT_ALIAS]),
         kind=args.kind,
         labels=args.labels,
         threshold=args.threshold,

@@ -42,7 +42,7 @@ def run_evaluation(
                 + f" of {shards} holds no image"
             )
     uri = resolve_tracking_uri(tracking_uri)
-    if model_spec.startswith(("models:", "runs:")):
+    if model_spec.startswith(("models:", "runs:", "@")):
         check_tracking(uri)
         use_tracking(uri)
     model = resolve_model(model_spec)

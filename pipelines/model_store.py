@@ -81,9 +81,41 @@ def _extract(archive: bytes, into: Path) -> Path:
     return into
 
 
+DEFAULT_ALIAS = "champion"
+
+
+def alias_uri(alias: str) -> str:
+    """`@champion` → `models:/<the registered model holding that alias>@champion`.
+
+    `mura compare --promote` keeps one model per alias, so the alias alone names a model:
+    what `mura screen` and `mura nightly` use when no --model is given.
+    """
+    client = MlflowClient()
+    try:
+        holders = [m.name for m in client.search_registered_models() if alias in (m.aliases or {})]
+    except Exception as exc:
+        raise ModelSpecError(
+            f"model @{alias}: the registry cannot be read: {' '.join(str(exc).split())[:160]}"
+        ) from exc
+    if not holders:
+        raise ModelSpecError(
+            f"no registered model has the alias {alias!r}: promote one with "
+            "`mura compare --promote RUN_ID`, or pass --model"
+        )
+    if len(holders) > 1:
+        raise ModelSpecError(
+            f"several models have the alias {alias!r} ({', '.join(sorted(holders))}): "
+            f"pass --model models:/NAME@{alias}"
+        )
+    return f"models:/{holders[0]}@{alias}"
+
+
 def resolve_model(spec: str, *, cache: Path | None = None) -> ResolvedModel:
-    """`models:/name@alias`, `models:/name/3`, `runs:/<id>/model`, a logged-model URI, or a
-    local bundle folder → a local bundle folder, or a one-line ModelSpecError."""
+    """`models:/name@alias`, `models:/name/3`, `@alias` (the one model holding it),
+    `runs:/<id>/model`, a logged-model URI, or a local bundle folder → a local bundle folder,
+    or a one-line ModelSpecError."""
+    if spec.startswith("@"):
+        spec = alias_uri(spec[1:])
     local = Path(spec).expanduser()
     if "://" not in spec and not spec.startswith(("models:", "runs:")):
         if (local / MODEL_JSON).is_file():

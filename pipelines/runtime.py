@@ -1,7 +1,8 @@
 """Starting or joining Ray, in one place, so every pipeline behaves the same.
 
-No address: a local Ray on this machine (the embedded default). An address (`auto`,
-`ray://head:10001`, `127.0.0.1:6379`): join that cluster. A process that already called
+No address: a new local Ray on this machine (the embedded default), unless RAY_ADDRESS is set
+(a job submitted to a cluster: join it). An address (`auto`, `ray://head:10001`,
+`127.0.0.1:6379`): join that cluster. A process that already called
 `ray.init` (tests, notebooks) keeps its Ray.
 """
 
@@ -50,10 +51,17 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> No
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    if address:
+    if address or os.environ.get("RAY_ADDRESS"):  # a Ray job's driver gets RAY_ADDRESS
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
+        # "local": a new local Ray even when another one runs on this machine (plain
+        # ray.init() would join a `ray start` cluster it finds, which --address is for)
+        ray.init(
+            address="local",
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+        )
 
 
 def cluster_cpus() -> int:

@@ -151,7 +151,7 @@ def preflight(cfg: ScreenConfig) -> Prepared:
     """Every whole-run check that needs no input: OUT, MLflow, the model."""
     out = check_out(cfg.out)
     uri = None
-    if cfg.track or any(s.startswith(("models:", "runs:")) for s in cfg.models):
+    if cfg.track or any(s.startswith(("models:", "runs:", "@")) for s in cfg.models):
         uri = resolve_tracking_uri(cfg.tracking_uri)
         check_tracking(uri)
         use_tracking(uri)

@@ -18,7 +18,7 @@ from pipelines.train import TrainConfig, TrainResult, run_training
 
 @pytest.fixture(scope="session")
 def ray_local() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
     yield
     ray.shutdown()
 
