@@ -111,7 +111,12 @@ def command(args: argparse.Namespace) -> int:
         moved = f"; was v{done.previous}" if done.previous and done.previous != done.version else ""
         new = "; registered now" if done.registered_now else ""
         print(f"{done.alias} → {done.name} v{done.version} (run {done.run_id}{new}{moved})")
-        print(f"  screen / nightly load it as models:/{done.name}@{done.alias}")
+        if done.demoted:
+            print(f"  {done.alias} taken from {', '.join(done.demoted)}")
+        print(
+            f"  screen / nightly load it by default (--model @{done.alias}, "
+            f"i.e. models:/{done.name}@{done.alias})"
+        )
         return 0
     rows = load_runs(client, args.experiment, args.runs, args.metric)
     where = "given runs" if args.runs else f"experiment {args.experiment}"

@@ -424,6 +424,7 @@ class Promotion:
     alias: str
     previous: str | None  # the version the alias pointed at before, if any
     registered_now: bool  # the run's model was registered by this promotion
+    demoted: tuple[str, ...] = ()  # other models that held the alias and lost it
 
 
 def promote(
@@ -467,4 +468,13 @@ def promote(
     except MlflowException:
         previous = None
     client.set_registered_model_alias(chosen.name, alias, chosen.version)
-    return Promotion(chosen.name, chosen.version, run_id, alias, previous, registered_now)
+    # one holder per alias across models, so that `@champion` alone names a model (the
+    # default of screen and nightly): a DenseNet promoted over a CNN takes it from mura-cnn
+    demoted = []
+    for other in client.search_registered_models():
+        if other.name != chosen.name and alias in (other.aliases or {}):
+            client.delete_registered_model_alias(other.name, alias)
+            demoted.append(f"{other.name} v{other.aliases[alias]}")
+    return Promotion(
+        chosen.name, chosen.version, run_id, alias, previous, registered_now, tuple(demoted)
+    )

@@ -7,6 +7,7 @@ with a second run in a *copy* of its store, so the shared store other tests read
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 from pathlib import Path
@@ -22,6 +23,7 @@ from jobs.cli import main as cli
 from mura_core.checkpoints import ModelInfo, save_bundle
 from mura_core.models import build_model
 from mura_core.recipes import recipe
+from mura_core.synth import SynthArchive
 from pipelines.compare import (
     CompareError,
     ci_names,
@@ -324,3 +326,33 @@ def test_compare_and_promote_the_trained_run(
     with pytest.raises(mlflow.exceptions.MlflowException):
         client_of(trained.uri).get_model_version_by_alias("test-cnn", "champion")
     assert len(client_of(trained.uri).search_model_versions("name='test-cnn'")) == 1
+
+
+def test_one_model_holds_the_alias_and_screen_defaults_to_it(
+    tmp_path: Path, ray_local: None, mura_archive: SynthArchive
+) -> None:
+    """Promoting a DenseNet over a CNN takes `champion` from mura-cnn: `@champion` (the
+    default --model of screen and nightly) then names exactly one model."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = client_of(uri)
+    exp = ensure_experiment(client, EXPERIMENT)
+    bundle = random_bundle(tmp_path / "bundle")
+    cnn = log_run(client, exp, "cnn", metrics_of(0.7, 0.9, 0.8), bundle=bundle, register="mura-cnn")
+    other = log_run(
+        client, exp, "other", metrics_of(0.8, 0.9, 0.8), bundle=bundle, register="mura-other"
+    )
+    promote(client, cnn)
+    use_tracking(uri)
+    assert resolve_model("@champion", cache=tmp_path / "a").name == "mura-cnn"
+    done = promote(client, other)
+    assert done.demoted == ("mura-cnn v1",)
+    assert "champion" not in client.get_registered_model("mura-cnn").aliases
+    use_tracking(uri)
+    chosen = resolve_model("@champion", cache=tmp_path / "b")
+    assert (chosen.name, chosen.run_id) == ("mura-other", other)
+
+    # `mura screen` without --model scores with the champion
+    out = tmp_path / "report"
+    assert cli(["screen", str(mura_archive.root), "--out", str(out), "--tracking-uri", uri]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["model"]["name"] == "mura-other" and summary["model"]["version"] == "1"
