@@ -94,9 +94,11 @@ class Measured:
 
 def make_bundle(folder: Path, model: str, size: int) -> Path:
     """A random-init model of the recipe at `size`, saved as the bundle every pass uses."""
-    torch.manual_seed(0)
     info = ModelInfo.from_recipe(recipe(RECIPES[model]).override(size=size))
-    return save_bundle(folder, build_model(model, size=size), info)
+    with torch.random.fork_rng():  # seeded weights without touching the global generator
+        torch.manual_seed(0)
+        net = build_model(model, size=size)
+    return save_bundle(folder, net, info)
 
 
 def bare_model(model: nn.Module, preset: EvalPreset, pixels: torch.Tensor, batch: int) -> Measured:

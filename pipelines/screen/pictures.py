@@ -24,7 +24,7 @@ from .inputs import ScreenInput, load_pixels
 
 PER_STUDY = 4
 DISPLAY_SIZE = 192
-CAM_BATCH = 16
+CAM_BATCH = 4  # gradients of a DenseNet batch: ~4x the memory of its forward pass
 
 
 def _cams(model: nn.Module, inputs: torch.Tensor) -> np.ndarray:
