@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -163,6 +164,15 @@ def encode_pixels(images: np.ndarray) -> pa.Array:
     rows, height, width = images.shape
     buffer = pa.py_buffer(images.reshape(-1))
     return pa.Array.from_buffers(pa.binary(height * width), rows, [None, buffer])
+
+
+def make_writable_dir(folder: Path) -> None:
+    """Create `folder` and prove it writable with a probe file (raises OSError): outputs are
+    checked before any work starts, not discovered unwritable at the end."""
+    folder.mkdir(parents=True, exist_ok=True)
+    probe = folder / f".write-probe-{uuid.uuid4().hex}"
+    probe.write_text("")
+    probe.unlink()
 
 
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:

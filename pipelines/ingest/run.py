@@ -32,6 +32,7 @@ from mura_core.shards import (
     QUARANTINE_SCHEMA,
     SCHEMA_VERSION,
     ShardsLayout,
+    make_writable_dir,
     write_json_atomic,
 )
 from mura_core.sources import SourceError, list_source
@@ -106,10 +107,7 @@ def _check_out(cfg: IngestConfig, source: Path) -> ShardsLayout:
                 "choose another folder, or pass --force to replace them"
             )
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        probe = root / f".write-probe-{uuid.uuid4().hex}"
-        probe.write_text("")
-        probe.unlink()
+        make_writable_dir(root)
     except OSError as exc:
         raise IngestError(f"cannot write to {root}: {exc.strerror or exc}") from exc
     return layout

@@ -26,6 +26,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mura_core.shards import make_writable_dir
+
 from .inputs import open_raw
 from .run import SUMMARY, ScreenConfig, ScreenError, ScreenResult, execute, preflight
 
@@ -114,10 +116,7 @@ def _recover(state: Path) -> int:
 def _check_state(state: Path) -> Path:
     state = state.expanduser().resolve()
     try:
-        (state / REPORTS).mkdir(parents=True, exist_ok=True)
-        probe = state / f".write-probe-{uuid.uuid4().hex}"
-        probe.write_text("")
-        probe.unlink()
+        make_writable_dir(state / REPORTS)
     except OSError as exc:
         raise ScreenError(f"cannot write to state folder {state}: {exc.strerror or exc}") from exc
     return state

@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from ray.data.context import ShuffleStrategy
 
 from mura_core.privacy import write_reidentify
 from mura_core.screen_report import ReportStudy, write_html
-from mura_core.shards import QUARANTINE_SCHEMA, write_json_atomic
+from mura_core.shards import QUARANTINE_SCHEMA, make_writable_dir, write_json_atomic
 
 from ..predict import bundle_bytes, predict
 from ..runtime import cluster_cpus, data_context, ensure_ray
@@ -138,10 +137,7 @@ def check_out(out: Path) -> Path:
             "empty folder (nothing is overwritten)"
         )
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-probe-{uuid.uuid4().hex}"
-        probe.write_text("")
-        probe.unlink()
+        make_writable_dir(out)
     except OSError as exc:
         raise ScreenError(f"cannot write to {out}: {exc.strerror or exc}") from exc
     return out
