@@ -61,10 +61,11 @@ def main() -> int:
     rates = []
     for i in range(args.repeats):
         result = run_ingest(IngestConfig(source=archive, out=work / f"shards{i}", size=args.size))
-        rates.append(result.ingested / result.seconds)
+        ingested = result.manifest.counts.ingested
+        rates.append(ingested / result.seconds)
         print(
-            f"ingest run {i + 1}: {result.ingested} images in {result.seconds:.2f}s "
-            f"= {rates[-1]:.1f} images/s ({result.shards} shards)"
+            f"ingest run {i + 1}: {ingested} images in {result.seconds:.2f}s "
+            f"= {rates[-1]:.1f} images/s ({result.manifest.shards} shards)"
         )
     ray.shutdown()
     best = max(rates)

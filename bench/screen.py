@@ -51,7 +51,6 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import ray
@@ -65,6 +64,7 @@ from mura_core.checkpoints import ModelInfo, load_bundle, save_bundle
 from mura_core.models import build_model
 from mura_core.privacy import KEY_FILE_ENV
 from mura_core.recipes import recipe
+from mura_core.records import ScreenSummary
 from mura_core.shards import pixels_array, read_images
 from mura_core.sources import list_source
 from mura_core.transforms import EvalPreset
@@ -143,16 +143,16 @@ def plain_script(
     return Measured(len(paths), time.perf_counter() - start)
 
 
-def screen(source: Path, bundle: Path, out: Path, batch: int) -> tuple[Measured, dict[str, Any]]:
+def screen(source: Path, bundle: Path, out: Path, batch: int) -> tuple[Measured, ScreenSummary]:
     """(b): one `run_screen`, timed from the call to its return; (images, s) and its summary."""
     start = time.perf_counter()
     result = run_screen(
         ScreenConfig(source=source, out=out, models=(str(bundle),), batch_size=batch, track=False)
     )
     seconds = time.perf_counter() - start
-    if result.counts["quarantined"]:
-        print(f"warning: {result.counts['quarantined']} images quarantined", file=sys.stderr)
-    return Measured(result.counts["images"], seconds), result.summary
+    if result.counts.quarantined:
+        print(f"warning: {result.counts.quarantined} images quarantined", file=sys.stderr)
+    return Measured(result.counts.images, seconds), result.summary
 
 
 def tree_memory() -> tuple[int, int, int]:
@@ -251,7 +251,7 @@ def main() -> int:
         runs["c"] = plain_script(model, preset, paths, args.size, args.batch_size)
         for key, source in (("b_shards", shards), ("b_raw", archive)):
             runs[key], summary = screen(source, bundle, work / f"report-{key}", args.batch_size)
-            reported[key] = summary["images_per_s"]
+            reported[key] = summary.images_per_s or 0.0
     del pixels
 
     print(f"{'measurement':<36} {'images':>7} {'seconds':>8} {'images/s':>9}")

@@ -1,7 +1,8 @@
 """The `mura` command: one sub-command per job, each a thin call into the library.
 
 Errors a user can fix (missing folder, bad flag value, unreadable CSV) print one line
-`mura: error: …` and exit 1; argparse usage errors exit 2.
+`mura: error: …` and exit 1; argparse usage errors exit 2; a bug prints its traceback and a
+hint to report it, and exits 70.
 """
 
 from __future__ import annotations
@@ -12,12 +13,27 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mura_core import __version__
+from mura_core.errors import ConfigError
 from mura_core.records import MURA_BODY_PARTS, BodyPart
 from mura_core.sources import format_summary, list_source
 from mura_core.synth import SynthConfig, synthesize
 
 from . import compare, demo, evaluate, ingest, mlflow_server, nightly, screen, submit, train
-from .common import add_source_arguments, progress, run_command
+from .common import add_source_arguments, add_verbose, progress, run_command
+
+
+def _body_parts(text: str | None) -> tuple[BodyPart, ...]:
+    """`XR_WRIST,XR_HAND` → body parts; a name that is not a MURA study type is refused."""
+    if not text:
+        return MURA_BODY_PARTS
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    known = {str(part): part for part in MURA_BODY_PARTS}
+    unknown = [name for name in names if name not in known]
+    if unknown or not names:
+        raise ConfigError(
+            f"--body-parts {text!r}: use one or more of {', '.join(known)} (comma-separated)"
+        )
+    return tuple(known[name] for name in names)
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -28,9 +44,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         size=args.size,
         positive_fraction=args.positive_fraction,
         sign_strength=args.sign_strength,
-        body_parts=tuple(BodyPart(p) for p in args.body_parts.split(","))
-        if args.body_parts
-        else MURA_BODY_PARTS,
+        body_parts=_body_parts(args.body_parts),
     )
     archive = synthesize(args.out, cfg, workers=args.workers, progress=progress("studies"))
     print(
@@ -123,12 +137,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.register(sub)
     mlflow_server.register(sub)
 
+    add_verbose(parser)
+    for command in sub.choices.values():
+        add_verbose(command)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_command(args.func, args, getattr(args, "extra_errors", ()))
+    return run_command(args.func, args)
 
 
 if __name__ == "__main__":

@@ -1,26 +1,28 @@
-"""Shared CLI plumbing: one-line user errors, progress counters."""
+"""Shared CLI plumbing: one-line user errors, tracebacks for bugs, a quiet console.
+
+`run_command` calls a command. A `MuraError` (the user can fix it), raised here or inside a
+Ray task, prints `mura: error: <one line>` and exits 1; Ctrl-C exits 130; anything else is a
+bug: its traceback prints, then a one-line hint to report it, and the exit status is 70.
+Commands that run Ray send everything Ray prints to a log file (`pipelines.console`) and
+stop the local Ray they started before they return; `--verbose` / MURA_VERBOSE=1 keeps
+Ray's output on the terminal.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
-import time
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from mura_core.privacy import PrivacyError
-from mura_core.shards import ShardsError
-from mura_core.sources import KINDS, SourceError
+from mura_core.errors import MuraError
+from mura_core.sources import KINDS
+from pipelines.console import console
 
-USER_ERRORS: tuple[type[BaseException], ...] = (
-    SourceError,
-    ShardsError,
-    PrivacyError,
-    FileExistsError,
-    ValueError,
-    OSError,
-)
+RAY_COMMANDS = {"ingest", "train", "evaluate", "screen", "nightly", "demo"}
+EX_SOFTWARE = 70  # sysexits.h: an internal software error
 
 
 def add_source_arguments(
@@ -37,35 +39,109 @@ def add_source_arguments(
     )
 
 
-def progress(label: str) -> Callable[[int, int], None]:
-    """A one-line progress counter on stderr, redrawn in place on a terminal."""
-    start = time.perf_counter()
-    tty = sys.stderr.isatty()
+def progress(label: str, unit: str = "studies") -> Callable[[int, int], None]:
+    """A `progress(done, total)` callback drawing a console bar (for mura_core's loops)."""
+    bar = None
 
     def report(done: int, total: int) -> None:
-        if not tty and done != total and done % max(1, total // 10):
-            return
-        rate = done / max(time.perf_counter() - start, 1e-9)
-        end = "\n" if done == total or not tty else "\r"
-        print(f"{label}: {done}/{total} ({rate:.1f}/s)", end=end, file=sys.stderr, flush=True)
+        nonlocal bar
+        if bar is None:
+            bar = console.progress(label, total, unit)
+        bar.update(done)
+        if done >= total:
+            bar.close()
 
     return report
 
 
-def run_command(
-    func: Callable[[argparse.Namespace], int],
-    args: argparse.Namespace,
-    extra_errors: Sequence[type[BaseException]] = (),
-) -> int:
-    """Call a command; known user errors become `mura: error: …` on one line, exit 1."""
+def add_verbose(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show Ray's own output (workers, warnings) on the terminal instead of in the "
+        "run's log file (also MURA_VERBOSE=1)",
+    )
+
+
+def user_error(exc: BaseException) -> MuraError | None:
+    """The `MuraError` that `exc` is or wraps, else None (a bug).
+
+    Ray hands back errors from tasks and actors wrapped: `RayTaskError.cause` (its
+    dual-inheritance subclasses are MuraErrors too, but their text carries the remote
+    traceback), a Ray Train `WorkerGroupError.worker_failures` or `ControllerError`, or a
+    `raise … from` chain (Ray Data's UserCodeException). Read by attribute: no Ray import.
+    """
+    seen: set[int] = set()
+    pending: list[BaseException] = [exc]
+    while pending:
+        err = pending.pop(0)
+        if id(err) in seen:
+            continue
+        seen.add(id(err))
+        wrapped = [getattr(err, "cause", None), getattr(err, "controller_failure", None)]
+        failures = getattr(err, "worker_failures", None)
+        if isinstance(failures, dict):
+            wrapped.extend(failures.values())
+        inner = [e for e in wrapped if isinstance(e, BaseException)]
+        if not inner and isinstance(err, MuraError):
+            return err
+        pending.extend(inner)
+        if err.__cause__ is not None:
+            pending.append(err.__cause__)
+    return None
+
+
+def command_name(func: Callable[..., object]) -> str:
+    return func.__module__.rsplit(".", 1)[-1].replace("_", "-")
+
+
+def run_command(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Call a command: a user error is one line and exit 1, a bug its traceback and exit 70."""
     # MLflow's INFO lines (creating tables, …) are noise in a command's output
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+    name = command_name(func)
+    if getattr(args, "verbose", False):
+        console.verbose = True
     try:
-        return int(func(args))
-    except (*USER_ERRORS, *extra_errors) as exc:
-        message = " ".join(str(exc).split()) or type(exc).__name__
-        print(f"mura: error: {message}", file=sys.stderr)
-        return 1
+        if name not in RAY_COMMANDS:
+            return int(func(args))
+        with console.capture(name):
+            try:
+                return int(func(args))
+            finally:
+                from pipelines.runtime import stop_local_ray
+
+                stop_local_ray()
     except KeyboardInterrupt:
         print("mura: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        error = user_error(exc)
+        if error is not None:
+            message = " ".join(str(error).split()) or type(error).__name__
+            print(f"mura: error: {message}", file=sys.stderr)
+            return 1
+        traceback.print_exc()
+        summary = " ".join(f"{type(exc).__name__}: {exc}".split())
+        print(
+            f"mura: internal error: {summary} — this is a bug; please report it with the "
+            "traceback above",
+            file=sys.stderr,
+        )
+        return EX_SOFTWARE
+
+
+def job_main(
+    prog: str,
+    description: str,
+    add_arguments: Callable[[argparse.ArgumentParser], None],
+    command: Callable[[argparse.Namespace], int],
+    argv: Sequence[str] | None = None,
+) -> int:
+    """`python -m jobs.X`: the job's own parser (what `ray job submit` runs), then run it."""
+    parser = argparse.ArgumentParser(prog=f"python -m jobs.{prog}", description=description)
+    add_arguments(parser)
+    add_verbose(parser)
+    return run_command(command, parser.parse_args(argv))

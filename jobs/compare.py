@@ -20,7 +20,7 @@ from pipelines.compare import (
     plot,
     promote,
 )
-from pipelines.tracking import TrackingError, check_tracking, resolve_tracking_uri, sqlite_path
+from pipelines.tracking import check_tracking, resolve_tracking_uri, sqlite_path
 
 from .common import run_command
 
@@ -46,7 +46,6 @@ Run ids may be shortened to any unique prefix (the table shows 8 characters). Me
 are the runs' MLflow metrics: {train,val,test}.{image,study}.{accuracy,auroc,kappa,
 sensitivity,specificity}, test.study.kappa.XR_WRIST (per body part), test.study.kappa_ci_low, …
 """
-EXTRA_ERRORS = (CompareError, TrackingError)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -141,13 +140,13 @@ def _parser_kwargs() -> dict[str, object]:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help=HELP, **_parser_kwargs())
     add_arguments(p)
-    p.set_defaults(func=command, extra_errors=EXTRA_ERRORS)
+    p.set_defaults(func=command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jobs.compare", **_parser_kwargs())
     add_arguments(parser)
-    return run_command(command, parser.parse_args(argv), EXTRA_ERRORS)
+    return run_command(command, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

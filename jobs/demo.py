@@ -3,13 +3,17 @@
 Each stage is the same library call its own command makes; the demo only chains them and
 chooses small sizes so that it runs in minutes on a laptop: forearm and humerus studies
 (long bones) with bold synthetic signs (sign strength 4) that stay visible at 64 px, the
-seed CNN and a short DenseNet-169 run with flips only, compared and the better promoted to
-@champion, which then screens a fresh incoming archive.
+seed CNN and a short DenseNet-169 run (random init: no ImageNet weights offline) with flips
+only, compared and the better promoted to @champion, which then screens a fresh incoming
+archive. It ends with a summary: each stage's time, both models' study-level figures, the
+champion, the flagged studies, and where the report and the MLflow store are.
 """
 
 from __future__ import annotations
 
 import argparse
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
@@ -19,12 +23,10 @@ from mura_core.records import BodyPart
 from mura_core.sources import format_summary, list_source
 from mura_core.synth import SynthConfig, synthesize
 from pipelines.compare import DEFAULT_ALIAS, DEFAULT_METRIC, format_table, load_runs, plot, promote
+from pipelines.console import console
 from pipelines.ingest import IngestConfig, format_result, run_ingest
-from pipelines.model_store import ModelSpecError
-from pipelines.screen import ScreenConfig, ScreenError, run_screen
-from pipelines.screen import format_result as format_screen
-from pipelines.tracking import TrackingError
-from pipelines.train import TrainConfig, TrainError, TrainResult, run_training, summary_text
+from pipelines.screen import ScreenConfig, ScreenResult, run_screen
+from pipelines.train import TrainCollapsed, TrainConfig, TrainResult, run_training
 
 from .common import progress
 
@@ -33,10 +35,9 @@ DESCRIPTION = (
     "Synthesize an archive, ingest it into Parquet shards with Ray Data, train the seed CNN "
     "and a short DenseNet-169 run with Ray Train (logged and registered in a local SQLite "
     "MLflow store), compare them and promote the better to @champion, then screen a fresh "
-    "synthetic 'incoming' archive with the champion into a report, printing each stage's "
-    "summary. Everything goes under --out; re-running reuses the archives."
+    "synthetic 'incoming' archive with the champion into a report, and print a summary. "
+    "Everything goes under --out; re-running reuses the archives."
 )
-EXTRA_ERRORS = (TrainError, TrackingError, ScreenError, ModelSpecError)
 DEMO_PARTS = (BodyPart.FOREARM, BodyPart.HUMERUS)
 
 
@@ -53,73 +54,110 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+@dataclass
+class Stages:
+    """Each stage's name and wall time, in order, for the closing summary."""
+
+    times: list[tuple[str, float]] = field(default_factory=list)
+    current: tuple[str, float] | None = None
+    started: float = field(default_factory=time.perf_counter)
+
+    def start(self, number: int, title: str) -> None:
+        self.close()
+        console.print(f"\n[demo] {number}/6 {title}")
+        self.current = (title.split(" (")[0].split(" →")[0], time.perf_counter())
+
+    def close(self) -> None:
+        if self.current is not None:
+            name, began = self.current
+            self.times.append((name, time.perf_counter() - began))
+            self.current = None
+
+    def table(self) -> list[str]:
+        self.close()
+        width = max(len(name) for name, _ in self.times)
+        lines = [f"  {name:<{width}}  {seconds:6.0f} s" for name, seconds in self.times]
+        return [*lines, f"  {'total':<{width}}  {time.perf_counter() - self.started:6.0f} s"]
+
+
+def _synthesize(folder: Path, studies: int, seed: int, size: int) -> None:
+    if folder.exists():
+        console.print(f"reusing {folder}")
+        return
+    synthesize(
+        folder,
+        SynthConfig(
+            studies=studies, seed=seed, size=size, sign_strength=4.0, body_parts=DEMO_PARTS
+        ),
+        progress=progress("synthesize"),
+    )
+
+
+def _train(
+    args: argparse.Namespace, out: Path, shards: Path, tracking: str, chosen: Recipe, title: str
+) -> TrainResult | None:
+    """Train one model; a collapsed run is said and skipped (the other model goes on)."""
+    try:
+        result = run_training(
+            TrainConfig(
+                shards=shards,
+                recipe=chosen.with_augment("flips"),
+                tracking_uri=tracking,
+                storage=out / "ray_results",
+                seed=args.seed,
+            )
+        )
+    except TrainCollapsed as exc:
+        console.print(f"{title}: {exc}")
+        return None
+    console.print(
+        f"{title}: {figures(result)}; registered {result.registered_name} v{result.version}"
+    )
+    return result
+
+
+def figures(result: TrainResult) -> str:
+    """Test study AUROC and kappa (95% CI) of a training run, in one phrase."""
+    study = result.splits["test"].evaluation.study
+    auroc = "n/a" if study.auroc is None else f"{study.auroc:.3f}"
+    kappa = "n/a" if study.kappa is None else f"{study.kappa:.3f}"
+    ci = f" ({study.kappa_ci[0]:.2f}–{study.kappa_ci[1]:.2f})" if study.kappa_ci else ""
+    return f"test study AUROC {auroc}, kappa {kappa}{ci}"
+
+
 def command(args: argparse.Namespace) -> int:
     out = Path(args.out).expanduser().resolve()
-    archive_dir, shards_dir = out / "archive", out / "shards"
-    if archive_dir.exists():
-        print(f"[demo] 1. reusing the synthetic archive at {archive_dir}")
-    else:
-        print(f"[demo] 1. synthesize {args.studies} studies into {archive_dir}")
-        synthesize(
-            archive_dir,
-            SynthConfig(
-                studies=args.studies,
-                seed=args.seed,
-                size=args.size,
-                sign_strength=4.0,
-                body_parts=DEMO_PARTS,
-            ),
-            progress=progress("studies"),
-        )
-    print(format_summary(list_source(archive_dir)))
+    out.mkdir(parents=True, exist_ok=True)
+    console.keep_log(out, "demo")
+    stages, tracking = Stages(), f"sqlite:///{out / 'mlflow.db'}"
+    archive, shards = out / "archive", out / "shards"
+    stages.start(1, f"synthesize {args.studies} forearm and humerus studies → {archive}")
+    _synthesize(archive, args.studies, args.seed, args.size)
+    console.print(format_summary(list_source(archive)))
 
-    print(f"\n[demo] 2. ingest with Ray Data into {shards_dir}")
-    print(
-        format_result(
-            run_ingest(IngestConfig(source=archive_dir, out=shards_dir, size=args.shard_size))
-        )
-    )
+    stages.start(2, f"ingest with Ray Data at {args.shard_size} px → {shards}")
+    ingested = run_ingest(IngestConfig(source=archive, out=shards, size=args.shard_size))
+    console.print("\n".join(format_result(ingested).splitlines()[1:3]))
 
-    tracking = f"sqlite:///{out / 'mlflow.db'}"
-    print(f"\n[demo] 3. train the seed CNN with Ray Train, log to MLflow ({tracking})")
+    stages.start(3, f"train the seed CNN ({args.epochs} epochs) with Ray Train → MLflow")
     cnn = recipe("seed-cnn").override(size=args.shard_size, batch_size=32, epochs=args.epochs)
-    trained = [_train(args, out, shards_dir, tracking, cnn)]
+    models = {"seed CNN": _train(args, out, shards, tracking, cnn, "seed CNN")}
+    stages.start(
+        4,
+        f"train DenseNet-169 ({args.densenet_epochs} epochs, --weights none: random init, "
+        "no ImageNet weights offline)",
+    )
     densenet = recipe("seed-densenet").override(
-        size=args.shard_size, batch_size=32, epochs=args.densenet_epochs, lr=1e-3
+        size=args.shard_size, batch_size=32, epochs=args.densenet_epochs, lr=1e-3, weights="none"
     )
-    print(
-        f"\n[demo] 4. train a small DenseNet-169 run ({args.densenet_epochs} epochs, "
-        f"{args.shard_size} px, random init: no ImageNet weights offline)"
-    )
-    trained.append(_train(args, out, shards_dir, tracking, densenet))
+    models["DenseNet-169"] = _train(args, out, shards, tracking, densenet, "DenseNet-169")
 
-    print("\n[demo] 5. compare the two runs in MLflow and promote the better to @champion")
-    client = MlflowClient(tracking)
-    rows = load_runs(client, run_ids=[r.run_id for r in trained], metric=DEFAULT_METRIC)
-    print(format_table(rows, DEFAULT_METRIC))
-    best = rows[0]
-    promoted = promote(client, best.run_id)
-    plot(rows, DEFAULT_METRIC, out / "compare.png")
-    value = best.value(DEFAULT_METRIC)
-    print(
-        f"champion → {promoted.name} v{promoted.version} (run {best.run_id}, {DEFAULT_METRIC} "
-        f"{'n/a' if value is None else f'{value:.3f}'}); chart {out / 'compare.png'}"
-    )
+    stages.start(5, "compare the runs in MLflow, promote the better to @champion")
+    champion = _compare(out, tracking, [r for r in models.values() if r is not None])
 
     incoming = out / "incoming"
-    print(f"\n[demo] 6. screen a fresh incoming archive ({incoming}) with the champion")
-    if not incoming.exists():
-        synthesize(
-            incoming,
-            SynthConfig(
-                studies=args.incoming,
-                seed=args.seed + 1000,
-                size=args.size,
-                sign_strength=4.0,
-                body_parts=DEMO_PARTS,
-            ),
-            progress=progress("studies"),
-        )
+    stages.start(6, f"screen {args.incoming} incoming studies with @champion → {out / 'screening'}")
+    _synthesize(incoming, args.incoming, args.seed + 1000, args.size)
     screened = run_screen(
         ScreenConfig(
             source=incoming,
@@ -128,34 +166,48 @@ def command(args: argparse.Namespace) -> int:
             tracking_uri=tracking,
         )
     )
-    print(format_screen(screened))
-
-    print(f"\nreport: {screened.out / 'report.html'}")
-    print(f"MLflow store: {out / 'mlflow.db'}")
-    print(f"open the MLflow UI: mlflow ui --backend-store-uri {tracking}")
+    _summary(stages, models, champion, screened, out, tracking)
     return 0
 
 
-def _train(
-    args: argparse.Namespace, out: Path, shards: Path, tracking: str, chosen: Recipe
-) -> TrainResult:
-    result = run_training(
-        TrainConfig(
-            shards=shards,
-            recipe=chosen.with_augment("flips"),
-            tracking_uri=tracking,
-            storage=out / "ray_results",
-            seed=args.seed,
+def _compare(out: Path, tracking: str, trained: list[TrainResult]) -> str:
+    if not trained:
+        raise TrainCollapsed("both demo models collapsed: nothing to compare or screen with")
+    client = MlflowClient(tracking)
+    rows = load_runs(client, run_ids=[r.run_id for r in trained], metric=DEFAULT_METRIC)
+    console.print(format_table(rows, DEFAULT_METRIC))
+    promoted = promote(client, rows[0].run_id)
+    plot(rows, DEFAULT_METRIC, out / "compare.png")
+    champion = f"{promoted.name} v{promoted.version}"
+    console.print(f"champion → {champion} (best {DEFAULT_METRIC}); chart {out / 'compare.png'}")
+    return champion
+
+
+def _summary(
+    stages: Stages,
+    models: dict[str, TrainResult | None],
+    champion: str,
+    screened: ScreenResult,
+    out: Path,
+    tracking: str,
+) -> None:
+    counts = screened.summary.counts
+    lines = ["", "[demo] done. Stages:", *stages.table(), "Models (test studies):"]
+    for title, result in models.items():
+        lines.append(
+            f"  {title:<13} " + (figures(result) if result else "collapsed, not registered")
         )
-    )
-    print(summary_text(result.splits, chosen.model))
-    print(
-        f"MLflow run {result.run_id}; registered {result.registered_name} version {result.version}"
-    )
-    return result
+    lines += [
+        f"Champion: {champion}; flagged {counts.flagged} of {counts.studies} incoming studies "
+        f"({counts.images} images, {counts.quarantined} quarantined)",
+        f"report:        {screened.out / 'report.html'}",
+        f"MLflow store:  {out / 'mlflow.db'}",
+        f"MLflow UI:     mlflow ui --backend-store-uri {tracking}",
+    ]
+    console.print("\n".join(lines))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help=HELP, description=DESCRIPTION)
     add_arguments(p)
-    p.set_defaults(func=command, extra_errors=EXTRA_ERRORS)
+    p.set_defaults(func=command)

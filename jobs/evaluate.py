@@ -8,11 +8,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mura_core.metrics import table_rows, text_table
+from pipelines.console import console
 from pipelines.evaluate import run_evaluation
-from pipelines.model_store import ModelSpecError
-from pipelines.tracking import TrackingError
 
-from .common import run_command
+from .common import job_main
 
 HELP = "evaluate a registered / logged model on shards (study-level metrics)"
 DESCRIPTION = (
@@ -21,7 +20,6 @@ DESCRIPTION = (
     "accuracy, AUROC, Cohen's kappa (95% CI), sensitivity and specificity per body part, at "
     "the threshold recorded with the model unless --threshold says otherwise."
 )
-EXTRA_ERRORS = (ModelSpecError, TrackingError)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -58,27 +56,25 @@ def command(args: argparse.Namespace) -> int:
     where = (
         f"{result.model.name} v{result.model.version}" if result.model.version else result.model.uri
     )
-    print(
+    console.print(
         f"model {where} ({result.model.info.model}, {result.model.info.size}px), "
         f"threshold {result.threshold:.3f}"
     )
     for split, evaluation in result.evaluations.items():
         for level in ("study", "image"):
-            print(f"\n{split}, {level} level:")
-            print(text_table(table_rows(evaluation, level)))
+            console.print(f"\n{split}, {level} level:")
+            console.print(text_table(table_rows(evaluation, level)))
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help=HELP, description=DESCRIPTION)
     add_arguments(p)
-    p.set_defaults(func=command, extra_errors=EXTRA_ERRORS)
+    p.set_defaults(func=command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.evaluate", description=DESCRIPTION)
-    add_arguments(parser)
-    return run_command(command, parser.parse_args(argv), EXTRA_ERRORS)
+    return job_main("evaluate", DESCRIPTION, add_arguments, command, argv)
 
 
 if __name__ == "__main__":

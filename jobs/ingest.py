@@ -8,15 +8,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mura_core.splits import SplitConfig
+from pipelines.console import console
 from pipelines.ingest import (
     PSEUDONYMIZE_CHOICES,
     IngestConfig,
-    IngestError,
     format_result,
     run_ingest,
 )
 
-from .common import add_source_arguments, run_command
+from .common import add_source_arguments, job_main
 
 HELP = "turn an archive into Parquet shards with Ray Data"
 DESCRIPTION = (
@@ -84,20 +84,18 @@ def command(args: argparse.Namespace) -> int:
         pseudonymize=args.pseudonymize,
         force=args.force,
     )
-    print(format_result(run_ingest(cfg)))
+    console.print(format_result(run_ingest(cfg)))
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ingest", help=HELP, description=DESCRIPTION)
     add_arguments(p)
-    p.set_defaults(func=command, extra_errors=(IngestError,))
+    p.set_defaults(func=command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.ingest", description=DESCRIPTION)
-    add_arguments(parser)
-    return run_command(command, parser.parse_args(argv), (IngestError,))
+    return job_main("ingest", DESCRIPTION, add_arguments, command, argv)
 
 
 if __name__ == "__main__":

@@ -12,13 +12,12 @@ from pipelines.mlflow_server import (
     DEFAULT_HOST,
     DEFAULT_PORT,
     LOG_NAME,
-    MlflowServerError,
     ServerConfig,
     is_loopback,
     start_server,
 )
 
-from .common import run_command
+from .common import job_main
 
 HELP = "run an MLflow tracking server for a cluster (SQLite + artifacts in one store folder)"
 DESCRIPTION = (
@@ -30,7 +29,6 @@ DESCRIPTION = (
     "unless --host says otherwise: for a cluster, run it on the head with --host 0.0.0.0 and "
     "let only the cluster's machines reach the port (the server has no authentication)."
 )
-EXTRA_ERRORS = (MlflowServerError,)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -143,13 +141,11 @@ def command(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("mlflow-server", help=HELP, description=DESCRIPTION)
     add_arguments(p)
-    p.set_defaults(func=command, extra_errors=EXTRA_ERRORS)
+    p.set_defaults(func=command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.mlflow_server", description=DESCRIPTION)
-    add_arguments(parser)
-    return run_command(command, parser.parse_args(argv), EXTRA_ERRORS)
+    return job_main("mlflow_server", DESCRIPTION, add_arguments, command, argv)
 
 
 if __name__ == "__main__":

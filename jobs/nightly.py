@@ -7,10 +7,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from pipelines.console import console
 from pipelines.screen import format_nightly, format_result, run_nightly
 
-from .common import add_source_arguments, run_command
-from .screen import EXTRA_ERRORS, add_model_arguments, config
+from .common import add_source_arguments, job_main
+from .screen import add_model_arguments, config
 
 HELP = "screen only the studies of ARCHIVE not screened before (cron-safe, re-runnable)"
 DESCRIPTION = (
@@ -37,21 +38,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def command(args: argparse.Namespace) -> int:
     result = run_nightly(config(args, args.state), args.state)
     if result.report is not None:
-        print(format_result(result.report))
-    print(format_nightly(result))
+        console.print(format_result(result.report))
+    console.print(format_nightly(result))
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("nightly", help=HELP, description=DESCRIPTION)
     add_arguments(p)
-    p.set_defaults(func=command, extra_errors=EXTRA_ERRORS)
+    p.set_defaults(func=command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.nightly", description=DESCRIPTION)
-    add_arguments(parser)
-    return run_command(command, parser.parse_args(argv), EXTRA_ERRORS)
+    return job_main("nightly", DESCRIPTION, add_arguments, command, argv)
 
 
 if __name__ == "__main__":

@@ -7,12 +7,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from pipelines.console import console
 from pipelines.ingest.rows import PSEUDONYMIZE_CHOICES
-from pipelines.model_store import DEFAULT_ALIAS, ModelSpecError
-from pipelines.screen import ScreenConfig, ScreenError, format_result, run_screen
-from pipelines.tracking import TrackingError
+from pipelines.model_store import DEFAULT_ALIAS
+from pipelines.screen import ScreenConfig, format_result, run_screen
 
-from .common import add_source_arguments, run_command
+from .common import add_source_arguments, job_main
 
 HELP = "score a whole archive (raw or shards) into a study-level report"
 DESCRIPTION = (
@@ -25,7 +25,6 @@ DESCRIPTION = (
     "to MLflow (experiment mura-screen) with the model version that scored it. Identifiers in "
     "everything written are keyed pseudonyms."
 )
-EXTRA_ERRORS = (ModelSpecError, TrackingError, ScreenError)
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
@@ -105,20 +104,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
-    print(format_result(run_screen(config(args, args.out))))
+    console.print(format_result(run_screen(config(args, args.out))))
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("screen", help=HELP, description=DESCRIPTION)
     add_arguments(p)
-    p.set_defaults(func=command, extra_errors=EXTRA_ERRORS)
+    p.set_defaults(func=command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.screen", description=DESCRIPTION)
-    add_arguments(parser)
-    return run_command(command, parser.parse_args(argv), EXTRA_ERRORS)
+    return job_main("screen", DESCRIPTION, add_arguments, command, argv)
 
 
 if __name__ == "__main__":

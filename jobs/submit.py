@@ -7,9 +7,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-from pipelines.submit import JOBS, SubmitConfig, SubmitError, submit
+from mura_core.errors import ConfigError
+from pipelines.submit import JOBS, SubmitConfig, submit
 
-from .common import run_command
+from .common import job_main
 
 HELP = "run a job (ingest, train, evaluate, screen, nightly) on a Ray cluster"
 DESCRIPTION = (
@@ -20,13 +21,12 @@ DESCRIPTION = (
     "paths on the cluster. Token auth (Ray 2.60 default): the token comes from "
     "RAY_AUTH_TOKEN or ~/.ray/auth_token."
 )
-EXTRA_ERRORS = (SubmitError,)
 
 
 def _env(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key:
-        raise ValueError(f"--env expects KEY=VALUE, got {text!r}")
+        raise ConfigError(f"--env expects KEY=VALUE, got {text!r}")
     return key, value
 
 
@@ -69,7 +69,7 @@ def split_own_flags(
         if item in ("--address", "--env"):
             value = next(items, None)
             if value is None:
-                raise ValueError(f"{item} needs a value")
+                raise ConfigError(f"{item} needs a value")
             if item == "--address":
                 address = value
             else:
@@ -89,7 +89,7 @@ def command(args: argparse.Namespace) -> int:
     job_args, address, env, no_wait = split_own_flags(args.args)
     address = address or args.address or os.environ.get("RAY_ADDRESS", "")
     if not address.startswith(("http://", "https://")):
-        raise ValueError(
+        raise ConfigError(
             "--address http://HEAD:8265 is required (the Ray dashboard / Jobs API address)"
         )
     args.no_wait = args.no_wait or no_wait
@@ -109,13 +109,11 @@ def command(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("submit", help=HELP, description=DESCRIPTION)
     add_arguments(p)
-    p.set_defaults(func=command, extra_errors=EXTRA_ERRORS)
+    p.set_defaults(func=command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.submit", description=DESCRIPTION)
-    add_arguments(parser)
-    return run_command(command, parser.parse_args(argv), EXTRA_ERRORS)
+    return job_main("submit", DESCRIPTION, add_arguments, command, argv)
 
 
 if __name__ == "__main__":

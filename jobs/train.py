@@ -9,10 +9,10 @@ from pathlib import Path
 
 from mura_core.models import model_names
 from mura_core.recipes import AUGMENT_MODES, RECIPES, recipe
-from pipelines.tracking import TrackingError
-from pipelines.train import TrainConfig, TrainError, run_training, summary_text
+from pipelines.console import console
+from pipelines.train import TrainConfig, run_training, summary_text
 
-from .common import run_command
+from .common import job_main
 
 HELP = "train a classifier on shards with Ray Train, log and register it in MLflow"
 DESCRIPTION = (
@@ -24,7 +24,6 @@ DESCRIPTION = (
     "plots, tables, CAMs, model) is logged to MLflow and the model registered. Tracking URI: "
     "MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db."
 )
-EXTRA_ERRORS = (TrainError, TrackingError)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -64,9 +63,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--weights",
-        type=Path,
         default=None,
-        help="local ImageNet weights file for torchvision models (never downloaded)",
+        metavar="imagenet|none|FILE",
+        help="initial weights: imagenet (torchvision's IMAGENET1K_V1, from the torch hub cache "
+        "$TORCH_HOME/hub/checkpoints or downloaded there), none (random init) or a state_dict "
+        "file (default: the recipe's: imagenet for seed-densenet and mura-paper, none for "
+        "seed-cnn)",
     )
     p.add_argument(
         "--target-sensitivity",
@@ -105,13 +107,13 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             size=args.size,
             batch_size=args.batch_size,
             lr=args.lr,
+            weights=args.weights,
         )
         .with_augment(args.augment)
     )
     return TrainConfig(
         shards=args.shards,
         recipe=chosen,
-        weights=args.weights,
         workers=args.workers,
         gpu=args.gpu,
         body_part=args.body_part,
@@ -131,11 +133,14 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def command(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     result = run_training(cfg)
-    print()
-    print(summary_text(result.splits, cfg.recipe.model))
-    print()
-    print(f"MLflow run {result.run_id} (experiment {args.experiment}) at {result.tracking_uri}")
-    print(
+    console.print()
+    console.print(summary_text(result.splits, cfg.recipe.model))
+    console.print(f"weights: {result.weights}")
+    console.print()
+    console.print(
+        f"MLflow run {result.run_id} (experiment {args.experiment}) at {result.tracking_uri}"
+    )
+    console.print(
         f"model {result.model_uri}; registered {result.registered_name} version "
         f"{result.version}; threshold {result.threshold:.3f}"
     )
@@ -145,13 +150,11 @@ def command(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help=HELP, description=DESCRIPTION)
     add_arguments(p)
-    p.set_defaults(func=command, extra_errors=EXTRA_ERRORS)
+    p.set_defaults(func=command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.train", description=DESCRIPTION)
-    add_arguments(parser)
-    return run_command(command, parser.parse_args(argv), EXTRA_ERRORS)
+    return job_main("train", DESCRIPTION, add_arguments, command, argv)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,16 @@
 """Class activation maps: where the model looks (the seed paper's figures 12–14).
 
-Grad-CAM on the last convolutional block: channel weights are the mean gradient of the
-abnormality logit, the map is the ReLU of the weighted sum of activations. For DenseNet
-(global average pooling then one linear layer) this is exactly the classic CAM of Zhou et
-al.; for the seed CNN (flatten + dense layers) it is the gradient generalisation of it.
+One implementation, used by training, evaluation and screening. Grad-CAM on the last
+convolutional block: channel weights are the mean gradient of the abnormality logit, the map
+is the ReLU of the weighted sum of activations, upsampled to the input and divided by its own
+peak. For DenseNet (global average pooling then one linear layer) this is exactly the classic
+CAM of Zhou et al.; for the seed CNN (flatten + dense layers) it is the gradient
+generalisation of it. An `Ensemble`'s map is the mean of its members' maps (each normalised
+by its own peak first), its probability the ensemble's.
+
+The inputs go through in batches of `batch_size`. Only the layers after the block are
+differentiated: the block's output is cut from the graph (a fresh leaf), so the network
+below it runs like inference and its activations are not kept for a backward pass.
 """
 
 from __future__ import annotations
@@ -21,39 +28,84 @@ from matplotlib import colormaps  # noqa: E402
 from PIL import Image  # noqa: E402
 from torch import nn  # noqa: E402
 
-from .models import cam_target  # noqa: E402
+from .models import Ensemble, SeedCNN  # noqa: E402
+
+CAM_BATCH = 4  # images per pass: bounds the driver's memory with DenseNet-169 at 320 px
 
 
-def class_activation_maps(model: nn.Module, inputs: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """(B, 3, S, S) model inputs → (maps (B, S, S) in [0, 1], probabilities (B,))."""
-    target = cam_target(model)
-    saved: dict[str, torch.Tensor] = {}
+def cam_target(model: nn.Module) -> nn.Module:
+    """The last convolutional feature block of a single model, where its maps are taken
+    (an `Ensemble` has one per member: `class_activation_maps` takes each in turn)."""
+    if isinstance(model, SeedCNN):
+        return model.features
+    net = getattr(model, "net", model)
+    if hasattr(net, "features"):
+        return net.features
+    if hasattr(net, "layer4"):
+        return net.layer4
+    raise ValueError(f"no known feature block in {type(net).__name__} for CAM")
 
-    def hook(_module: nn.Module, _inp: tuple, out: torch.Tensor) -> None:
-        out.retain_grad()
-        saved["act"] = out
 
-    handle = target.register_forward_hook(hook)
-    was_training = model.training
-    model.eval()
+def _grad_cam(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One single model, one batch → (maps (B, S, S) in [0, 1], probabilities (B,))."""
+    saved: list[torch.Tensor] = []
+
+    def cut(_module: nn.Module, _inp: tuple, out: torch.Tensor) -> torch.Tensor:
+        # a leaf here: no graph below the block; its clone may be changed in place later
+        # (DenseNet's ReLU), and the gradient is then taken at what the head really reads
+        saved.append(out.detach().requires_grad_(True).clone())
+        return saved[-1]
+
+    handle = cam_target(model).register_forward_hook(cut)
+    frozen = [p for p in model.parameters() if p.requires_grad]
     try:
-        x = inputs.detach().clone().requires_grad_(False)
+        for param in frozen:
+            param.requires_grad_(False)
         with torch.enable_grad():
-            logits = model(x)
-            model.zero_grad(set_to_none=True)
-            logits.sum().backward()
-        act, grad = saved["act"], saved["act"].grad
-        weights = grad.mean(dim=(2, 3), keepdim=True)
-        cam = F.relu((weights * act).sum(dim=1, keepdim=True))
-        cam = F.interpolate(cam, size=inputs.shape[-2:], mode="bilinear", align_corners=False)
-        cam = cam.squeeze(1)
-        peak = cam.flatten(1).max(dim=1).values.clamp_min(1e-12).view(-1, 1, 1)
-        maps = (cam / peak).detach().cpu().numpy()
-        probs = torch.sigmoid(logits).detach().cpu().numpy()
+            logits = model(x).float()
+            (grad,) = torch.autograd.grad(logits.sum(), saved[-1])
     finally:
         handle.remove()
+        for param in frozen:
+            param.requires_grad_(True)
+    act = saved[-1].detach()
+    weights = grad.mean(dim=(2, 3), keepdim=True)
+    cam = F.relu((weights * act).sum(dim=1, keepdim=True))
+    cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False).squeeze(1)
+    peak = cam.flatten(1).max(dim=1).values.clamp_min(1e-12).view(-1, 1, 1)
+    return cam / peak, torch.sigmoid(logits.detach())
+
+
+def _maps(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Maps and probabilities of one batch; an ensemble's are its members' means."""
+    if not isinstance(model, Ensemble):
+        return _grad_cam(model, x)
+    parts = [_maps(member, x) for member in model.members]
+    maps = torch.stack([m for m, _ in parts]).mean(0)
+    return maps, Ensemble.combine([p for _, p in parts])
+
+
+def class_activation_maps(
+    model: nn.Module, inputs: torch.Tensor, *, batch_size: int = CAM_BATCH
+) -> tuple[np.ndarray, np.ndarray]:
+    """(B, 3, S, S) model inputs → (maps (B, S, S) in [0, 1], probabilities (B,)), for a
+    single model or an `Ensemble` (nested ones too), `batch_size` images at a time."""
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    was_training = model.training
+    model.eval()
+    maps, probs = [], []
+    try:
+        for start in range(0, len(inputs), batch_size):
+            m, p = _maps(model, inputs[start : start + batch_size].detach())
+            maps.append(m.cpu().numpy())
+            probs.append(p.cpu().numpy())
+    finally:
         model.train(was_training)
-    return maps.astype(np.float32), probs.astype(np.float32)
+    if not maps:
+        size = inputs.shape[-2:]
+        return np.zeros((0, *size), np.float32), np.zeros(0, np.float32)
+    return np.concatenate(maps).astype(np.float32), np.concatenate(probs).astype(np.float32)
 
 
 def overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.4) -> np.ndarray:

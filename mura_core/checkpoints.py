@@ -10,6 +10,8 @@ shipped inside every logged MLflow model, which is how screening rebuilds a mode
 from __future__ import annotations
 
 import json
+import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .models import build_model
+from .errors import MuraError
+from .models import Ensemble, build_model  # Ensemble: also imported from here
 from .recipes import Recipe
 from .transforms import EvalPreset
 
@@ -25,6 +28,10 @@ WEIGHTS = "weights.pt"
 MODEL_JSON = "model.json"
 MEMBERS = "members"
 FORMAT_VERSION = 1
+
+
+class BundleError(MuraError, ValueError):
+    """A folder that is not a model bundle, or a bundle of another format version."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +65,7 @@ class ModelInfo:
     def from_json(cls, data: dict[str, Any]) -> ModelInfo:
         version = data.get("format_version")
         if version != FORMAT_VERSION:
-            raise ValueError(f"model bundle format {version!r} is not {FORMAT_VERSION}")
+            raise BundleError(f"model bundle format {version!r} is not {FORMAT_VERSION}")
         return cls(
             model=data["model"],
             size=int(data["size"]),
@@ -106,6 +113,21 @@ def save_ensemble(folder: Path, models: list[nn.Module], info: ModelInfo) -> Pat
     return folder
 
 
+def save_ensemble_folders(folder: Path, members: Sequence[Path], info: ModelInfo) -> Path:
+    """An ensemble bundle of bundles already on disk: each copied (with its own model.json)
+    under `members/`, the ensemble's `info` on top."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, member in enumerate(members):
+        shutil.copytree(member, folder / MEMBERS / str(i))
+    (folder / MODEL_JSON).write_text(json.dumps(info.to_json(), indent=2, sort_keys=True))
+    return folder
+
+
+def is_bundle(folder: Path) -> bool:
+    """Whether `folder` holds a model bundle (its model.json; `read_info` checks the rest)."""
+    return (Path(folder) / MODEL_JSON).is_file()
+
+
 def save_models(folder: Path, models: list[nn.Module], info: ModelInfo) -> Path:
     """One model → a plain bundle; several → an ensemble bundle (probabilities averaged)."""
     if len(models) == 1:
@@ -139,9 +161,7 @@ def load_bundle(
         info = ModelInfo.from_json(json.loads((folder / MODEL_JSON).read_text()))
         return Ensemble([m for m, _ in loaded]).eval(), info
     if not (folder / MODEL_JSON).is_file() or not (folder / WEIGHTS).is_file():
-        raise FileNotFoundError(
-            f"{folder} is not a model bundle (needs {MODEL_JSON} and {WEIGHTS})"
-        )
+        raise BundleError(f"{folder} is not a model bundle (needs {MODEL_JSON} and {WEIGHTS})")
     info = ModelInfo.from_json(json.loads((folder / MODEL_JSON).read_text()))
     model = build_model(info.model, size=info.size)
     state = torch.load(folder / WEIGHTS, map_location=map_location, weights_only=True)
@@ -149,15 +169,46 @@ def load_bundle(
     return model.eval(), info
 
 
-class Ensemble(nn.Module):
-    """Average of member probabilities (MURA: the 5 best checkpoints), returned as a logit."""
+TRAIN_STATE = "train_state.pt"
+HISTORY = "history.json"
 
-    def __init__(self, members: list[nn.Module]) -> None:
-        super().__init__()
-        if not members:
-            raise ValueError("an ensemble needs at least one member")
-        self.members = nn.ModuleList(members)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        prob = torch.stack([torch.sigmoid(m(x).float()) for m in self.members]).mean(0)
-        return torch.logit(prob.clamp(1e-7, 1 - 1e-7))
+@dataclass(frozen=True)
+class TrainingState:
+    """What a training checkpoint adds to its bundle: where to resume and how it went."""
+
+    epoch: int
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    history: list[dict[str, float]]
+
+
+def save_training_checkpoint(
+    folder: Path, model: nn.Module, info: ModelInfo, state: TrainingState
+) -> Path:
+    """A bundle plus the optimizer/scheduler state (tensors and numbers) and the history."""
+    save_bundle(folder, model, info)
+    torch.save(
+        {"epoch": state.epoch, "optimizer": state.optimizer, "scheduler": state.scheduler},
+        folder / TRAIN_STATE,
+    )
+    (folder / HISTORY).write_text(json.dumps(state.history))
+    return folder
+
+
+def load_training_checkpoint(folder: Path, model: nn.Module) -> TrainingState:
+    """Load a training checkpoint's weights into `model`; the rest is returned."""
+    folder = Path(folder)
+    model.load_state_dict(torch.load(folder / WEIGHTS, map_location="cpu", weights_only=True))
+    saved = torch.load(folder / TRAIN_STATE, map_location="cpu", weights_only=True)
+    return TrainingState(
+        epoch=int(saved["epoch"]),
+        optimizer=saved["optimizer"],
+        scheduler=saved["scheduler"] or {},
+        history=read_history(folder),
+    )
+
+
+def read_history(folder: Path) -> list[dict[str, float]]:
+    """The per-epoch metrics a training checkpoint carries."""
+    return json.loads((Path(folder) / HISTORY).read_text())

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
 
-from .studies import aggregate
+from .errors import ConfigError
+from .studies import Predictions, aggregate
 
 N_BOOTSTRAP = 1000
 
@@ -162,10 +163,10 @@ def choose_threshold(
     if target_sensitivity is None:
         return 0.5
     if not 0.0 < target_sensitivity <= 1.0:
-        raise ValueError(f"target sensitivity must be in (0, 1], got {target_sensitivity}")
+        raise ConfigError(f"target sensitivity must be in (0, 1], got {target_sensitivity}")
     y = np.asarray(y_true, dtype=np.int64)
     if len(np.unique(y)) < 2:
-        raise ValueError(
+        raise ConfigError(
             "cannot choose a threshold for a target sensitivity: the validation "
             "split has a single class"
         )
@@ -211,6 +212,18 @@ def evaluate(
         s = studies.body_part == part
         study_by[part] = binary_metrics(studies.label[s], studies.prob[s], threshold, seed=seed)
     return Evaluation(threshold, image, study, image_by, study_by)
+
+
+def evaluate_predictions(pred: Predictions, threshold: float, *, seed: int = 0) -> Evaluation:
+    """`evaluate` of scored images (e.g. one split's predictions)."""
+    return evaluate(
+        list(pred.study_key),
+        list(pred.prob),
+        pred.labels(),
+        list(pred.body_part),
+        threshold,
+        seed=seed,
+    )
 
 
 def flatten(evaluation: Evaluation, prefix: str) -> dict[str, float]:

@@ -4,19 +4,46 @@ Every model takes (B, 3, S, S) floats and returns (B,) logits: one output with a
 which equals the seed's 2-way softmax (softmax([a, b])[1] = sigmoid(b - a)) with half the
 output parameters. `build_model(name, size=..., weights=...)` is the only constructor the
 pipelines call; a checkpoint stores the name and size (as JSON), never a pickled object.
+`Ensemble` averages its members' probabilities (the MURA paper's 5 best checkpoints).
+
+Initial weights, as the papers did it: a `--weights` spec is `imagenet` (torchvision's own
+`IMAGENET1K_V1` entry for the network, read from the torch hub cache, `$TORCH_HOME/hub/
+checkpoints/`, or downloaded there), `none` (random init) or a state_dict FILE.
+`initial_weights(spec, model)` resolves it on the driver, before any worker starts: it finds
+or fetches the file, loads it once, checks it against the architecture and returns the
+tensors (and the line the run logs), or raises one `WeightsError` line that says what to do.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import pickle
 import re
-from collections.abc import Callable
+import socket
+import urllib.parse
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
+from .errors import ConfigError, MuraError
+
+if TYPE_CHECKING:
+    from torchvision.models import WeightsEnum
+
 log = logging.getLogger(__name__)
+
+IMAGENET = "imagenet"
+RANDOM_INIT = "none"
+DOWNLOAD_TIMEOUT_S = 30.0  # per socket operation: a stalled network fails, a slow one goes on
+
+
+class WeightsError(MuraError):
+    """Initial weights that cannot be had or do not fit; the line says what to do instead."""
 
 
 class SeedCNN(nn.Module):
@@ -74,33 +101,75 @@ class Backbone(nn.Module):
         return self.net(x).squeeze(-1)
 
 
+class Ensemble(nn.Module):
+    """Average of member probabilities (MURA: the 5 best checkpoints), returned as a logit."""
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = nn.ModuleList(members)
+
+    @staticmethod
+    def combine(probabilities: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The ensemble's probability from its members' (the mean, kept off 0 and 1)."""
+        return torch.stack([p.float() for p in probabilities]).mean(0).clamp(1e-7, 1 - 1e-7)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.logit(self.combine([torch.sigmoid(m(x).float()) for m in self.members]))
+
+
 # torchvision's old DenseNet checkpoints name layers 'norm.1' where the module has 'norm1'
 _DENSENET_KEY = re.compile(
     r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
 )
 
 
-def _load_imagenet(net: nn.Module, weights: Path) -> None:
-    """Load a local ImageNet state_dict (nothing is downloaded), skipping the old head."""
-    state = torch.load(weights, map_location="cpu", weights_only=True)
+def _read_state(path: Path) -> dict[str, torch.Tensor]:
+    """A state_dict file (tensors only: `weights_only=True`), or a one-line WeightsError."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
+        reason = " ".join(str(exc).split())[:160]
+        raise WeightsError(f"{path} is not a readable state_dict file: {reason}") from exc
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise WeightsError(f"{path} holds a {type(state).__name__}, not a state_dict")
+    return state
+
+
+def _fit_state(net: nn.Module, state: Mapping[str, Any], source: str) -> dict[str, torch.Tensor]:
+    """The tensors of `state` that fit `net` (old DenseNet key names remapped; the ImageNet
+    head, whose shape differs, left out), or a WeightsError when most of them do not."""
     fixed = {}
     for key, value in state.items():
         match = _DENSENET_KEY.match(key)
         fixed[match.group(1) + match.group(2) if match else key] = value
     own = net.state_dict()
-    usable = {k: v for k, v in fixed.items() if k in own and own[k].shape == v.shape}
-    missing = [k for k in own if k not in usable]
+    usable = {
+        k: v
+        for k, v in fixed.items()
+        if k in own and isinstance(v, torch.Tensor) and own[k].shape == v.shape
+    }
     if len(usable) < len(own) // 2:
-        raise ValueError(
-            f"{weights} does not fit this network ({len(usable)} of {len(own)} "
+        raise WeightsError(
+            f"{source} does not fit {type(net).__name__} ({len(usable)} of {len(own)} "
             "tensors match): is it the right architecture?"
         )
+    return usable
+
+
+def _load_pretrained(net: nn.Module, weights: Path | Mapping[str, torch.Tensor]) -> None:
+    """Load ImageNet tensors (a local file, or a state_dict resolved on the driver)."""
+    source = str(weights) if isinstance(weights, str | Path) else "the ImageNet state_dict"
+    state = _read_state(Path(weights)) if isinstance(weights, str | Path) else weights
+    usable = _fit_state(net, state, source)
     net.load_state_dict(usable, strict=False)
+    missing = [k for k in net.state_dict() if k not in usable]
     log.info(
         "loaded ImageNet weights from %s (%d tensors; new: %s)",
-        weights,
+        source,
         len(usable),
         ", ".join(missing) or "none",
     )
@@ -116,23 +185,27 @@ def _replace_head(net: nn.Module) -> nn.Module:
         if isinstance(head, nn.Sequential) and isinstance(head[-1], nn.Linear):
             head[-1] = nn.Linear(head[-1].in_features, 1)
             return net
-    raise ValueError(f"{type(net).__name__}: no final Linear layer to replace")
+    raise ConfigError(f"{type(net).__name__}: no final Linear layer to replace")
 
 
-def torchvision_backbone(name: str, *, weights: Path | None = None) -> nn.Module:
-    """Any torchvision classification model by name (densenet169, resnet50, ...), 1 logit.
-
-    ImageNet initialisation only from a local file (nothing is downloaded); without one the
-    weights are random (the training driver says so).
-    """
+def _torchvision_net(name: str) -> nn.Module:
+    """The bare torchvision network (its ImageNet head), random init."""
     import torchvision  # here: its import costs ~1.5 s, paid only by models that need it
 
     try:
-        net = torchvision.models.get_model(name, weights=None)
+        return torchvision.models.get_model(name, weights=None)
     except ValueError as exc:
-        raise ValueError(f"unknown model {name!r}: {exc}") from exc
+        raise ConfigError(f"unknown model {name!r}: {exc}") from exc
+
+
+def torchvision_backbone(
+    name: str, *, weights: Path | Mapping[str, torch.Tensor] | None = None
+) -> nn.Module:
+    """Any torchvision classification model by name (densenet169, resnet50, ...), 1 logit,
+    from the ImageNet tensors in `weights` (a file or a state_dict) or random init (None)."""
+    net = _torchvision_net(name)
     if weights is not None:
-        _load_imagenet(net, Path(weights))
+        _load_pretrained(net, weights)
     return Backbone(_replace_head(net))
 
 
@@ -149,29 +222,113 @@ def model_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def build_model(name: str, *, size: int, weights: str | Path | None = None) -> nn.Module:
-    """The model called `name` for (3, size, size) inputs."""
+def build_model(
+    name: str,
+    *,
+    size: int,
+    weights: str | Path | Mapping[str, torch.Tensor] | None = None,
+) -> nn.Module:
+    """The model called `name` for (3, size, size) inputs; `weights` is a state_dict FILE or
+    the tensors `initial_weights` resolved (None: random init)."""
+    if isinstance(weights, str):
+        weights = Path(weights)
     if name in _REGISTRY:
         if name == "cnn" and weights is not None:
-            raise ValueError("the seed CNN has no pretrained weights: drop --weights")
+            raise WeightsError("the seed CNN has no pretrained weights: pass --weights none")
         return _REGISTRY[name](size=size, weights=weights)
     import torchvision
 
     if name in torchvision.models.list_models(module=torchvision.models):
-        return torchvision_backbone(name, weights=Path(weights) if weights else None)
-    raise ValueError(
+        return torchvision_backbone(name, weights=weights)
+    raise ConfigError(
         f"unknown model {name!r}: choose {', '.join(model_names())} or a "
         "torchvision classification model name"
     )
 
 
-def cam_target(model: nn.Module) -> nn.Module:
-    """The last convolutional feature block, where class activation maps are taken."""
-    if isinstance(model, SeedCNN):
-        return model.features
-    net = getattr(model, "net", model)
-    if hasattr(net, "features"):
-        return net.features
-    if hasattr(net, "layer4"):
-        return net.layer4
-    raise ValueError(f"no known feature block in {type(net).__name__} for CAM")
+@dataclass(frozen=True, eq=False)
+class InitialWeights:
+    """A `--weights` spec resolved on the driver: the line the run logs and prints, and the
+    ImageNet tensors (torchvision key names, checked against the network; None: random)."""
+
+    label: str
+    state: dict[str, torch.Tensor] | None = None
+
+
+def imagenet_entry(model: str) -> WeightsEnum:
+    """torchvision's ImageNet-1k weights entry for `model` (`DenseNet169_Weights.IMAGENET1K_V1`)."""
+    import torchvision
+
+    try:
+        entry = getattr(torchvision.models.get_model_weights(model), "IMAGENET1K_V1", None)
+    except (ValueError, KeyError):
+        entry = None
+    if entry is None:
+        raise WeightsError(
+            f"torchvision has no IMAGENET1K_V1 weights for {model!r}: "
+            "pass --weights FILE or --weights none (random init)"
+        )
+    return entry
+
+
+def imagenet_file(entry: WeightsEnum) -> Path:
+    """The entry's file in the torch hub cache ($TORCH_HOME/hub/checkpoints), downloaded there
+    when missing; where neither works, one line naming the file, the folder and the URL."""
+    folder = Path(torch.hub.get_dir()) / "checkpoints"
+    name = Path(urllib.parse.urlparse(entry.url).path).name
+    path = folder / name
+    if path.is_file():
+        return path
+    hash_match = torch.hub.HASH_REGEX.search(name)
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    try:
+        log.warning("downloading %s to %s", entry.url, path)
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(
+            entry.url, str(path), hash_prefix=hash_match.group(1) if hash_match else None
+        )
+    except (OSError, RuntimeError) as exc:  # URLError, timeouts, refused, hash mismatch
+        reason = " ".join(str(exc).split())[:120] or type(exc).__name__
+        raise WeightsError(
+            f"ImageNet weights {name} are not in {folder} and could not be downloaded "
+            f"({reason}): put {name} (from {entry.url}) in {folder}, "
+            "or pass --weights FILE, or --weights none (random init)"
+        ) from exc
+    finally:
+        socket.setdefaulttimeout(previous)
+    return path
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def initial_weights(spec: str, model: str) -> InitialWeights:
+    """`imagenet` | `none` | a FILE → the checked tensors and their label, or a WeightsError.
+
+    Done once, on the driver: workers get the tensors, never a path on the driver's disk.
+    """
+    if spec == RANDOM_INIT:
+        return InitialWeights("none (random init)")
+    if model == "cnn":
+        raise WeightsError(
+            f"the seed CNN has no pretrained weights (--weights {spec}): pass --weights none"
+        )
+    if spec == IMAGENET:
+        entry = imagenet_entry(model)
+        path = imagenet_file(entry)
+        label = f"imagenet ({type(entry).__name__}.{entry.name})"
+    else:
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise WeightsError(
+                f"weights file not found: {spec} (--weights takes imagenet, none or a file)"
+            )
+        label = f"file {path.name} sha256 {_sha256(path)[:16]}"
+    state = _fit_state(_torchvision_net(model), _read_state(path), str(path))
+    return InitialWeights(label, state)

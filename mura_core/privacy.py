@@ -14,16 +14,37 @@ import hashlib
 import hmac
 import os
 import secrets
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
+
+from .errors import MuraError
 
 SECRET_ENV = "MURA_SITE_SECRET"
 KEY_FILE_ENV = "MURA_SITE_KEY_FILE"
 DEFAULT_KEY_FILE = Path("~/.config/mura/site.key")
 _PREFIX = {"patient": "pt", "study": "st", "image": "im", "path": "fp", "accession": "ac"}
 
+# Which column holds which kind of identifier: the one table every writer pseudonymizes by
+# (shard and report rows, quarantine rows, the re-identification map).
+PSEUDONYM_KINDS: Mapping[str, str] = MappingProxyType(
+    {
+        "image_id": "image",
+        "study_key": "study",
+        "patient_key": "patient",
+        "relpath": "path",  # an image's path inside the archive
+        "path": "path",  # a quarantine row's input (shown as the archive path)
+    }
+)
 
-class PrivacyError(Exception):
+
+def pseudonym_columns(names: Iterable[str]) -> dict[str, str]:
+    """The identifier columns among `names`, each with its pseudonym kind, in `names` order."""
+    return {name: PSEUDONYM_KINDS[name] for name in names if name in PSEUDONYM_KINDS}
+
+
+class PrivacyError(MuraError):
     """The site secret cannot be obtained safely."""
 
 

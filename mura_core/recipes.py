@@ -2,7 +2,9 @@
 
 `recipe("seed-cnn")` gives the course paper's CNN set-up, `seed-densenet` its DenseNet-169,
 `mura-paper` Rajpurkar et al.'s. Flags override fields with `dataclasses.replace`; the
-resolved recipe is what gets logged and stored (as JSON) with every checkpoint.
+resolved recipe is what gets logged and stored (as JSON) with every checkpoint. Both papers
+start DenseNet-169 from ImageNet, so its recipes default to `weights="imagenet"`; the seed CNN
+has no pretrained weights (`"none"`). See `mura_core.models.initial_weights`.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import ConfigError
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, UNIT_MEAN, UNIT_STD, TrainPreset
 
 
@@ -37,15 +40,21 @@ class Recipe:
     imagenet_norm: bool = False
     weighted_loss: bool = False  # BCE weighted per body part (MURA paper)
     keep_best: int = 1  # best-val-loss checkpoints kept; > 1 means an ensemble of them
+    weights: str = "none"  # initial weights: "imagenet", "none" (random init) or a FILE
+    early_stop: int | None = None  # stop after this many epochs without a val-loss gain
 
     def __post_init__(self) -> None:
         if self.size < 32 or self.batch_size < 1 or self.epochs < 1 or self.lr <= 0:
-            raise ValueError(
+            raise ConfigError(
                 f"recipe {self.name}: size >= 32, batch_size >= 1, epochs >= 1 "
                 "and lr > 0 are required"
             )
         if self.keep_best < 1:
-            raise ValueError("keep_best must be >= 1")
+            raise ConfigError("keep_best must be >= 1")
+        if self.early_stop is not None and self.early_stop < 1:
+            raise ConfigError(f"early_stop must be >= 1 epoch, got {self.early_stop}")
+        if not self.weights:
+            raise ConfigError("weights must be 'imagenet', 'none' or a file")
 
     @property
     def mean(self) -> tuple[float, float, float]:
@@ -83,7 +92,7 @@ class Recipe:
         if mode == "recipe":
             return self
         if mode not in AUGMENT_MODES:
-            raise ValueError(f"augment must be one of {', '.join(AUGMENT_MODES)}, got {mode!r}")
+            raise ConfigError(f"augment must be one of {', '.join(AUGMENT_MODES)}, got {mode!r}")
         flips = mode == "flips"
         return dataclasses.replace(
             self,
@@ -116,6 +125,7 @@ RECIPES: dict[str, Recipe] = {
         epochs=25,
         lr=1e-4,
         plateau_patience=5,
+        weights="imagenet",
         **_SEED_AUGMENT,
     ),
     "mura-paper": Recipe(
@@ -132,6 +142,7 @@ RECIPES: dict[str, Recipe] = {
         imagenet_norm=True,
         weighted_loss=True,
         keep_best=5,
+        weights="imagenet",
     ),
 }
 
@@ -141,4 +152,4 @@ def recipe(name: str) -> Recipe:
     try:
         return RECIPES[name]
     except KeyError:
-        raise ValueError(f"unknown recipe {name!r}: choose {', '.join(RECIPES)}") from None
+        raise ConfigError(f"unknown recipe {name!r}: choose {', '.join(RECIPES)}") from None

@@ -1,16 +1,25 @@
-"""The one shape every stage passes around: a reference to one image of one study.
+"""The typed records that flow from ingest to report, one shape per concept.
 
-Sources produce `ImageRef`s, ingest turns them into shard rows, training and screening read
-those rows. Keeping a single typed record means a body part or label never gets re-derived
-(and re-interpreted) further down the pipeline.
+Sources produce `ImageRef`s (and `Problem`s); ingest and raw screening turn each reference
+into an `ImageRow` (its final split, identifiers pseudonymized, the dataset row Ray reads);
+every input that cannot be used becomes one `QuarantineRow`; a screening run ends in a
+`ScreenSummary` that the HTML report, the console summary and MLflow all read. Keeping
+typed records means a body part, label or count never gets re-derived (and
+re-interpreted) further down the pipeline.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any
+
+from .privacy import pseudonym_columns
+
+# (value, kind) → pseudonym: a `privacy.Pseudonymizer`, or ingest's remembering wrapper.
+Pseudonym = Callable[[str, str], str]
 
 
 class BodyPart(StrEnum):
@@ -122,6 +131,67 @@ class ImageRef:
         )
 
 
+def _with_pseudonyms(record: Any, names: Iterable[str], pseudonym: Pseudonym) -> Any:
+    """`record` with its identifier fields among `names` (per `privacy.PSEUDONYM_KINDS`)
+    replaced by their pseudonyms; empty values stay as they are."""
+    changes = {
+        name: pseudonym(value, kind)
+        for name, kind in pseudonym_columns(names).items()
+        if (value := getattr(record, name))
+    }
+    return replace(record, **changes)
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRow:
+    """An image reference as a dataset row, before decoding: the shard metadata columns
+    (`mura_core.shards.IMAGE_COLUMNS` up to `frame`) plus `path`, the real file the decoder
+    reads, which is never written to a shard, report or log.
+
+    `split` is the final split (train / val / test, by patient); `source_split` the
+    source's own (MURA: train / valid), else None.
+    """
+
+    path: str
+    image_id: str
+    study_key: str
+    patient_key: str
+    body_part: BodyPart
+    view: str | None
+    label: int | None
+    split: str
+    source_split: Split | None
+    relpath: str
+    frame: int = 0
+
+    @classmethod
+    def from_ref(cls, ref: ImageRef, split: str) -> ImageRow:
+        return cls(
+            path=ref.path,
+            image_id=ref.image_id,
+            study_key=ref.study_key,
+            patient_key=ref.patient_key,
+            body_part=ref.body_part,
+            view=ref.view,
+            label=ref.label,
+            split=split,
+            source_split=ref.split,
+            relpath=ref.relpath,
+            frame=ref.frame,
+        )
+
+    def pseudonymized(self, pseudonym: Pseudonym) -> ImageRow:
+        """Identifiers replaced by pseudonyms; `path` is kept (it is read, never written)."""
+        return _with_pseudonyms(self, (f.name for f in fields(self) if f.name != "path"), pseudonym)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types only, for Ray Data's `from_items` (the decoder reads these keys)."""
+        row = asdict(self)
+        row["body_part"] = str(self.body_part)
+        row["source_split"] = None if self.source_split is None else str(self.source_split)
+        return row
+
+
 @dataclass(frozen=True, slots=True)
 class Problem:
     """An input that could not be used, and why: becomes one quarantine row downstream."""
@@ -132,6 +202,56 @@ class Problem:
     reason: str
 
     def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantineRow:
+    """One input that could not be used, and why: a row of a quarantine table (the columns
+    of `mura_core.shards.QUARANTINE_SCHEMA`, in its order).
+
+    `path` is the input as the archive names it (relative path, or its pseudonym);
+    `image_id` and `study_key` are known when the input was listed as an image and failed
+    later, None when listing already refused it.
+    """
+
+    path: str
+    image_id: str | None
+    study_key: str | None
+    stage: str
+    error_type: str
+    reason: str
+
+    @classmethod
+    def from_problem(cls, problem: Problem) -> QuarantineRow:
+        """A file the listing refused: no image or study yet."""
+        return cls(problem.path, None, None, problem.stage, problem.error_type, problem.reason)
+
+    @classmethod
+    def decode_failure(cls, row: Mapping[str, Any], error_type: str, reason: str) -> QuarantineRow:
+        """A listed image (a dataset row: relpath, image_id, study_key) that did not decode."""
+        return cls(row["relpath"], row["image_id"], row["study_key"], "decode", error_type, reason)
+
+    @classmethod
+    def from_dict(cls, row: Mapping[str, Any]) -> QuarantineRow:
+        return cls(
+            path=row["path"],
+            image_id=row.get("image_id"),
+            study_key=row.get("study_key"),
+            stage=row["stage"],
+            error_type=row["error_type"],
+            reason=row["reason"],
+        )
+
+    def after(self, stage: str) -> QuarantineRow:
+        """The row as a later stage reports it: stage `decode` seen by screening is
+        `ingest/decode` when ingest quarantined it."""
+        return replace(self, stage=f"{stage}/{self.stage}")
+
+    def pseudonymized(self, pseudonym: Pseudonym) -> QuarantineRow:
+        return _with_pseudonyms(self, (f.name for f in fields(self)), pseudonym)
+
+    def to_dict(self) -> dict[str, str | None]:
         return asdict(self)
 
 
@@ -156,3 +276,106 @@ class Listing:
         for ref in self.refs:
             out.setdefault(ref.study_key, []).append(ref)
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class SourceSummary:
+    """What was screened: the input's kind (shards, mura, dicom, folder) and its digest."""
+
+    kind: str
+    digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSummary:
+    """The model that screened: its URI(s), registry name and version, architecture."""
+
+    uri: str
+    name: str
+    version: str | None
+    model: str
+    size: int
+    members: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ScreenCounts:
+    """A screening run's totals: studies, images scored, flagged studies, inputs refused."""
+
+    studies: int = 0
+    images: int = 0
+    flagged: int = 0
+    quarantined: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PartCounts:
+    """One body part's studies, images and flagged studies."""
+
+    studies: int = 0
+    images: int = 0
+    flagged: int = 0
+
+
+SUMMARY_QUARANTINE_ROWS = 200  # quarantine rows a summary carries (the table has them all)
+
+
+@dataclass(frozen=True)
+class ScreenSummary:
+    """A screening run, as `summary.json` holds it (written last: the report is complete).
+
+    Read by the HTML report, the console summary and the MLflow logging. Fields with a
+    default are optional: an older or partial summary still renders. `quarantine` holds the
+    first SUMMARY_QUARANTINE_ROWS rows; `counts.quarantined` is the total.
+    """
+
+    screened_at: str
+    source: SourceSummary
+    model: ModelSummary
+    threshold: float
+    counts: ScreenCounts
+    title: str = "MURA screening report"
+    job: str = "screen"
+    experiment: str | None = None
+    by_body_part: dict[str, PartCounts] = field(default_factory=dict)
+    quarantine: tuple[QuarantineRow, ...] = ()
+    gpus: int = 0
+    images_per_s: float | None = None
+    pictures_limit_note: str | None = None
+    seconds: float | None = None
+    phases: dict[str, float] = field(default_factory=dict)
+    mlflow_run_id: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON types, the keys `summary.json` has always had."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data.update(
+            source=asdict(self.source),
+            model=asdict(self.model),
+            counts=asdict(self.counts),
+            by_body_part={part: asdict(c) for part, c in self.by_body_part.items()},
+            quarantine=[row.to_dict() for row in self.quarantine],
+            phases=dict(self.phases),
+        )
+        if self.pictures_limit_note is None:
+            del data["pictures_limit_note"]
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ScreenSummary:
+        """Back from `to_json()`; optional keys may be absent."""
+        plain = ("title", "job", "experiment", "gpus", "images_per_s", "seconds")
+        plain += ("pictures_limit_note", "mlflow_run_id")
+        return cls(
+            screened_at=data["screened_at"],
+            source=SourceSummary(**data["source"]),
+            model=ModelSummary(**data["model"]),
+            threshold=float(data["threshold"]),
+            counts=ScreenCounts(**data["counts"]),
+            by_body_part={
+                part: PartCounts(**c) for part, c in (data.get("by_body_part") or {}).items()
+            },
+            quarantine=tuple(QuarantineRow.from_dict(r) for r in data.get("quarantine") or ()),
+            phases=dict(data.get("phases") or {}),
+            **{name: data[name] for name in plain if name in data},
+        )

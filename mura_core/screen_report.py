@@ -1,4 +1,5 @@
-"""The screening report: one self-contained HTML page a radiologist can open, print or mail.
+"""The screening report: one self-contained HTML page a radiologist can open, print or mail,
+and the run's `summary.json` (a `records.ScreenSummary`) that the page is rendered from.
 
 Everything is inline (CSS, images as base64 PNG data URIs, no JavaScript), so the file
 works offline and leaks no request to any server. Flagged studies come first, most
@@ -10,6 +11,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,8 +21,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from .records import PartCounts, QuarantineRow, ScreenSummary
+from .shards import write_json_atomic
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 QUARANTINE_ROWS = 50
+SUMMARY_FILE = "summary.json"
 
 
 @dataclass(frozen=True)
@@ -65,18 +71,29 @@ def thumbnail_png(pixels: np.ndarray, size: int = 160) -> bytes:
     return buffer.getvalue()
 
 
-def render_html(summary: dict[str, Any], studies: Sequence[ReportStudy]) -> str:
+def write_summary(folder: Path, summary: ScreenSummary) -> Path:
+    """`folder/summary.json`, atomically: written last, its presence marks a complete report."""
+    path = Path(folder) / SUMMARY_FILE
+    write_json_atomic(path, summary.to_json())
+    return path
+
+
+def read_summary(folder: Path) -> ScreenSummary:
+    return ScreenSummary.from_json(json.loads((Path(folder) / SUMMARY_FILE).read_text()))
+
+
+def render_html(summary: ScreenSummary, studies: Sequence[ReportStudy]) -> str:
     """The whole page as one string."""
-    title = str(summary.get("title") or "MURA screening report")
+    title = summary.title or "MURA screening report"
     flagged = sorted((s for s in studies if s.flagged), key=_by_probability)
     unflagged = sorted((s for s in studies if not s.flagged), key=_by_probability)
     body = "\n".join(
         [
             _header(title, summary),
-            _body_part_table(summary.get("by_body_part") or {}),
-            _flagged_section(flagged, summary.get("pictures_limit_note")),
+            _body_part_table(summary.by_body_part),
+            _flagged_section(flagged, summary.pictures_limit_note),
             _unflagged_section(unflagged),
-            _quarantine_section(summary.get("quarantine") or []),
+            _quarantine_section(summary.quarantine, summary.counts.quarantined),
         ]
     )
     return (
@@ -87,7 +104,7 @@ def render_html(summary: dict[str, Any], studies: Sequence[ReportStudy]) -> str:
     )
 
 
-def write_html(path: Path, summary: dict[str, Any], studies: Sequence[ReportStudy]) -> Path:
+def write_html(path: Path, summary: ScreenSummary, studies: Sequence[ReportStudy]) -> Path:
     """Render and write atomically (tmp + rename): a reader never sees half a page."""
     path = Path(path)
     page = render_html(summary, studies)
@@ -144,35 +161,31 @@ def _grid(head: Sequence[str], rows: Sequence[Sequence[str]], numeric: set[int])
     )
 
 
-def _header(title: str, summary: dict[str, Any]) -> str:
-    model, source = summary.get("model") or {}, summary.get("source") or {}
-    counts = summary.get("counts") or {}
-    version = f" v{model['version']}" if model.get("version") not in (None, "") else ""
-    arch = ", ".join(
-        x for x in (model.get("model"), model.get("size") and f"{model['size']} px") if x
-    )
-    model_html = f"<b>{_e(model.get('name') or model.get('model') or 'model')}{_e(version)}</b>"
-    model_html += f" <code>{_e(model['uri'])}</code>" if model.get("uri") else ""
+def _header(title: str, summary: ScreenSummary) -> str:
+    model, source, counts = summary.model, summary.source, summary.counts
+    version = f" v{model.version}" if model.version else ""
+    arch = ", ".join(x for x in (model.model, model.size and f"{model.size} px") if x)
+    model_html = f"<b>{_e(model.name or model.model or 'model')}{_e(version)}</b>"
+    model_html += f" <code>{_e(model.uri)}</code>" if model.uri else ""
     model_html += f" <span class=muted>({_e(arch)})</span>" if arch else ""
     facts = [
         ("Model", model_html),
-        ("Threshold", f"<b>{_e(summary.get('threshold', '—'))}</b> on the study mean probability"),
-        ("Screened", _e(summary.get("screened_at", "—"))),
-        ("Source", f"{_e(source.get('kind', '—'))} archive, digest "
-         f"<code>{_e(source.get('digest', '—'))}</code>"),
-    ]  # fmt: skip
-    if summary.get("seconds") is not None:
-        rate = summary.get("images_per_s")
-        speed = f" ({float(rate):.1f} images/s)" if rate is not None else ""
-        facts.append(("Run time", f"{float(summary['seconds']):.1f} s{speed}"))
+        ("Threshold", f"<b>{_e(summary.threshold)}</b> on the study mean probability"),
+        ("Screened", _e(summary.screened_at)),
+        ("Source", f"{_e(source.kind)} archive, digest <code>{_e(source.digest)}</code>"),
+    ]
+    if summary.seconds is not None:
+        rate = summary.images_per_s
+        speed = f" ({rate:.1f} images/s)" if rate is not None else ""
+        facts.append(("Run time", f"{summary.seconds:.1f} s{speed}"))
     rows = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in facts)
     tiles = "".join(
-        f'<div class="tile{cls}"><span>{_n(counts.get(key, "—"))}</span>{label}</div>'
-        for key, label, cls in (
-            ("studies", "studies", ""),
-            ("images", "images", ""),
-            ("flagged", "flagged studies", " alert"),
-            ("quarantined", "quarantined inputs", ""),
+        f'<div class="tile{cls}"><span>{_n(value)}</span>{label}</div>'
+        for value, label, cls in (
+            (counts.studies, "studies", ""),
+            (counts.images, "images", ""),
+            (counts.flagged, "flagged studies", " alert"),
+            (counts.quarantined, "quarantined inputs", ""),
         )
     )
     return (
@@ -183,18 +196,18 @@ def _header(title: str, summary: dict[str, Any]) -> str:
     )
 
 
-def _body_part_table(by_part: dict[str, dict[str, Any]]) -> str:
+def _body_part_table(by_part: dict[str, PartCounts]) -> str:
     if not by_part:
         return ""
-    totals = {"studies": 0, "images": 0, "flagged": 0}
+    total = PartCounts(
+        studies=sum(c.studies for c in by_part.values()),
+        images=sum(c.images for c in by_part.values()),
+        flagged=sum(c.flagged for c in by_part.values()),
+    )
     rows = []
-    for name, row in [*sorted(by_part.items()), ("total", totals)]:
-        studies, images, flagged = (int(row.get(k, 0)) for k in ("studies", "images", "flagged"))
-        if row is not totals:
-            for key, value in zip(totals, (studies, images, flagged), strict=True):
-                totals[key] += value
-        share = f"{100 * flagged / studies:.1f} %" if studies else "—"
-        rows.append([_e(name), f"{studies:,}", f"{images:,}", f"{flagged:,}", share])
+    for name, c in [*sorted(by_part.items()), ("total", total)]:
+        share = f"{100 * c.flagged / c.studies:.1f} %" if c.studies else "—"
+        rows.append([_e(name), f"{c.studies:,}", f"{c.images:,}", f"{c.flagged:,}", share])
     head = ["body part", "studies", "images", "flagged", "flagged %"]
     table = _grid(head, rows, {1, 2, 3, 4})
     return f"<section class=parts><h2>By body part</h2>{table}</section>"
@@ -263,17 +276,17 @@ def _unflagged_section(unflagged: list[ReportStudy]) -> str:
     return f"<section><h2>Not flagged ({len(unflagged):,})</h2>{table}</section>"
 
 
-def _quarantine_section(rows: Sequence[dict[str, Any]]) -> str:
-    if not rows:
+def _quarantine_section(rows: Sequence[QuarantineRow], total: int) -> str:
+    """The first QUARANTINE_ROWS rows; the rest of `total` (the summary carries only the
+    first rows of a long quarantine) as a count."""
+    total = max(total, len(rows))
+    if not total:
         return "<section><h2>Quarantine (0)</h2><p>Every input was scored.</p></section>"
-    shown = [
-        [_code(r.get("path", "")), _e(r.get("error_type", "")), _e(r.get("reason", ""))]
-        for r in rows[:QUARANTINE_ROWS]
-    ]
-    more = len(rows) - QUARANTINE_ROWS
+    shown = [[_code(r.path), _e(r.error_type), _e(r.reason)] for r in rows[:QUARANTINE_ROWS]]
+    more = total - len(shown)
     tail = f"<p class=muted>and {more:,} more</p>" if more > 0 else ""
     return (
-        f"<section><h2>Quarantine ({len(rows):,})</h2><p class=muted>Inputs that could not "
+        f"<section><h2>Quarantine ({total:,})</h2><p class=muted>Inputs that could not "
         "be scored, so no study above includes them.</p>"
         f"{_grid(['input', 'error', 'reason'], shown, set())}{tail}</section>"
     )

@@ -4,7 +4,8 @@
 SHARDS/
   images/*.parquet     one row per image, pixels as a fixed-shape uint8 tensor
   quarantine.parquet   one row per input that could not be used, with the reason
-  manifest.json        counts, source, sizes; written last: its presence means complete
+  manifest.json        `Manifest`: counts, source, sizes; written last: its presence means
+                       complete, and every reader checks it (`Manifest.read`)
   reidentify.csv       pseudonym → original identifier (DICOM only, 0600, never logged)
 ```
 Training and screening read `images/`; plain pyarrow can too (`read_images`).
@@ -15,13 +16,19 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from . import __version__
+from .errors import MuraError
+from .records import QuarantineRow
+from .splits import SplitConfig
 
 SCHEMA_VERSION = 1
 IMAGES_DIR = "images"
@@ -113,30 +120,128 @@ class ShardsLayout:
         return sorted(self.images.glob("*.parquet")) if self.images.is_dir() else []
 
 
-class ShardsError(Exception):
+class ShardsError(MuraError):
     """A shards folder that is missing, incomplete, or not a shards folder."""
 
 
-def read_manifest(root: str | Path) -> dict[str, Any]:
-    """The manifest of a complete shards folder; a one-line error otherwise."""
-    layout = ShardsLayout(Path(root))
-    if not layout.root.is_dir():
-        raise ShardsError(f"shards folder not found: {layout.root}")
-    if not layout.manifest.is_file():
-        raise ShardsError(
-            f"{layout.root} has no {MANIFEST_FILE}: not a complete ingest "
-            "(re-run `mura ingest` into it)"
+@dataclass(frozen=True)
+class ManifestCounts:
+    """Every input found ends in one place: found = ingested + quarantined (junk aside)."""
+
+    found: int
+    ingested: int
+    quarantined: int
+    junk_skipped: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What one ingest wrote; `manifest.json` (keys = field names, plus `law_holds`).
+
+    Written last, so its presence means the set is complete; `Manifest.read` is the one way
+    in, and refuses a folder that is missing, incomplete or of another shard schema.
+    `by_body_part_and_label` counts images per body part and label ("0", "1",
+    "unlabelled"), `by_split` per final split, `quarantine_by_type` per error type.
+    """
+
+    source: str
+    kind: str
+    size: int
+    rows_per_shard: int
+    shards: int
+    counts: ManifestCounts
+    by_body_part_and_label: dict[str, dict[str, int]]
+    by_split: dict[str, int]
+    quarantine_by_type: dict[str, int]
+    splits: SplitConfig
+    pseudonymized: bool
+    notes: tuple[str, ...]
+    started_at: str
+    seconds: float
+    tool_version: str = __version__
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def law_holds(self) -> bool:
+        return self.counts.found == self.counts.ingested + self.counts.quarantined
+
+    def to_json(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data.update(
+            counts=asdict(self.counts),
+            splits=asdict(self.splits),
+            notes=list(self.notes),
+            law_holds=self.law_holds,
         )
-    return json.loads(layout.manifest.read_text())
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Manifest:
+        names = {f.name for f in fields(cls)} - {"counts", "splits", "notes"}
+        return cls(
+            counts=ManifestCounts(**data["counts"]),
+            splits=SplitConfig(**data["splits"]),
+            notes=tuple(data["notes"]),
+            **{name: data[name] for name in names},
+        )
+
+    def write(self, root: str | Path) -> Path:
+        """Write `root/manifest.json` atomically: a reader never sees half a manifest."""
+        path = ShardsLayout(Path(root)).manifest
+        write_json_atomic(path, self.to_json())
+        return path
+
+    @classmethod
+    def read(cls, root: str | Path) -> Manifest:
+        """The manifest of a complete shards folder of this schema; a one-line error otherwise."""
+        layout = ShardsLayout(Path(root))
+        if not layout.root.is_dir():
+            raise ShardsError(f"shards folder not found: {layout.root}")
+        if not layout.manifest.is_file():
+            raise ShardsError(
+                f"{layout.root} has no {MANIFEST_FILE}: not a complete ingest "
+                "(re-run `mura ingest` into it)"
+            )
+        try:
+            data = json.loads(layout.manifest.read_text())
+        except json.JSONDecodeError as exc:
+            raise ShardsError(f"{layout.manifest} is not valid JSON: re-run `mura ingest`") from exc
+        version = data.get("schema_version") if isinstance(data, dict) else None
+        if version != SCHEMA_VERSION:
+            raise ShardsError(
+                f"{layout.root} was written with shard schema {version!r}, this tool reads "
+                f"{SCHEMA_VERSION}: re-run `mura ingest`"
+            )
+        try:
+            return cls.from_json(data)
+        except KeyError as exc:
+            raise ShardsError(
+                f"{layout.manifest} lacks {exc}: not written by `mura ingest`; re-run it"
+            ) from exc
 
 
 def read_images(root: str | Path, columns: list[str] | None = None) -> pa.Table:
     """All image rows of a complete shards folder as one Arrow table (plain pyarrow)."""
-    read_manifest(root)
+    manifest = Manifest.read(root)
     files = ShardsLayout(Path(root)).image_files()
     if not files:
-        return image_schema(int(read_manifest(root)["size"])).empty_table()
+        return image_schema(manifest.size).empty_table()
     return pa.concat_tables([pq.read_table(f, columns=columns) for f in files])
+
+
+def quarantine_table(rows: Iterable[QuarantineRow]) -> pa.Table:
+    """Quarantine rows as the Arrow table written to `quarantine.parquet`."""
+    return pa.Table.from_pylist([row.to_dict() for row in rows], schema=QUARANTINE_SCHEMA)
+
+
+def read_quarantine_rows(root: str | Path) -> list[QuarantineRow]:
+    """The quarantine of a shards folder as typed rows (none if it has no table)."""
+    path = ShardsLayout(Path(root)).quarantine
+    return (
+        [QuarantineRow.from_dict(r) for r in pq.read_table(path).to_pylist()]
+        if path.is_file()
+        else []
+    )
 
 
 def read_quarantine(root: str | Path) -> pa.Table:

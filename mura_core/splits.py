@@ -15,6 +15,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .errors import ConfigError
 from .records import ImageRef, Split
 
 TRAIN, VAL, TEST = "train", "val", "test"
@@ -31,9 +32,9 @@ class SplitConfig:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.val_fraction < 1.0 or not 0.0 <= self.test_fraction < 1.0:
-            raise ValueError("val and test fractions must be in [0, 1)")
+            raise ConfigError("val and test fractions must be in [0, 1)")
         if self.val_fraction + self.test_fraction >= 1.0:
-            raise ValueError("val_fraction + test_fraction must leave patients for training")
+            raise ConfigError("val_fraction + test_fraction must leave patients for training")
 
 
 def _rank(seed: int, patient: str) -> bytes:

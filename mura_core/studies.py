@@ -2,13 +2,15 @@
 
 The MURA paper's rule: a study's probability is the arithmetic mean of its images'
 probabilities; abnormal when above the threshold (0.5 in the paper). Kept in one place so
-training-time evaluation and screening aggregate identically.
+training-time evaluation and screening aggregate identically. `Predictions` is the shape
+image scores travel in from batch inference to evaluation.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 
@@ -50,3 +52,62 @@ def aggregate(
         label=lab[order][start],
         body_part=parts[order][start],
     )
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Scored images: parallel numpy columns, one entry per image, in any order.
+
+    `label` is the study label as int64, -1 where unknown (as in `StudyScores`); `split` the
+    shard split each image came from.
+    """
+
+    image_id: np.ndarray
+    study_key: np.ndarray
+    patient_key: np.ndarray
+    body_part: np.ndarray
+    label: np.ndarray
+    split: np.ndarray
+    prob: np.ndarray
+
+    def __post_init__(self) -> None:
+        lengths = {f.name: len(getattr(self, f.name)) for f in fields(self)}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"prediction columns differ in length: {lengths}")
+
+    @classmethod
+    def from_columns(cls, columns: Mapping[str, Any]) -> Predictions:
+        """From a predictor's output columns (extra ones ignored); a null or NaN label is -1.
+        No rows at all may come without columns."""
+        n = len(columns["prob"]) if "prob" in columns else 0
+
+        def column(name: str) -> np.ndarray:
+            if n == 0 and name not in columns:
+                return np.array([], dtype=object)
+            return np.asarray(columns[name], dtype=object)
+
+        label = np.asarray(columns["label"] if n else [], dtype=np.float64)
+        return cls(
+            image_id=column("image_id"),
+            study_key=column("study_key"),
+            patient_key=column("patient_key"),
+            body_part=column("body_part"),
+            label=np.where(np.isnan(label), -1, label).astype(np.int64),
+            split=column("split"),
+            prob=np.asarray(columns["prob"] if n else [], dtype=np.float64),
+        )
+
+    def __len__(self) -> int:
+        return len(self.prob)
+
+    def where(self, mask: np.ndarray) -> Predictions:
+        """The rows where `mask` (a boolean array) is true."""
+        return Predictions(**{f.name: getattr(self, f.name)[mask] for f in fields(self)})
+
+    def labels(self) -> list[int | None]:
+        """Labels as metrics take them: 0, 1, or None where unknown."""
+        return [None if v < 0 else int(v) for v in self.label]
+
+    def studies(self) -> StudyScores:
+        """Study-level scores (mean of each study's image probabilities)."""
+        return aggregate(list(self.study_key), list(self.prob), self.labels(), list(self.body_part))

@@ -23,6 +23,8 @@ from typing import Any
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from mura_core.errors import MuraError
+
 from .tracking import use_tracking
 
 DEFAULT_EXPERIMENT = "mura-train"  # TrainConfig.experiment / `mura train --experiment`
@@ -31,7 +33,7 @@ DEFAULT_ALIAS = "champion"
 MAX_LISTED = 15
 
 
-class CompareError(Exception):
+class CompareError(MuraError):
     """A comparison or promotion that cannot be done, said in one line."""
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from mura_core.metrics import Evaluation, evaluate
+from mura_core.errors import ConfigError
+from mura_core.metrics import Evaluation, evaluate_predictions
 
+from .console import console
 from .model_store import ResolvedModel, resolve_model
 from .predict import bundle_bytes, predict_splits
 from .runtime import ensure_ray
@@ -36,7 +38,7 @@ def run_evaluation(
     stats = shard_stats(shards.expanduser().resolve())
     for split in splits:
         if stats.images(split, body_part) == 0:
-            raise ValueError(
+            raise ConfigError(
                 f"split {split!r}"
                 + (f" / {body_part}" if body_part else "")
                 + f" of {shards} holds no image"
@@ -47,7 +49,7 @@ def run_evaluation(
         use_tracking(uri)
     model = resolve_model(model_spec)
     if model.info.size > stats.size:
-        print(
+        console.print(
             f"note: the model's input size {model.info.size} is larger than the shards' "
             f"{stats.size}: images are upsampled"
         )
@@ -56,15 +58,7 @@ def run_evaluation(
     predictions = predict_splits(
         shards.expanduser().resolve(), splits, bundle_bytes(model.folder), body_part=body_part
     )
-    evaluations = {}
-    for split, pred in predictions.items():
-        labels = [None if v is None or v != v else int(v) for v in pred["label"]]
-        evaluations[split] = evaluate(
-            list(pred["study_key"]),
-            list(pred["prob"]),
-            labels,
-            list(pred["body_part"]),
-            chosen,
-            seed=seed,
-        )
+    evaluations = {
+        split: evaluate_predictions(pred, chosen, seed=seed) for split, pred in predictions.items()
+    }
     return EvaluateResult(model, chosen, evaluations)

@@ -41,6 +41,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mura_core.errors import ConfigError, MuraError
+
 DB_NAME = "mlflow.db"
 ARTIFACTS_DIR = "artifacts"
 LOG_NAME = "mlflow-server.log"
@@ -49,7 +51,7 @@ DEFAULT_PORT = 5000
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 
 
-class MlflowServerError(Exception):
+class MlflowServerError(MuraError):
     """The server cannot start (store, port, address) or did not become healthy."""
 
 
@@ -138,7 +140,7 @@ def start_server(cfg: ServerConfig) -> MlflowServer:
         raise MlflowServerError(f"MLflow store {db}: database file not writable")
     artifacts = _artifacts_destination(cfg.artifacts, store)
     if cfg.workers is not None and cfg.workers < 1:
-        raise ValueError("workers must be >= 1")
+        raise ConfigError("workers must be >= 1")
     port = _free_or_taken(cfg.host, cfg.port)
 
     command = [
@@ -253,7 +255,7 @@ def _artifacts_destination(artifacts: str | Path | None, store: Path) -> str:
 def _free_or_taken(host: str, port: int) -> int:
     """The port to use (0: a free one), or a one-line error when it cannot be bound."""
     if not 0 <= port <= 65535:
-        raise ValueError(f"port must be 0..65535, not {port}")
+        raise ConfigError(f"port must be 0..65535, not {port}")
     bind_host = "" if host in WILDCARD_HOSTS and host != "::" else host
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:

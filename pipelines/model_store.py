@@ -20,12 +20,13 @@ import numpy as np
 import torch
 from mlflow.tracking import MlflowClient
 
-from mura_core.checkpoints import MODEL_JSON, ModelInfo, load_bundle, read_info
+from mura_core.checkpoints import MODEL_JSON, ModelInfo, is_bundle, load_bundle, read_info
+from mura_core.errors import MuraError
 
 BUNDLE_TAR = "bundle.tar"
 
 
-class ModelSpecError(Exception):
+class ModelSpecError(MuraError):
     """A model spec (URI or path) that does not resolve to a usable model."""
 
 
@@ -118,7 +119,7 @@ def resolve_model(spec: str, *, cache: Path | None = None) -> ResolvedModel:
         spec = alias_uri(spec[1:])
     local = Path(spec).expanduser()
     if "://" not in spec and not spec.startswith(("models:", "runs:")):
-        if (local / MODEL_JSON).is_file():
+        if is_bundle(local):
             try:
                 info = read_info(local)
             except (ValueError, KeyError) as exc:

@@ -9,7 +9,7 @@ autocast on GPU). Used by training-time evaluation, `mura evaluate` and screenin
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -21,21 +21,14 @@ import torch
 from ray.data import ActorPoolStrategy
 
 from mura_core.checkpoints import load_bundle
-from mura_core.shards import pixels_array
+from mura_core.shards import ShardsLayout, pixels_array
+from mura_core.studies import Predictions
 
 from .runtime import cluster_cpus
 from .shardsets import split_filter
 
-PASS_THROUGH = (
-    "image_id",
-    "study_key",
-    "patient_key",
-    "body_part",
-    "label",
-    "split",
-    "view",
-    "relpath",
-)
+# The shard columns a prediction carries along (those of `Predictions`, but `prob`).
+PASS_THROUGH = tuple(f.name for f in fields(Predictions) if f.name != "prob")
 
 
 def bundle_bytes(folder: Path) -> dict[str, bytes]:
@@ -142,10 +135,13 @@ def predict(
     )
 
 
-def collect(ds: ray.data.Dataset) -> dict[str, np.ndarray]:
-    """All rows of a (small) prediction dataset as numpy columns."""
+def collect(ds: ray.data.Dataset) -> Predictions:
+    """All rows of a (small) prediction dataset, as numpy columns."""
     frame = ds.to_pandas()
-    return {name: frame[name].to_numpy() for name in frame.columns}
+    columns = {name: frame[name].to_numpy() for name in frame.columns}
+    if "label" in frame.columns:  # nullable int8: NaN or <NA> where unknown
+        columns["label"] = frame["label"].to_numpy(dtype=np.float64, na_value=np.nan)
+    return Predictions.from_columns(columns)
 
 
 def predict_splits(
@@ -155,13 +151,12 @@ def predict_splits(
     *,
     body_part: str | None = None,
     batch_size: int = 32,
-) -> dict[str, dict[str, Any]]:
+) -> dict[str, Predictions]:
     """Probabilities for some splits of a shards folder, in one pass (one actor pool)."""
     expr = split_filter(splits[0], body_part)
     for split in splits[1:]:
         expr = expr | split_filter(split, body_part)
-    ds = ray.data.read_parquet(str(Path(shards) / "images"))
+    ds = ray.data.read_parquet(str(ShardsLayout(Path(shards)).images))
     ds = ds.select_columns(["pixels", *PASS_THROUGH]).filter(expr=expr)
     rows = collect(predict(ds, bundle, batch_size=batch_size))
-    split_of = rows.get("split", np.array([], dtype=object))
-    return {split: {k: v[split_of == split] for k, v in rows.items()} for split in splits}
+    return {split: rows.where(rows.split == split) for split in splits}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -29,21 +30,26 @@ def configure_data_context() -> DataContext:
 
 
 @contextmanager
-def data_context(**options: Any) -> Iterator[DataContext]:
+def data_context(*, preserve_order: bool | None = None, **options: Any) -> Iterator[DataContext]:
     """Set DataContext options for the datasets created inside the block, then restore.
 
     Ray copies the current context into a dataset when it is created, so options set here
     stick to the datasets made in the block and do not leak into other pipelines.
+    `preserve_order` is the execution option of that name (blocks come out in order).
     """
     ctx = configure_data_context()
     previous = {name: getattr(ctx, name) for name in options}
+    previous_order = ctx.execution_options.preserve_order
     for name, value in options.items():
         setattr(ctx, name, value)
+    if preserve_order is not None:
+        ctx.execution_options.preserve_order = preserve_order
     try:
         yield ctx
     finally:
         for name, value in previous.items():
             setattr(ctx, name, value)
+        ctx.execution_options.preserve_order = previous_order
 
 
 def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> None:
@@ -54,14 +60,62 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> No
     if address or os.environ.get("RAY_ADDRESS"):  # a Ray job's driver gets RAY_ADDRESS
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
     else:
-        # "local": a new local Ray even when another one runs on this machine (plain
-        # ray.init() would join a `ray start` cluster it finds, which --address is for)
+        start_local_ray(num_cpus=num_cpus)
+
+
+_started_here = False  # whether start_local_ray started the Ray this process is connected to
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_local_ray(*, num_cpus: int | None = None) -> None:
+    """A new local Ray on this machine (plain `ray.init()` would join a `ray start` cluster
+    it finds, which --address is for), able to answer Ray's own State API.
+
+    Ray Train's detached PlacementGroupCleaner asks the State API every second whether the
+    Train controller is alive. The State API is served by the dashboard, and an actor finds
+    its cluster from RAY_ADDRESS, else from the last `ray start` recorded in
+    /tmp/ray/ray_current_cluster — a dead cluster's address after any `ray start` on this
+    machine had stopped. Without a dashboard the cleaner logged "State API may be
+    temporarily unavailable" every few seconds; with the stale file it died with "RpcError:
+    Timed out while waiting for GCS". So: the dashboard on a free port, and the GCS on a
+    port chosen here (RAY_GCS_SERVER_PORT) and named in RAY_ADDRESS while Ray starts, so
+    that every Ray process inherits its own cluster's address. The driver's environment is
+    restored right after (a later `ensure_ray` must not mistake it for a job's cluster).
+    """
+    global _started_here
+    port = _free_port()
+    saved = {k: os.environ.get(k) for k in ("RAY_GCS_SERVER_PORT", "RAY_ADDRESS")}
+    os.environ["RAY_GCS_SERVER_PORT"] = str(port)
+    os.environ["RAY_ADDRESS"] = f"127.0.0.1:{port}"
+    try:
         ray.init(
             address="local",
             num_cpus=num_cpus,
-            include_dashboard=False,
+            include_dashboard=True,
+            dashboard_port=_free_port(),
             logging_level=logging.WARNING,
         )
+        _started_here = True
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def stop_local_ray() -> None:
+    """Shut down the local Ray this process started (a joined cluster, or a Ray someone else
+    started in this process, is left alone)."""
+    global _started_here
+    if _started_here and ray.is_initialized():
+        ray.shutdown()
+    _started_here = False
 
 
 def cluster_cpus() -> int:

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mura_core.privacy import Pseudonymizer
+from mura_core.privacy import Pseudonymizer, pseudonym_columns
 from mura_core.shards import pixels_array
 
 from .predict import Predictor
@@ -33,7 +33,7 @@ IMAGE_SCHEMA = pa.schema(
         ("reason", pa.string()),
     ]
 )
-_KEYS = {"image_id": "image", "study_key": "study", "patient_key": "patient", "relpath": "path"}
+_KEYS = pseudonym_columns(IMAGE_SCHEMA.names)
 
 
 class ScreenPredictor(Predictor):

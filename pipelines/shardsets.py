@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -18,21 +19,19 @@ import ray.data
 from ray.data.expressions import Expr, col
 
 from mura_core.records import BodyPart
-from mura_core.shards import (
-    SCHEMA_VERSION,
-    ShardsError,
-    ShardsLayout,
-    pixels_array,
-    read_manifest,
-)
+from mura_core.shards import Manifest, ShardsLayout, pixels_array
 
 
 @dataclass(frozen=True)
 class ShardStats:
-    """Counts from the small columns only: images per (split, body part, label)."""
+    """The manifest, and counts from the small columns: images per (split, body part, label)."""
 
-    size: int
+    manifest: Manifest
     counts: Counter[tuple[str, str, int | None]]
+
+    @property
+    def size(self) -> int:
+        return self.manifest.size
 
     def images(self, split: str, body_part: str | None = None) -> int:
         return sum(
@@ -54,13 +53,7 @@ class ShardStats:
 
 def shard_stats(shards: Path) -> ShardStats:
     """Check the shards folder (complete, current schema) and count what it holds."""
-    manifest = read_manifest(shards)
-    if manifest.get("schema_version") != SCHEMA_VERSION:
-        raise ShardsError(
-            f"{shards} was written with shard schema "
-            f"{manifest.get('schema_version')!r}, this tool reads "
-            f"{SCHEMA_VERSION}: re-run `mura ingest`"
-        )
+    manifest = Manifest.read(shards)
     counts: Counter[tuple[str, str, int | None]] = Counter()
     for path in ShardsLayout(shards).image_files():
         table = pq.read_table(path, columns=["split", "body_part", "label"])
@@ -68,7 +61,7 @@ def shard_stats(shards: Path) -> ShardStats:
             *(table.column(c).to_pylist() for c in ("split", "body_part", "label")), strict=True
         ):
             counts[row] += 1
-    return ShardStats(size=int(manifest["size"]), counts=counts)
+    return ShardStats(manifest=manifest, counts=counts)
 
 
 def split_filter(split: str, body_part: str | None) -> Expr:
@@ -102,14 +95,39 @@ def study_index(keys: list[str]) -> np.ndarray:
     )
 
 
+@dataclass(frozen=True)
+class TrainingBatch:
+    """What a training or validation step reads: (N, S, S) uint8 pixels, labels as floats
+    (-1 unknown), body-part indices (BODY_PART_INDEX) and stable study ids. Ray Data moves it
+    between processes as a dict of its fields (`to_training_batch` makes that dict, `of`
+    reads it back as torch tensors on a worker)."""
+
+    pixels: Any
+    label: Any
+    body_part: Any
+    study: Any
+
+    @classmethod
+    def of(cls, batch: dict[str, Any]) -> TrainingBatch:
+        return cls(**{f.name: batch[f.name] for f in fields(cls)})
+
+    def labelled(self) -> TrainingBatch | None:
+        """The rows with a known label, or None when there are none."""
+        keep = self.label >= 0
+        if not keep.any():
+            return None
+        return TrainingBatch(*(getattr(self, f.name)[keep] for f in fields(self)))
+
+
 def to_training_batch(batch: pa.Table) -> dict[str, np.ndarray]:
-    """Ray Data map_batches (pyarrow in, numpy out): the tensors a training step reads."""
+    """Ray Data map_batches (pyarrow in, numpy out): the columns of a `TrainingBatch`."""
     labels = batch.column("label").to_numpy(zero_copy_only=False)
-    return {
-        "pixels": pixels_array(batch.column("pixels")),
-        "label": np.nan_to_num(labels.astype(np.float32), nan=-1.0),
-        "body_part": np.array(
+    out = TrainingBatch(
+        pixels=pixels_array(batch.column("pixels")),
+        label=np.nan_to_num(labels.astype(np.float32), nan=-1.0),
+        body_part=np.array(
             [BODY_PART_INDEX[p] for p in batch.column("body_part").to_pylist()], dtype=np.int64
         ),
-        "study": study_index(batch.column("study_key").to_pylist()),
-    }
+        study=study_index(batch.column("study_key").to_pylist()),
+    )
+    return {f.name: getattr(out, f.name) for f in fields(out)}

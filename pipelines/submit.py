@@ -20,6 +20,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mura_core.errors import MuraError
+
 PROJECT = Path(__file__).resolve().parents[1]
 JOBS = ("ingest", "train", "evaluate", "screen", "nightly")
 FORWARDED_ENV = ("MLFLOW_TRACKING_URI",)
@@ -27,7 +29,7 @@ TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 AGENT_WAIT_S = 90
 
 
-class SubmitError(Exception):
+class SubmitError(MuraError):
     """The job could not be submitted (address, token, bad job name)."""
 
 

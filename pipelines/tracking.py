@@ -16,10 +16,12 @@ from urllib.parse import urlparse
 import mlflow
 from mlflow.tracking import MlflowClient
 
+from mura_core.errors import MuraError
+
 DB_NAME = "mlflow.db"
 
 
-class TrackingError(Exception):
+class TrackingError(MuraError):
     """The tracking store cannot be used: fail before any worker starts."""
 
 

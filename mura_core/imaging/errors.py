@@ -7,6 +7,8 @@ should escape `mura_core.imaging` for a bad file.
 
 from __future__ import annotations
 
+from ..errors import MuraError
+
 
 def one_line(text: object, limit: int = 300) -> str:
     """Collapse whitespace so a reason always fits one log line / one table cell."""
@@ -14,7 +16,7 @@ def one_line(text: object, limit: int = 300) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
-class ImagingError(Exception):
+class ImagingError(MuraError):
     """Base class: this file cannot be turned into a grayscale image."""
 
     error_type = "imaging_error"

@@ -7,8 +7,10 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..errors import MuraError
 
-class SourceError(Exception):
+
+class SourceError(MuraError):
     """A whole-run problem (missing root, empty archive, unreadable CSV): fail before work."""
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
+from ..errors import MuraError
 from .anatomy import BODY_PARTS, SIGNS, render_view
 from .plan import StudyPlan, SynthConfig, ViewPlan, plan_archive
 from .writers import (
@@ -29,6 +30,11 @@ from .writers import (
     write_mura_csvs,
     write_png_study,
 )
+
+
+class SynthError(MuraError):
+    """The archive cannot be written where asked: OUT is not empty, or not writable."""
+
 
 # Below this many studies a process pool costs more (interpreter start-up) than it saves.
 _PARALLEL_MIN_STUDIES = 48
@@ -59,14 +65,17 @@ def _write_one(args: tuple[Path, SynthConfig, StudyPlan]) -> tuple[int, tuple[st
 
 def _prepare_out(out: Path) -> Path:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise FileExistsError(
+        raise SynthError(
             f"{out} exists and is not empty: choose a new folder (nothing is overwritten)"
         )
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+    except OSError as exc:
+        raise SynthError(f"cannot write to {out.parent}: {exc.strerror or exc}") from exc
     return tmp
 
 
@@ -120,6 +129,7 @@ __all__ = [
     "StudyPlan",
     "SynthArchive",
     "SynthConfig",
+    "SynthError",
     "ViewPlan",
     "plan_archive",
     "render_study",

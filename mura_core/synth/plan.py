@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..records import MURA_BODY_PARTS, BodyPart, Split
 from .anatomy import SIGNS
 
@@ -52,17 +53,17 @@ class SynthConfig:
 
     def __post_init__(self) -> None:
         if self.studies < 1:
-            raise ValueError(f"studies must be >= 1, got {self.studies}")
+            raise ConfigError(f"studies must be >= 1, got {self.studies}")
         if self.format not in ("png", "dicom"):
-            raise ValueError(f"format must be png or dicom, got {self.format!r}")
+            raise ConfigError(f"format must be png or dicom, got {self.format!r}")
         if not 64 <= self.size <= 4096:
-            raise ValueError(f"size must be between 64 and 4096 px, got {self.size}")
+            raise ConfigError(f"size must be between 64 and 4096 px, got {self.size}")
         if not 0.0 <= self.positive_fraction <= 1.0 or not 0.0 <= self.valid_fraction < 1.0:
-            raise ValueError("positive_fraction must be in [0, 1] and valid_fraction in [0, 1)")
+            raise ConfigError("positive_fraction must be in [0, 1] and valid_fraction in [0, 1)")
         if not 0.5 <= self.sign_strength <= 10.0:
-            raise ValueError(f"sign_strength must be in [0.5, 10], got {self.sign_strength}")
+            raise ConfigError(f"sign_strength must be in [0.5, 10], got {self.sign_strength}")
         if not self.body_parts or BodyPart.OTHER in self.body_parts:
-            raise ValueError("body_parts must name one or more of the seven MURA parts")
+            raise ConfigError("body_parts must name one or more of the seven MURA parts")
 
 
 @dataclass(frozen=True)

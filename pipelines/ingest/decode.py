@@ -15,6 +15,8 @@ import pyarrow as pa
 from mura_core import imaging
 from mura_core.shards import encode_pixels, image_schema
 
+from ..progress import ProgressSink
+
 PROBLEM_TYPE = pa.struct([("error_type", pa.string()), ("reason", pa.string())])
 _DECODED = ("orig_height", "orig_width", "windowing", "inverted")
 
@@ -38,9 +40,14 @@ def _decode_one(
     return cache[path]
 
 
-def decode_batch(batch: pa.Table, *, size: int) -> pa.Table:
-    """Ray Data `map_batches` function (batch_format='pyarrow'): refs in, staging rows out."""
+def decode_batch(
+    batch: pa.Table, *, size: int, progress: ProgressSink | None = None, total: int = 0
+) -> pa.Table:
+    """Ray Data `map_batches` function (batch_format='pyarrow'): refs in, staging rows out
+    (and, given a `progress` sink, the batch's rows counted on the driver's console)."""
     rows: list[dict[str, Any]] = batch.to_pylist()
+    if progress is not None:
+        progress.advance("ingest", len(rows), total)
     pixels = np.zeros((len(rows), size, size), dtype=np.uint8)
     cache: dict[str, imaging.Decoded | imaging.ImagingError] = {}
     for i, row in enumerate(rows):

@@ -1,4 +1,4 @@
-"""What goes into the dataset: one plain dict per image reference, split and pseudonymized.
+"""What goes into the dataset: one `ImageRow` per image reference, split and pseudonymized.
 
 Built on the driver from a source listing. Pseudonyms replace identifiers before any row
 reaches Ray, so nothing downstream (shards, logs, MLflow) ever holds the originals; the map
@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
+from mura_core.errors import ConfigError
 from mura_core.privacy import Pseudonymizer
-from mura_core.records import ImageRef, Listing, Problem
+from mura_core.records import ImageRef, ImageRow, Listing, QuarantineRow
 from mura_core.splits import SplitConfig, assign_splits
 
 PSEUDONYMIZE_CHOICES = ("auto", "always", "never")
@@ -22,15 +22,15 @@ PSEUDONYMIZE_CHOICES = ("auto", "always", "never")
 class PreparedRows:
     """Rows for Ray, problems already known from listing, and the re-identification map."""
 
-    rows: list[dict[str, Any]]
-    problems: list[dict[str, Any]]
+    rows: list[ImageRow]
+    problems: list[QuarantineRow]
     reidentify: list[tuple[str, str, str]]  # (kind, pseudonym, original)
     pseudonymized: bool
 
 
 def _should_pseudonymize(kind: str, mode: str) -> bool:
     if mode not in PSEUDONYMIZE_CHOICES:
-        raise ValueError(f"pseudonymize must be one of {', '.join(PSEUDONYMIZE_CHOICES)}")
+        raise ConfigError(f"pseudonymize must be one of {', '.join(PSEUDONYMIZE_CHOICES)}")
     return mode == "always" or (mode == "auto" and kind == "dicom")
 
 
@@ -62,36 +62,12 @@ def prepare_rows(
     mapper = _Mapper((pseudonymizer or Pseudonymizer.from_site()) if enabled else None)
     refs: Sequence[ImageRef] = listing.refs
     final = assign_splits(refs, splits)
-    rows = []
-    for ref, split in zip(refs, final, strict=True):
-        rows.append(
-            {
-                "path": ref.path,
-                "image_id": mapper(ref.image_id, "image"),
-                "study_key": mapper(ref.study_key, "study"),
-                "patient_key": mapper(ref.patient_key, "patient"),
-                "body_part": str(ref.body_part),
-                "view": ref.view,
-                "label": ref.label,
-                "split": split,
-                "source_split": None if ref.split is None else str(ref.split),
-                "relpath": mapper(ref.relpath, "path"),
-                "frame": ref.frame,
-            }
-        )
-    problems = [_problem_row(p, mapper) for p in listing.problems]
+    rows = [
+        ImageRow.from_ref(ref, split).pseudonymized(mapper)
+        for ref, split in zip(refs, final, strict=True)
+    ]
+    problems = [QuarantineRow.from_problem(p).pseudonymized(mapper) for p in listing.problems]
     reidentify = [
         (kind, pseudonym, original) for (kind, original), pseudonym in sorted(mapper.seen.items())
     ]
     return PreparedRows(rows, problems, reidentify, enabled)
-
-
-def _problem_row(problem: Problem, mapper: _Mapper) -> dict[str, Any]:
-    return {
-        "path": mapper(problem.path, "path"),
-        "image_id": None,
-        "study_key": None,
-        "stage": problem.stage,
-        "error_type": problem.error_type,
-        "reason": problem.reason,
-    }

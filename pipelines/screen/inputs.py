@@ -12,7 +12,6 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow.dataset as pads
@@ -20,8 +19,9 @@ import pyarrow.parquet as pq
 import ray.data
 
 from mura_core import imaging
-from mura_core.privacy import Pseudonymizer, read_reidentify
-from mura_core.shards import ShardsLayout, pixels_array, read_manifest
+from mura_core.privacy import Pseudonymizer, pseudonym_columns, read_reidentify
+from mura_core.records import ImageRow, QuarantineRow
+from mura_core.shards import IMAGE_COLUMNS, ShardsLayout, pixels_array, read_quarantine_rows
 from mura_core.sources import SourceError, list_source
 from mura_core.sources.common import require_dir
 from mura_core.splits import SplitConfig
@@ -53,9 +53,9 @@ class ScreenInput:
     root: Path
     digest: str
     images: int
-    problems: list[dict[str, Any]]  # known before decoding (listing / ingest quarantine)
+    problems: list[QuarantineRow]  # known before decoding (listing / ingest quarantine)
     reidentify: list[tuple[str, str, str]]  # (kind, pseudonym, original)
-    rows: list[dict[str, Any]] | None = None  # raw: one prepared row per image
+    rows: list[ImageRow] | None = None  # raw: one prepared row per image
     shard_size: int | None = None
     pseudonymizer: Pseudonymizer | None = None  # shards whose keys are not pseudonyms yet
     study_digests: dict[str, str] | None = None  # raw: study key → digest of its image set
@@ -64,7 +64,7 @@ class ScreenInput:
         """The same raw input narrowed to some studies (nightly: the new ones)."""
         if self.rows is None:
             raise ValueError("only a raw archive can be narrowed to studies")
-        rows = [r for r in self.rows if r["study_key"] in keys]
+        rows = [r for r in self.rows if r.study_key in keys]
         return replace(self, rows=rows, images=len(rows))
 
 
@@ -72,16 +72,21 @@ def is_shards(path: Path) -> bool:
     return ShardsLayout(path).marker.is_file() or ShardsLayout(path).manifest.is_file()
 
 
-def file_sizes(rows: Iterable[dict[str, Any]]) -> dict[str, int]:
+def file_sizes(rows: Iterable[ImageRow]) -> dict[str, int]:
     """Size in bytes of every file named by the rows (a changed file changes its study)."""
     sizes: dict[str, int] = {}
     for row in rows:
-        if row["path"] not in sizes:
+        if row.path not in sizes:
             try:
-                sizes[row["path"]] = os.stat(row["path"]).st_size
+                sizes[row.path] = os.stat(row.path).st_size
             except OSError:
-                sizes[row["path"]] = -1
+                sizes[row.path] = -1
     return sizes
+
+
+def _image_line(row: ImageRow, sizes: dict[str, int]) -> str:
+    """What identifies an image's content in a digest: relative path, frame, file size."""
+    return f"{row.relpath}\t{row.frame}\t{sizes[row.path]}"
 
 
 def _digest(lines: Iterable[str]) -> str:
@@ -91,13 +96,11 @@ def _digest(lines: Iterable[str]) -> str:
     return h.hexdigest()[:16]
 
 
-def digest_studies(rows: list[dict[str, Any]], sizes: dict[str, int]) -> dict[str, str]:
+def digest_studies(rows: list[ImageRow], sizes: dict[str, int]) -> dict[str, str]:
     """Per study, a digest of its image set (relative path, frame, file size)."""
     lines: dict[str, list[str]] = {}
     for r in rows:
-        lines.setdefault(r["study_key"], []).append(
-            f"{r['relpath']}\t{r['frame']}\t{sizes[r['path']]}"
-        )
+        lines.setdefault(r.study_key, []).append(_image_line(r, sizes))
     return {key: _digest(v) for key, v in lines.items()}
 
 
@@ -119,7 +122,7 @@ def open_raw(
     prepared = prepare_rows(listing, SplitConfig(), pseudonymize=pseudonymize)
     rows = prepared.rows
     sizes = file_sizes(rows)
-    digest = _digest(f"{r['relpath']}\t{r['frame']}\t{sizes[r['path']]}" for r in prepared.rows)
+    digest = _digest(_image_line(r, sizes) for r in rows)
     return ScreenInput(
         kind=listing.kind,
         root=Path(listing.root),
@@ -134,12 +137,7 @@ def open_raw(
 
 def _shard_reidentify(layout: ShardsLayout, pseudo: Pseudonymizer) -> list[tuple[str, str, str]]:
     entries: set[tuple[str, str, str]] = set()
-    columns = {
-        "image_id": "image",
-        "study_key": "study",
-        "patient_key": "patient",
-        "relpath": "path",
-    }
+    columns = pseudonym_columns(name for name, _, _ in IMAGE_COLUMNS)
     for path in layout.image_files():
         table = pq.read_table(path, columns=list(columns))
         for name, kind in columns.items():
@@ -155,23 +153,16 @@ def open_shards(root: Path, *, pseudonymize: bool = True) -> ScreenInput:
     if images == 0:
         raise SourceError(f"{root}: the shards hold no images")
     layout = ShardsLayout(root)
-    manifest = read_manifest(root)
     pseudo = None
     reidentify: list[tuple[str, str, str]] = []
-    if pseudonymize and not manifest.get("pseudonymized"):
+    if pseudonymize and not stats.manifest.pseudonymized:
         pseudo = Pseudonymizer.from_site()
         reidentify = _shard_reidentify(layout, pseudo)
     elif layout.reidentify.is_file():
         reidentify = read_reidentify(layout.reidentify)
-    problems = []
-    if layout.quarantine.is_file():
-        for row in pq.read_table(layout.quarantine).to_pylist():
-            problems.append({**row, "stage": f"ingest/{row['stage']}"})
+    problems = [row.after("ingest") for row in read_quarantine_rows(root)]
     if pseudo is not None:
-        for row in problems:
-            for name, kind in (("path", "path"), ("image_id", "image"), ("study_key", "study")):
-                if row.get(name):
-                    row[name] = pseudo(row[name], kind)
+        problems = [row.pseudonymized(pseudo) for row in problems]
     return ScreenInput(
         kind="shards",
         root=root,
@@ -207,7 +198,7 @@ def input_dataset(inp: ScreenInput, size: int, *, decode_batch_size: int = 16) -
         return ds.select_columns(SHARD_COLUMNS)
     n, cpus = len(inp.rows), cluster_cpus()
     blocks = max(1, min(max(-(-n // ROWS_PER_BLOCK), 2 * cpus), -(-n // decode_batch_size)))
-    ds = ray.data.from_items(inp.rows, override_num_blocks=blocks)
+    ds = ray.data.from_items([row.to_dict() for row in inp.rows], override_num_blocks=blocks)
     return ds.map_batches(
         decode_batch,
         batch_size=decode_batch_size,
@@ -222,13 +213,13 @@ def load_pixels(inp: ScreenInput, image_ids: list[str], size: int) -> dict[str, 
     if not image_ids:
         return {}
     if inp.rows is not None:
-        by_id = {r["image_id"]: r for r in inp.rows}
+        by_id = {r.image_id: r for r in inp.rows}
         out = {}
         for image_id in image_ids:
             row = by_id[image_id]
             try:
-                decoded = imaging.decode(row["path"])
-                out[image_id] = imaging.select_frame(decoded, int(row["frame"] or 0), size)
+                decoded = imaging.decode(row.path)
+                out[image_id] = imaging.select_frame(decoded, row.frame, size)
             except imaging.ImagingError:
                 continue
         return out

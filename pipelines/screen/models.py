@@ -9,8 +9,6 @@ probability per image.
 
 from __future__ import annotations
 
-import json
-import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -18,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from mura_core.checkpoints import MEMBERS, MODEL_JSON, ModelInfo, load_bundle
+from mura_core.checkpoints import ModelInfo, load_bundle, save_ensemble_folders
 
 from ..model_store import ModelSpecError, ResolvedModel, resolve_model
 
@@ -101,14 +99,12 @@ def resolve_screening_model(specs: Sequence[str]) -> ScreeningModel:
         _check_forward(m.folder, m.info, m.uri)
     if len(members) == 1:
         return ScreeningModel(members[0].folder, first, members)
-    folder = Path(tempfile.mkdtemp(prefix="mura-ensemble-"))
-    for i, m in enumerate(members):
-        shutil.copytree(m.folder, folder / MEMBERS / str(i))
     threshold = sum(m.info.threshold for m in members) / len(members)
     info = replace(
         first,
         threshold=threshold,
         extra={**(first.extra or {}), "ensemble_of": [m.uri for m in members]},
     )
-    (folder / MODEL_JSON).write_text(json.dumps(info.to_json(), indent=2, sort_keys=True))
+    folder = Path(tempfile.mkdtemp(prefix="mura-ensemble-"))
+    save_ensemble_folders(folder, [m.folder for m in members], info)
     return ScreeningModel(folder, info, members)

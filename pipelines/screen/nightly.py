@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 
 from mura_core.shards import make_writable_dir
 
+from ..console import console
 from .inputs import open_raw
 from .run import SUMMARY, ScreenConfig, ScreenError, ScreenResult, execute, preflight
 
@@ -126,6 +127,7 @@ def run_nightly(cfg: ScreenConfig, state: Path) -> NightlyResult:
     """Screen the new or changed studies of `cfg.source`; `cfg.out` is ignored (a new report
     folder under `state/reports` is used)."""
     state = _check_state(state)
+    console.keep_log(state, "nightly")
     with _locked(state):
         recovered = _recover(state)
         now = dt.datetime.now(dt.UTC)

@@ -2,7 +2,8 @@
 
 Done on the driver after scoring, for a bounded number of studies (`pictures` in the
 config), so its cost does not grow with the archive: the pixels are re-read from the shards
-or re-decoded from the raw files, and the model runs once more with gradients for Grad-CAM.
+or re-decoded from the raw files, and the model runs once more for Grad-CAM
+(`mura_core.cam`, a few images at a time; an ensemble's map is its members' mean).
 """
 
 from __future__ import annotations
@@ -14,25 +15,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
-from torch import nn
 
 from mura_core.cam import class_activation_maps, overlay_png
-from mura_core.checkpoints import Ensemble, load_bundle
+from mura_core.checkpoints import load_bundle
 from mura_core.screen_report import ReportImage, thumbnail_png
 
 from .inputs import ScreenInput, load_pixels
 
 PER_STUDY = 4
 DISPLAY_SIZE = 192
-CAM_BATCH = 4  # gradients of a DenseNet batch: ~4x the memory of its forward pass
-
-
-def _cams(model: nn.Module, inputs: torch.Tensor) -> np.ndarray:
-    """Grad-CAM maps; an ensemble's are the mean of its members' maps."""
-    if isinstance(model, Ensemble):
-        return np.mean([_cams(m, inputs) for m in model.members], axis=0)
-    maps, _ = class_activation_maps(model, inputs)
-    return maps
 
 
 def study_pictures(
@@ -56,11 +47,9 @@ def study_pictures(
     preset = info.eval_preset()
     ids = [i for i in wanted if i in pixels]
     maps: dict[str, np.ndarray] = {}
-    for start in range(0, len(ids), CAM_BATCH):
-        chunk = ids[start : start + CAM_BATCH]
-        x = preset(torch.from_numpy(np.stack([pixels[i] for i in chunk])))
-        for image_id, cam in zip(chunk, _cams(model, x), strict=True):
-            maps[image_id] = cam
+    if ids:
+        x = preset(torch.from_numpy(np.stack([pixels[i] for i in ids])))
+        maps = dict(zip(ids, class_activation_maps(model, x)[0], strict=True))
     out: dict[str, tuple[ReportImage, ...]] = {}
     for key in study_keys:
         out[key] = tuple(

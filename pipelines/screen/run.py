@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +28,21 @@ from mlflow.tracking import MlflowClient
 from ray.data.aggregate import Count, Max, Mean
 from ray.data.context import ShuffleStrategy
 
+from mura_core.errors import ConfigError, MuraError
 from mura_core.privacy import write_reidentify
-from mura_core.screen_report import ReportStudy, write_html
-from mura_core.shards import QUARANTINE_SCHEMA, make_writable_dir, write_json_atomic
+from mura_core.records import (
+    SUMMARY_QUARANTINE_ROWS,
+    ModelSummary,
+    PartCounts,
+    QuarantineRow,
+    ScreenCounts,
+    ScreenSummary,
+    SourceSummary,
+)
+from mura_core.screen_report import SUMMARY_FILE, ReportStudy, write_html, write_summary
+from mura_core.shards import make_writable_dir, quarantine_table
 
+from ..console import console
 from ..predict import bundle_bytes, predict
 from ..runtime import cluster_cpus, data_context, ensure_ray
 from ..scoring import IMAGE_SCHEMA, ScreenPredictor
@@ -47,7 +58,7 @@ from .models import ScreeningModel, resolve_screening_model
 from .pictures import study_pictures
 
 MARKER = ".mura-report"
-SUMMARY = "summary.json"
+SUMMARY = SUMMARY_FILE
 REPORT_FILES = (
     "studies.parquet",
     "studies.csv",
@@ -72,7 +83,7 @@ STUDY_COLUMNS = [
 ]
 
 
-class ScreenError(Exception):
+class ScreenError(MuraError):
     """A whole-run problem found before any work (or a broken invariant after it)."""
 
 
@@ -99,11 +110,11 @@ class ScreenConfig:
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
-            raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
+            raise ConfigError(f"batch size must be >= 1, got {self.batch_size}")
         if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
+            raise ConfigError(f"threshold must be in [0, 1], got {self.threshold}")
         if self.gpus is not None and self.gpus < 0:
-            raise ValueError(f"--gpus must be >= 0, got {self.gpus}")
+            raise ConfigError(f"--gpus must be >= 0, got {self.gpus}")
 
 
 @dataclass(frozen=True)
@@ -118,12 +129,12 @@ class Prepared:
 @dataclass(frozen=True)
 class ScreenResult:
     out: Path
-    summary: dict[str, Any]
+    summary: ScreenSummary
     run_id: str | None
 
     @property
-    def counts(self) -> dict[str, int]:
-        return self.summary["counts"]
+    def counts(self) -> ScreenCounts:
+        return self.summary.counts
 
 
 def check_out(out: Path) -> Path:
@@ -175,7 +186,7 @@ def _gpus(cfg: ScreenConfig) -> int:
 
 def _stream_scores(
     cfg: ScreenConfig, model: ScreeningModel, inp: ScreenInput, out: Path, gpus: int
-) -> tuple[int, list[dict[str, Any]]]:
+) -> tuple[int, list[QuarantineRow]]:
     """Run the Ray Data pipeline, writing scored rows to images.parquet as they arrive."""
     from .inputs import input_dataset
 
@@ -190,9 +201,10 @@ def _stream_scores(
         predictor=ScreenPredictor,
         predictor_kwargs={"pseudonymizer": inp.pseudonymizer},
     )
-    problems: list[dict[str, Any]] = []
+    problems: list[QuarantineRow] = []
     n = 0
     tmp = out / ".images.parquet.tmp"
+    bar = console.progress("scoring", inp.images, "images")
     with pq.ParquetWriter(tmp, SCORED_SCHEMA, compression="zstd") as writer:
         for batch in scored.iter_batches(batch_format="pyarrow", batch_size=None):
             ok = pc.is_valid(batch["prob"])
@@ -201,16 +213,9 @@ def _stream_scores(
                 writer.write_table(good.cast(SCORED_SCHEMA))
                 n += good.num_rows
             for row in batch.filter(pc.invert(ok)).to_pylist():
-                problems.append(
-                    {
-                        "path": row["relpath"],
-                        "image_id": row["image_id"],
-                        "study_key": row["study_key"],
-                        "stage": "decode",
-                        "error_type": row["error_type"],
-                        "reason": row["reason"],
-                    }
-                )
+                problems.append(QuarantineRow.decode_failure(row, row["error_type"], row["reason"]))
+            bar.advance(batch.num_rows)
+    bar.close()
     tmp.replace(out / "images.parquet")
     return n, problems
 
@@ -271,18 +276,16 @@ def _study_table(
     ).select(STUDY_COLUMNS)
 
 
-def _by_body_part(studies: pa.Table) -> dict[str, dict[str, int]]:
-    out: dict[str, dict[str, int]] = {}
+def _by_body_part(studies: pa.Table) -> dict[str, PartCounts]:
+    out: dict[str, PartCounts] = {}
     for part, images, flagged in zip(
         studies["body_part"].to_pylist(),
         studies["images"].to_pylist(),
         studies["flagged"].to_pylist(),
         strict=True,
     ):
-        entry = out.setdefault(part, {"studies": 0, "images": 0, "flagged": 0})
-        entry["studies"] += 1
-        entry["images"] += images
-        entry["flagged"] += int(flagged)
+        c = out.get(part, PartCounts())
+        out[part] = PartCounts(c.studies + 1, c.images + images, c.flagged + int(flagged))
     return dict(sorted(out.items()))
 
 
@@ -303,7 +306,7 @@ def _report_studies(studies: pa.Table, pictures: dict[str, tuple[Any, ...]]) -> 
     ]
 
 
-def _log_mlflow(cfg: ScreenConfig, prepared: Prepared, summary: dict[str, Any], out: Path) -> str:
+def _log_mlflow(cfg: ScreenConfig, prepared: Prepared, summary: ScreenSummary, out: Path) -> str:
     """One run in the screening experiment: params, metrics, the report (never reidentify)."""
     model = prepared.model
     client = MlflowClient(prepared.tracking_uri)
@@ -321,36 +324,45 @@ def _log_mlflow(cfg: ScreenConfig, prepared: Prepared, summary: dict[str, Any], 
     with mlflow.start_run(experiment_id=experiment, tags=tags) as run:
         mlflow.log_params(
             {
-                "source.kind": summary["source"]["kind"],
-                "source.digest": summary["source"]["digest"],
+                "source.kind": summary.source.kind,
+                "source.digest": summary.source.digest,
                 "model.uri": model.uri,
                 "model.name": model.name,
                 "model.version": model.version or "unregistered",
                 "model.arch": model.info.model,
                 "model.size": model.info.size,
-                "threshold": summary["threshold"],
+                "threshold": summary.threshold,
                 "batch_size": cfg.batch_size,
-                "gpus": summary["gpus"],
+                "gpus": summary.gpus,
             }
         )
-        counts = summary["counts"]
+        counts = summary.counts
         mlflow.log_metrics(
             {
-                "studies": counts["studies"],
-                "images": counts["images"],
-                "flagged": counts["flagged"],
-                "quarantined": counts["quarantined"],
-                "images_per_s": summary["images_per_s"],
-                "seconds": summary["seconds"],
+                "studies": counts.studies,
+                "images": counts.images,
+                "flagged": counts.flagged,
+                "quarantined": counts.quarantined,
+                "images_per_s": summary.images_per_s or 0.0,
+                "seconds": summary.seconds or 0.0,
             }
         )
         for name in REPORT_FILES:
             mlflow.log_artifact(str(out / name), artifact_path="report")
-        mlflow.log_text(
-            json.dumps({**summary, "mlflow_run_id": run.info.run_id}, indent=2),
-            "report/" + SUMMARY,
-        )
+        logged = replace(summary, mlflow_run_id=run.info.run_id)
+        mlflow.log_text(json.dumps(logged.to_json(), indent=2), "report/" + SUMMARY)
         return run.info.run_id
+
+
+def _model_summary(model: ScreeningModel) -> ModelSummary:
+    return ModelSummary(
+        uri=model.uri,
+        name=model.name,
+        version=model.version,
+        model=model.info.model,
+        size=model.info.size,
+        members=len(model.members),
+    )
 
 
 def execute(cfg: ScreenConfig, prepared: Prepared, inp: ScreenInput) -> ScreenResult:
@@ -368,6 +380,7 @@ def execute(cfg: ScreenConfig, prepared: Prepared, inp: ScreenInput) -> ScreenRe
     check_fits(model, inp)
     (out / SUMMARY).unlink(missing_ok=True)
     (out / MARKER).write_text("mura screening report\n")
+    console.keep_log(out, cfg.job)
     threshold = model.info.threshold if cfg.threshold is None else cfg.threshold
     screened_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
@@ -387,58 +400,41 @@ def execute(cfg: ScreenConfig, prepared: Prepared, inp: ScreenInput) -> ScreenRe
     lap("aggregate")
     pq.write_table(studies, out / "studies.parquet")
     studies.to_pandas().to_csv(out / "studies.csv", index=False)
-    quarantine = pa.Table.from_pylist(inp.problems + decode_problems, schema=QUARANTINE_SCHEMA)
-    pq.write_table(quarantine, out / "quarantine.parquet")
+    quarantine = [*inp.problems, *decode_problems]
+    pq.write_table(quarantine_table(quarantine), out / "quarantine.parquet")
     write_reidentify(out / "reidentify.csv", inp.reidentify)
 
-    flagged_keys = [
-        k
-        for k, f in zip(
-            studies["study_key"].to_pylist(), studies["flagged"].to_pylist(), strict=True
-        )
-        if f
-    ]
-    shown = flagged_keys[: cfg.pictures]
+    keys, flags = studies["study_key"].to_pylist(), studies["flagged"].to_pylist()
+    flagged = [k for k, f in zip(keys, flags, strict=True) if f]
+    shown = flagged[: cfg.pictures]
     pictures = study_pictures(inp, model.folder, pq.read_table(out / "images.parquet"), shown)
     lap("pictures")
-    summary: dict[str, Any] = {
-        "title": "MURA screening report",
-        "job": cfg.job,
-        "experiment": cfg.experiment if prepared.tracking_uri else None,
-        "screened_at": screened_at,
-        "source": {"kind": inp.kind, "digest": inp.digest},
-        "model": {
-            "uri": model.uri,
-            "name": model.name,
-            "version": model.version,
-            "model": model.info.model,
-            "size": model.info.size,
-            "members": len(model.members),
-        },
-        "threshold": threshold,
-        "counts": {
-            "studies": studies.num_rows,
-            "images": scored,
-            "flagged": len(flagged_keys),
-            "quarantined": quarantine.num_rows,
-        },
-        "by_body_part": _by_body_part(studies),
-        "quarantine": quarantine.slice(0, 200).to_pylist(),
-        "gpus": gpus,
-        "images_per_s": round(scored / max(phases["score"], 1e-9), 2),
-    }
-    if len(flagged_keys) > len(shown):
-        summary["pictures_limit_note"] = (
-            f"pictures for the first {len(shown)} of {len(flagged_keys)} flagged studies"
-        )
-    summary["seconds"] = round(time.perf_counter() - start, 2)
+    summary = ScreenSummary(
+        screened_at=screened_at,
+        source=SourceSummary(kind=inp.kind, digest=inp.digest),
+        model=_model_summary(model),
+        threshold=threshold,
+        counts=ScreenCounts(studies.num_rows, scored, len(flagged), len(quarantine)),
+        job=cfg.job,
+        experiment=cfg.experiment if prepared.tracking_uri else None,
+        by_body_part=_by_body_part(studies),
+        quarantine=tuple(quarantine[:SUMMARY_QUARANTINE_ROWS]),
+        gpus=gpus,
+        images_per_s=round(scored / max(phases["score"], 1e-9), 2),
+        pictures_limit_note=(
+            f"pictures for the first {len(shown)} of {len(flagged)} flagged studies"
+            if len(flagged) > len(shown)
+            else None
+        ),
+        seconds=round(time.perf_counter() - start, 2),
+    )
     write_html(out / "report.html", summary, _report_studies(studies, pictures))
     lap("report")
-    summary["phases"] = phases
-    run_id = _log_mlflow(cfg, prepared, summary, out) if prepared.tracking_uri else None
+    logged = replace(summary, phases=dict(phases))
+    run_id = _log_mlflow(cfg, prepared, logged, out) if prepared.tracking_uri else None
     lap("mlflow")
-    summary["mlflow_run_id"] = run_id
-    write_json_atomic(out / SUMMARY, summary)
+    summary = replace(summary, phases=dict(phases), mlflow_run_id=run_id)
+    write_summary(out, summary)
     return ScreenResult(out, summary, run_id)
 
 
@@ -452,25 +448,21 @@ def run_screen(cfg: ScreenConfig) -> ScreenResult:
 
 def format_result(result: ScreenResult) -> str:
     """The one-screen summary printed at the end of `mura screen`."""
-    s = result.summary
-    c = s["counts"]
+    s, c, m = result.summary, result.summary.counts, result.summary.model
     lines = [
         f"report: {result.out / 'report.html'}",
-        f"model {s['model']['name']}"
-        + (f" v{s['model']['version']}" if s["model"]["version"] else "")
-        + f" ({s['model']['model']}, "
-        f"{s['model']['size']}px), threshold {s['threshold']:.3f}, "
-        f"{'GPU x' + str(s['gpus']) if s['gpus'] else 'CPU'}",
-        f"{c['studies']} studies, {c['images']} images scored, {c['quarantined']} quarantined, "
-        f"{s['seconds']:.1f}s ({s['images_per_s']:.1f} images/s scoring)",
-        f"flagged {c['flagged']} of {c['studies']} studies",
+        f"model {m.name}"
+        + (f" v{m.version}" if m.version else "")
+        + f" ({m.model}, {m.size}px), threshold {s.threshold:.3f}, "
+        f"{'GPU x' + str(s.gpus) if s.gpus else 'CPU'}",
+        f"{c.studies} studies, {c.images} images scored, {c.quarantined} quarantined, "
+        f"{s.seconds or 0:.1f}s ({s.images_per_s or 0:.1f} images/s scoring)",
+        f"flagged {c.flagged} of {c.studies} studies",
         f"{'body part':<12} {'studies':>8} {'images':>7} {'flagged':>8}",
     ]
-    for part, v in s["by_body_part"].items():
-        lines.append(f"{part:<12} {v['studies']:>8} {v['images']:>7} {v['flagged']:>8}")
+    for part, v in s.by_body_part.items():
+        lines.append(f"{part:<12} {v.studies:>8} {v.images:>7} {v.flagged:>8}")
     if result.run_id:
-        lines.append(
-            f"MLflow run {result.run_id} (experiment {s.get('experiment', 'mura-screen')})"
-        )
+        lines.append(f"MLflow run {result.run_id} (experiment {s.experiment or 'mura-screen'})")
     lines.append(f"re-identification map (not logged): {result.out / 'reidentify.csv'}")
     return "\n".join(lines)

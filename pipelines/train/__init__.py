@@ -1,10 +1,18 @@
 """Training on Ray Train: recipes from the papers, study-level evaluation, MLflow."""
 
 from .evaluation import SplitResult, summary_text, table1_row
-from .run import TrainConfig, TrainError, TrainResult, preflight, run_training
+from .run import (
+    TrainCollapsed,
+    TrainConfig,
+    TrainError,
+    TrainResult,
+    preflight,
+    run_training,
+)
 
 __all__ = [
     "SplitResult",
+    "TrainCollapsed",
     "TrainConfig",
     "TrainError",
     "TrainResult",

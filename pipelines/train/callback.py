@@ -3,7 +3,10 @@
 A `ray.train.UserCallback` runs in the controller process (not the driver, not a worker)
 after every `ray.train.report`. It logs rank 0's metrics with `step=epoch` to the run the
 driver opened, and never logs a step twice: after a worker failure the run resumes from the
-last checkpoint, and an epoch reported before the failure is skipped, not repeated.
+last checkpoint, and an epoch reported before the failure is skipped, not repeated. The
+controller's own output goes to the log, so the epoch's line reaches the user's console
+through the driver's progress feed: the first, the last, every k-th (about ten lines a run)
+and any collapsed epoch; MLflow and the log hold every epoch.
 """
 
 from __future__ import annotations
@@ -16,17 +19,40 @@ import ray.train
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
+from ..progress import ProgressSink
+
+SHOWN = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_study_auroc")
+PIPED_LINES = 10
+
+
+def epoch_line(row: dict[str, Any], epochs: int, elapsed: float) -> str:
+    """`epoch 3/32  train_loss 0.6849 … lr 1.00e-03  (29s)`, flagged when collapsed."""
+    shown = "  ".join(f"{k} {row[k]:.4f}" for k in SHOWN if k in row)
+    collapsed = "  COLLAPSED (no spread in val outputs)" if row.get("val_collapsed") else ""
+    return (
+        f"[train] epoch {int(row.get('epoch', 0))}/{epochs}  {shown}  "
+        f"lr {row.get('lr', 0):.2e}  ({elapsed:.0f}s){collapsed}"
+    )
+
 
 class EpochLogger(ray.train.UserCallback):
-    """Logs rank 0's epoch metrics to MLflow run `run_id` and prints one line per epoch."""
+    """Logs rank 0's epoch metrics to MLflow run `run_id`; one console line per epoch."""
 
     def __init__(
-        self, tracking_uri: str, run_id: str, epochs: int, logged_steps: tuple[int, ...] = ()
+        self,
+        tracking_uri: str,
+        run_id: str,
+        logged_steps: tuple[int, ...],
+        epochs: int,
+        sink: ProgressSink | None = None,
+        every: int | None = None,
     ) -> None:
         self.tracking_uri = tracking_uri
         self.run_id = run_id
         self.epochs = epochs
         self.logged = set(logged_steps)
+        self.sink = sink
+        self.every = every or max(1, math.ceil(epochs / PIPED_LINES))
         self.started = time.time()
 
     def after_report(
@@ -46,21 +72,19 @@ class EpochLogger(ray.train.UserCallback):
         ]
         MlflowClient(self.tracking_uri).log_batch(self.run_id, metrics=values)
         self.logged.add(epoch)
-        shown = "  ".join(
-            f"{k} {row[k]:.4f}"
-            for k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_study_auroc")
-            if k in row
-        )
-        print(
-            f"[train] epoch {epoch}/{self.epochs}  {shown}  lr {row.get('lr', 0):.2e}  "
-            f"({time.time() - self.started:.0f}s)",
-            flush=True,
-        )
+        line = epoch_line(row, self.epochs, time.time() - self.started)
+        print(line, flush=True)  # the log
+        if self.sink is not None and (
+            epoch % self.every == 0 or epoch in (1, self.epochs) or row.get("val_collapsed")
+        ):
+            self.sink.line(line)
 
     def after_exception(self, run_context: Any, worker_exceptions: dict[int, Exception]) -> None:
         for rank, exc in worker_exceptions.items():
-            print(
+            line = (
                 f"[train] worker {rank} failed: {type(exc).__name__}: {exc} — resuming from "
-                "the last checkpoint if failures remain",
-                flush=True,
+                "the last checkpoint if failures remain"
             )
+            print(line, flush=True)
+            if self.sink is not None:
+                self.sink.line(line)

@@ -19,10 +19,10 @@ import pyarrow.dataset as pads
 import torch
 
 from mura_core.cam import class_activation_maps, overlay_png
-from mura_core.checkpoints import load_bundle
+from mura_core.checkpoints import load_bundle, read_info
 from mura_core.metrics import (
     Evaluation,
-    evaluate,
+    evaluate_predictions,
     flatten,
     markdown_table,
     table_rows,
@@ -30,7 +30,7 @@ from mura_core.metrics import (
 )
 from mura_core.reports import confusion_plot, learning_curves, roc_plot
 from mura_core.shards import ShardsLayout, pixels_array
-from mura_core.studies import aggregate
+from mura_core.studies import Predictions
 
 from ..model_store import log_bundle
 from ..tracking import use_tracking
@@ -45,29 +45,14 @@ class SplitResult:
     images: int
 
 
-def labels_of(values: np.ndarray) -> list[int | None]:
-    """Predicted rows' labels as ints, None where unknown (null or NaN after pandas)."""
-    out: list[int | None] = []
-    for v in values:
-        out.append(None if v is None or (isinstance(v, float) and np.isnan(v)) else int(v))
-    return out
-
-
 def evaluate_splits(
-    predictions: dict[str, dict[str, np.ndarray]], threshold: float, *, seed: int = 0
+    predictions: dict[str, Predictions], threshold: float, *, seed: int = 0
 ) -> dict[str, SplitResult]:
     """Image- and study-level metrics for every split at one threshold."""
     out = {}
     for split, pred in predictions.items():
-        evaluation = evaluate(
-            list(pred["study_key"]),
-            list(pred["prob"]),
-            labels_of(pred["label"]),
-            list(pred["body_part"]),
-            threshold,
-            seed=seed,
-        )
-        out[split] = SplitResult(split, evaluation, len(pred["prob"]))
+        evaluation = evaluate_predictions(pred, threshold, seed=seed)
+        out[split] = SplitResult(split, evaluation, len(pred))
     return out
 
 
@@ -113,24 +98,20 @@ def _write_table(rows: list[dict[str, str]], folder: Path, stem: str) -> None:
 
 
 def _cam_examples(
-    bundle_dir: Path, shards: Path, pred: dict[str, np.ndarray], folder: Path, count: int
+    bundle_dir: Path, shards: Path, pred: Predictions, folder: Path, count: int
 ) -> list[Path]:
-    """CAM overlays for the first image of a few test studies: the most and least abnormal."""
-    if count <= 0 or len(pred["prob"]) == 0:
+    """CAM overlays for the first image of a few test studies: the most and least abnormal
+    (an ensemble bundle's maps are its members' mean, see `mura_core.cam`)."""
+    if count <= 0 or len(pred) == 0:
         return []
-    studies = aggregate(
-        list(pred["study_key"]),
-        list(pred["prob"]),
-        labels_of(pred["label"]),
-        list(pred["body_part"]),
-    )
+    studies = pred.studies()
     order = np.argsort(-studies.prob)
     chosen = list(order[: (count + 1) // 2]) + list(order[::-1][: count // 2])
     wanted = {}
     for idx in chosen:
         key = studies.keys[idx]
-        first = next(i for i, k in enumerate(pred["study_key"]) if k == key)
-        wanted[pred["image_id"][first]] = (studies.body_part[idx], studies.label[idx])
+        first = next(i for i, k in enumerate(pred.study_key) if k == key)
+        wanted[pred.image_id[first]] = (studies.body_part[idx], studies.label[idx])
     table = pads.dataset(str(ShardsLayout(shards).images), format="parquet").to_table(
         columns=["image_id", "pixels"], filter=pads.field("image_id").isin(list(wanted))
     )
@@ -163,20 +144,16 @@ def _cam_examples(
 
 def log_evaluation(
     *,
-    uri: str,
     client: Any,
     run_id: str,
     bundle_dir: Path,
     splits: dict[str, SplitResult],
     history: list[dict[str, float]],
-    predictions: dict[str, dict[str, np.ndarray]],
+    predictions: dict[str, Predictions],
     shards: Path,
-    body_part: str | None,
-    registered_name: str,
     cam_examples: int,
-    seed: int,
-) -> tuple[str, str | None]:
-    """Metrics, plots, tables, CAMs and the registered model, into run `run_id`."""
+) -> None:
+    """Metrics, plots, tables and CAMs into run `run_id` (the model: `log_model`)."""
     metrics: dict[str, float] = {}
     metrics.update(flatten(splits["test"].evaluation, "test"))
     for split in ("train", "val"):
@@ -185,19 +162,13 @@ def log_evaluation(
     client.log_batch(
         run_id, metrics=[mlflow.entities.Metric(k, v, 0, 0) for k, v in metrics.items()]
     )
-    model_name = json.loads((bundle_dir / "model.json").read_text())["model"]
+    model_name = read_info(bundle_dir).model
     with tempfile.TemporaryDirectory(prefix="mura-artifacts-") as tmp:
         folder = Path(tmp)
         learning_curves(history, folder / "learning_curves.png")
         curves = {}
         for split in ("val", "test"):
-            pred = predictions[split]
-            st = aggregate(
-                list(pred["study_key"]),
-                list(pred["prob"]),
-                labels_of(pred["label"]),
-                list(pred["body_part"]),
-            )
+            st = predictions[split].studies()
             known = st.label >= 0
             curves[f"{split} study"] = (st.label[known], st.prob[known])
         roc_plot(curves, folder / "roc.png")
@@ -212,11 +183,22 @@ def log_evaluation(
         cams.mkdir()
         _cam_examples(bundle_dir, shards, predictions["test"], cams, cam_examples)
         client.log_artifacts(run_id, str(folder))
+
+
+def log_model(
+    *,
+    uri: str,
+    run_id: str,
+    bundle_dir: Path,
+    registered_name: str,
+    body_part: str | None,
+    seed: int,
+) -> tuple[str, str | None]:
+    """The model into run `run_id`, registered as `registered_name`: (model URI, version)."""
     use_tracking(uri)
     with mlflow.start_run(run_id=run_id):
-        model_uri, version = log_bundle(
+        return log_bundle(
             bundle_dir,
             registered_name=registered_name,
             tags={"run_id": run_id, "body_part": body_part or "all", "seed": str(seed)},
         )
-    return model_uri, version

@@ -1,16 +1,21 @@
 """The per-worker training loop (Ray Train V2): reads top to bottom like a torchvision recipe.
 
-Model, optimizer, plateau scheduler → resume from `ray.train.get_checkpoint()` if there is one
-→ for each epoch: augmented training pass over this worker's shard, validation on rank 0
-(the full val split, so study-level AUROC sees whole studies), `ray.train.report` with the
-metrics and a checkpoint. A lost worker costs at most the epoch in progress.
+`train_loop_per_worker`: model (initial weights from the run's seed, or the tensors the driver
+resolved), optimizer, plateau scheduler → resume from `ray.train.get_checkpoint()` if there is
+one → for each epoch: `train_one_epoch` over this worker's shard (augmented, global RNG seeded
+per (seed, rank, epoch) for dropout, so a seeded run repeats and a resumed epoch sees the same
+draws), `evaluate` on rank 0 (the full val split, so study-level AUROC sees whole studies;
+with the spread of the outputs, `val_collapsed` when they have none), `ray.train.report` with
+the metrics and a checkpoint → stop early when val loss has not improved for the recipe's
+`early_stop` epochs. A lost worker costs at most the epoch in progress.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,25 +27,47 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
-from mura_core.checkpoints import ModelInfo, save_bundle, unwrap
+from mura_core.checkpoints import (
+    ModelInfo,
+    TrainingState,
+    load_training_checkpoint,
+    save_training_checkpoint,
+    unwrap,
+)
+from mura_core.collapse import output_spread
 from mura_core.models import build_model
 from mura_core.recipes import Recipe
 from mura_core.studies import aggregate
 
-TRAIN_STATE = "train_state.pt"
-HISTORY = "history.json"
+from ..progress import ProgressSink
+from ..shardsets import TrainingBatch
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """Everything a worker needs, built by the driver (`pipelines.train.run`)."""
+
+    recipe: Recipe
+    seed: int = 0
+    weights: Any = None  # ObjectRef of the initial state_dict, resolved by the driver
+    loss_weights: dict[int, tuple[float, float]] | None = None
+    shuffle_rows: int = 0
+    torch_threads: int | None = None
+    train_images: int = 0  # this run's training images, all workers together (progress)
+    progress: ProgressSink | None = None
+    fail_once_at_epoch: int | None = None  # test hook: a worker raises once at this epoch
+    fail_marker: str | None = None
 
 
 class InjectedFailure(RuntimeError):
     """Raised once by the test hook, to exercise recovery from a lost worker."""
 
 
-def _maybe_fail(config: dict[str, Any], epoch: int) -> None:
+def _maybe_fail(cfg: LoopConfig, epoch: int) -> None:
     """Test hook: fail once at `fail_once_at_epoch`, remembered by a marker file."""
-    at, marker = config.get("fail_once_at_epoch"), config.get("fail_marker")
-    if at is None or epoch != at or marker is None:
+    if cfg.fail_once_at_epoch is None or epoch != cfg.fail_once_at_epoch or not cfg.fail_marker:
         return
-    path = Path(marker)
+    path = Path(cfg.fail_marker)
     if not path.exists():
         path.write_text(f"failed at epoch {epoch}\n")
         raise InjectedFailure(f"injected failure at epoch {epoch} (test hook)")
@@ -71,39 +98,43 @@ def _autocast(device: torch.device) -> torch.autocast:
     )
 
 
-def _evaluate(
+def evaluate(
     model: torch.nn.Module,
     shard: Any,
     recipe: Recipe,
     device: torch.device,
     weights: dict[int, tuple[float, float]] | None,
 ) -> dict[str, float]:
-    """Loss, image accuracy and study-level AUROC on a (whole) validation split."""
+    """Loss, image accuracy, study-level AUROC and the outputs' spread on the val split."""
     preset = recipe.train_preset().eval_preset()
     model.eval()
-    probs, labels, studies, parts, loss_sum, n = [], [], [], [], 0.0, 0
+    probs, labels, studies, parts, loss_sum = [], [], [], [], 0.0
     with torch.inference_mode():
-        for batch in shard.iter_torch_batches(batch_size=max(32, recipe.batch_size)):
-            keep = batch["label"] >= 0
-            if not keep.any():
+        for raw in shard.iter_torch_batches(batch_size=max(32, recipe.batch_size)):
+            batch = TrainingBatch.of(raw).labelled()
+            if batch is None:
                 continue
-            x = preset(batch["pixels"][keep].to(device))
+            x = preset(batch.pixels.to(device))
             if device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
-            y = batch["label"][keep].to(device)
-            part = batch["body_part"][keep]
+            y = batch.label.to(device)
             with _autocast(device):
                 logits = model(x).float()
-            loss_sum += float(_batch_loss(logits, y, part, weights)) * len(y)
-            n += len(y)
+            loss_sum += float(_batch_loss(logits, y, batch.body_part, weights)) * len(y)
             probs.append(torch.sigmoid(logits).cpu().numpy())
             labels.append(y.cpu().numpy())
-            studies.append(batch["study"][keep].numpy())
-            parts.append(part.numpy())
-    if n == 0:
+            studies.append(batch.study.numpy())
+            parts.append(batch.body_part.numpy())
+    if not probs:
         return {}
     p, y = np.concatenate(probs), np.concatenate(labels).astype(int)
-    out = {"val_loss": loss_sum / n, "val_accuracy": float(((p > 0.5) == y).mean())}
+    spread = output_spread(p, y)
+    out = {
+        "val_loss": loss_sum / len(p),
+        "val_accuracy": float(((p > 0.5) == y).mean()),
+        "val_logit_std": spread.logit_std,
+        "val_collapsed": float(spread.collapsed),
+    }
     st = aggregate(
         list(np.concatenate(studies).astype(str)),
         list(p),
@@ -113,25 +144,6 @@ def _evaluate(
     if len(set(st.label.tolist())) == 2:
         out["val_study_auroc"] = float(roc_auc_score(st.label, st.prob))
     return out
-
-
-def _save_checkpoint(
-    folder: Path,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    epoch: int,
-    history: list[dict[str, float]],
-    info: ModelInfo,
-) -> None:
-    save_bundle(folder, model, info)
-    state = {
-        "epoch": epoch,
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict() if scheduler is not None else {},
-    }
-    torch.save(state, folder / TRAIN_STATE)
-    (folder / HISTORY).write_text(json.dumps(history))
 
 
 def _all_reduce(values: list[float], device: torch.device) -> list[float]:
@@ -152,98 +164,146 @@ def _broadcast(value: float, device: torch.device) -> float:
     return float(tensor.item())
 
 
-def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Ray Train entry point; `config` holds plain JSON-able values only."""
-    recipe = Recipe.from_dict(config["recipe"])
-    context = ray.train.get_context()
-    rank = context.get_world_rank()
-    device = ray.train.torch.get_device()
-    if device.type == "cpu" and config.get("torch_threads"):
-        torch.set_num_threads(int(config["torch_threads"]))
-    loss_weights = {int(k): tuple(v) for k, v in (config.get("loss_weights") or {}).items()}
-    info = ModelInfo.from_recipe(recipe)
+def _scheduler(recipe: Recipe, optimizer: torch.optim.Optimizer) -> Any:
+    if not recipe.plateau_patience:
+        return None
+    # Keras semantics (reduce after N stale epochs) = PyTorch patience N - 1
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer,
+        mode="min",
+        factor=recipe.plateau_factor,
+        patience=max(0, recipe.plateau_patience - 1),
+    )
 
-    seed = int(config.get("seed", 0))
+
+def _epoch_seed(seed: int, rank: int, epoch: int) -> int:
+    return seed * 1_000_003 + rank * 10_007 + epoch
+
+
+def train_one_epoch(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    shard: Any,
+    cfg: LoopConfig,
+    epoch: int,
+    device: torch.device,
+) -> dict[str, float]:
+    """One augmented pass over this worker's shard; loss and accuracy over all workers."""
+    recipe, rank = cfg.recipe, ray.train.get_context().get_world_rank()
+    # a fresh generator per (seed, rank, epoch) for augmentation, and the process's global
+    # RNG (dropout) seeded the same way: a seeded run repeats, a resumed epoch too
+    generator = torch.Generator().manual_seed(_epoch_seed(cfg.seed, rank, epoch))
+    torch.manual_seed(_epoch_seed(cfg.seed, rank, epoch))
+    preset, ticker = recipe.train_preset(), _ticker(cfg, epoch, rank)
+    model.train()
+    loss_sum, correct, n = 0.0, 0, 0
+    for raw in shard.iter_torch_batches(
+        batch_size=recipe.batch_size,
+        local_shuffle_buffer_size=cfg.shuffle_rows or 4 * recipe.batch_size,
+        local_shuffle_seed=cfg.seed + epoch,
+    ):
+        batch = TrainingBatch.of(raw).labelled()
+        if batch is None:
+            continue
+        x = preset(batch.pixels, generator).to(device)
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = batch.label.to(device)
+        with _autocast(device):
+            logits = model(x).float()
+        loss = _batch_loss(logits, y, batch.body_part, cfg.loss_weights)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += float(loss.detach()) * len(y)
+        correct += int(((logits.detach() > 0) == (y > 0.5)).sum())
+        n += len(y)
+        ticker(n)
+    loss_sum, correct, n = _all_reduce([loss_sum, float(correct), float(n)], device)
+    return {"train_loss": loss_sum / max(n, 1), "train_accuracy": correct / max(n, 1)}
+
+
+def _ticker(cfg: LoopConfig, epoch: int, rank: int) -> Any:
+    """Rank 0 tells the driver's console how far the epoch is (others stay silent)."""
+    if cfg.progress is None or rank != 0:
+        return lambda done: None
+    world = ray.train.get_context().get_world_size()
+    total = max(1, cfg.train_images // world)
+    label = f"epoch {epoch}/{cfg.recipe.epochs}"
+    return lambda done: cfg.progress.tick(label, min(done, total), total, unit="images")
+
+
+def stale_epochs(history: list[dict[str, float]]) -> int:
+    """Epochs since the best validation loss (0 when the last epoch was the best)."""
+    losses = [h.get("val_loss", math.inf) for h in history]
+    if not losses:
+        return 0
+    return len(losses) - 1 - int(np.argmin(losses))
+
+
+def _resume(model: torch.nn.Module, optimizer: Any, scheduler: Any) -> tuple[int, list]:
+    """(first epoch to run, history so far) from Ray Train's checkpoint, if there is one."""
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return 1, []
+    with checkpoint.as_directory() as folder:
+        state = load_training_checkpoint(Path(folder), model)
+    optimizer.load_state_dict(state.optimizer)
+    if scheduler is not None and state.scheduler:
+        scheduler.load_state_dict(state.scheduler)
+    return state.epoch + 1, state.history
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train entry point: `config["loop"]` is the driver's LoopConfig."""
+    cfg: LoopConfig = config["loop"]
+    recipe = cfg.recipe
+    rank = ray.train.get_context().get_world_rank()
+    device = ray.train.torch.get_device()
+    if device.type == "cpu" and cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
     # initial weights from the run's seed, without touching the process's global RNG state
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = build_model(recipe.model, size=recipe.size, weights=config.get("weights"))
+        torch.manual_seed(cfg.seed)
+        model = build_model(  # initial tensors: resolved by the driver, in the object store
+            recipe.model,
+            size=recipe.size,
+            weights=None if cfg.weights is None else ray.get(cfg.weights),
+        )
     optimizer = torch.optim.Adam(
         model.parameters(), lr=recipe.lr, betas=recipe.betas, weight_decay=recipe.weight_decay
     )
-    scheduler = None
-    if recipe.plateau_patience:
-        # Keras semantics (reduce after N stale epochs) = PyTorch patience N - 1
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer,
-            mode="min",
-            factor=recipe.plateau_factor,
-            patience=max(0, recipe.plateau_patience - 1),
-        )
-    start_epoch, history = 1, []
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            folder = Path(folder)
-            model.load_state_dict(
-                torch.load(folder / "weights.pt", map_location="cpu", weights_only=True)
-            )
-            state = torch.load(folder / TRAIN_STATE, map_location="cpu", weights_only=True)
-            optimizer.load_state_dict(state["optimizer"])
-            if scheduler is not None and state["scheduler"]:
-                scheduler.load_state_dict(state["scheduler"])
-            start_epoch = int(state["epoch"]) + 1
-            history = json.loads((folder / HISTORY).read_text())
+    scheduler = _scheduler(recipe, optimizer)
+    start_epoch, history = _resume(model, optimizer, scheduler)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     model = ray.train.torch.prepare_model(model)
-
-    train_preset = recipe.train_preset()
+    info = ModelInfo.from_recipe(recipe)
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
     for epoch in range(start_epoch, recipe.epochs + 1):
-        _maybe_fail(config, epoch)
-        # a fresh generator per (seed, rank, epoch): a resumed epoch sees the same augmentations
-        generator = torch.Generator().manual_seed(seed * 1_000_003 + rank * 10_007 + epoch)
-        model.train()
-        loss_sum, correct, n = 0.0, 0, 0
-        for batch in train_shard.iter_torch_batches(
-            batch_size=recipe.batch_size,
-            local_shuffle_buffer_size=int(config.get("shuffle_rows") or 4 * recipe.batch_size),
-            local_shuffle_seed=seed + epoch,
-        ):
-            keep = batch["label"] >= 0
-            if not keep.any():
-                continue
-            x = train_preset(batch["pixels"][keep], generator).to(device)
-            if device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
-            y = batch["label"][keep].to(device)
-            with _autocast(device):
-                logits = model(x).float()
-            loss = _batch_loss(logits, y, batch["body_part"][keep], loss_weights)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += float(loss.detach()) * len(y)
-            correct += int(((logits.detach() > 0) == (y > 0.5)).sum())
-            n += len(y)
-        loss_sum, correct, n = _all_reduce([loss_sum, float(correct), float(n)], device)
-        metrics: dict[str, float] = {
-            "epoch": epoch,
-            "train_loss": loss_sum / max(n, 1),
-            "train_accuracy": correct / max(n, 1),
-            "lr": optimizer.param_groups[0]["lr"],
-        }
+        _maybe_fail(cfg, epoch)
+        started = time.perf_counter()
+        metrics: dict[str, float] = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
+        metrics.update(train_one_epoch(model, optimizer, train_shard, cfg, epoch, device))
         if rank == 0:
-            metrics.update(_evaluate(unwrap(model), val_shard, recipe, device, loss_weights))
+            metrics.update(evaluate(unwrap(model), val_shard, recipe, device, cfg.loss_weights))
         val_loss = _broadcast(metrics.get("val_loss", math.nan), device)
         if scheduler is not None and math.isfinite(val_loss):
             scheduler.step(val_loss)
-        history.append(metrics)
+        metrics["epoch_seconds"] = time.perf_counter() - started
+        history.append({**metrics, "val_loss": val_loss})
+        state = TrainingState(
+            epoch,
+            optimizer.state_dict(),
+            scheduler.state_dict() if scheduler is not None else {},
+            history,
+        )
         with tempfile.TemporaryDirectory() as tmp:
-            ckpt = None
+            checkpoint = None
             if rank == 0:
-                _save_checkpoint(Path(tmp), model, optimizer, scheduler, epoch, history, info)
-                ckpt = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(metrics, checkpoint=ckpt)
+                save_training_checkpoint(Path(tmp), model, info, state)
+                checkpoint = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report(metrics, checkpoint=checkpoint)
+        if recipe.early_stop and stale_epochs(history) >= recipe.early_stop:
+            break  # every rank sees the same broadcast val loss, so all stop together

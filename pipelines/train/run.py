@@ -1,16 +1,20 @@
 """`mura train`: a recipe on Ray Train, evaluated at study level, logged and registered in MLflow.
 
-The recipe, top to bottom: pre-flight checks (shards, splits, body part, classes, weights
-file, tracking store — all before any worker starts) → open the MLflow run and log params →
-TorchTrainer over the shards (per-epoch metrics logged by a controller callback, checkpoints
-kept by val loss) → rebuild the best checkpoint(s) → score train/val/test with Ray Data →
-threshold on val → metrics, plots, tables, CAMs → log and register the model.
+The recipe, top to bottom: pre-flight checks (shards, splits, body part, classes, tracking
+store, then the initial weights: ImageNet from the torch hub cache or downloaded, a file, or
+none — found, loaded once and checked; all before any worker starts, and the tensors go to
+the workers through Ray's object store) → open the MLflow run and log params →
+TorchTrainer over the shards (reproducible data order; per-epoch metrics logged by a
+controller callback and shown as a progress bar per epoch; checkpoints kept by val loss;
+early stopping when the recipe asks) → rebuild the best checkpoint(s) → score
+train/val/test with Ray Data → threshold on val → metrics, plots, tables, CAMs → unless the
+model has collapsed (outputs without spread: the run fails, tagged `mura.collapsed=true`,
+nothing registered), log and register the model.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import tempfile
 from dataclasses import dataclass
@@ -20,16 +24,22 @@ from typing import Any
 import ray
 import ray.train
 from mlflow.entities import RunStatus
+from ray.data import ExecutionOptions, RandomSeedConfig
 from ray.train.torch import TorchTrainer
 
 from mura_core import __version__
-from mura_core.checkpoints import ModelInfo, load_bundle, save_models, write_info
+from mura_core.checkpoints import ModelInfo, load_bundle, read_history, save_models, write_info
+from mura_core.collapse import output_spread
+from mura_core.errors import MuraError
 from mura_core.metrics import choose_threshold
+from mura_core.models import InitialWeights, initial_weights
 from mura_core.recipes import Recipe
 from mura_core.records import MURA_BODY_PARTS, BodyPart
 from mura_core.shards import ShardsLayout
 
+from ..console import console
 from ..predict import bundle_bytes, predict_splits
+from ..progress import progress_feed
 from ..runtime import cluster_cpus, data_context, ensure_ray
 from ..shardsets import ShardStats, shard_stats
 from ..tracking import (
@@ -41,15 +51,20 @@ from ..tracking import (
 )
 from .callback import EpochLogger
 from .data import positive_weights, split_dataset
-from .evaluation import SplitResult, evaluate_splits, labels_of, log_evaluation
-from .loop import train_loop_per_worker
+from .evaluation import SplitResult, evaluate_splits, log_evaluation, log_model
+from .loop import LoopConfig, train_loop_per_worker
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
+MLFLOW_RUN_FILE = "mlflow_run_id"  # beside Ray Train's checkpoints: a rerun resumes the run
 
 
-class TrainError(Exception):
+class TrainError(MuraError):
     """A whole-run problem found before training, or a training run that failed."""
+
+
+class TrainCollapsed(TrainError):
+    """The chosen model's outputs have no spread: it was not registered."""
 
 
 @dataclass(frozen=True)
@@ -57,8 +72,7 @@ class TrainConfig:
     """One training run; the CLI builds it from flags."""
 
     shards: Path
-    recipe: Recipe
-    weights: Path | None = None
+    recipe: Recipe  # its `weights` field: "imagenet", "none" or a FILE
     workers: int = 1
     gpu: bool = False
     body_part: str | None = None
@@ -91,9 +105,19 @@ class TrainResult:
     splits: dict[str, SplitResult]
     history: list[dict[str, float]]
     tracking_uri: str
+    weights: str  # the initial weights, as logged: "none (random init)", "imagenet (...)", ...
 
 
-def preflight(cfg: TrainConfig) -> tuple[ShardStats, str]:
+@dataclass(frozen=True)
+class Checked:
+    """What the pre-flight checks found: shard counts, the tracking URI, initial weights."""
+
+    stats: ShardStats
+    uri: str
+    weights: InitialWeights
+
+
+def preflight(cfg: TrainConfig) -> Checked:
     """Every whole-run check, before Ray or a worker starts: raises one-line errors."""
     shards = cfg.shards.expanduser().resolve()
     stats = shard_stats(shards)
@@ -121,18 +145,20 @@ def preflight(cfg: TrainConfig) -> tuple[ShardStats, str]:
         raise TrainError(
             f"the training split has a single class ({dict(train_labels)}): nothing to learn"
         )
-    if cfg.weights is not None and not Path(cfg.weights).is_file():
-        raise TrainError(f"weights file not found: {cfg.weights}")
     if cfg.workers < 1:
         raise TrainError("--workers must be >= 1")
     if cfg.target_sensitivity is not None and not 0 < cfg.target_sensitivity <= 1:
         raise TrainError("--target-sensitivity must be in (0, 1]")
     uri = resolve_tracking_uri(cfg.tracking_uri)
     check_tracking(uri)
-    return stats, uri
+    # last: it may download ~60 MB, not worth it before a cheap check fails
+    weights = initial_weights(cfg.recipe.weights, cfg.recipe.model)
+    return Checked(stats, uri, weights)
 
 
-def _params(cfg: TrainConfig, stats: ShardStats, shards: Path, name: str) -> dict[str, str]:
+def _params(
+    cfg: TrainConfig, stats: ShardStats, shards: Path, name: str, weights: str
+) -> dict[str, str]:
     params = {f"recipe.{k}": str(v) for k, v in cfg.recipe.to_dict().items()}
     params.update(
         {
@@ -141,7 +167,7 @@ def _params(cfg: TrainConfig, stats: ShardStats, shards: Path, name: str) -> dic
             "body_part": cfg.body_part or "all",
             "workers": str(cfg.workers),
             "gpu": str(cfg.gpu),
-            "imagenet_weights": "yes" if cfg.weights else "no (random init)",
+            "weights": weights,
             "target_sensitivity": str(cfg.target_sensitivity or "none (threshold 0.5)"),
             "seed": str(cfg.seed),
             "max_failures": str(cfg.max_failures),
@@ -169,22 +195,42 @@ def _scaling(cfg: TrainConfig) -> ray.train.ScalingConfig:
     )
 
 
-def _datasets(shards: Path, stats: ShardStats, body_part: str | None) -> dict[str, Any]:
+def _datasets(
+    shards: Path, stats: ShardStats, body_part: str | None, seed: int, *, ordered: bool = True
+) -> dict:
     """Train and val datasets; held in Ray's object store when they fit in a quarter of it.
 
     Streaming from Parquet re-runs the read for every epoch (seconds of start-up each time);
     a small split is read once. A large one (MURA at 320 px is ~4 GB) keeps streaming.
+    Reproducible: blocks come in order (`preserve_order`), the training blocks in a new
+    seeded order every epoch (`RandomSeedConfig(seed, reseed_after_execution=True)`), and the
+    workers' shuffle buffers are seeded by (seed, epoch) — so the same seed, data and number
+    of workers give the same batches, run after run (`ordered=False` only to measure what
+    that costs: bench/train.py).
     """
     out = {}
     store = ray.available_resources().get("object_store_memory", 0)
-    with data_context(enable_progress_bars=False):
+    with data_context(enable_progress_bars=False, preserve_order=ordered):
         for split in ("train", "val"):
             ds = split_dataset(shards, split, body_part)
             if stats.images(split, body_part) * stats.size**2 < store / 4:
                 ds = ds.materialize()
-            # shards hold patients in archive order: visit blocks in a new order every epoch
-            out[split] = ds.randomize_block_order() if split == "train" else ds
+            if split == "train":  # shards hold patients in archive order: shuffle the blocks
+                ds = ds.randomize_block_order(
+                    seed=RandomSeedConfig(seed=seed, reseed_after_execution=True)
+                    if ordered
+                    else None
+                )
+            out[split] = ds
     return out
+
+
+def _data_config() -> ray.train.DataConfig:
+    """Split the training set over the workers, in order (the split is then deterministic:
+    Ray's splitter deals blocks to the worker with the fewest rows so far)."""
+    return ray.train.DataConfig(
+        datasets_to_split=["train"], execution_options=ExecutionOptions(preserve_order=True)
+    )
 
 
 def shuffle_rows(stats: ShardStats, body_part: str | None, batch_size: int) -> int:
@@ -211,132 +257,155 @@ def _best_bundles(result: ray.train.Result, keep: int, into: Path) -> list[Path]
     return folders
 
 
+def _open_run(
+    cfg: TrainConfig, checked: Checked, client: Any, name: str, storage: Path
+) -> tuple[str, tuple[int, ...]]:
+    """The MLflow run: a new one with its params, or — same `--name` again, so Ray Train
+    resumes — the earlier one, with the epochs it already logged."""
+    run_file = storage / name / MLFLOW_RUN_FILE
+    if run_file.is_file():
+        run_id = run_file.read_text().strip()
+        logged = tuple(int(m.step) for m in client.get_metric_history(run_id, "train_loss"))
+        client.update_run(run_id, status="RUNNING")
+        return run_id, logged
+    run = client.create_run(
+        ensure_experiment(client, cfg.experiment),
+        run_name=name,
+        tags={
+            "mura.recipe": cfg.recipe.name,
+            "mura.model": cfg.recipe.model,
+            "mura.body_part": cfg.body_part or "all",
+        },
+    )
+    shards = cfg.shards.expanduser().resolve()
+    params = _params(cfg, checked.stats, shards, name, checked.weights.label)
+    for key, value in params.items():
+        client.log_param(run.info.run_id, key, value)
+    run_file.parent.mkdir(parents=True, exist_ok=True)
+    run_file.write_text(run.info.run_id + "\n")
+    return run.info.run_id, ()
+
+
+def _trainer(
+    cfg: TrainConfig,
+    checked: Checked,
+    name: str,
+    storage: Path,
+    run: tuple[str, tuple[int, ...]],
+    sink: Any,
+) -> TorchTrainer:
+    """The TorchTrainer for this run (Ray started): loop config, scaling, checkpoints, data."""
+    recipe, stats, shards = cfg.recipe, checked.stats, cfg.shards.expanduser().resolve()
+    loop = LoopConfig(
+        recipe=recipe,
+        seed=cfg.seed,
+        # the tensors, not a path: workers need not see the driver's disk
+        weights=None if checked.weights.state is None else ray.put(checked.weights.state),
+        loss_weights=positive_weights(stats, cfg.body_part) if recipe.weighted_loss else None,
+        shuffle_rows=shuffle_rows(stats, cfg.body_part, recipe.batch_size),
+        torch_threads=max(1, int(cluster_cpus() // cfg.workers)),
+        train_images=stats.images("train", cfg.body_part),
+        progress=sink,
+        fail_once_at_epoch=cfg.fail_once_at_epoch,
+        fail_marker=str(storage / name / "injected-failure") if cfg.fail_once_at_epoch else None,
+    )
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"loop": loop},
+        scaling_config=_scaling(cfg),
+        run_config=ray.train.RunConfig(
+            name=name,
+            storage_path=str(storage),
+            failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=max(recipe.keep_best, 1),
+                checkpoint_score_attribute="val_loss",
+                checkpoint_score_order="min",
+            ),
+            callbacks=[EpochLogger(checked.uri, *run, recipe.epochs, sink)],
+        ),
+        datasets=_datasets(shards, stats, cfg.body_part, cfg.seed),
+        dataset_config=_data_config(),
+    )
+
+
 def run_training(cfg: TrainConfig) -> TrainResult:
     """Train, evaluate, log and register; see the module docstring for the order."""
-    stats, uri = preflight(cfg)
-    shards = cfg.shards.expanduser().resolve()
-    recipe = cfg.recipe
-    client = check_tracking(uri)
-    experiment_id = ensure_experiment(client, cfg.experiment)
+    checked = preflight(cfg)
+    client = check_tracking(checked.uri)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
-    name = cfg.name or f"{recipe.name}-{recipe.model}-{stamp}"
+    name = cfg.name or f"{cfg.recipe.name}-{cfg.recipe.model}-{stamp}"
     storage = (cfg.storage or Path.cwd() / "ray_results").expanduser().resolve()
     storage.mkdir(parents=True, exist_ok=True)
-    run_file = storage / name / "mlflow_run_id"
-    logged_steps: tuple[int, ...] = ()
-    if run_file.is_file():  # same name again: Ray Train resumes, and so does the MLflow run
-        run_id = run_file.read_text().strip()
-        logged_steps = tuple(int(m.step) for m in client.get_metric_history(run_id, "train_loss"))
-        client.update_run(run_id, status="RUNNING")
-    else:
-        run = client.create_run(
-            experiment_id,
-            run_name=name,
-            tags={
-                "mura.recipe": recipe.name,
-                "mura.model": recipe.model,
-                "mura.body_part": cfg.body_part or "all",
-            },
-        )
-        run_id = run.info.run_id
-        for key, value in _params(cfg, stats, shards, name).items():
-            client.log_param(run_id, key, value)
-        run_file.parent.mkdir(parents=True, exist_ok=True)
-        run_file.write_text(run_id + "\n")
-    if cfg.weights is None and recipe.model != "cnn":
-        print(
-            f"[train] {recipe.model}: no --weights file: random initialisation "
-            "(ImageNet weights are never downloaded)"
-        )
-
+    console.keep_log(storage / name, "train")
+    run = _open_run(cfg, checked, client, name, storage)
+    run_id = run[0]
+    console.print(f"[train] {cfg.recipe.model} weights: {checked.weights.label}")
     try:
         ensure_ray(cfg.address)
-        loss_weights = positive_weights(stats, cfg.body_part) if recipe.weighted_loss else {}
-        workers_cpus = max(1, int(cluster_cpus() // cfg.workers))
-        trainer = TorchTrainer(
-            train_loop_per_worker,
-            train_loop_config={
-                "recipe": recipe.to_dict(),
-                "weights": str(cfg.weights) if cfg.weights else None,
-                "loss_weights": {str(k): list(v) for k, v in loss_weights.items()},
-                "seed": cfg.seed,
-                "shuffle_rows": shuffle_rows(stats, cfg.body_part, recipe.batch_size),
-                "torch_threads": workers_cpus,
-                "fail_once_at_epoch": cfg.fail_once_at_epoch,
-                "fail_marker": str(storage / name / "injected-failure")
-                if cfg.fail_once_at_epoch
-                else None,
-            },
-            scaling_config=_scaling(cfg),
-            run_config=ray.train.RunConfig(
-                name=name,
-                storage_path=str(storage),
-                failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
-                checkpoint_config=ray.train.CheckpointConfig(
-                    num_to_keep=max(recipe.keep_best, 1),
-                    checkpoint_score_attribute="val_loss",
-                    checkpoint_score_order="min",
-                ),
-                callbacks=[EpochLogger(uri, run_id, recipe.epochs, logged_steps)],
-            ),
-            datasets=_datasets(shards, stats, cfg.body_part),
-            dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
-        )
-        result = trainer.fit()
+        with progress_feed(summary=False) as sink:
+            result = _trainer(cfg, checked, name, storage, run, sink).fit()
+        _say_how_it_ended(cfg.recipe, result)
         with tempfile.TemporaryDirectory(prefix="mura-train-") as tmp:
-            out = _finish(
-                cfg, recipe, result, Path(tmp), uri, client, run_id, experiment_id, shards
-            )
-    except BaseException:
+            out = _finish(cfg, result, Path(tmp), checked, client, run_id)
+    except BaseException as exc:
         client.set_terminated(run_id, status=RunStatus.to_string(RunStatus.FAILED))
+        if isinstance(exc, TrainCollapsed):
+            (storage / name / MLFLOW_RUN_FILE).unlink(missing_ok=True)
         raise
     client.set_terminated(run_id, status="FINISHED")
-    run_file.unlink(missing_ok=True)
+    (storage / name / MLFLOW_RUN_FILE).unlink(missing_ok=True)
     return out
+
+
+def _say_how_it_ended(recipe: Recipe, result: ray.train.Result) -> None:
+    epoch = int((result.metrics or {}).get("epoch", 0))
+    if recipe.early_stop and epoch < recipe.epochs:
+        console.print(
+            f"[train] stopped early after epoch {epoch}: val loss did not improve for "
+            f"{recipe.early_stop} epochs"
+        )
+
+
+def _final_bundle(
+    cfg: TrainConfig, result: ray.train.Result, tmp: Path
+) -> tuple[Path, int, list[dict[str, float]]]:
+    """The best checkpoint(s) as one bundle (an ensemble when the recipe keeps several),
+    how many models it holds, and the run's per-epoch history."""
+    folders = _best_bundles(result, cfg.recipe.keep_best, tmp)
+    latest = result.checkpoint
+    history_dir = Path(latest.to_directory(str(tmp / "latest"))) if latest else folders[0]
+    models = [load_bundle(f)[0] for f in folders]
+    final = save_models(tmp / "bundle", models, ModelInfo.from_recipe(cfg.recipe))
+    return final, len(models), read_history(history_dir)
 
 
 def _finish(
     cfg: TrainConfig,
-    recipe: Recipe,
     result: ray.train.Result,
     tmp: Path,
-    uri: str,
+    checked: Checked,
     client: Any,
     run_id: str,
-    experiment_id: str,
-    shards: Path,
 ) -> TrainResult:
-    """Rebuild the best model(s), evaluate every split, log artifacts and the model."""
-    folders = _best_bundles(result, recipe.keep_best, tmp)
-    latest = result.checkpoint
-    history_dir = Path(latest.to_directory(str(tmp / "latest"))) if latest else folders[0]
-    history = json.loads((history_dir / "history.json").read_text())
-    models = [load_bundle(f)[0] for f in folders]
-    final = save_models(tmp / "bundle", models, ModelInfo.from_recipe(recipe))
+    """Rebuild the best model(s), evaluate every split, log artifacts; unless the model has
+    collapsed, log and register it."""
+    shards = cfg.shards.expanduser().resolve()
+    final, members, history = _final_bundle(cfg, result, tmp)
     predictions = predict_splits(shards, SPLITS, bundle_bytes(final), body_part=cfg.body_part)
-    val_labels = labels_of(predictions["val"]["label"])
-    known = [i for i, v in enumerate(val_labels) if v is not None]
-    threshold = choose_threshold(
-        [val_labels[i] for i in known],
-        [float(predictions["val"]["prob"][i]) for i in known],
-        cfg.target_sensitivity,
-    )
+    val = predictions["val"].where(predictions["val"].label >= 0)
+    threshold = choose_threshold(val.label.tolist(), val.prob.tolist(), cfg.target_sensitivity)
     splits = evaluate_splits(predictions, threshold, seed=cfg.seed)
-    write_info(
-        final,
-        ModelInfo.from_recipe(
-            recipe,
-            threshold=threshold,
-            extra={
-                "run_id": run_id,
-                "body_part": cfg.body_part or "all",
-                "ensemble_size": len(models),
-                "shard_size": shard_stats(shards).size,
-            },
-        ),
-    )
-    model_uri, version = log_evaluation(
-        uri=uri,
+    spread = output_spread(val.prob, val.label, threshold)
+    extra = {
+        "run_id": run_id,
+        "body_part": cfg.body_part or "all",
+        "ensemble_size": members,
+        "shard_size": checked.stats.size,
+        "weights": checked.weights.label,
+    }
+    write_info(final, ModelInfo.from_recipe(cfg.recipe, threshold=threshold, extra=extra))
+    log_evaluation(
         client=client,
         run_id=run_id,
         bundle_dir=final,
@@ -344,19 +413,33 @@ def _finish(
         history=history,
         predictions=predictions,
         shards=shards,
-        body_part=cfg.body_part,
-        registered_name=cfg.registered_name,
         cam_examples=cfg.cam_examples,
+    )
+    client.log_metric(run_id, "val.logit_std", spread.logit_std)
+    client.set_tag(run_id, "mura.collapsed", str(spread.collapsed).lower())
+    if spread.collapsed:
+        raise TrainCollapsed(
+            f"training collapsed: the chosen model's {spread.describe()} on the "
+            f"{spread.images} validation images, so nothing was registered (MLflow run "
+            f"{run_id} holds its curves); try a lower --lr, more epochs or another --seed"
+        )
+    model_uri, version = log_model(
+        uri=checked.uri,
+        run_id=run_id,
+        bundle_dir=final,
+        registered_name=cfg.registered_name,
+        body_part=cfg.body_part,
         seed=cfg.seed,
     )
     return TrainResult(
         run_id=run_id,
-        experiment_id=experiment_id,
+        experiment_id=client.get_run(run_id).info.experiment_id,
         model_uri=model_uri,
         registered_name=cfg.registered_name,
         version=version,
         threshold=threshold,
         splits=splits,
         history=history,
-        tracking_uri=uri,
+        tracking_uri=checked.uri,
+        weights=checked.weights.label,
     )

@@ -5,11 +5,25 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 
 from mura_core.sources import list_source
+
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+def _python(code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -c CODE ARGS` from the project root: a user's process, patched by the test."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT,
+        timeout=600,
+    )
 
 
 def _mura(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -58,13 +72,135 @@ def test_synth_dicom_then_inspect(tmp_path: Path) -> None:
     [
         (("inspect", "/nonexistent/archive"), "source not found"),
         (("synth", "{tmp}", "--studies", "0"), "studies must be >= 1"),
+        (("synth", "{tmp}", "--studies", "1", "--body-parts", "XR_KNEE"), "--body-parts"),
+        (("train", "{tmp}"), "{tmp}"),
+        (("screen", "{tmp}", "--out", "{tmp}-out", "--threshold", "2"), "threshold must be in"),
     ],
 )
 def test_user_errors_are_one_line(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
-    result = _mura(*(a.replace("{tmp}", str(tmp_path / "x")) for a in args))
-    assert result.returncode == 1
+    missing = str(tmp_path / "x")
+    result = _mura(*(a.replace("{tmp}", missing) for a in args))
+    assert result.returncode == 1, result.stderr
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("mura: error:") and message in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("mura: error:"), result.stderr
+    assert message.replace("{tmp}", missing) in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_a_bug_shows_its_traceback_and_asks_for_a_report(tmp_path: Path) -> None:
+    """An ordinary exception from library code is a bug, not a user error: exit 70."""
+    result = _python(
+        """
+        import sys
+        import jobs.cli
+
+        def broken_listing(*args, **kwargs):
+            raise KeyError("boom")
+
+        jobs.cli.list_source = broken_listing
+        sys.exit(jobs.cli.main(["inspect", sys.argv[1]]))
+        """,
+        str(tmp_path),
+    )
+    assert result.returncode == 70, result.stderr
+    assert "Traceback (most recent call last)" in result.stderr
+    assert "broken_listing" in result.stderr and "KeyError: 'boom'" in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("mura: internal error: KeyError: 'boom'"), last
+    assert "this is a bug; please report it with the traceback above" in last
+    assert "mura: error:" not in result.stderr
+
+
+def test_a_user_error_raised_in_a_ray_task_is_one_line(tmp_path: Path) -> None:
+    """Ray wraps a task's exception (RayTaskError); the CLI still prints the one line."""
+    result = _python(
+        """
+        import sys
+        import ray
+        import jobs.cli
+        from mura_core.sources import SourceError
+
+        @ray.remote
+        def list_remotely(root):
+            raise SourceError(f"{root}: labels CSV unreadable (in a Ray task)")
+
+        def listing(root, **kwargs):
+            return ray.get(list_remotely.remote(str(root)))
+
+        jobs.cli.list_source = listing
+        ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
+        try:
+            code = jobs.cli.main(["inspect", sys.argv[1]])
+        finally:
+            ray.shutdown()
+        sys.exit(code)
+        """,
+        str(tmp_path),
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("mura: ")]
+    assert errors == [f"mura: error: {tmp_path}: labels CSV unreadable (in a Ray task)"], errors
+    assert "Traceback" not in result.stderr
+
+
+def test_user_error_unwraps_ray_train_worker_failures() -> None:
+    """Ray Train reports a worker's exception inside WorkerGroupError.worker_failures."""
+    from ray.train import WorkerGroupError
+
+    from jobs.common import user_error
+    from pipelines.train import TrainError
+
+    cause = TrainError("the training split has a single class")
+    wrapped = WorkerGroupError("worker 0 failed", {0: cause})
+    assert user_error(wrapped) is cause
+    assert user_error(WorkerGroupError("worker 0 failed", {0: KeyError("boom")})) is None
+    assert user_error(RuntimeError("bug")) is None
+
+
+def test_every_package_error_is_a_mura_error() -> None:
+    """One base: what each package raises for a user-fixable problem is a MuraError."""
+    from mura_core.checkpoints import BundleError
+    from mura_core.errors import ConfigError, MuraError
+    from mura_core.imaging import ImagingError
+    from mura_core.privacy import PrivacyError
+    from mura_core.recipes import recipe
+    from mura_core.shards import ShardsError
+    from mura_core.sources import SourceError
+    from mura_core.synth import SynthConfig, SynthError
+    from pipelines.compare import CompareError
+    from pipelines.ingest import IngestError
+    from pipelines.mlflow_server import MlflowServerError
+    from pipelines.model_store import ModelSpecError
+    from pipelines.screen import ScreenConfig, ScreenError
+    from pipelines.submit import SubmitError
+    from pipelines.tracking import TrackingError
+    from pipelines.train import TrainError
+
+    for cls in (
+        BundleError,
+        ConfigError,
+        ImagingError,
+        PrivacyError,
+        ShardsError,
+        SourceError,
+        SynthError,
+        CompareError,
+        IngestError,
+        MlflowServerError,
+        ModelSpecError,
+        ScreenError,
+        SubmitError,
+        TrackingError,
+        TrainError,
+    ):
+        assert issubclass(cls, MuraError), cls
+    assert issubclass(ConfigError, ValueError)  # callers that validate values still catch it
+    with pytest.raises(ConfigError, match="studies must be >= 1"):
+        SynthConfig(studies=0)
+    with pytest.raises(ConfigError, match="unknown recipe"):
+        recipe("no-such-recipe")
+    with pytest.raises(ConfigError, match="threshold must be in"):
+        ScreenConfig(source=Path("a"), out=Path("b"), models=("m",), threshold=2.0)
 
 
 def test_synth_refuses_a_non_empty_folder(tmp_path: Path) -> None:

@@ -1,18 +1,19 @@
-"""Model registry, transforms, checkpoints bundles and class activation maps."""
+"""Model registry, initial weights (ImageNet from the torch hub cache, a file, none),
+transforms and checkpoint bundles. Class activation maps: test_cam.py."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torchvision
 from torch import nn
 
-from mura_core.cam import class_activation_maps, overlay
 from mura_core.checkpoints import ModelInfo, load_bundle, save_bundle, save_ensemble
-from mura_core.models import SeedCNN, build_model
+from mura_core.errors import MuraError
+from mura_core.models import SeedCNN, WeightsError, build_model, initial_weights
 from mura_core.recipes import recipe
 from mura_core.transforms import IMAGENET_MEAN, EvalPreset, TrainPreset
 
@@ -45,12 +46,97 @@ def test_local_imagenet_weights_are_loaded_except_the_head(tmp_path: Path) -> No
     assert torch.equal(model.net.conv1.weight, reference.conv1.weight)
     assert model.net.fc.out_features == 1
     torch.save({"junk": torch.zeros(3)}, tmp_path / "wrong.pth")
-    with pytest.raises(ValueError, match="does not fit"):
+    with pytest.raises(WeightsError, match="does not fit"):
         build_model("resnet18", size=64, weights=tmp_path / "wrong.pth")
     with pytest.raises(ValueError, match="unknown model"):
         build_model("not-a-net", size=64)
-    with pytest.raises(ValueError, match="no pretrained"):
+    with pytest.raises(WeightsError, match="no pretrained"):
         build_model("cnn", size=64, weights=tmp_path / "resnet18-imagenet.pth")
+
+
+DENSENET_FILE = "densenet169-b2777c0a.pth"  # torchvision's IMAGENET1K_V1 file name
+
+
+def _offline(monkeypatch: pytest.MonkeyPatch, torch_home: Path) -> None:
+    """A private torch hub cache, and every HTTPS request sent to a closed local port, so a
+    download fails at once even on a machine with a network."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    monkeypatch.setenv("TORCH_HOME", str(torch_home))
+    for var in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY", "all_proxy"):
+        monkeypatch.setenv(var, closed)
+    for var in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def test_imagenet_weights_come_from_the_torch_hub_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _offline(monkeypatch, tmp_path / "torch")
+    cache = tmp_path / "torch" / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    reference = torchvision.models.densenet169(weights=None)  # torchvision's own key names
+    torch.save(reference.state_dict(), cache / DENSENET_FILE)
+    init = initial_weights("imagenet", "densenet169")
+    assert init.label == "imagenet (DenseNet169_Weights.IMAGENET1K_V1)"
+    model = build_model("densenet169", size=64, weights=init.state)
+    assert torch.equal(model.net.features.conv0.weight, reference.features.conv0.weight)
+    norm = model.net.features.denseblock4.denselayer32.norm2
+    assert torch.equal(
+        norm.running_var, reference.features.denseblock4.denselayer32.norm2.running_var
+    )
+    assert model.net.classifier.out_features == 1  # the ImageNet head is left out
+
+
+def test_missing_imagenet_weights_fail_with_one_line_saying_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _offline(monkeypatch, tmp_path / "torch")
+    with pytest.raises(WeightsError) as caught:
+        initial_weights("imagenet", "densenet169")
+    message = str(caught.value)
+    cache = tmp_path / "torch" / "hub" / "checkpoints"
+    assert "\n" not in message and isinstance(caught.value, MuraError)
+    for part in (
+        DENSENET_FILE,
+        str(cache),
+        f"https://download.pytorch.org/models/{DENSENET_FILE}",
+        "--weights FILE",
+        "--weights none",
+    ):
+        assert part in message, (part, message)
+    assert not any(cache.glob("*.pth"))  # no partial download left behind
+
+
+def test_weights_none_a_file_and_the_cnn(tmp_path: Path) -> None:
+    none = initial_weights("none", "densenet169")
+    assert none.label == "none (random init)" and none.state is None
+    assert initial_weights("none", "cnn").state is None
+    with pytest.raises(WeightsError, match="seed CNN has no pretrained weights.*--weights none"):
+        initial_weights("imagenet", "cnn")
+    reference = torchvision.models.densenet169(weights=None).state_dict()
+    # torchvision's older files name DenseNet layers 'norm.1'; they are remapped to 'norm1'
+    old_names = {
+        k.replace(".norm1.", ".norm.1.").replace(".conv2.", ".conv.2."): v
+        for k, v in reference.items()
+    }
+    torch.save(old_names, tmp_path / "mine.pth")
+    init = initial_weights(str(tmp_path / "mine.pth"), "densenet169")
+    assert init.label.startswith("file mine.pth sha256 ") and len(init.label.split()[-1]) == 16
+    key = "features.denseblock1.denselayer1.norm1.weight"
+    assert torch.equal(init.state[key], reference[key])
+    with pytest.raises(WeightsError, match="weights file not found"):
+        initial_weights(str(tmp_path / "absent.pth"), "densenet169")
+    (tmp_path / "junk.pth").write_bytes(b"not a state dict")
+    with pytest.raises(WeightsError, match="not a readable state_dict"):
+        initial_weights(str(tmp_path / "junk.pth"), "densenet169")
+
+
+def test_the_densenet_recipes_start_from_imagenet_and_the_cnn_from_random() -> None:
+    assert recipe("seed-densenet").weights == "imagenet"
+    assert recipe("mura-paper").weights == "imagenet"
+    assert recipe("seed-cnn").weights == "none"
 
 
 def test_train_preset_is_seeded_by_a_local_generator() -> None:
@@ -90,17 +176,9 @@ def test_bundle_round_trip_with_weights_only(tmp_path: Path) -> None:
     with torch.no_grad():
         assert torch.allclose(loaded(x), model(x))
     assert back.threshold == pytest.approx(0.42) and back.recipe["name"] == "seed-cnn"
-    save_ensemble(tmp_path / "e", [model, build_model("cnn", size=32).eval()], info)
+    other = build_model("cnn", size=32).eval()
+    save_ensemble(tmp_path / "e", [model, other], info)
     ensemble, _ = load_bundle(tmp_path / "e")
     with torch.no_grad():
-        assert ensemble(x).shape == (3,)
-
-
-@pytest.mark.parametrize("name", ["cnn", "densenet169"])
-def test_cam_shape_range_and_overlay(name: str) -> None:
-    model = build_model(name, size=64).eval()
-    maps, probs = class_activation_maps(model, torch.rand(2, 3, 64, 64))
-    assert maps.shape == (2, 64, 64) and probs.shape == (2,)
-    assert maps.min() >= 0 and maps.max() <= 1 + 1e-6
-    rgb = overlay((np.random.default_rng(0).random((64, 64)) * 255).astype(np.uint8), maps[0])
-    assert rgb.shape == (64, 64, 3) and rgb.dtype == np.uint8
+        mean = (torch.sigmoid(model(x)) + torch.sigmoid(other(x))) / 2
+        assert torch.allclose(torch.sigmoid(ensemble(x)), mean, atol=1e-6)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import re
 import shutil
 from collections import defaultdict
+from dataclasses import replace
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -16,12 +18,22 @@ import pytest
 from PIL import Image
 
 from mura_core.cam import overlay_png
+from mura_core.records import (
+    ModelSummary,
+    PartCounts,
+    QuarantineRow,
+    ScreenCounts,
+    ScreenSummary,
+    SourceSummary,
+)
 from mura_core.screen_report import (
     ReportImage,
     ReportStudy,
+    read_summary,
     render_html,
     thumbnail_png,
     write_html,
+    write_summary,
 )
 from mura_core.synth import SynthArchive
 from tests.chromium import SKIP_REASON, find_chromium, screenshot
@@ -80,41 +92,44 @@ def studies(mura_archive: SynthArchive) -> list[ReportStudy]:
     return out
 
 
-def _summary(studies: list[ReportStudy], **extra: Any) -> dict[str, Any]:
-    by_part: dict[str, dict[str, int]] = defaultdict(lambda: dict(studies=0, images=0, flagged=0))
+def _quarantined(path: str, error_type: str, reason: str) -> QuarantineRow:
+    return QuarantineRow(path, None, None, "list", error_type, reason)
+
+
+def _summary(studies: list[ReportStudy], **extra: Any) -> ScreenSummary:
+    by_part: dict[str, PartCounts] = {}
     for s in studies:
-        row = by_part[s.body_part]
-        row["studies"] += 1
-        row["images"] += s.images
-        row["flagged"] += int(s.flagged)
-    return {
-        "title": "MURA screening report",
-        "screened_at": "2026-11-27T16:00:00+00:00",
-        "source": {"kind": "mura", "digest": "ab12cd34ef56"},
-        "model": {
-            "uri": "models:/mura-cnn@champion",
-            "name": "mura-cnn",
-            "version": "3",
-            "model": "seed-cnn",
-            "size": 64,
-        },
-        "threshold": THRESHOLD,
-        "counts": {
-            "studies": len(studies),
-            "images": sum(s.images for s in studies),
-            "flagged": sum(s.flagged for s in studies),
-            "quarantined": 2,
-        },
-        "by_body_part": dict(by_part),
-        "quarantine": [
-            {"path": "fp-91ac", "error_type": "corrupt", "reason": "PNG truncated at byte 812"},
-            {"path": "fp-0b7e", "error_type": "unsupported", "reason": "JPEG 2000 lossy"},
-        ],
-        "seconds": 12.3,
-        "images_per_s": 25.2,
-        "pictures_limit_note": "pictures for every flagged study",
-        **extra,
-    }
+        c = by_part.get(s.body_part, PartCounts())
+        by_part[s.body_part] = PartCounts(
+            c.studies + 1, c.images + s.images, c.flagged + int(s.flagged)
+        )
+    fields: dict[str, Any] = dict(
+        screened_at="2026-11-27T16:00:00+00:00",
+        source=SourceSummary(kind="mura", digest="ab12cd34ef56"),
+        model=ModelSummary(
+            uri="models:/mura-cnn@champion",
+            name="mura-cnn",
+            version="3",
+            model="seed-cnn",
+            size=64,
+        ),
+        threshold=THRESHOLD,
+        counts=ScreenCounts(
+            studies=len(studies),
+            images=sum(s.images for s in studies),
+            flagged=sum(s.flagged for s in studies),
+            quarantined=2,
+        ),
+        by_body_part=by_part,
+        quarantine=(
+            _quarantined("fp-91ac", "corrupt", "PNG truncated at byte 812"),
+            _quarantined("fp-0b7e", "unsupported", "JPEG 2000 lossy"),
+        ),
+        seconds=12.3,
+        images_per_s=25.2,
+        pictures_limit_note="pictures for every flagged study",
+    )
+    return ScreenSummary(**{**fields, **extra})
 
 
 class _Tables(HTMLParser):
@@ -210,7 +225,7 @@ def test_text_is_escaped(studies: list[ReportStudy]) -> None:
     summary = _summary(
         [*studies, nasty],
         title="<h1>t</h1>",
-        quarantine=[{"path": "<img src=x>", "error_type": "corrupt", "reason": "a & b"}],
+        quarantine=(_quarantined("<img src=x>", "corrupt", "a & b"),),
         pictures_limit_note="<u>note</u>",
     )
     page = render_html(summary, [*studies, nasty])
@@ -234,11 +249,11 @@ def test_header_and_body_part_table(studies: list[ReportStudy]) -> None:
     table = next(t for t in _tables(page) if t and t[0][:1] == ["body part"])
     assert table[0] == ["body part", "studies", "images", "flagged", "flagged %"]
     rows = {r[0]: r[1:] for r in table[1:]}
-    for part, c in summary["by_body_part"].items():
-        share = f"{100 * c['flagged'] / c['studies']:.1f} %"
-        assert rows[part] == [str(c["studies"]), str(c["images"]), str(c["flagged"]), share]
-    counts = summary["counts"]
-    assert rows["total"][:3] == [str(counts[k]) for k in ("studies", "images", "flagged")]
+    for part, c in summary.by_body_part.items():
+        share = f"{100 * c.flagged / c.studies:.1f} %"
+        assert rows[part] == [str(c.studies), str(c.images), str(c.flagged), share]
+    counts = summary.counts
+    assert rows["total"][:3] == [str(counts.studies), str(counts.images), str(counts.flagged)]
 
 
 def test_study_facts_and_labels(studies: list[ReportStudy]) -> None:
@@ -262,15 +277,57 @@ def test_study_facts_and_labels(studies: list[ReportStudy]) -> None:
 
 
 def test_quarantine_shows_fifty_rows_and_the_rest_as_a_count(studies: list[ReportStudy]) -> None:
-    rows = [{"path": f"fp-{i:03d}", "error_type": "corrupt", "reason": "bad"} for i in range(120)]
+    rows = tuple(_quarantined(f"fp-{i:03d}", "corrupt", "bad") for i in range(120))
     page = render_html(_summary(studies, quarantine=rows), studies)
     assert "fp-049" in page and "fp-050" not in page and "and 70 more" in page
     assert "Quarantine (120)" in page
+    # a summary carries the first rows of a long quarantine; the total comes from the counts
+    counts = ScreenCounts(studies=1, images=1, flagged=0, quarantined=500)
+    page = render_html(_summary(studies, quarantine=rows, counts=counts), studies)
+    assert "Quarantine (500)" in page and "and 450 more" in page
 
 
-def test_empty_report_still_renders() -> None:
-    page = render_html({"threshold": 0.5, "counts": {}}, [])
+def test_empty_report_with_optional_fields_absent_still_renders() -> None:
+    summary = ScreenSummary(
+        screened_at="2026-11-27T16:00:00+00:00",
+        source=SourceSummary(kind="folder", digest="0" * 16),
+        model=ModelSummary(uri="/bundles/a", name="a", version=None, model="cnn", size=64),
+        threshold=0.5,
+        counts=ScreenCounts(),
+    )
+    page = render_html(summary, [])
     assert "No study reached the threshold." in page and "Every input was scored." in page
+    assert "Run time" not in page and "By body part" not in page
+    assert "<b>a</b>" in page  # no version suffix for an unregistered model
+
+
+def test_summary_json_keeps_its_keys_and_round_trips(
+    tmp_path: Path, studies: list[ReportStudy]
+) -> None:
+    summary = _summary(studies, phases={"score": 1.5}, mlflow_run_id="abc", experiment="e")
+    path = write_summary(tmp_path, summary)
+    assert path == tmp_path / "summary.json"
+    data = json.loads(path.read_text())
+    assert set(data) == {
+        "title", "job", "experiment", "screened_at", "source", "model", "threshold",
+        "counts", "by_body_part", "quarantine", "gpus", "images_per_s",
+        "pictures_limit_note", "seconds", "phases", "mlflow_run_id",
+    }  # fmt: skip
+    assert set(data["counts"]) == {"studies", "images", "flagged", "quarantined"}
+    assert set(data["model"]) == {"uri", "name", "version", "model", "size", "members"}
+    assert data["quarantine"][0] == {
+        "path": "fp-91ac",
+        "image_id": None,
+        "study_key": None,
+        "stage": "list",
+        "error_type": "corrupt",
+        "reason": "PNG truncated at byte 812",
+    }
+    assert read_summary(tmp_path) == summary
+    assert "pictures_limit_note" not in replace(summary, pictures_limit_note=None).to_json()
+    minimal = {k: data[k] for k in ("screened_at", "source", "model", "threshold", "counts")}
+    back = ScreenSummary.from_json(minimal)
+    assert back.quarantine == () and back.by_body_part == {} and back.seconds is None
 
 
 def test_a_picture_that_is_not_png_is_refused(studies: list[ReportStudy]) -> None:

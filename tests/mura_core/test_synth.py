@@ -20,6 +20,7 @@ from mura_core.synth import (  # noqa: E402
     SIGNS,
     SynthArchive,
     SynthConfig,
+    SynthError,
     plan_archive,
     render_view,
     synthesize,
@@ -112,7 +113,7 @@ def test_dicom_decodes_back_to_the_rendered_picture(dicom_archive: SynthArchive)
 def test_out_must_be_new_or_empty(tmp_path: Path) -> None:
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "keep.txt").write_text("precious")
-    with pytest.raises(FileExistsError, match="not empty"):
+    with pytest.raises(SynthError, match="not empty"):
         synthesize(tmp_path / "full", SynthConfig(studies=1))
     assert (tmp_path / "full" / "keep.txt").read_text() == "precious"
     synthesize(tmp_path / "empty", SynthConfig(studies=1, size=64), workers=1)

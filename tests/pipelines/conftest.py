@@ -9,16 +9,17 @@ from pathlib import Path
 import pytest
 import ray
 
-from mura_core.recipes import recipe
-from mura_core.records import BodyPart
-from mura_core.synth import SynthConfig, synthesize
+from mura_core.synth import synthesize
 from pipelines.ingest import IngestConfig, run_ingest
+from pipelines.runtime import start_local_ray
 from pipelines.train import TrainConfig, TrainResult, run_training
+from tests.pipelines import learning
 
 
 @pytest.fixture(scope="session")
 def ray_local() -> Iterator[None]:
-    ray.init(address="local", num_cpus=2, include_dashboard=False)
+    """The same local Ray the commands start (pipelines.runtime), shared by the session."""
+    start_local_ray(num_cpus=2)
     yield
     ray.shutdown()
 
@@ -35,13 +36,8 @@ class Trained:
 def learnable_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Forearm studies with bold signs, ingested at 64 px: learnable in a CI budget."""
     root = tmp_path_factory.mktemp("learnable")
-    synthesize(
-        root / "archive",
-        SynthConfig(
-            studies=600, seed=5, size=160, sign_strength=4.0, body_parts=(BodyPart.FOREARM,)
-        ),
-    )
-    run_ingest(IngestConfig(source=root / "archive", out=root / "shards", size=64))
+    synthesize(root / "archive", learning.ARCHIVE)
+    run_ingest(IngestConfig(source=root / "archive", out=root / "shards", size=learning.SHARD_SIZE))
     return root / "shards"
 
 
@@ -54,7 +50,7 @@ def trained(
     uri = f"sqlite:///{work / 'mlflow.db'}"
     cfg = TrainConfig(
         shards=learnable_shards,
-        recipe=recipe("seed-cnn").override(size=64, batch_size=32, epochs=24).with_augment("flips"),
+        recipe=learning.ci_recipe(),
         tracking_uri=uri,
         storage=work / "ray_results",
         experiment="test-train",

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from mura_core import imaging
-from mura_core.shards import pixels_array, read_images, read_manifest, read_quarantine
+from mura_core.shards import Manifest, ManifestCounts, pixels_array, read_images, read_quarantine
 from mura_core.sources import SourceError
 from mura_core.synth import SynthArchive
 from pipelines.ingest import IngestConfig, IngestError, run_ingest
@@ -25,22 +25,28 @@ from pipelines.ingest import IngestConfig, IngestError, run_ingest
 pytestmark = pytest.mark.usefixtures("ray_local")
 
 
-def _ingest(source: Path, out: Path, **kwargs) -> dict:
+def _ingest(source: Path, out: Path, **kwargs) -> Manifest:
     result = run_ingest(IngestConfig(source=source, out=out, size=kwargs.pop("size", 64), **kwargs))
-    counts = result.manifest["counts"]
-    assert counts["found"] == counts["ingested"] + counts["quarantined"]
+    counts = result.manifest.counts
+    assert counts.found == counts.ingested + counts.quarantined
+    assert Manifest.read(out) == result.manifest  # what was written is what readers get
     return result.manifest
 
 
 def test_mura_archive_to_shards(mura_archive: SynthArchive, tmp_path: Path) -> None:
     manifest = _ingest(mura_archive.root, tmp_path / "shards")
-    assert manifest["kind"] == "mura" and manifest["law_holds"] is True
-    assert manifest["counts"] == {
-        "found": mura_archive.n_images,
-        "ingested": mura_archive.n_images,
-        "quarantined": 0,
-        "junk_skipped": 0,
-    }
+    assert manifest.kind == "mura" and manifest.law_holds is True
+    assert manifest.counts == ManifestCounts(
+        found=mura_archive.n_images,
+        ingested=mura_archive.n_images,
+        quarantined=0,
+        junk_skipped=0,
+    )
+    on_disk = json.loads((tmp_path / "shards" / "manifest.json").read_text())
+    assert on_disk["counts"]["ingested"] == mura_archive.n_images and on_disk["law_holds"]
+    assert on_disk["by_split"] == manifest.by_split and sum(on_disk["by_split"].values()) == (
+        mura_archive.n_images
+    )
     table = read_images(tmp_path / "shards")
     assert table.num_rows == mura_archive.n_images
     assert len(set(table.column("image_id").to_pylist())) == table.num_rows
@@ -84,16 +90,16 @@ def test_corrupt_file_mix_is_quarantined_with_reasons(
     Image.new("L", (2, 2)).save(pngs[3], format="JPEG")  # wrong suffix, still an image
     (pngs[4].parent / ".DS_Store").write_bytes(b"Bud1")  # junk
     manifest = _ingest(root, tmp_path / "shards")
-    counts = manifest["counts"]
-    assert counts["quarantined"] == 3 and counts["junk_skipped"] == 1
-    assert counts["ingested"] == mura_archive.n_images - 3
+    counts = manifest.counts
+    assert counts.quarantined == 3 and counts.junk_skipped == 1
+    assert counts.ingested == mura_archive.n_images - 3
     quarantine = read_quarantine(tmp_path / "shards").to_pylist()
     by_path = {Path(q["path"]).name + ":" + q["path"].split("/")[-2]: q for q in quarantine}
     assert len(by_path) == 3
     for q in quarantine:
         assert q["stage"] == "decode" and q["error_type"] == "corrupt" and q["reason"]
         assert q["image_id"] and q["study_key"]
-    assert manifest["quarantine_by_type"] == {"corrupt": 3}
+    assert manifest.quarantine_by_type == {"corrupt": 3}
 
 
 def test_rerun_replaces_and_never_duplicates(mura_archive: SynthArchive, tmp_path: Path) -> None:
@@ -101,7 +107,7 @@ def test_rerun_replaces_and_never_duplicates(mura_archive: SynthArchive, tmp_pat
     first = _ingest(mura_archive.root, out, rows_per_shard=40)
     files_before = sorted(p.name for p in (out / "images").iterdir())
     second = _ingest(mura_archive.root, out, rows_per_shard=40)
-    assert second["counts"] == first["counts"]
+    assert second.counts == first.counts
     assert read_images(out).num_rows == mura_archive.n_images
     assert sorted(p.name for p in (out / "images").iterdir()) != files_before  # replaced
     assert all(pq.ParquetFile(f).metadata.num_rows <= 40 for f in (out / "images").iterdir())
@@ -148,9 +154,9 @@ def test_run_killed_half_way_then_rerun_gives_exactly_the_full_set(
         proc.wait()
     assert not (out / "manifest.json").exists(), "the kill came too late to test anything"
     with pytest.raises(Exception):  # noqa: B017 - any reader must refuse the incomplete set
-        read_manifest(out)
+        Manifest.read(out)
     manifest = _ingest(mura_archive.root, out)
-    assert manifest["counts"]["ingested"] == mura_archive.n_images
+    assert manifest.counts.ingested == mura_archive.n_images
     ids = read_images(out, columns=["image_id"]).column("image_id").to_pylist()
     assert len(ids) == len(set(ids)) == mura_archive.n_images
 
@@ -160,8 +166,8 @@ def test_dicom_tree_is_pseudonymized_with_a_private_map_back(
 ) -> None:
     out = tmp_path / "shards"
     manifest = _ingest(dicom_archive.root, out)
-    assert manifest["kind"] == "dicom" and manifest["pseudonymized"] is True
-    assert manifest["counts"]["ingested"] == dicom_archive.n_images
+    assert manifest.kind == "dicom" and manifest.pseudonymized is True
+    assert manifest.counts.ingested == dicom_archive.n_images
     import pydicom
 
     secrets = set()
@@ -193,12 +199,9 @@ def test_dicom_tree_is_pseudonymized_with_a_private_map_back(
 
 def test_shared_radiographs_jply_quarantined(shared_dicom: Path, tmp_path: Path) -> None:
     manifest = _ingest(shared_dicom, tmp_path / "shards", size=128)
-    assert manifest["counts"] == {
-        "found": 8,
-        "ingested": 6,
-        "quarantined": 2,
-        "junk_skipped": 1,
-    }  # README.md beside the files
+    assert manifest.counts == ManifestCounts(
+        found=8, ingested=6, quarantined=2, junk_skipped=1
+    )  # README.md beside the files
     quarantine = read_quarantine(tmp_path / "shards").to_pylist()
     assert len(quarantine) == 2
     for row in quarantine:
@@ -259,5 +262,5 @@ def test_other_source_into_same_out_needs_force(
     _ingest(mura_archive.root, out)
     with pytest.raises(IngestError, match="another source"):
         run_ingest(IngestConfig(source=dicom_archive.root, out=out, size=64))
-    assert read_manifest(out)["kind"] == "mura"
-    assert _ingest(dicom_archive.root, out, force=True)["kind"] == "dicom"
+    assert Manifest.read(out).kind == "mura"
+    assert _ingest(dicom_archive.root, out, force=True).kind == "dicom"

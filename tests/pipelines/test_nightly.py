@@ -101,7 +101,7 @@ def test_only_new_or_changed_studies_are_screened(bundle: Path, tmp_path: Path) 
     add_studies(archive, 6, seed=41, work=tmp_path)
     first = nightly(archive, state, bundle, uri)
     assert (first.new, first.unchanged, first.ledger) == (6, 0, 6)
-    assert first.report is not None and first.report.counts["studies"] == 6
+    assert first.report is not None and first.report.counts.studies == 6
 
     add_studies(archive, 3, seed=42, work=tmp_path)
     second = nightly(archive, state, bundle, uri)
@@ -123,7 +123,7 @@ def test_only_new_or_changed_studies_are_screened(bundle: Path, tmp_path: Path) 
     changed[0].unlink()
     fourth = nightly(archive, state, bundle, uri)
     assert (fourth.new, fourth.unchanged, fourth.ledger) == (1, 8, 9)
-    assert fourth.report.counts["images"] == len(changed) - 1
+    assert fourth.report.counts.images == len(changed) - 1
     assert len(set(read_ledger(state)["study_key"].to_pylist())) == 9
 
 

@@ -20,10 +20,11 @@ from mlflow.tracking import MlflowClient
 from sklearn.metrics import roc_auc_score
 
 from jobs.cli import main as cli
-from mura_core.checkpoints import ModelInfo, load_bundle, save_bundle
+from mura_core.checkpoints import WEIGHTS, ModelInfo, load_bundle, save_bundle
 from mura_core.models import build_model
 from mura_core.recipes import recipe
 from mura_core.records import BodyPart
+from mura_core.screen_report import read_summary
 from mura_core.synth import SynthArchive, SynthConfig, study_uid, synthesize
 from pipelines.ingest import IngestConfig, run_ingest
 from pipelines.screen import ScreenConfig, ScreenResult, run_screen
@@ -92,17 +93,19 @@ def test_one_row_per_study_mean_of_images_and_flags_at_the_model_threshold(
     studies = pq.read_table(out / "studies.parquet").to_pandas()
     images = pq.read_table(out / "images.parquet").to_pandas()
     assert len(studies) == studies.study_key.nunique() == len(incoming.studies)
-    assert len(images) == incoming.n_images == screened.counts["images"]
+    assert len(images) == incoming.n_images == screened.counts.images
     assert studies.study_key.str.startswith("st-").all()  # pseudonyms, not MURA paths
     by_study = images.groupby("study_key").prob
     joined = studies.set_index("study_key")
     np.testing.assert_allclose(joined.mean_prob, by_study.mean()[joined.index], rtol=0, atol=1e-12)
     np.testing.assert_allclose(joined.max_prob, by_study.max()[joined.index], rtol=0, atol=1e-12)
     assert (joined.images == by_study.size()[joined.index]).all()
-    assert screened.summary["threshold"] == pytest.approx(trained.result.threshold)
+    assert screened.summary.threshold == pytest.approx(trained.result.threshold)
+    assert read_summary(out) == screened.summary  # summary.json, written last, reads back
+    assert screened.summary.mlflow_run_id == screened.run_id and screened.summary.phases
     assert (studies.threshold == trained.result.threshold).all()
     assert (studies.flagged == (studies.mean_prob > trained.result.threshold)).all()
-    assert screened.counts["flagged"] == int(studies.flagged.sum())
+    assert screened.counts.flagged == int(studies.flagged.sum())
     assert list(studies.flagged) == sorted(studies.flagged, reverse=True)  # flagged first
     assert (studies.model == "test-cnn").all() and (studies.model_version == "1").all()
     # the trained model actually works on unseen studies (same preprocessing as training)
@@ -119,8 +122,8 @@ def test_mlflow_run_carries_counts_report_and_model_version(
     run = client.get_run(screened.run_id)
     assert client.get_experiment(run.info.experiment_id).name == "mura-screen"
     m = run.data.metrics
-    assert m["studies"] == screened.counts["studies"] and m["images"] == screened.counts["images"]
-    assert m["flagged"] == screened.counts["flagged"] and m["quarantined"] == 0
+    assert m["studies"] == screened.counts.studies and m["images"] == screened.counts.images
+    assert m["flagged"] == screened.counts.flagged and m["quarantined"] == 0
     assert m["images_per_s"] > 0
     p = run.data.params
     assert p["model.name"] == "test-cnn" and p["model.version"] == "1"
@@ -140,7 +143,7 @@ def test_report_renders_in_headless_chromium(screened: ScreenResult, tmp_path: P
         pytest.skip(SKIP_REASON)
     html = (screened.out / "report.html").read_text()
     assert "http://" not in html and "https://" not in html
-    assert html.count("data:image/png;base64,") >= 2 * min(6, screened.counts["flagged"])
+    assert html.count("data:image/png;base64,") >= 2 * min(6, screened.counts.flagged)
     png = tmp_path / "report.png"
     screenshot(screened.out / "report.html", png, width=1200, height=2000)
     shutil.copy(png, Path("/tmp/mura-screen-report.png"))  # for a human to look at
@@ -153,7 +156,7 @@ def test_shards_give_the_same_scores_as_the_raw_archive(
     shards = tmp_path / "shards"
     run_ingest(IngestConfig(source=incoming.root, out=shards, size=64))
     result = screen(shards, tmp_path / "report", (trained.result.model_uri,), None)
-    assert result.summary["source"]["kind"] == "shards"
+    assert result.summary.source.kind == "shards"
     raw = pq.read_table(screened.out / "studies.parquet").to_pandas().set_index("study_key")
     sh = pq.read_table(result.out / "studies.parquet").to_pandas().set_index("study_key")
     assert set(sh.index) == set(raw.index)  # same site key → same pseudonyms
@@ -168,8 +171,8 @@ def test_ensemble_averages_its_members(mura_archive: SynthArchive, tmp_path: Pat
         result = screen(mura_archive.root, tmp_path / f"out-{name}", models, None, pictures=2)
         table = pq.read_table(result.out / "images.parquet").to_pandas()
         probs[name] = table.set_index("image_id").prob.sort_index()
-    assert result.summary["threshold"] == pytest.approx(0.5)
-    assert result.summary["model"]["members"] == 2
+    assert result.summary.threshold == pytest.approx(0.5)
+    assert result.summary.model.members == 2
     np.testing.assert_allclose(probs["ab"], (probs["a"] + probs["b"]) / 2, atol=1e-6)
     assert not np.allclose(probs["a"], probs["b"])
 
@@ -201,7 +204,7 @@ def test_dicom_identifiers_never_reach_mlflow_or_the_logged_report(
     bundle = random_bundle(tmp_path / "bundle", threshold=0.0)  # flag all: every picture
     db = tmp_path / "mlflow.db"
     result = screen(dicom_archive.root, tmp_path / "report", (str(bundle),), f"sqlite:///{db}")
-    assert result.counts["studies"] == len(dicom_archive.studies)
+    assert result.counts.studies == len(dicom_archive.studies)
     identifiers = _dicom_identifiers(dicom_archive.root)
     assert len(identifiers) > 3 * len(dicom_archive.studies)
     logged = [p for p in (tmp_path / "mlartifacts").rglob("*") if p.is_file()]
@@ -280,7 +283,7 @@ def test_whole_run_problems_fail_before_any_work_with_one_line(
     first = next(k for k in state if k.endswith("weight"))
     state[first] = state[first][:, :1]
     save_bundle(one_channel, model, info)
-    torch.save(state, one_channel / "weights.pt")
+    torch.save(state, one_channel / WEIGHTS)
     err = _cli_error(capsys, archive, "--out", str(tmp_path / "r4"), "--model", str(one_channel))
     assert "gray" in err and "weights" in err
 

@@ -18,6 +18,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from mura_core.checkpoints import load_bundle
+from mura_core.models import WeightsError
 from mura_core.recipes import recipe
 from mura_core.shards import ShardsLayout, pixels_array, read_images
 from mura_core.synth import SynthArchive, SynthConfig, synthesize
@@ -148,8 +149,9 @@ def test_preflight_refuses_bad_input_before_any_worker(
         preflight(TrainConfig(**{**good, "body_part": "XR_KNEE"}))
     with pytest.raises(TrackingError, match="127.0.0.1:9"):
         preflight(TrainConfig(**{**good, "tracking_uri": "http://127.0.0.1:9"}))
-    with pytest.raises(TrainError, match="weights file not found"):
-        preflight(TrainConfig(**{**good, "weights": tmp_path / "none.pth"}))
+    with pytest.raises(WeightsError, match="weights file not found"):
+        missing = recipe("seed-densenet").override(size=32, weights=str(tmp_path / "none.pth"))
+        preflight(TrainConfig(**{**good, "recipe": missing}))
     old = tmp_path / "old-shards"
     old.mkdir()
     manifest = json.loads(ShardsLayout(learnable_shards).manifest.read_text())

@@ -1,0 +1,59 @@
+"""Has a model collapsed? Outputs with no spread, told apart from a model that is merely weak.
+
+A collapsed classifier gives every image (nearly) the same score: the seed CNN once ended a
+fresh-clone run with every output ≈ 0.48 and study AUROC 0.39, and nothing said so. Two signs,
+measured on the validation split after every epoch and on the final model:
+
+- no spread: the standard deviation of the logits is below `MIN_LOGIT_STD` (0.01 — a logit
+  std of 0.01 around 0 is a probability spread of ±0.0025);
+- one-sided: both labels are present, yet every prediction falls on the same side of the
+  threshold — the model says "normal" (or "abnormal") to everything.
+
+Early epochs are often one-sided while the model is still learning, so the per-epoch flag is
+information (`val_collapsed`); only a final model with the sign makes a run fail.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+MIN_LOGIT_STD = 0.01
+
+
+@dataclass(frozen=True)
+class Spread:
+    """How much a model's outputs vary over a labelled split, and whether that is collapse."""
+
+    logit_std: float
+    one_sided: bool  # every prediction on one side of the threshold, both labels present
+    images: int
+
+    @property
+    def collapsed(self) -> bool:
+        return self.images > 0 and (self.logit_std < MIN_LOGIT_STD or self.one_sided)
+
+    def describe(self) -> str:
+        """One phrase for an error line: why the outputs count as collapsed."""
+        if self.logit_std < MIN_LOGIT_STD:
+            return f"every image gets the same score (logit std {self.logit_std:.2g})"
+        return "every image falls on the same side of the threshold, though both labels occur"
+
+
+def _logits(probs: np.ndarray) -> np.ndarray:
+    p = np.clip(probs.astype(np.float64), 1e-7, 1 - 1e-7)
+    return np.log(p) - np.log1p(-p)
+
+
+def output_spread(probs: np.ndarray, labels: np.ndarray, threshold: float = 0.5) -> Spread:
+    """Spread of probabilities `probs` over images with labels 0/1 (other labels ignored)."""
+    probs, labels = np.asarray(probs, dtype=np.float64), np.asarray(labels)
+    known = np.isin(labels, (0, 1))
+    probs, labels = probs[known], labels[known].astype(int)
+    if probs.size == 0:
+        return Spread(logit_std=0.0, one_sided=False, images=0)
+    flagged = probs > threshold
+    both_labels = labels.min() != labels.max()
+    one_sided = bool(both_labels and (flagged.all() or not flagged.any()))
+    return Spread(float(_logits(probs).std()), one_sided, int(probs.size))
