@@ -20,6 +20,7 @@ from pathlib import Path
 from mura_core.errors import MuraError
 from mura_core.sources import KINDS
 from pipelines.console import console
+from pipelines.runtime import ray_for_a_command
 
 RAY_COMMANDS = {"ingest", "train", "evaluate", "screen", "nightly", "demo"}
 EX_SOFTWARE = 70  # sysexits.h: an internal software error
@@ -107,13 +108,8 @@ def run_command(func: Callable[[argparse.Namespace], int], args: argparse.Namesp
     try:
         if name not in RAY_COMMANDS:
             return int(func(args))
-        with console.capture(name):
-            try:
-                return int(func(args))
-            finally:
-                from pipelines.runtime import stop_local_ray
-
-                stop_local_ray()
+        with console.capture(name), ray_for_a_command():
+            return int(func(args))
     except KeyboardInterrupt:
         print("mura: interrupted", file=sys.stderr)
         return 130

@@ -41,6 +41,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "torchvision classifier name)",
     )
     p.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
+    p.add_argument(
+        "--early-stop",
+        type=int,
+        default=None,
+        metavar="N",
+        help="stop once val loss has not improved for N epochs (default: run every epoch)",
+    )
     p.add_argument("--size", type=int, default=None, help="override the input size")
     p.add_argument("--batch-size", type=int, default=None, help="override the batch size")
     p.add_argument("--lr", type=float, default=None, help="override the learning rate")
@@ -94,7 +101,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-failures", type=int, default=2, help="worker failures to recover from (default 2)"
     )
-    p.add_argument("--seed", type=int, default=0, help="augmentation / shuffle seed")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the initial weights, data order, augmentation and dropout: the same seed, "
+        "data and --workers give the same run (default 0)",
+    )
     p.add_argument("--address", default=None, help="Ray cluster to join (default: local Ray)")
 
 
@@ -104,6 +117,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         .override(
             model=args.model,
             epochs=args.epochs,
+            early_stop=args.early_stop,
             size=args.size,
             batch_size=args.batch_size,
             lr=args.lr,

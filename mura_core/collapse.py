@@ -9,6 +9,8 @@ measured on the validation split after every epoch and on the final model:
 - one-sided: both labels are present, yet every prediction falls on the same side of the
   threshold — the model says "normal" (or "abnormal") to everything.
 
+Outputs that are not numbers (a diverged run's NaN) count as collapsed too.
+
 Early epochs are often one-sided while the model is still learning, so the per-epoch flag is
 information (`val_collapsed`); only a final model with the sign makes a run fail.
 """
@@ -29,13 +31,18 @@ class Spread:
     logit_std: float
     one_sided: bool  # every prediction on one side of the threshold, both labels present
     images: int
+    not_finite: int = 0  # outputs that are NaN or infinite
 
     @property
     def collapsed(self) -> bool:
-        return self.images > 0 and (self.logit_std < MIN_LOGIT_STD or self.one_sided)
+        return self.images > 0 and (
+            self.not_finite > 0 or self.logit_std < MIN_LOGIT_STD or self.one_sided
+        )
 
     def describe(self) -> str:
         """One phrase for an error line: why the outputs count as collapsed."""
+        if self.not_finite:
+            return f"outputs are not numbers (NaN) for {self.not_finite} images"
         if self.logit_std < MIN_LOGIT_STD:
             return f"every image gets the same score (logit std {self.logit_std:.2g})"
         return "every image falls on the same side of the threshold, though both labels occur"
@@ -53,6 +60,9 @@ def output_spread(probs: np.ndarray, labels: np.ndarray, threshold: float = 0.5)
     probs, labels = probs[known], labels[known].astype(int)
     if probs.size == 0:
         return Spread(logit_std=0.0, one_sided=False, images=0)
+    not_finite = int((~np.isfinite(probs)).sum())
+    if not_finite:
+        return Spread(float("nan"), False, int(probs.size), not_finite)
     flagged = probs > threshold
     both_labels = labels.min() != labels.max()
     one_sided = bool(both_labels and (flagged.all() or not flagged.any()))

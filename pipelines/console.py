@@ -180,10 +180,14 @@ class Console:
             self._forget_empty_log()
 
     def _forget_empty_log(self) -> None:
+        """A log left in the temp folder (the command never said where its output goes, or
+        failed before): removed when empty, else its path is told."""
         if self.log is not None and self.log.parent == Path(tempfile.gettempdir()):
             with contextlib.suppress(OSError):
                 if self.log.stat().st_size == 0:
                     self.log.unlink()
+                else:
+                    self.note(f"Ray's logs: {self.log}")
         self.log = None
 
     def keep_log(self, folder: Path, command: str) -> None:

@@ -63,9 +63,6 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> No
         start_local_ray(num_cpus=num_cpus)
 
 
-_started_here = False  # whether start_local_ray started the Ray this process is connected to
-
-
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -87,7 +84,6 @@ def start_local_ray(*, num_cpus: int | None = None) -> None:
     that every Ray process inherits its own cluster's address. The driver's environment is
     restored right after (a later `ensure_ray` must not mistake it for a job's cluster).
     """
-    global _started_here
     port = _free_port()
     saved = {k: os.environ.get(k) for k in ("RAY_GCS_SERVER_PORT", "RAY_ADDRESS")}
     os.environ["RAY_GCS_SERVER_PORT"] = str(port)
@@ -100,7 +96,6 @@ def start_local_ray(*, num_cpus: int | None = None) -> None:
             dashboard_port=_free_port(),
             logging_level=logging.WARNING,
         )
-        _started_here = True
     finally:
         for key, value in saved.items():
             if value is None:
@@ -109,13 +104,17 @@ def start_local_ray(*, num_cpus: int | None = None) -> None:
                 os.environ[key] = value
 
 
-def stop_local_ray() -> None:
-    """Shut down the local Ray this process started (a joined cluster, or a Ray someone else
-    started in this process, is left alone)."""
-    global _started_here
-    if _started_here and ray.is_initialized():
-        ray.shutdown()
-    _started_here = False
+@contextmanager
+def ray_for_a_command() -> Iterator[None]:
+    """Around one command: a Ray it starts (or joins) is shut down when it returns or fails,
+    so no Ray process of the command outlives it; a Ray already running in this process (a
+    test session, a notebook) is left as it was."""
+    already = ray.is_initialized()
+    try:
+        yield
+    finally:
+        if not already and ray.is_initialized():
+            ray.shutdown()
 
 
 def cluster_cpus() -> int:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import ray
 import ray.train
 from mlflow.entities import RunStatus
@@ -394,9 +395,19 @@ def _finish(
     final, members, history = _final_bundle(cfg, result, tmp)
     predictions = predict_splits(shards, SPLITS, bundle_bytes(final), body_part=cfg.body_part)
     val = predictions["val"].where(predictions["val"].label >= 0)
-    threshold = choose_threshold(val.label.tolist(), val.prob.tolist(), cfg.target_sensitivity)
-    splits = evaluate_splits(predictions, threshold, seed=cfg.seed)
+    threshold = 0.5
+    if np.isfinite(val.prob).all():  # a diverged model's NaNs: collapsed, nothing to choose
+        threshold = choose_threshold(val.label.tolist(), val.prob.tolist(), cfg.target_sensitivity)
     spread = output_spread(val.prob, val.label, threshold)
+    client.log_metric(run_id, "val.logit_std", spread.logit_std)
+    client.set_tag(run_id, "mura.collapsed", str(spread.collapsed).lower())
+    if spread.collapsed:  # the per-epoch curves are in the run already; nothing else to log
+        raise TrainCollapsed(
+            f"training collapsed: the chosen model's {spread.describe()} on the "
+            f"{spread.images} validation images, so nothing was registered (MLflow run "
+            f"{run_id} holds its curves); try a lower --lr, more epochs or another --seed"
+        )
+    splits = evaluate_splits(predictions, threshold, seed=cfg.seed)
     extra = {
         "run_id": run_id,
         "body_part": cfg.body_part or "all",
@@ -415,14 +426,6 @@ def _finish(
         shards=shards,
         cam_examples=cfg.cam_examples,
     )
-    client.log_metric(run_id, "val.logit_std", spread.logit_std)
-    client.set_tag(run_id, "mura.collapsed", str(spread.collapsed).lower())
-    if spread.collapsed:
-        raise TrainCollapsed(
-            f"training collapsed: the chosen model's {spread.describe()} on the "
-            f"{spread.images} validation images, so nothing was registered (MLflow run "
-            f"{run_id} holds its curves); try a lower --lr, more epochs or another --seed"
-        )
     model_uri, version = log_model(
         uri=checked.uri,
         run_id=run_id,

@@ -8,6 +8,8 @@ the study-level test AUROC, the MLflow run and the registered model.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,13 +21,13 @@ from mlflow.tracking import MlflowClient
 
 from mura_core.checkpoints import load_bundle
 from mura_core.models import WeightsError
-from mura_core.recipes import recipe
+from mura_core.recipes import Recipe, recipe
 from mura_core.shards import ShardsLayout, pixels_array, read_images
 from mura_core.synth import SynthArchive, SynthConfig, synthesize
 from pipelines.ingest import IngestConfig, run_ingest
 from pipelines.model_store import resolve_model
 from pipelines.tracking import TrackingError
-from pipelines.train import TrainConfig, TrainError, preflight, run_training
+from pipelines.train import TrainConfig, TrainError, TrainResult, preflight, run_training
 
 if TYPE_CHECKING:
     from tests.pipelines.conftest import Trained
@@ -115,7 +117,8 @@ def test_a_worker_failure_resumes_without_repeating_epochs(
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cfg = TrainConfig(
         shards=learnable_shards,
-        recipe=recipe("seed-cnn").override(size=32, batch_size=64, epochs=3).with_augment("none"),
+        recipe=plumbing_recipe(epochs=3),
+        target_sensitivity=PLUMBING_SENSITIVITY,
         tracking_uri=uri,
         storage=tmp_path / "rr",
         experiment="test-fault",
@@ -206,23 +209,90 @@ def test_evaluate_reproduces_the_training_metrics(trained: Trained) -> None:
     assert result.threshold == pytest.approx(trained.result.threshold)
 
 
-@pytest.mark.slow
-def test_two_workers_train_with_ddp(learnable_shards: Path, tmp_path: Path) -> None:
-    cfg = TrainConfig(
-        shards=learnable_shards,
-        recipe=recipe("seed-cnn").override(size=32, batch_size=32, epochs=2).with_augment("none"),
-        workers=2,
-        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
-        storage=tmp_path / "rr",
-        experiment="test-ddp",
-        register="ddp",
-        cam_examples=0,
+PLUMBING_SENSITIVITY = 0.5
+
+
+def plumbing_recipe(*, epochs: int) -> Recipe:
+    """For tests of the machinery (resume, DDP, reproducibility), not of learning: ResNet-18 at
+    32 px has spread in its outputs from the first epochs (batch norm), where the seed CNN sits
+    in a constant plateau for ~10 epochs — and a run whose final model has no spread is refused
+    as collapsed. Its runs choose their threshold for a target sensitivity
+    (PLUMBING_SENSITIVITY): a model this young often calls every image normal at 0.5."""
+    return (
+        recipe("seed-cnn").override(model="resnet18", size=32, epochs=epochs).with_augment("none")
     )
-    result = run_training(cfg)
-    assert [h["epoch"] for h in result.history] == [1, 2]
+
+
+def _losses(result: TrainResult) -> list[float]:
+    """Every epoch's train and val loss, in order."""
+    return [h[key] for h in result.history for key in ("train_loss", "val_loss")]
+
+
+@pytest.mark.slow
+def test_two_workers_train_with_ddp_and_a_seed_repeats_their_losses(
+    learnable_shards: Path, tmp_path: Path
+) -> None:
+    """Same seed, data and worker count → the same epoch losses: Ray Data delivers blocks in
+    order (preserve_order), the block order and shuffle buffers are seeded per epoch, the
+    global RNG (dropout) per (seed, rank, epoch)."""
+    results = []
+    for attempt in ("a", "b"):
+        cfg = TrainConfig(
+            shards=learnable_shards,
+            recipe=plumbing_recipe(epochs=2),
+            target_sensitivity=PLUMBING_SENSITIVITY,
+            workers=2,
+            tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+            storage=tmp_path / f"rr-{attempt}",
+            experiment="test-ddp",
+            register="ddp",
+            cam_examples=0,
+            seed=3,
+        )
+        results.append(run_training(cfg))
+    first, second = results
+    assert [h["epoch"] for h in first.history] == [1, 2]
+    assert _losses(first) == pytest.approx(_losses(second), rel=1e-6, abs=1e-7)
     train_images = sum(
         1
         for s in read_images(learnable_shards, columns=["split"]).column("split").to_pylist()
         if s == "train"
     )
-    assert result.splits["train"].images == train_images
+    assert first.splits["train"].images == train_images
+
+
+@pytest.mark.slow
+def test_a_collapsed_run_is_one_line_registers_nothing_and_is_tagged(
+    learnable_shards: Path, tmp_path: Path
+) -> None:
+    """Learning rate 1.0 kills the seed CNN (its ReLUs die, every output the same)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jobs.cli",
+            "train",
+            str(learnable_shards),
+            *("--lr", "1.0", "--epochs", "2", "--size", "32", "--augment", "none"),
+            *("--tracking-uri", uri, "--storage", str(tmp_path / "rr")),
+            *("--experiment", "test-collapse", "--register", "collapse-test"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 1, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("mura: ")]
+    assert len(errors) == 1 and errors[0].startswith("mura: error: training collapsed"), errors
+    assert "Traceback" not in result.stderr + result.stdout
+    assert "val outputs collapsed" in result.stdout  # the epoch lines say so as it happens
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("test-collapse").experiment_id])
+    assert run.info.status == "FAILED" and run.data.tags["mura.collapsed"] == "true"
+    assert [m.value for m in client.get_metric_history(run.info.run_id, "val_collapsed")] == [
+        1.0,
+        1.0,
+    ]
+    assert client.search_registered_models() == []
+    assert client.search_logged_models(experiment_ids=[run.info.experiment_id]) == []
