@@ -12,7 +12,7 @@ Every run goes through `run_training` (Ray Train, MLflow in a temporary SQLite s
 project's loop and presets). Learning curves (val loss and val study AUROC per epoch) go to
 `--out/learn_cpu.png`, the figures to `--out/learn_cpu.json`.
 
-    .venv/bin/python bench/learn.py                 # both parts (~1 h on 2 cores)
+    .venv/bin/python bench/learn.py                 # both parts (~1 h on 2 idle cores)
     .venv/bin/python bench/learn.py --part cnn --seeds 10
 """
 
@@ -45,7 +45,7 @@ from tests.pipelines import learning  # noqa: E402
 
 LEARNED_AUROC = 0.9
 DENSENET_ARCHIVE = SynthConfig(
-    studies=200,
+    studies=160,
     seed=11,
     size=256,
     sign_strength=4.0,
@@ -177,8 +177,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--part", choices=("cnn", "densenet", "all"), default="all")
     parser.add_argument("--seeds", type=int, default=10)
-    parser.add_argument("--max-epochs", type=int, default=25, help="DenseNet cap (default 25)")
-    parser.add_argument("--patience", type=int, default=4, help="DenseNet early stop (default 4)")
+    parser.add_argument("--max-epochs", type=int, default=20, help="DenseNet cap (default 20)")
+    parser.add_argument(
+        "--patience",
+        type=int,
+        default=6,
+        help="DenseNet early stop: epochs without a val-loss gain (default 6: seed-densenet's "
+        "lr drop after 5 stale epochs gets one chance)",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="mura-bench-learn-"))

@@ -16,10 +16,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from mura_core.cam import class_activation_maps, overlay_png
+from mura_core.cam import CAM_BATCH, class_activation_maps, overlay_png
 from mura_core.checkpoints import load_bundle
 from mura_core.screen_report import ReportImage, thumbnail_png
 
+from ..console import console
 from .inputs import ScreenInput, load_pixels
 
 PER_STUDY = 4
@@ -47,9 +48,14 @@ def study_pictures(
     preset = info.eval_preset()
     ids = [i for i in wanted if i in pixels]
     maps: dict[str, np.ndarray] = {}
-    if ids:
-        x = preset(torch.from_numpy(np.stack([pixels[i] for i in ids])))
-        maps = dict(zip(ids, class_activation_maps(model, x)[0], strict=True))
+    bar = console.progress("pictures", len(ids), "images") if ids else None
+    for start in range(0, len(ids), CAM_BATCH):
+        chunk = ids[start : start + CAM_BATCH]
+        x = preset(torch.from_numpy(np.stack([pixels[i] for i in chunk])))
+        maps.update(zip(chunk, class_activation_maps(model, x)[0], strict=True))
+        bar.advance(len(chunk))
+    if bar is not None:
+        bar.close()
     out: dict[str, tuple[ReportImage, ...]] = {}
     for key in study_keys:
         out[key] = tuple(

@@ -84,6 +84,13 @@ def _train(
     return run_id, out
 
 
+def _client(work: Path) -> MlflowClient:
+    """The test's own store for runs and registry alike (a registry URI another test set
+    with mlflow.set_registry_uri would otherwise be searched instead)."""
+    uri = f"sqlite:///{work / 'mlflow.db'}"
+    return MlflowClient(uri, registry_uri=uri)
+
+
 def _check_run(client: MlflowClient, run_id: str, out: str, *, epochs: int) -> dict[str, str]:
     """FINISHED, every epoch logged, random init said in params and summary, CAMs logged."""
     run = client.get_run(run_id)
@@ -128,7 +135,7 @@ def _screen(
 def test_seed_densenet_on_wrist_then_hand_trains_registers_and_screens(
     wrist_hand: Path, incoming: SynthArchive, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = _client(tmp_path)
     versions = []
     for part in ("XR_WRIST", "XR_HAND"):
         flags = ("--recipe", "seed-densenet", "--epochs", "2", "--weights", "none")
@@ -153,7 +160,7 @@ def test_mura_paper_keeps_an_ensemble_logs_its_cams_registers_and_screens(
 ) -> None:
     flags = ("--recipe", "mura-paper", "--epochs", "2", "--weights", "none")
     run_id, out = _train(capfd, wrist_hand, tmp_path, *flags, "--register", "paper")
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = _client(tmp_path)
     params = _check_run(client, run_id, out, epochs=2)
     assert params["recipe.keep_best"] == "5" and params["recipe.weighted_loss"] == "True"
     version = _version(client, "paper", run_id)
