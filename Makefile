@@ -11,12 +11,19 @@ DEMO_OUT ?= demo-out
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
+# pip's own chatter (index warnings, build-backend notes) goes to $(LOG); its end is shown
+# when an install fails
+LOG    := $(VENV)/install.log
+PIP     = $(BIN)/python -m pip install --progress-bar off
+
 $(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	@echo "creating $(VENV) with $(PYTHON)"
+	@$(PYTHON) -m venv $(VENV)
+	@$(PIP) --upgrade pip > $(LOG) 2>&1 || { tail -n 30 $(LOG); exit 1; }
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@echo "installing the project with its test extras into $(VENV) (about 2 minutes the first time; log: $(LOG))"
+	@$(PIP) -e '.[test]' >> $(LOG) 2>&1 || { echo "pip install failed; the end of $(LOG):"; tail -n 30 $(LOG); exit 1; }
 	@touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install the project with its test extras

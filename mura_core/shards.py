@@ -49,7 +49,7 @@ def pixels_type(size: int) -> pa.DataType:
     return pa.binary(size * size)
 
 
-# (name, type or None for pixels, description) — the README's schema table is this list.
+# (name, type or None for pixels, description) — the schema table in docs/ingest.md is this list.
 IMAGE_COLUMNS: tuple[tuple[str, pa.DataType | None, str], ...] = (
     ("image_id", pa.string(), "unique image id (DICOM: pseudonym of SOPInstanceUID[#frame])"),
     ("study_key", pa.string(), "study id (DICOM: pseudonym of StudyInstanceUID)"),

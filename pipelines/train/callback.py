@@ -56,6 +56,7 @@ class EpochLogger(ray.train.UserCallback):
         self.sink = sink
         self.every = every or max(1, math.ceil(epochs / PIPED_LINES))
         self.started = time.time()
+        self.collapsed = False  # the last epoch's val outputs had no spread
 
     def after_report(
         self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any
@@ -76,8 +77,14 @@ class EpochLogger(ray.train.UserCallback):
         self.logged.add(epoch)
         line = epoch_line(row, self.epochs, time.time() - self.started)
         print(line, flush=True)  # the log
+        # the console: the first and last epoch, every `every`-th, and each epoch where the
+        # val outputs collapse or regain their spread (a plateau is one line, not one an epoch)
+        collapsed = bool(row.get("val_collapsed"))
+        changed, self.collapsed = collapsed != self.collapsed, collapsed
+        if changed and not collapsed:
+            line += "  (val outputs have spread again)"
         if self.sink is not None and (
-            epoch % self.every == 0 or epoch in (1, self.epochs) or row.get("val_collapsed")
+            epoch % self.every == 0 or epoch in (1, self.epochs) or changed
         ):
             self.sink.line(line)
 
