@@ -22,7 +22,7 @@ $(BIN)/python:
 	@$(PIP) --upgrade pip > $(LOG) 2>&1 || { tail -n 30 $(LOG); exit 1; }
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	@echo "installing the project with its test extras into $(VENV) (about 2 minutes the first time; log: $(LOG))"
+	@echo "installing the project with its test extras into $(VENV) (2-3 minutes the first time; log: $(LOG))"
 	@$(PIP) -e '.[test]' >> $(LOG) 2>&1 || { echo "pip install failed; the end of $(LOG):"; tail -n 30 $(LOG); exit 1; }
 	@touch $(STAMP)
 
