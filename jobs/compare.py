@@ -8,8 +8,6 @@ import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
-from mlflow.tracking import MlflowClient
-
 from pipelines.compare import (
     DEFAULT_ALIAS,
     DEFAULT_EXPERIMENT,
@@ -101,10 +99,7 @@ def command(args: argparse.Namespace) -> int:
             f"no MLflow store at {db}: train first, or point --tracking-uri / "
             "MLFLOW_TRACKING_URI at the store"
         )
-    check_tracking(uri)
-    # models are registered in the tracking store (as `mura train` does); never in a registry
-    # left behind by mlflow.set_registry_uri, which also exports MLFLOW_REGISTRY_URI
-    client = MlflowClient(uri, registry_uri=uri)
+    client = check_tracking(uri)  # runs and registry both in `uri` (tracking_client)
     if args.promote:
         done = promote(client, args.promote, args.alias, name=args.name)
         moved = f"; was v{done.previous}" if done.previous and done.previous != done.version else ""

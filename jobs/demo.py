@@ -16,8 +16,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlflow.tracking import MlflowClient
-
 from mura_core.recipes import Recipe, recipe
 from mura_core.records import BodyPart
 from mura_core.sources import format_summary, list_source
@@ -26,6 +24,7 @@ from pipelines.compare import DEFAULT_ALIAS, DEFAULT_METRIC, format_table, load_
 from pipelines.console import console
 from pipelines.ingest import IngestConfig, format_result, run_ingest
 from pipelines.screen import ScreenConfig, ScreenResult, run_screen
+from pipelines.tracking import tracking_client
 from pipelines.train import TrainCollapsed, TrainConfig, TrainResult, run_training
 
 from .common import progress
@@ -173,7 +172,7 @@ def command(args: argparse.Namespace) -> int:
 def _compare(out: Path, tracking: str, trained: list[TrainResult]) -> str:
     if not trained:
         raise TrainCollapsed("both demo models collapsed: nothing to compare or screen with")
-    client = MlflowClient(tracking)
+    client = tracking_client(tracking)
     rows = load_runs(client, run_ids=[r.run_id for r in trained], metric=DEFAULT_METRIC)
     console.print(format_table(rows, DEFAULT_METRIC))
     promoted = promote(client, rows[0].run_id)

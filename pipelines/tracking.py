@@ -68,7 +68,7 @@ def check_tracking(uri: str, timeout: float = 5.0) -> MlflowClient:
             raise TrackingError(f"MLflow store {uri}: folder missing or not writable")
     elif scheme not in ("file", "databricks", "postgresql", "mysql", ""):
         raise TrackingError(f"unsupported MLflow tracking URI {uri!r}")
-    client = MlflowClient(tracking_uri=uri)
+    client = tracking_client(uri)
     try:
         client.search_experiments(max_results=1)
     except Exception as exc:  # the store's own errors vary by backend
@@ -76,6 +76,14 @@ def check_tracking(uri: str, timeout: float = 5.0) -> MlflowClient:
             f"MLflow store {uri} unusable: {' '.join(str(exc).split())[:200]}"
         ) from exc
     return client
+
+
+def tracking_client(uri: str) -> MlflowClient:
+    """A client for the runs *and* the registry of `uri`: models are registered in the
+    tracking store (as `mura train` does), never in a registry that `mlflow.set_registry_uri`
+    left in this process (it also exports MLFLOW_REGISTRY_URI), which a bare
+    `MlflowClient(uri)` would search instead."""
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def ensure_experiment(client: MlflowClient, name: str) -> str:

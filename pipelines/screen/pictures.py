@@ -48,13 +48,13 @@ def study_pictures(
     preset = info.eval_preset()
     ids = [i for i in wanted if i in pixels]
     maps: dict[str, np.ndarray] = {}
-    bar = console.progress("pictures", len(ids), "images") if ids else None
-    for start in range(0, len(ids), CAM_BATCH):
-        chunk = ids[start : start + CAM_BATCH]
-        x = preset(torch.from_numpy(np.stack([pixels[i] for i in chunk])))
-        maps.update(zip(chunk, class_activation_maps(model, x)[0], strict=True))
-        bar.advance(len(chunk))
-    if bar is not None:
+    if ids:
+        bar = console.progress("pictures", len(ids), "images")
+        for start in range(0, len(ids), CAM_BATCH):  # a chunk's pixels at a time (memory)
+            chunk = ids[start : start + CAM_BATCH]
+            x = preset(torch.from_numpy(np.stack([pixels[i] for i in chunk])))
+            maps.update(zip(chunk, class_activation_maps(model, x)[0], strict=True))
+            bar.advance(len(chunk))
         bar.close()
     out: dict[str, tuple[ReportImage, ...]] = {}
     for key in study_keys:

@@ -33,7 +33,7 @@ from pipelines.compare import (
     promote,
 )
 from pipelines.model_store import log_bundle, resolve_model
-from pipelines.tracking import ensure_experiment, sqlite_path, use_tracking
+from pipelines.tracking import ensure_experiment, sqlite_path, tracking_client, use_tracking
 
 if TYPE_CHECKING:
     from tests.pipelines.conftest import Trained
@@ -41,10 +41,7 @@ if TYPE_CHECKING:
 EXPERIMENT = "cmp"
 
 
-def client_of(uri: str) -> MlflowClient:
-    """Tracking and registry both `uri` (a bare MlflowClient(uri) takes the registry from
-    mlflow.set_registry_uri when another test set it)."""
-    return MlflowClient(uri, registry_uri=uri)
+client_of = tracking_client  # tracking and registry both `uri`
 
 
 def random_bundle(folder: Path, *, threshold: float = 0.4) -> Path:

@@ -28,6 +28,7 @@ from mura_core.splits import SplitConfig
 from mura_core.synth import SynthArchive, SynthConfig, synthesize
 from pipelines.ingest import IngestConfig, run_ingest
 from pipelines.model_store import resolve_model
+from pipelines.tracking import tracking_client
 
 if TYPE_CHECKING:
     from tests.pipelines.conftest import Trained
@@ -85,10 +86,8 @@ def _train(
 
 
 def _client(work: Path) -> MlflowClient:
-    """The test's own store for runs and registry alike (a registry URI another test set
-    with mlflow.set_registry_uri would otherwise be searched instead)."""
-    uri = f"sqlite:///{work / 'mlflow.db'}"
-    return MlflowClient(uri, registry_uri=uri)
+    """The test's own store, for runs and registry alike."""
+    return tracking_client(f"sqlite:///{work / 'mlflow.db'}")
 
 
 def _check_run(client: MlflowClient, run_id: str, out: str, *, epochs: int) -> dict[str, str]:
