@@ -1,0 +1,166 @@
+"""What every PACS client does, whatever it speaks: check, find, fetch, store.
+
+`connect(address, …)` returns a `DicomWebPacs` (dicomweb-client: QIDO-RS, WADO-RS, STOW-RS)
+or a `DimsePacs` (pynetdicom: C-FIND, C-GET, C-STORE). Both
+
+- `check()` once before any work: unreachable, refused credentials (HTTP 401/403) or a
+  rejected association raise a one-line `PacsError` naming the address, never a secret;
+- `find_studies(query)` → StudyInstanceUIDs, then `find_instances(study)` → one header
+  (a pydicom Dataset of `INSTANCE_FIELDS`, no pixels) per instance;
+- `fetch(locators)` → per instance its Part 10 bytes, or a `RetrieveError` (`retrieve_failed`,
+  with the HTTP or DIMSE status) after a bounded retry with backoff;
+- `store(datasets)` → per dataset a `StoreOutcome` (stored, or why not).
+
+A client is a small picklable value (address, auth, AE title, retry policy): a Ray task
+gets a copy and opens its own connection, so a cluster fetches in parallel.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+from pydicom.dataset import Dataset
+
+from ..imaging.errors import ImagingError
+from .address import DEFAULT_AE_TITLE, PacsAddress, PacsAuth, PacsQuery
+
+# Header attributes listing reads (QIDO-RS includefield / C-FIND return keys): identity,
+# body part and view, and the patient/study module the results written back carry.
+INSTANCE_FIELDS: tuple[str, ...] = (
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "SOPInstanceUID",
+    "SOPClassUID",
+    "Modality",
+    "PatientID",
+    "PatientName",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "StudyID",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+    "StudyDescription",
+    "SeriesDescription",
+    "SeriesNumber",
+    "InstanceNumber",
+    "BodyPartExamined",
+    "ProtocolName",
+    "ViewPosition",
+    "Laterality",
+    "ImageLaterality",
+    "NumberOfFrames",
+    "Manufacturer",
+)
+
+
+class RetrieveError(ImagingError):
+    """An instance the PACS did not hand over (after retries): a quarantine row."""
+
+    error_type = "retrieve_failed"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Per request: a timeout, then up to `attempts` tries `backoff`·2^k seconds apart."""
+
+    attempts: int = 3
+    backoff: float = 0.5
+    timeout: float = 30.0
+
+    def delays(self) -> Iterable[float]:
+        return (self.backoff * 2**k for k in range(self.attempts - 1))
+
+
+@dataclass(frozen=True)
+class Locator:
+    """Where an instance is: the UIDs WADO-RS and C-GET need (C-GET also its SOP class).
+    `str()` is what an `ImageRef.path` holds for a PACS source (never written anywhere)."""
+
+    study: str
+    series: str
+    sop: str
+    sop_class: str
+
+    def __str__(self) -> str:
+        return f"{self.study}/{self.series}/{self.sop}/{self.sop_class}"
+
+    @classmethod
+    def parse(cls, text: str) -> Locator:
+        study, series, sop, sop_class = text.split("/")
+        return cls(study, series, sop, sop_class)
+
+    @classmethod
+    def of(cls, header: Dataset) -> Locator:
+        return cls(
+            str(header.StudyInstanceUID),
+            str(header.SeriesInstanceUID),
+            str(header.SOPInstanceUID),
+            str(header.SOPClassUID),
+        )
+
+
+@dataclass(frozen=True)
+class StoreOutcome:
+    """One stored object: its SOP Instance UID, and None or why the PACS refused it."""
+
+    sop_uid: str
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class Pacs(Protocol):
+    address: PacsAddress
+
+    def check(self) -> None: ...
+
+    def find_studies(self, query: PacsQuery) -> list[str]: ...
+
+    def find_instances(self, study_uid: str) -> list[Dataset]: ...
+
+    def fetch(self, locators: Sequence[Locator]) -> dict[Locator, bytes | RetrieveError]: ...
+
+    def store(self, datasets: Sequence[Dataset]) -> list[StoreOutcome]: ...
+
+
+T = TypeVar("T")
+
+
+class Transient(Exception):
+    """A failure worth another try (connection refused/reset, timeout, HTTP 5xx/429)."""
+
+
+def with_retry(call: Callable[[], T], policy: RetryPolicy) -> T:
+    """`call()`, tried again after `Transient` failures; the last one propagates."""
+    for delay in policy.delays():
+        try:
+            return call()
+        except Transient:
+            time.sleep(delay)
+    return call()
+
+
+def connect(
+    address: str | PacsAddress,
+    auth: PacsAuth | None = None,
+    *,
+    ae_title: str = DEFAULT_AE_TITLE,
+    retry: RetryPolicy | None = None,
+) -> Pacs:
+    """A client for `address` (not yet connected: call `check()`)."""
+    addr = address if isinstance(address, PacsAddress) else PacsAddress.parse(address)
+    policy = retry or RetryPolicy()
+    if addr.protocol == "dicomweb":
+        from .dicomweb import DicomWebPacs
+
+        return DicomWebPacs(addr, auth or PacsAuth(), policy)
+    from .dimse import DimsePacs
+
+    return DimsePacs(addr, ae_title, policy)

@@ -1,0 +1,182 @@
+"""A DICOMweb PACS through dicomweb-client: QIDO-RS to list, WADO-RS to fetch, STOW-RS to store.
+
+The HTTP session carries the credentials (basic or bearer) and a urllib3 `Retry` (bounded
+attempts, exponential backoff, on connection errors and 429/5xx), so a PACS that restarts
+or sheds load costs a retry, not an instance. WADO-RS asks for any transfer syntax
+(`application/dicom; transfer-syntax=*`): the stored bytes, not a transcoded copy, go to
+`mura_core.imaging`, exactly as a file from a folder would.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any
+
+import pydicom
+import requests
+from dicomweb_client.api import DICOMwebClient
+from pydicom.dataset import Dataset
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from .address import PacsAddress, PacsAuth, PacsError, PacsQuery
+from .client import INSTANCE_FIELDS, Locator, RetrieveError, RetryPolicy, StoreOutcome
+
+# dicomweb-client logs every request at INFO with its UIDs: identifiers stay out of logs
+logging.getLogger("dicomweb_client").setLevel(logging.WARNING)
+_RETRY_STATUS = (429, 500, 502, 503, 504)
+_ANY_TRANSFER_SYNTAX = (("application/dicom", "*"),)
+PAGE = 1000  # QIDO-RS results per request
+
+
+@dataclass
+class DicomWebPacs:
+    address: PacsAddress
+    auth: PacsAuth = field(repr=False)
+    retry: RetryPolicy
+    _client: DICOMwebClient | None = field(default=None, init=False, repr=False)
+
+    def __getstate__(self) -> dict[str, object]:  # a Ray task opens its own session
+        return {"address": self.address, "auth": self.auth, "retry": self.retry, "_client": None}
+
+    def client(self) -> DICOMwebClient:
+        if self._client is None:
+            session = requests.Session()
+            if self.auth.token:
+                session.headers["Authorization"] = f"Bearer {self.auth.token}"
+            elif self.auth.username:
+                session.auth = (self.auth.username, self.auth.password or "")
+            retries = Retry(
+                total=self.retry.attempts - 1,
+                backoff_factor=self.retry.backoff,
+                status_forcelist=_RETRY_STATUS,
+                allowed_methods=None,  # STOW too: our objects have fixed UIDs, a retry is safe
+                raise_on_status=False,
+            )
+            for prefix in ("http://", "https://"):
+                session.mount(prefix, HTTPAdapter(max_retries=retries))
+            self._client = DICOMwebClient(self.address.url, session=session)
+            self._client._timeout = self.retry.timeout  # noqa: SLF001 (no public setter)
+            self._client.set_http_retry_params(retry=False)  # the session retries
+        return self._client
+
+    def _fail(self, exc: Exception, doing: str) -> PacsError:
+        status = _status(exc)
+        if status in (HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN):
+            return PacsError(
+                f"PACS {self.address} refused our credentials while {doing} (HTTP {status}): "
+                "check --pacs-auth / MURA_PACS_USERNAME and MURA_PACS_PASSWORD"
+            )
+        if status is not None:
+            return PacsError(f"PACS {self.address} answered HTTP {status} while {doing}")
+        return PacsError(f"cannot reach PACS {self.address} while {doing}: {_why(exc)}")
+
+    def check(self) -> None:
+        try:
+            self.client().search_for_studies(limit=1, fields=["StudyInstanceUID"])
+        except (requests.RequestException, OSError) as exc:
+            raise self._fail(exc, "checking it (QIDO-RS)") from None
+
+    def find_studies(self, query: PacsQuery) -> list[str]:
+        found: dict[str, None] = {}
+        for modality in query.modalities:
+            filters = {"ModalitiesInStudy": modality}
+            if query.study_date:
+                filters["StudyDate"] = query.study_date
+            try:
+                rows = _pages(
+                    self.client().search_for_studies,
+                    fields=["StudyInstanceUID"],
+                    search_filters=filters,
+                )
+            except (requests.RequestException, OSError) as exc:
+                raise self._fail(exc, "listing studies (QIDO-RS)") from None
+            found.update(dict.fromkeys(str(Dataset.from_json(r).StudyInstanceUID) for r in rows))
+        return list(found)
+
+    def find_instances(self, study_uid: str) -> list[Dataset]:
+        try:
+            rows = _pages(
+                self.client().search_for_instances,
+                study_instance_uid=study_uid,
+                fields=list(INSTANCE_FIELDS),
+            )
+        except (requests.RequestException, OSError) as exc:
+            raise self._fail(exc, "listing a study's instances (QIDO-RS)") from None
+        return [Dataset.from_json(r) for r in rows]
+
+    def fetch(self, locators: Sequence[Locator]) -> dict[Locator, bytes | RetrieveError]:
+        out: dict[Locator, bytes | RetrieveError] = {}
+        for loc in locators:
+            try:
+                ds = self.client().retrieve_instance(
+                    loc.study, loc.series, loc.sop, media_types=_ANY_TRANSFER_SYNTAX
+                )
+            except (requests.RequestException, OSError) as exc:
+                status = _status(exc)
+                out[loc] = RetrieveError(
+                    f"WADO-RS HTTP {status}" if status else f"WADO-RS failed: {_why(exc)}"
+                )
+                continue
+            buffer = io.BytesIO()
+            pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
+            out[loc] = buffer.getvalue()
+        return out
+
+    def store(self, datasets: Sequence[Dataset]) -> list[StoreOutcome]:
+        """STOW-RS, one request per study (our results go into their source's study)."""
+        outcomes: list[StoreOutcome] = []
+        by_study: dict[str, list[Dataset]] = {}
+        for ds in datasets:
+            by_study.setdefault(str(ds.StudyInstanceUID), []).append(ds)
+        for study, group in by_study.items():
+            try:
+                answer = self.client().store_instances(group, study_instance_uid=study)
+            except (requests.RequestException, OSError) as exc:
+                status = _status(exc)
+                why = f"STOW-RS HTTP {status}" if status else f"STOW-RS failed: {_why(exc)}"
+                outcomes.extend(StoreOutcome(str(ds.SOPInstanceUID), why) for ds in group)
+                continue
+            failed = {
+                str(item.ReferencedSOPInstanceUID): int(item.get("FailureReason", 0))
+                for item in answer.get("FailedSOPSequence", [])
+            }
+            outcomes.extend(
+                StoreOutcome(
+                    uid := str(ds.SOPInstanceUID),
+                    f"STOW-RS failure reason 0x{failed[uid]:04X}" if uid in failed else None,
+                )
+                for ds in group
+            )
+        return outcomes
+
+
+def _pages(search: Callable[..., list[dict[str, Any]]], **kwargs: Any) -> list[dict[str, Any]]:
+    """Every result of a QIDO-RS search, PAGE at a time (dicomweb-client's `get_remaining`
+    never ends against a server that ignores `offset` without `limit`)."""
+    rows: list[dict[str, Any]] = []
+    while True:
+        page = search(limit=PAGE, offset=len(rows), **kwargs)
+        rows.extend(page)
+        if len(page) < PAGE:
+            return rows
+
+
+def _status(exc: Exception) -> int | None:
+    response = getattr(exc, "response", None)
+    return getattr(response, "status_code", None)
+
+
+def _why(exc: Exception) -> str:
+    """A connection failure in a few words (urllib3 nests the reason deep)."""
+    text = str(exc)
+    for marker in ("Connection refused", "timed out", "Connection reset", "Name or service"):
+        if marker in text:
+            return marker.lower()
+    if isinstance(exc, requests.exceptions.RetryError):
+        return "too many retries"
+    return type(exc).__name__
