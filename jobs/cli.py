@@ -14,12 +14,14 @@ from pathlib import Path
 
 from mura_core import __version__
 from mura_core.errors import ConfigError
+from mura_core.pacs.address import is_pacs_address
 from mura_core.records import MURA_BODY_PARTS, BodyPart
 from mura_core.sources import format_summary, list_source
+from mura_core.sources.pacs import list_pacs
 from mura_core.synth import SynthConfig, synthesize
 
 from . import compare, demo, evaluate, ingest, mlflow_server, nightly, screen, submit, train
-from .common import add_source_arguments, add_verbose, progress, run_command
+from .common import add_source_arguments, add_verbose, pacs_options, progress, run_command
 
 
 def _body_parts(text: str | None) -> tuple[BodyPart, ...]:
@@ -56,6 +58,12 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    if is_pacs_address(args.source):
+        options = pacs_options(args)
+        pacs = options.connect(args.source)
+        pacs.check()
+        print(format_summary(list_pacs(pacs, options.query, args.labels).listing))
+        return 0
     print(format_summary(list_source(args.source, kind=args.kind, labels=args.labels)))
     return 0
 

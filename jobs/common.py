@@ -18,6 +18,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from mura_core.errors import MuraError
+from mura_core.pacs.address import (
+    DEFAULT_AE_TITLE,
+    DEFAULT_MODALITIES,
+    PacsQuery,
+    check_ae_title,
+    is_pacs_address,
+    load_auth,
+)
+from mura_core.pacs.client import PacsOptions
+from mura_core.records import MURA_BODY_PARTS, BodyPart
 from mura_core.sources import KINDS
 from pipelines.console import console
 from pipelines.runtime import ray_for_a_command
@@ -26,17 +36,83 @@ RAY_COMMANDS = {"ingest", "train", "evaluate", "screen", "nightly", "demo"}
 EX_SOFTWARE = 70  # sysexits.h: an internal software error
 
 
+PACS_FORMS = "dicomweb+http[s]://HOST:PORT/PATH or dimse://AET@HOST:PORT"
+
+
+def source_argument(text: str) -> Path | str:
+    """A PACS address stays a string (a Path would fold its `//`); anything else a folder."""
+    return text if is_pacs_address(text) else Path(text)
+
+
 def add_source_arguments(
     p: argparse.ArgumentParser, help: str = "archive root folder", metavar: str | None = None
 ) -> None:
-    """SOURCE, --kind and --labels: how every command that reads an archive names it."""
-    p.add_argument("source", type=Path, help=help, metavar=metavar)
+    """SOURCE, --kind and --labels, and the PACS flags: how every command names an archive."""
+    p.add_argument(
+        "source", type=source_argument, help=f"{help}, or a PACS: {PACS_FORMS}", metavar=metavar
+    )
     p.add_argument("--kind", choices=KINDS, default=None, help="source kind (default: detect)")
     p.add_argument(
         "--labels",
         type=Path,
         default=None,
-        help="labels CSV for a DICOM tree or image folder (default: SOURCE/labels.csv)",
+        help="labels CSV for a DICOM tree, image folder or PACS (study_instance_uid,label; "
+        "default: SOURCE/labels.csv for a folder)",
+    )
+    add_pacs_arguments(p)
+
+
+def add_pacs_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "PACS source",
+        "when SOURCE is a PACS: credentials (DICOMweb; else MURA_PACS_USERNAME / "
+        "MURA_PACS_PASSWORD or MURA_PACS_TOKEN), our AE title (DIMSE) and which studies",
+    )
+    g.add_argument(
+        "--pacs-auth",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="file holding one line user:password (mode 0600)",
+    )
+    g.add_argument(
+        "--pacs-token",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="file holding a bearer token (mode 0600)",
+    )
+    g.add_argument(
+        "--ae-title",
+        default=DEFAULT_AE_TITLE,
+        help=f"our calling AE title for DIMSE (default {DEFAULT_AE_TITLE})",
+    )
+    g.add_argument("--since", default=None, metavar="DATE", help="StudyDate from (YYYY-MM-DD)")
+    g.add_argument("--until", default=None, metavar="DATE", help="StudyDate to (YYYY-MM-DD)")
+    g.add_argument(
+        "--modality",
+        default=",".join(DEFAULT_MODALITIES),
+        help=f"modalities to screen (default {','.join(DEFAULT_MODALITIES)})",
+    )
+    g.add_argument(
+        "--body-part",
+        default=None,
+        choices=[str(b) for b in MURA_BODY_PARTS],
+        help="only studies of this body part (default: all)",
+    )
+
+
+def pacs_options(args: argparse.Namespace) -> PacsOptions:
+    """The PACS flags as options (credentials read and checked here, before any work)."""
+    return PacsOptions(
+        auth=load_auth(args.pacs_auth, args.pacs_token),
+        ae_title=check_ae_title(args.ae_title, "--ae-title"),
+        query=PacsQuery(
+            since=args.since,
+            until=args.until,
+            modalities=tuple(args.modality.split(",")),
+            body_part=BodyPart(args.body_part) if args.body_part else None,
+        ),
     )
 
 

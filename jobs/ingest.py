@@ -16,7 +16,7 @@ from pipelines.ingest import (
     run_ingest,
 )
 
-from .common import add_source_arguments, job_main
+from .common import add_source_arguments, job_main, pacs_options
 
 HELP = "turn an archive into Parquet shards with Ray Data"
 DESCRIPTION = (
@@ -83,6 +83,7 @@ def command(args: argparse.Namespace) -> int:
         ),
         pseudonymize=args.pseudonymize,
         force=args.force,
+        pacs=pacs_options(args),
     )
     console.print(format_result(run_ingest(cfg)))
     return 0

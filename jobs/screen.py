@@ -12,7 +12,7 @@ from pipelines.ingest.rows import PSEUDONYMIZE_CHOICES
 from pipelines.model_store import DEFAULT_ALIAS
 from pipelines.screen import ScreenConfig, format_result, run_screen
 
-from .common import add_source_arguments, job_main
+from .common import add_source_arguments, job_main, pacs_options
 
 HELP = "score a whole archive (raw or shards) into a study-level report"
 DESCRIPTION = (
@@ -89,6 +89,7 @@ def config(args: argparse.Namespace, out: Path) -> ScreenConfig:
         experiment=args.experiment,
         pictures=args.pictures,
         pseudonymize=args.pseudonymize,
+        pacs=pacs_options(args),
     )
 
 

@@ -46,3 +46,32 @@ def shared_dicom() -> Path:
     if not SHARED_DICOM.is_dir():
         pytest.skip(f"real radiographs not present at {SHARED_DICOM}")
     return SHARED_DICOM
+
+
+@pytest.fixture(scope="session")
+def orthanc_factory(tmp_path_factory: pytest.TempPathFactory):
+    """Start real Orthanc PACSes (pipelines.orthanc) on free ports; all stopped at the end.
+    Skips, saying why, where Orthanc or its DICOMweb plugin is not installed."""
+    from pipelines.orthanc import OrthancConfig, orthanc_binary, start_orthanc
+
+    if orthanc_binary() is None:
+        pytest.skip("Orthanc is not installed (apt-get install orthanc orthanc-dicomweb)")
+    started = []
+
+    def start(name: str = "pacs"):
+        server = start_orthanc(OrthancConfig(storage=tmp_path_factory.mktemp(name)))
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def load_into(pacs, root: Path) -> int:
+    """Upload every file below `root` that Orthanc accepts; how many it took."""
+    return sum(
+        pacs.upload(path.read_bytes()) is not None
+        for path in sorted(root.rglob("*"))
+        if path.is_file() and path.suffix != ".csv"
+    )

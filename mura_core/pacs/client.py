@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from pydicom.dataset import Dataset
@@ -164,3 +164,16 @@ def connect(
     from .dimse import DimsePacs
 
     return DimsePacs(addr, ae_title, policy)
+
+
+@dataclass(frozen=True)
+class PacsOptions:
+    """How to use a PACS address: credentials, our AE title, what to list, retries."""
+
+    auth: PacsAuth = field(default_factory=PacsAuth, repr=False)
+    ae_title: str = DEFAULT_AE_TITLE
+    query: PacsQuery = field(default_factory=PacsQuery)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    def connect(self, address: str | PacsAddress) -> Pacs:
+        return connect(address, self.auth, ae_title=self.ae_title, retry=self.retry)

@@ -23,6 +23,7 @@ from pydicom.dataset import Dataset
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from ..imaging.errors import CorruptFileError
 from .address import PacsAddress, PacsAuth, PacsError, PacsQuery
 from .client import INSTANCE_FIELDS, Locator, RetrieveError, RetryPolicy, StoreOutcome
 
@@ -121,6 +122,9 @@ class DicomWebPacs:
                 out[loc] = RetrieveError(
                     f"WADO-RS HTTP {status}" if status else f"WADO-RS failed: {_why(exc)}"
                 )
+                continue
+            except Exception as exc:  # the PACS answered with something pydicom cannot read
+                out[loc] = CorruptFileError(f"WADO-RS answer unreadable ({type(exc).__name__})")
                 continue
             buffer = io.BytesIO()
             pydicom.dcmwrite(buffer, ds, enforce_file_format=True)

@@ -31,7 +31,7 @@ class PreparedRows:
 def _should_pseudonymize(kind: str, mode: str) -> bool:
     if mode not in PSEUDONYMIZE_CHOICES:
         raise ConfigError(f"pseudonymize must be one of {', '.join(PSEUDONYMIZE_CHOICES)}")
-    return mode == "always" or (mode == "auto" and kind == "dicom")
+    return mode == "always" or (mode == "auto" and kind in ("dicom", "dicomweb", "dimse"))
 
 
 class _Mapper:

@@ -25,6 +25,8 @@ import ray
 import ray.data
 
 from mura_core.errors import ConfigError, MuraError
+from mura_core.pacs.address import is_pacs_address
+from mura_core.pacs.client import Pacs, PacsOptions
 from mura_core.privacy import write_reidentify
 from mura_core.records import Listing, QuarantineRow
 from mura_core.shards import (
@@ -36,6 +38,7 @@ from mura_core.shards import (
 )
 from mura_core.sources import SourceError, list_source
 from mura_core.sources.common import require_dir
+from mura_core.sources.pacs import list_pacs
 from mura_core.splits import SplitConfig
 
 from ..console import console
@@ -56,7 +59,7 @@ class IngestError(MuraError):
 class IngestConfig:
     """Everything one ingest run needs; the CLI builds it from flags."""
 
-    source: Path
+    source: Path | str  # a folder, or a PACS address (dicomweb+http://…, dimse://…)
     out: Path
     size: int = 320
     kind: str | None = None
@@ -67,6 +70,7 @@ class IngestConfig:
     splits: SplitConfig = field(default_factory=SplitConfig)
     pseudonymize: str = "auto"
     force: bool = False
+    pacs: PacsOptions = field(default_factory=PacsOptions)  # a PACS source: how to use it
 
     def __post_init__(self) -> None:
         if not 16 <= self.size <= 2048:
@@ -84,7 +88,7 @@ class IngestResult:
     seconds: float
 
 
-def _check_out(cfg: IngestConfig, source: Path) -> ShardsLayout:
+def _check_out(cfg: IngestConfig, source: Path | str) -> ShardsLayout:
     """OUT must be new, empty, or shards of this same source (unless --force)."""
     layout = ShardsLayout(cfg.out.expanduser().resolve())
     root = layout.root
@@ -114,15 +118,28 @@ def _clear_stale_staging(layout: ShardsLayout) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def _list(cfg: IngestConfig, source: Path) -> Listing:
-    listing = list_source(source, kind=cfg.kind, labels=cfg.labels)
+def _list(cfg: IngestConfig) -> tuple[Path | str, Listing, Pacs | None]:
+    """The source (folder, or PACS address), its listing, and the PACS client to fetch by."""
+    pacs = None
+    if is_pacs_address(cfg.source):
+        pacs = cfg.pacs.connect(str(cfg.source))
+        pacs.check()
+        source: Path | str = str(pacs.address)
+        listing = list_pacs(pacs, cfg.pacs.query, cfg.labels).listing
+    else:
+        source = require_dir(cfg.source)
+        listing = list_source(source, kind=cfg.kind, labels=cfg.labels)
     if not listing.refs and not listing.problems:
         raise SourceError(f"{source}: the archive holds no images")
-    return listing
+    return source, listing, pacs
 
 
 def _run_ray(
-    prepared: PreparedRows, cfg: IngestConfig, staging: Path, progress: ProgressSink
+    prepared: PreparedRows,
+    cfg: IngestConfig,
+    staging: Path,
+    progress: ProgressSink,
+    pacs: Pacs | None = None,
 ) -> None:
     """The Ray Data part: decode in parallel tasks, each writing its own Parquet file."""
     # One input block becomes one task and one file: blocks of about rows_per_shard rows
@@ -142,7 +159,7 @@ def _run_ray(
         decode_batch,
         batch_size=cfg.batch_size,
         batch_format="pyarrow",
-        fn_kwargs={"size": cfg.size, "progress": progress, "total": n},
+        fn_kwargs={"size": cfg.size, "progress": progress, "total": n, "pacs": pacs},
         num_cpus=1,
     )
     # lz4: measured 0.09 s per 500 rows against zstd's 0.15 s, at 34 vs 29 MB.
@@ -218,9 +235,8 @@ def run_ingest(cfg: IngestConfig) -> IngestResult:
     """Ingest `cfg.source` into `cfg.out`; raises IngestError/SourceError before any work."""
     start = time.perf_counter()
     started_at = dt.datetime.now(dt.UTC)
-    source = require_dir(cfg.source)
+    source, listing, pacs = _list(cfg)
     layout = _check_out(cfg, source)
-    listing = _list(cfg, source)
     prepared = prepare_rows(listing, cfg.splits, pseudonymize=cfg.pseudonymize)
 
     layout.marker.write_text(str(source) + "\n")
@@ -230,7 +246,7 @@ def run_ingest(cfg: IngestConfig) -> IngestResult:
     if prepared.rows:
         ensure_ray(cfg.address)
         with progress_feed(expect=("ingest", len(prepared.rows), "images")) as sink:
-            _run_ray(prepared, cfg, staging, sink)
+            _run_ray(prepared, cfg, staging, sink, pacs)
     staging.mkdir(exist_ok=True)
     quarantine = _collect_quarantine(staging, prepared.problems)
     _swap_into_place(layout, staging, quarantine, prepared)

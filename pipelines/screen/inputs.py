@@ -12,21 +12,27 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import ray.data
+from pydicom.dataset import Dataset
 
 from mura_core import imaging
+from mura_core.pacs.address import is_pacs_address
+from mura_core.pacs.client import Pacs, PacsOptions
 from mura_core.privacy import Pseudonymizer, pseudonym_columns, read_reidentify
-from mura_core.records import ImageRow, QuarantineRow
+from mura_core.records import ImageRow, Listing, QuarantineRow
 from mura_core.shards import IMAGE_COLUMNS, ShardsLayout, pixels_array, read_quarantine_rows
 from mura_core.sources import SourceError, list_source
 from mura_core.sources.common import require_dir
+from mura_core.sources.pacs import list_pacs
 from mura_core.splits import SplitConfig
 
-from ..ingest.decode import decode_batch
+from ..console import console
+from ..ingest.decode import decode_batch, decode_paths
 from ..ingest.rows import prepare_rows
 from ..runtime import cluster_cpus
 from ..shardsets import shard_stats
@@ -59,6 +65,8 @@ class ScreenInput:
     shard_size: int | None = None
     pseudonymizer: Pseudonymizer | None = None  # shards whose keys are not pseudonyms yet
     study_digests: dict[str, str] | None = None  # raw: study key → digest of its image set
+    pacs: Pacs | None = None  # a PACS source: rows' paths are locators, fetched in tasks
+    headers: dict[str, Dataset] | None = None  # PACS: SOP Instance UID → listed header
 
     def only_studies(self, keys: set[str]) -> ScreenInput:
         """The same raw input narrowed to some studies (nightly: the new ones)."""
@@ -72,10 +80,14 @@ def is_shards(path: Path) -> bool:
     return ShardsLayout(path).marker.is_file() or ShardsLayout(path).manifest.is_file()
 
 
-def file_sizes(rows: Iterable[ImageRow]) -> dict[str, int]:
-    """Size in bytes of every file named by the rows (a changed file changes its study)."""
+def file_sizes(rows: Iterable[ImageRow], *, files: bool = True) -> dict[str, int]:
+    """Size in bytes of every file named by the rows (a changed file changes its study);
+    -1 for PACS instances (their UIDs, in the locator, identify their content)."""
     sizes: dict[str, int] = {}
     for row in rows:
+        if not files:
+            sizes[row.path] = -1
+            continue
         if row.path not in sizes:
             try:
                 sizes[row.path] = os.stat(row.path).st_size
@@ -104,6 +116,30 @@ def digest_studies(rows: list[ImageRow], sizes: dict[str, int]) -> dict[str, str
     return {key: _digest(v) for key, v in lines.items()}
 
 
+def _from_listing(listing: Listing, source: object, pseudonymize: str, **extra: Any) -> ScreenInput:
+    """A listed raw archive or PACS as rows ready to decode (pseudonymized, real paths)."""
+    if not listing.refs and not listing.problems:
+        raise SourceError(f"{source}: the archive holds no images")
+    if not listing.refs:
+        raise SourceError(
+            f"{source}: none of its {len(listing.problems)} file(s) can be read as an image"
+        )
+    prepared = prepare_rows(listing, SplitConfig(), pseudonymize=pseudonymize)
+    rows = prepared.rows
+    sizes = file_sizes(rows, files=extra.get("pacs") is None)
+    return ScreenInput(
+        kind=listing.kind,
+        root=Path(listing.root),
+        digest=_digest(_image_line(r, sizes) for r in rows),
+        images=len(rows),
+        problems=prepared.problems,
+        reidentify=prepared.reidentify,
+        rows=rows,
+        study_digests=digest_studies(rows, sizes),
+        **extra,
+    )
+
+
 def open_raw(
     source: Path,
     *,
@@ -113,25 +149,25 @@ def open_raw(
 ) -> ScreenInput:
     """List a raw archive and prepare its rows (pseudonymized, with the real paths)."""
     listing = list_source(source, kind=kind, labels=labels)
-    if not listing.refs and not listing.problems:
-        raise SourceError(f"{source}: the archive holds no images")
-    if not listing.refs:
-        raise SourceError(
-            f"{source}: none of its {len(listing.problems)} file(s) can be read as an image"
-        )
-    prepared = prepare_rows(listing, SplitConfig(), pseudonymize=pseudonymize)
-    rows = prepared.rows
-    sizes = file_sizes(rows)
-    digest = _digest(_image_line(r, sizes) for r in rows)
-    return ScreenInput(
-        kind=listing.kind,
-        root=Path(listing.root),
-        digest=digest,
-        images=len(rows),
-        problems=prepared.problems,
-        reidentify=prepared.reidentify,
-        rows=rows,
-        study_digests=digest_studies(rows, sizes),
+    return _from_listing(listing, source, pseudonymize)
+
+
+def open_pacs(
+    address: str,
+    options: PacsOptions,
+    *,
+    labels: Path | None = None,
+    pseudonymize: str = "always",
+) -> ScreenInput:
+    """Check the PACS (fail fast), list it from headers, prepare rows to fetch in tasks."""
+    pacs = options.connect(address)
+    pacs.check()
+    found = list_pacs(pacs, options.query, labels)
+    if not found.listing.refs:
+        raise SourceError(f"{pacs.address}: no images match ({'; '.join(found.listing.notes)})")
+    console.print("\n".join(found.listing.notes))
+    return _from_listing(
+        found.listing, pacs.address, pseudonymize, pacs=pacs, headers=found.headers
     )
 
 
@@ -176,13 +212,20 @@ def open_shards(root: Path, *, pseudonymize: bool = True) -> ScreenInput:
 
 
 def open_input(
-    source: Path,
+    source: Path | str,
     *,
     kind: str | None = None,
     labels: Path | None = None,
     pseudonymize: str = "always",
+    pacs: PacsOptions | None = None,
 ) -> ScreenInput:
-    """A shards folder or a raw archive, detected by the shards marker/manifest."""
+    """A PACS address, a shards folder or a raw archive (shards: by marker/manifest)."""
+    if is_pacs_address(source):
+        if kind is not None:
+            raise SourceError(f"{source} is a PACS: --kind does not apply")
+        return open_pacs(
+            str(source), pacs or PacsOptions(), labels=labels, pseudonymize=pseudonymize
+        )
     root = require_dir(source)
     if is_shards(root):
         if kind is not None or labels is not None:
@@ -203,7 +246,7 @@ def input_dataset(inp: ScreenInput, size: int, *, decode_batch_size: int = 16) -
         decode_batch,
         batch_size=decode_batch_size,
         batch_format="pyarrow",
-        fn_kwargs={"size": size},
+        fn_kwargs={"size": size, "pacs": inp.pacs},
         num_cpus=1,
     )
 
@@ -214,12 +257,15 @@ def load_pixels(inp: ScreenInput, image_ids: list[str], size: int) -> dict[str, 
         return {}
     if inp.rows is not None:
         by_id = {r.image_id: r for r in inp.rows}
+        decoded = decode_paths([by_id[i].path for i in image_ids], inp.pacs)
         out = {}
         for image_id in image_ids:
             row = by_id[image_id]
             try:
-                decoded = imaging.decode(row.path)
-                out[image_id] = imaging.select_frame(decoded, row.frame, size)
+                result = decoded[row.path]
+                if isinstance(result, imaging.ImagingError):
+                    continue
+                out[image_id] = imaging.select_frame(result, row.frame, size)
             except imaging.ImagingError:
                 continue
         return out

@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from ray.data.aggregate import Count, Max, Mean
 from ray.data.context import ShuffleStrategy
 
 from mura_core.errors import ConfigError, MuraError
+from mura_core.pacs.client import PacsOptions
 from mura_core.privacy import write_reidentify
 from mura_core.records import (
     SUMMARY_QUARANTINE_ROWS,
@@ -91,7 +92,7 @@ class ScreenError(MuraError):
 class ScreenConfig:
     """One screening run; the CLI builds it from flags."""
 
-    source: Path
+    source: Path | str  # a folder, or a PACS address (dicomweb+http://…, dimse://…)
     out: Path
     models: tuple[str, ...]
     kind: str | None = None
@@ -107,6 +108,7 @@ class ScreenConfig:
     pseudonymize: str = "always"
     track: bool = True
     job: str = "screen"
+    pacs: PacsOptions = field(default_factory=PacsOptions)  # a PACS source: how to use it
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -441,7 +443,13 @@ def execute(cfg: ScreenConfig, prepared: Prepared, inp: ScreenInput) -> ScreenRe
 def run_screen(cfg: ScreenConfig) -> ScreenResult:
     """Screen `cfg.source` into `cfg.out`; whole-run problems raise before any work."""
     prepared = preflight(cfg)
-    inp = open_input(cfg.source, kind=cfg.kind, labels=cfg.labels, pseudonymize=cfg.pseudonymize)
+    inp = open_input(
+        cfg.source,
+        kind=cfg.kind,
+        labels=cfg.labels,
+        pseudonymize=cfg.pseudonymize,
+        pacs=cfg.pacs,
+    )
     check_fits(prepared.model, inp)
     return execute(cfg, prepared, inp)
 

@@ -229,7 +229,9 @@ def test_rebuilding_gives_the_same_uids_and_a_changed_input_new_ones(
     listed = (*[h.SOPInstanceUID for h in headers], "1.2.3.999")
     full = _finding(study_uid, headers[:-1], probs[:-1])
     full = dataclasses.replace(full, instance_uids=listed)
-    assert r.build_sr(full, MODEL).SOPInstanceUID == r.result_uid(study_uid, listed, MODEL.key, "sr")
+    assert r.build_sr(full, MODEL).SOPInstanceUID == r.result_uid(
+        study_uid, listed, MODEL.key, "sr"
+    )
 
 
 def test_study_finding_refuses_inconsistent_input(archive: dict[str, list[Path]]) -> None:

@@ -1,0 +1,156 @@
+"""A PACS as a source: list studies and their instances from headers only, fetch nothing.
+
+The recipe: `pacs.check()` (fail fast) → `find_studies(query)` (StudyDate window, one query
+per modality, ModalitiesInStudy) → per study, in a few threads, `find_instances` (QIDO-RS
+instance search or C-FIND at IMAGE level) → each instance is
+
+- an image of a wanted modality → an `ImageRef` (one per frame) whose `path` is its
+  `Locator` (the UIDs to fetch it by; never written anywhere), study = StudyInstanceUID,
+  patient = PatientID, body part from BodyPartExamined or the descriptions, as for a tree;
+- one of our own results (SR, Secondary Capture: `mura_core.results.is_own_result`), a
+  non-image object (SR, KO, PR, …: by SOP class, never fetched) or an image of another
+  modality → skipped and counted by kind.
+
+Labels, which a PACS does not hold, may come from a CSV (study_instance_uid,label).
+The headers are kept (`PacsListing.headers`): results written back carry their patient and
+study modules.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydicom.dataset import Dataset
+from pydicom.uid import UID
+
+from ..pacs.address import PacsQuery
+from ..pacs.client import Locator, Pacs
+from ..records import BodyPart, ImageRef, Listing, body_part_from_text
+from ..results import is_own_result
+from .dicom_tree import _labels
+
+LIST_THREADS = 8
+
+
+@dataclass(frozen=True)
+class PacsListing:
+    """The listing, plus each listed image's header (by SOP Instance UID)."""
+
+    listing: Listing
+    headers: dict[str, Dataset]
+
+
+def is_image_class(sop_class: str) -> bool:
+    """Image storage SOP classes ("… Image Storage"); SR, KO, PR, PDF, RT … are not."""
+    name = UID(sop_class).name if sop_class else ""
+    return "Image Storage" in name
+
+
+def _text(ds: Dataset, keyword: str) -> str:
+    return str(ds.get(keyword, "") or "").strip()
+
+
+def skip_reason(ds: Dataset, modalities: tuple[str, ...]) -> str | None:
+    """Why an instance is not screened (a count key), or None for an image to screen."""
+    sop_class = _text(ds, "SOPClassUID")
+    if is_own_result(
+        _text(ds, "Modality"),
+        sop_class,
+        _text(ds, "SeriesDescription"),
+        _text(ds, "Manufacturer"),
+    ):
+        return "our own results"
+    if not is_image_class(sop_class):
+        return f"non-image {UID(sop_class).name or sop_class or 'unknown SOP class'}"
+    modality = _text(ds, "Modality").upper()
+    if modality not in modalities:
+        return f"modality {modality or 'none'}"
+    return None
+
+
+def _refs(ds: Dataset, label: int | None) -> list[ImageRef]:
+    loc = Locator.of(ds)
+    try:
+        frames = max(1, int(ds.get("NumberOfFrames") or 1))
+    except (TypeError, ValueError):
+        frames = 1
+    part = body_part_from_text(
+        ds.get("BodyPartExamined"),
+        ds.get("StudyDescription"),
+        ds.get("SeriesDescription"),
+        ds.get("ProtocolName"),
+    )
+    patient = _text(ds, "PatientID") or f"unknown-patient:{loc.study}"
+    return [
+        ImageRef(
+            path=str(loc),
+            relpath=str(loc),
+            image_id=loc.sop if frames == 1 else f"{loc.sop}#{frame}",
+            study_key=loc.study,
+            patient_key=patient,
+            body_part=BodyPart(part),
+            view=_text(ds, "ViewPosition") or None,
+            label=label,
+            split=None,
+            frame=frame,
+        )
+        for frame in range(frames)
+    ]
+
+
+def list_pacs(pacs: Pacs, query: PacsQuery, labels: Path | None = None) -> PacsListing:
+    """Every instance of the matching studies: a reference, or skipped with its kind."""
+    study_labels = _labels(labels)
+    studies = pacs.find_studies(query)
+    with ThreadPoolExecutor(LIST_THREADS) as pool:
+        per_study = list(pool.map(pacs.find_instances, studies))
+    refs: list[ImageRef] = []
+    headers: dict[str, Dataset] = {}
+    skipped: Counter[str] = Counter()
+    for study, instances in zip(studies, per_study, strict=True):
+        for ds in sorted(instances, key=lambda d: (_text(d, "SeriesInstanceUID"), _sort(d))):
+            reason = skip_reason(ds, query.modalities)
+            if reason is not None:
+                skipped[reason] += 1
+                continue
+            new = _refs(ds, study_labels.get(study))
+            if query.body_part is not None and new[0].body_part != query.body_part:
+                skipped[f"body part {new[0].body_part}"] += 1
+                continue
+            refs.extend(new)
+            headers[_text(ds, "SOPInstanceUID")] = ds
+    notes = [f"{len(studies)} studies matched {_describe(query)} at {pacs.address}"]
+    if skipped:
+        notes.append(
+            "skipped, never fetched: " + ", ".join(f"{k} {v}" for k, v in sorted(skipped.items()))
+        )
+    if labels is not None:
+        notes.append(f"labels from {labels.name}: {len(study_labels)} studies")
+    listing = Listing(
+        kind=pacs.address.protocol,
+        root=str(pacs.address),
+        refs=tuple(refs),
+        junk_skipped=sum(skipped.values()),
+        notes=tuple(notes),
+    )
+    return PacsListing(listing, headers)
+
+
+def _sort(ds: Dataset) -> tuple[int, str]:
+    try:
+        number = int(ds.get("InstanceNumber") or 0)
+    except (TypeError, ValueError):
+        number = 0
+    return number, _text(ds, "SOPInstanceUID")
+
+
+def _describe(query: PacsQuery) -> str:
+    parts = [f"modality {'/'.join(query.modalities)}"]
+    if query.since or query.until:
+        parts.append(f"StudyDate {query.since or '…'} to {query.until or '…'}")
+    if query.body_part is not None:
+        parts.append(f"body part {query.body_part}")
+    return ", ".join(parts)
