@@ -66,6 +66,23 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
         default="always",
         help="replace patient/study/image identifiers with keyed pseudonyms (default always)",
     )
+    p.add_argument(
+        "--write-back",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="DEST",
+        help="store the results into each screened study as DICOM: a TID 1500 SR per study, "
+        "Secondary Captures with the CAM for flagged ones (deterministic UIDs: re-runs never "
+        "duplicate). DEST: a PACS address (default: the source PACS)",
+    )
+    p.add_argument(
+        "--outbox",
+        type=Path,
+        default=None,
+        help="folder for results the PACS did not take, delivered first by the next run "
+        "(default: ~/.local/state/mura/outbox/<destination>, or STATE/outbox for nightly)",
+    )
     p.add_argument("--address", default=None, help="Ray cluster to join (default: local Ray)")
     p.add_argument("--tracking-uri", default=None, help="override MLFLOW_TRACKING_URI")
     p.add_argument(
@@ -90,6 +107,8 @@ def config(args: argparse.Namespace, out: Path) -> ScreenConfig:
         pictures=args.pictures,
         pseudonymize=args.pseudonymize,
         pacs=pacs_options(args),
+        write_back=args.write_back,
+        outbox=args.outbox,
     )
 
 

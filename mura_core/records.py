@@ -317,6 +317,39 @@ class PartCounts:
     flagged: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class WriteBackFailure:
+    """A study whose results the destination did not take: its key (a pseudonym) and why.
+    Its objects wait in the outbox, which the next run delivers first."""
+
+    study_key: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class WriteBackSummary:
+    """Results stored into the PACS: the destination address (never credentials), studies
+    whose SR (and, flagged, Secondary Captures) were acknowledged, objects, failures."""
+
+    destination: str
+    studies: int = 0
+    reports: int = 0  # SR objects
+    captures: int = 0  # Secondary Capture objects
+    failed: tuple[WriteBackFailure, ...] = ()
+    outbox_delivered: int = 0  # objects of earlier runs delivered first
+    outbox_pending: int = 0  # objects still waiting in the outbox after this run
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["failed"] = [asdict(f) for f in self.failed]
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> WriteBackSummary:
+        failed = tuple(WriteBackFailure(**f) for f in data.get("failed") or ())
+        return cls(**{**data, "failed": failed})
+
+
 SUMMARY_QUARANTINE_ROWS = 200  # quarantine rows a summary carries (the table has them all)
 
 
@@ -345,6 +378,7 @@ class ScreenSummary:
     seconds: float | None = None
     phases: dict[str, float] = field(default_factory=dict)
     mlflow_run_id: str | None = None
+    write_back: WriteBackSummary | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON types, the keys `summary.json` has always had."""
@@ -359,6 +393,10 @@ class ScreenSummary:
         )
         if self.pictures_limit_note is None:
             del data["pictures_limit_note"]
+        if self.write_back is None:
+            del data["write_back"]
+        else:
+            data["write_back"] = self.write_back.to_json()
         return data
 
     @classmethod
@@ -377,5 +415,8 @@ class ScreenSummary:
             },
             quarantine=tuple(QuarantineRow.from_dict(r) for r in data.get("quarantine") or ()),
             phases=dict(data.get("phases") or {}),
+            write_back=(
+                WriteBackSummary.from_json(data["write_back"]) if data.get("write_back") else None
+            ),
             **{name: data[name] for name in plain if name in data},
         )

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .records import PartCounts, QuarantineRow, ScreenSummary
+from .records import PartCounts, QuarantineRow, ScreenSummary, WriteBackSummary
 from .shards import write_json_atomic
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -93,6 +93,7 @@ def render_html(summary: ScreenSummary, studies: Sequence[ReportStudy]) -> str:
             _body_part_table(summary.by_body_part),
             _flagged_section(flagged, summary.pictures_limit_note),
             _unflagged_section(unflagged),
+            _write_back_section(summary.write_back),
             _quarantine_section(summary.quarantine, summary.counts.quarantined),
         ]
     )
@@ -274,6 +275,28 @@ def _unflagged_section(unflagged: list[ReportStudy]) -> str:
     ]
     table = _grid(head + (["ground truth"] if truth else []), rows, {3, 4, 5})
     return f"<section><h2>Not flagged ({len(unflagged):,})</h2>{table}</section>"
+
+
+def _write_back_section(wb: WriteBackSummary | None) -> str:
+    """Where the DICOM results went, and every study whose results wait in the outbox."""
+    if wb is None:
+        return ""
+    text = (
+        f"<p>{_n(wb.studies)} studies written back to <code>{_e(wb.destination)}</code>: "
+        f"{_n(wb.reports)} structured reports (TID 1500) and {_n(wb.captures)} Secondary "
+        "Captures (flagged studies, Grad-CAM burned in)."
+    )
+    if wb.outbox_delivered:
+        text += f" {_n(wb.outbox_delivered)} objects from earlier runs delivered first."
+    text += "</p>"
+    if wb.failed:
+        rows = [[_code(f.study_key), _e(f.reason)] for f in wb.failed]
+        text += (
+            f'<p class="note">{len(wb.failed)} studies could not be stored; their objects '
+            f"wait in the outbox ({_n(wb.outbox_pending)} objects) for the next run.</p>"
+            + _grid(["study", "reason"], rows, set())
+        )
+    return f"<section><h2>Results in the PACS</h2>{text}</section>"
 
 
 def _quarantine_section(rows: Sequence[QuarantineRow], total: int) -> str:

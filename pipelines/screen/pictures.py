@@ -27,6 +27,28 @@ PER_STUDY = 4
 DISPLAY_SIZE = 192
 
 
+def image_cams(
+    inp: ScreenInput, model_folder: Path, image_ids: list[str], *, display: int
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Pixels (at least `display` px, raw sources) and Grad-CAM maps of some images, by
+    report image id; images that no longer decode are left out."""
+    model, info = load_bundle(model_folder)
+    size = max(info.size, display) if inp.rows is not None else (inp.shard_size or 0)
+    pixels = load_pixels(inp, image_ids, size)
+    preset = info.eval_preset()
+    ids = [i for i in image_ids if i in pixels]
+    maps: dict[str, np.ndarray] = {}
+    if ids:
+        bar = console.progress("pictures", len(ids), "images")
+        for start in range(0, len(ids), CAM_BATCH):  # a chunk's pixels at a time (memory)
+            chunk = ids[start : start + CAM_BATCH]
+            x = preset(torch.from_numpy(np.stack([pixels[i] for i in chunk])))
+            maps.update(zip(chunk, class_activation_maps(model, x)[0], strict=True))
+            bar.advance(len(chunk))
+        bar.close()
+    return pixels, maps
+
+
 def study_pictures(
     inp: ScreenInput,
     model_folder: Path,
@@ -42,20 +64,7 @@ def study_pictures(
         if len(rows.setdefault(row["study_key"], [])) < PER_STUDY:
             rows[row["study_key"]].append(row)
     wanted = [r["image_id"] for rs in rows.values() for r in rs]
-    model, info = load_bundle(model_folder)
-    display = max(info.size, DISPLAY_SIZE) if inp.rows is not None else (inp.shard_size or 0)
-    pixels = load_pixels(inp, wanted, display)
-    preset = info.eval_preset()
-    ids = [i for i in wanted if i in pixels]
-    maps: dict[str, np.ndarray] = {}
-    if ids:
-        bar = console.progress("pictures", len(ids), "images")
-        for start in range(0, len(ids), CAM_BATCH):  # a chunk's pixels at a time (memory)
-            chunk = ids[start : start + CAM_BATCH]
-            x = preset(torch.from_numpy(np.stack([pixels[i] for i in chunk])))
-            maps.update(zip(chunk, class_activation_maps(model, x)[0], strict=True))
-            bar.advance(len(chunk))
-        bar.close()
+    pixels, maps = image_cams(inp, model_folder, wanted, display=DISPLAY_SIZE)
     out: dict[str, tuple[ReportImage, ...]] = {}
     for key in study_keys:
         out[key] = tuple(

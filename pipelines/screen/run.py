@@ -29,7 +29,7 @@ from ray.data.aggregate import Count, Max, Mean
 from ray.data.context import ShuffleStrategy
 
 from mura_core.errors import ConfigError, MuraError
-from mura_core.pacs.client import PacsOptions
+from mura_core.pacs.client import Pacs, PacsOptions
 from mura_core.privacy import write_reidentify
 from mura_core.records import (
     SUMMARY_QUARANTINE_ROWS,
@@ -57,6 +57,7 @@ from ..tracking import (
 from .inputs import ScreenInput, open_input
 from .models import ScreeningModel, resolve_screening_model
 from .pictures import study_pictures
+from .writeback import Outbox, build_results, default_outbox, destination, store_results
 
 MARKER = ".mura-report"
 SUMMARY = SUMMARY_FILE
@@ -109,6 +110,8 @@ class ScreenConfig:
     track: bool = True
     job: str = "screen"
     pacs: PacsOptions = field(default_factory=PacsOptions)  # a PACS source: how to use it
+    write_back: str | None = None  # store results as DICOM: a PACS address, "" = the source
+    outbox: Path | None = None  # results not yet stored (default: per destination)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -126,6 +129,7 @@ class Prepared:
     model: ScreeningModel
     tracking_uri: str | None
     out: Path
+    dest: Pacs | None = None  # --write-back: the checked destination
 
 
 @dataclass(frozen=True)
@@ -164,7 +168,11 @@ def preflight(cfg: ScreenConfig) -> Prepared:
         uri = resolve_tracking_uri(cfg.tracking_uri)
         check_tracking(uri)
         use_tracking(uri)
-    return Prepared(resolve_screening_model(cfg.models), uri if cfg.track else None, out)
+    model = resolve_screening_model(cfg.models)
+    dest = None
+    if cfg.write_back is not None:
+        dest = destination(cfg.source, cfg.write_back, cfg.pacs)
+    return Prepared(model, uri if cfg.track else None, out, dest)
 
 
 def check_fits(model: ScreeningModel, inp: ScreenInput) -> None:
@@ -349,6 +357,16 @@ def _log_mlflow(cfg: ScreenConfig, prepared: Prepared, summary: ScreenSummary, o
                 "seconds": summary.seconds or 0.0,
             }
         )
+        if summary.write_back is not None:
+            wb = summary.write_back
+            mlflow.log_metrics(
+                {
+                    "write_back.studies": wb.studies,
+                    "write_back.captures": wb.captures,
+                    "write_back.failed": len(wb.failed),
+                    "write_back.outbox_pending": wb.outbox_pending,
+                }
+            )
         for name in REPORT_FILES:
             mlflow.log_artifact(str(out / name), artifact_path="report")
         logged = replace(summary, mlflow_run_id=run.info.run_id)
@@ -409,8 +427,14 @@ def execute(cfg: ScreenConfig, prepared: Prepared, inp: ScreenInput) -> ScreenRe
     keys, flags = studies["study_key"].to_pylist(), studies["flagged"].to_pylist()
     flagged = [k for k, f in zip(keys, flags, strict=True) if f]
     shown = flagged[: cfg.pictures]
-    pictures = study_pictures(inp, model.folder, pq.read_table(out / "images.parquet"), shown)
+    images = pq.read_table(out / "images.parquet")
+    pictures = study_pictures(inp, model.folder, images, shown)
     lap("pictures")
+    written = None
+    if prepared.dest is not None:
+        outbox = Outbox(cfg.outbox or default_outbox(prepared.dest))
+        written = store_results(prepared.dest, build_results(inp, studies, images, model), outbox)
+        lap("write-back")
     summary = ScreenSummary(
         screened_at=screened_at,
         source=SourceSummary(kind=inp.kind, digest=inp.digest),
@@ -429,6 +453,7 @@ def execute(cfg: ScreenConfig, prepared: Prepared, inp: ScreenInput) -> ScreenRe
             else None
         ),
         seconds=round(time.perf_counter() - start, 2),
+        write_back=written,
     )
     write_html(out / "report.html", summary, _report_studies(studies, pictures))
     lap("report")
@@ -470,6 +495,13 @@ def format_result(result: ScreenResult) -> str:
     ]
     for part, v in s.by_body_part.items():
         lines.append(f"{part:<12} {v.studies:>8} {v.images:>7} {v.flagged:>8}")
+    if (wb := s.write_back) is not None:
+        lines.append(
+            f"written back to {wb.destination}: {wb.studies} studies ({wb.reports} SR, "
+            f"{wb.captures} Secondary Captures)"
+            + (f", {len(wb.failed)} not stored (in the outbox)" if wb.failed else "")
+            + (f", {wb.outbox_delivered} delivered from the outbox" if wb.outbox_delivered else "")
+        )
     if result.run_id:
         lines.append(f"MLflow run {result.run_id} (experiment {s.experiment or 'mura-screen'})")
     lines.append(f"re-identification map (not logged): {result.out / 'reidentify.csv'}")

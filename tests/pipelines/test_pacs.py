@@ -7,13 +7,19 @@ probabilities as screening the same files from the folder.
 
 from __future__ import annotations
 
+import io
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
+import pydicom
 import pytest
 
-from mura_core.pacs.address import PacsAuth
-from mura_core.pacs.client import PacsOptions
+from mura_core.pacs.address import PacsAuth, PacsQuery
+from mura_core.pacs.client import Locator, PacsOptions
+from mura_core.privacy import Pseudonymizer
+from mura_core.results import is_own_result, read_sr
 from mura_core.synth import SynthArchive
 from pipelines.screen import ScreenConfig, run_screen
 from tests.conftest import load_into
@@ -63,3 +69,79 @@ def test_pacs_screening_equals_folder_screening_by_dicomweb_and_dimse(
         assert got.keys() == folder.keys(), name
         assert all(abs(got[k] - folder[k]) <= 1e-6 for k in folder), name
         assert results[name].counts.images == results["folder"].counts.images
+
+
+def _results_in(server) -> dict[str, list[pydicom.Dataset]]:
+    """Every result object in the PACS (QIDO for each study's instances, WADO for ours),
+    by kind: "sr" and "sc"."""
+    client = _options(server).connect(server.dicomweb)
+    found: dict[str, list[pydicom.Dataset]] = {"sr": [], "sc": []}
+    for study in client.find_studies(PacsQuery(modalities=("SR", "OT", "DX", "CR"))):
+        ours = [
+            h
+            for h in client.find_instances(study)
+            if is_own_result(
+                h.get("Modality"), h.get("SOPClassUID"), h.get("SeriesDescription"), None
+            )
+        ]
+        fetched = client.fetch([Locator.of(h) for h in ours])
+        for data in fetched.values():
+            ds = pydicom.dcmread(io.BytesIO(data))
+            found["sr" if ds.Modality == "SR" else "sc"].append(ds)
+    return found
+
+
+def _series_count(server) -> int:
+    return int(server.get("/statistics")["CountSeries"])
+
+
+def test_write_back_stores_one_sr_per_study_and_captures_for_flagged_ones_once(
+    pacs, tmp_path: Path
+) -> None:
+    bundle = str(random_bundle(tmp_path / "bundle"))
+    first = ScreenConfig(
+        source=pacs.dicomweb,
+        out=tmp_path / "probe",
+        models=(bundle,),
+        track=False,
+        pacs=_options(pacs),
+    )
+    probs = _probabilities(run_screen(first).out)
+    threshold = float(np.median(list(probs.values())))  # flags about half the studies
+    before = _series_count(pacs)
+    cfg = replace(
+        first,
+        out=tmp_path / "report",
+        threshold=threshold,
+        write_back="",
+        outbox=tmp_path / "outbox",
+    )
+    result = run_screen(cfg)
+    wb = result.summary.write_back
+    studies = pq.read_table(result.out / "studies.parquet").to_pylist()
+    flagged = {s["study_key"] for s in studies if s["flagged"]}
+    assert 0 < len(flagged) < len(studies)
+    assert wb is not None and not wb.failed and wb.studies == len(studies)
+    results = _results_in(pacs)
+    pseudo = Pseudonymizer.from_site()
+    by_key = {s["study_key"]: s for s in studies}
+    srs = {pseudo(str(ds.StudyInstanceUID), "study"): read_sr(ds) for ds in results["sr"]}
+    assert srs.keys() == by_key.keys()
+    images = pq.read_table(result.out / "images.parquet").to_pylist()
+    for key, sr in srs.items():
+        row = by_key[key]
+        assert sr.probability == row["mean_prob"] and sr.threshold == threshold
+        assert sr.flagged == row["flagged"]
+        assert sr.model.version == row["model_version"] and sr.model.name == row["model"]
+        mine = {i["image_id"]: i["prob"] for i in images if i["study_key"] == key}
+        assert {pseudo(i.sop_instance_uid, "image"): i.probability for i in sr.images} == mine
+    sc_studies = {pseudo(str(ds.StudyInstanceUID), "study") for ds in results["sc"]}
+    assert sc_studies == flagged
+    assert len(results["sc"]) == sum(by_key[k]["images"] for k in flagged)
+    series_after = _series_count(pacs)
+    assert series_after == before + len(studies) + len(flagged)  # one SR series, one SC series
+
+    again = run_screen(replace(cfg, out=tmp_path / "again"))
+    assert again.summary.write_back.studies == len(studies)
+    assert _series_count(pacs) == series_after  # same UIDs: nothing new
+    assert sum(map(len, _results_in(pacs).values())) == len(results["sr"]) + len(results["sc"])

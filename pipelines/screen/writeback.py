@@ -1,0 +1,227 @@
+"""`--write-back`: the screening results stored into each source study, as DICOM.
+
+The recipe, top to bottom, run on the driver after scoring (the objects are small; the
+images' pixels were fetched in Ray tasks, and are fetched again only for flagged studies'
+Secondary Captures):
+
+1. deliver the outbox first: objects an earlier run could not store (same UIDs, so a
+   PACS that took them meanwhile keeps one copy);
+2. per screened study: a TID 1500 SR (`mura_core.results.build_sr`) from the study row,
+   its images' probabilities and their listed headers; for a flagged study also one
+   Secondary Capture per scored view, Grad-CAM burned in (`build_secondary_captures`);
+   the UIDs hash the study's whole listed instance set and the model, so a re-run or a
+   retried upload stores the same objects: the PACS ends with one result per study per
+   model version;
+3. store them (STOW-RS or C-STORE, per study); a study counts as written back only when
+   every object was acknowledged; what was refused goes to the outbox (owner-only
+   folder), and the study is listed in the report with the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pydicom
+from pydicom.dataset import Dataset
+
+from mura_core.errors import ConfigError
+from mura_core.pacs.address import is_pacs_address
+from mura_core.pacs.client import Locator, Pacs, PacsOptions
+from mura_core.records import WriteBackFailure, WriteBackSummary
+from mura_core.results import (
+    ImageFinding,
+    ModelIdentity,
+    ScPicture,
+    StudyFinding,
+    build_secondary_captures,
+    build_sr,
+)
+
+from ..console import console
+from .inputs import ScreenInput
+from .models import ScreeningModel
+from .pictures import image_cams
+
+SC_DISPLAY = 320  # Secondary Capture: each half at least this many pixels
+OUTBOX_ENV = "MURA_OUTBOX"
+
+
+def destination(source: object, dest: str, options: PacsOptions) -> Pacs:
+    """The PACS results go to (DEST, or the source PACS when DEST is empty), checked."""
+    address = dest or str(source)
+    if not is_pacs_address(address):
+        raise ConfigError(
+            "--write-back stores results into the source studies: it needs a PACS source, "
+            "or a PACS address as DEST"
+        )
+    pacs = options.connect(address)
+    pacs.check()
+    return pacs
+
+
+def default_outbox(pacs: Pacs) -> Path:
+    """Per destination, under $MURA_OUTBOX or ~/.local/state/mura/outbox."""
+    root = Path(os.environ.get(OUTBOX_ENV) or "~/.local/state/mura/outbox").expanduser()
+    return root / hashlib.sha256(str(pacs.address).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class StudyResults:
+    """One study's objects to store, and its report key (a pseudonym)."""
+
+    study_key: str
+    objects: tuple[Dataset, ...]
+    captures: int
+
+
+class Outbox:
+    """Objects waiting for a destination: one Part 10 file each, in an owner-only folder."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def _path(self, ds: Dataset) -> Path:
+        return self.folder / (hashlib.sha256(str(ds.SOPInstanceUID).encode()).hexdigest() + ".dcm")
+
+    def put(self, datasets: Sequence[Dataset]) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.folder.chmod(0o700)
+        for ds in datasets:
+            path = self._path(ds)
+            tmp = path.with_suffix(".tmp")
+            with tmp.open("wb") as handle:
+                os.fchmod(handle.fileno(), 0o600)
+                pydicom.dcmwrite(handle, ds, enforce_file_format=True)
+            tmp.replace(path)
+
+    def pending(self) -> list[Path]:
+        return sorted(self.folder.glob("*.dcm")) if self.folder.is_dir() else []
+
+    def deliver(self, pacs: Pacs) -> int:
+        """Store what waits here; delivered files are removed, refused ones stay."""
+        paths = self.pending()
+        if not paths:
+            return 0
+        datasets = [pydicom.dcmread(io.BytesIO(p.read_bytes())) for p in paths]
+        outcomes = pacs.store(datasets)
+        by_uid = {o.sop_uid: o for o in outcomes}
+        delivered = 0
+        for path, ds in zip(paths, datasets, strict=True):
+            outcome = by_uid.get(str(ds.SOPInstanceUID))
+            if outcome is not None and outcome.ok:
+                path.unlink()
+                delivered += 1
+        return delivered
+
+
+def _identity(model: ScreeningModel) -> ModelIdentity:
+    return ModelIdentity(name=model.name, version=model.version, uri=model.uri)
+
+
+def _findings(
+    inp: ScreenInput, studies: pa.Table, images: pa.Table
+) -> list[tuple[str, StudyFinding]]:
+    """(study key, finding) per screened study, with the real UIDs behind the pseudonyms."""
+    assert inp.rows is not None and inp.headers is not None
+    rows = {r.image_id: r for r in inp.rows}
+    listed: dict[str, list[str]] = {}
+    for r in inp.rows:
+        listed.setdefault(r.study_key, []).append(Locator.parse(r.path).sop)
+    scored: dict[str, list[ImageFinding]] = {}
+    for image_id, key, prob in zip(
+        images["image_id"].to_pylist(),
+        images["study_key"].to_pylist(),
+        images["prob"].to_pylist(),
+        strict=True,
+    ):
+        row = rows[image_id]
+        header = inp.headers[Locator.parse(row.path).sop]
+        scored.setdefault(key, []).append(ImageFinding(header, float(prob), row.frame))
+    out = []
+    for s in studies.select(["study_key", "mean_prob", "threshold", "flagged"]).to_pylist():
+        found = tuple(scored[s["study_key"]])
+        finding = StudyFinding(
+            study_uid=str(found[0].source.StudyInstanceUID),
+            probability=float(s["mean_prob"]),
+            threshold=float(s["threshold"]),
+            flagged=bool(s["flagged"]),
+            images=found,
+            instance_uids=tuple(listed[s["study_key"]]),
+        )
+        out.append((s["study_key"], finding))
+    return out
+
+
+def _captures(
+    inp: ScreenInput, model: ScreeningModel, findings: list[tuple[str, StudyFinding]]
+) -> dict[str, list[ScPicture]]:
+    """Pictures (pixels and Grad-CAM) of every scored image of the flagged studies."""
+    assert inp.rows is not None
+    by_sop_frame = {(Locator.parse(r.path).sop, r.frame): r.image_id for r in inp.rows}
+    wanted = {
+        key: [(by_sop_frame[(str(i.source.SOPInstanceUID), i.frame)], i) for i in f.images]
+        for key, f in findings
+        if f.flagged
+    }
+    ids = [image_id for pairs in wanted.values() for image_id, _ in pairs]
+    pixels, maps = image_cams(inp, model.folder, ids, display=SC_DISPLAY) if ids else ({}, {})
+    return {
+        key: [
+            ScPicture(i.source, pixels[image_id], maps[image_id], i.probability, i.frame)
+            for image_id, i in pairs
+            if image_id in pixels
+        ]
+        for key, pairs in wanted.items()
+    }
+
+
+def build_results(
+    inp: ScreenInput, studies: pa.Table, images: pa.Table, model: ScreeningModel
+) -> list[StudyResults]:
+    """Every screened study's SR, and the flagged ones' Secondary Captures."""
+    identity = _identity(model)
+    findings = _findings(inp, studies, images)
+    pictures = _captures(inp, model, findings)
+    out = []
+    for key, finding in findings:
+        sr = build_sr(finding, identity)
+        captures = (
+            build_secondary_captures(finding, identity, pictures[key]) if finding.flagged else []
+        )
+        out.append(StudyResults(key, (sr, *captures), len(captures)))
+    return out
+
+
+def store_results(pacs: Pacs, results: list[StudyResults], outbox: Outbox) -> WriteBackSummary:
+    """Store per study; refused objects wait in the outbox, their study is a failure."""
+    delivered = outbox.deliver(pacs)
+    bar = console.progress("write-back", len(results), "studies")
+    failed: list[WriteBackFailure] = []
+    reports = captures = stored = 0
+    for study in results:
+        outcomes = pacs.store(study.objects)
+        refused = {o.sop_uid: o.error for o in outcomes if not o.ok}
+        if refused:
+            outbox.put([ds for ds in study.objects if str(ds.SOPInstanceUID) in refused])
+            failed.append(WriteBackFailure(study.study_key, next(iter(refused.values())) or ""))
+        else:
+            stored += 1
+            reports += 1
+            captures += study.captures
+        bar.advance(1)
+    bar.close()
+    return WriteBackSummary(
+        destination=str(pacs.address),
+        studies=stored,
+        reports=reports,
+        captures=captures,
+        failed=tuple(failed),
+        outbox_delivered=delivered,
+        outbox_pending=len(outbox.pending()),
+    )
