@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pipelines.console import console
 from pipelines.screen import format_nightly, format_result, run_nightly
+from pipelines.screen.nightly import DEFAULT_OVERLAP_DAYS
 
 from .common import add_source_arguments, job_main
 from .screen import add_model_arguments, config
@@ -20,12 +21,22 @@ DESCRIPTION = (
     "once the report is complete. Safe to run from cron every night and to re-run after a "
     "crash: an interrupted report is discarded and its studies screened again; a complete one "
     "is recorded without screening again; no study is screened twice or lost. Same model "
-    "flags as `mura screen`."
+    "flags as `mura screen`. From a PACS (dicomweb+http://…, dimse://…) it queries StudyDate "
+    "from the last successful run minus --overlap days, and with --write-back records a study "
+    "only once its results were stored (refused objects wait in STATE/outbox)."
 )
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_source_arguments(p, help="raw archive folder", metavar="archive")
+    p.add_argument(
+        "--overlap",
+        type=float,
+        default=DEFAULT_OVERLAP_DAYS,
+        metavar="DAYS",
+        help="PACS: query StudyDate from the last successful run minus DAYS, for images "
+        f"that arrive late (default {DEFAULT_OVERLAP_DAYS:g})",
+    )
     p.add_argument(
         "--state",
         type=Path,
@@ -36,7 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
-    result = run_nightly(config(args, args.state), args.state)
+    result = run_nightly(config(args, args.state), args.state, overlap_days=args.overlap)
     if result.report is not None:
         console.print(format_result(result.report))
     console.print(format_nightly(result))

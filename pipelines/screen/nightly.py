@@ -8,12 +8,19 @@ the new report's `pending.parquet`, screens them, and only after the report is c
 repaired by the next one: an incomplete report is deleted (its studies were never recorded,
 so they are screened again); a complete report missing from the ledger is recorded without
 screening again. A lock keeps two runs (an overlapping cron) apart.
+
+From a PACS, a run queries StudyDate from `watermark.json` (when the last successful run
+started) minus an overlap (default 2 days: images that arrive late), compares each study's
+instance set (never counting our own results, which the listing skips) with the ledger,
+and, with `--write-back`, records a study only once the PACS acknowledged its results;
+refused objects wait in `STATE/outbox`, delivered first by the next run.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import fcntl
+import json
 import os
 import shutil
 import signal
@@ -24,18 +31,24 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from mura_core.shards import make_writable_dir
+from mura_core.pacs.address import is_pacs_address
+from mura_core.screen_report import read_summary
+from mura_core.shards import make_writable_dir, write_json_atomic
 
 from ..console import console
-from .inputs import open_raw
+from .inputs import ScreenInput, open_pacs, open_raw
 from .run import SUMMARY, ScreenConfig, ScreenError, ScreenResult, execute, preflight
 
 LEDGER = "ledger.parquet"
 PENDING = "pending.parquet"
 REPORTS = "reports"
 LOCK = ".lock"
+WATERMARK = "watermark.json"
+OUTBOX = "outbox"
+DEFAULT_OVERLAP_DAYS = 2.0
 LEDGER_SCHEMA = pa.schema(
     [
         ("study_key", pa.string()),
@@ -91,8 +104,13 @@ def _write_ledger(state: Path, table: pa.Table) -> None:
 
 
 def _record(state: Path, report: Path) -> int:
-    """Put a complete report's studies into the ledger (one row per study, latest wins)."""
+    """Put a complete report's studies into the ledger (one row per study, latest wins),
+    except those whose write-back was not acknowledged: they are screened again."""
     pending = pq.read_table(report / PENDING)
+    written = read_summary(report).write_back
+    if written is not None and written.failed:
+        failed = pa.array([f.study_key for f in written.failed], pa.string())
+        pending = pending.filter(pc.invert(pc.is_in(pending["study_key"], failed)))
     ledger = read_ledger(state)
     keys = set(pending["study_key"].to_pylist())
     kept = [r for r in ledger.to_pylist() if r["study_key"] not in keys]
@@ -114,6 +132,44 @@ def _recover(state: Path) -> int:
     return recovered
 
 
+def read_watermark(state: Path) -> dt.datetime | None:
+    """When the last successful run started (PACS sources query from there)."""
+    path = state / WATERMARK
+    if not path.is_file():
+        return None
+    return dt.datetime.fromisoformat(json.loads(path.read_text())["watermark"])
+
+
+def _write_watermark(state: Path, when: dt.datetime) -> None:
+    write_json_atomic(state / WATERMARK, {"watermark": when.isoformat(timespec="seconds")})
+
+
+def pacs_window(cfg: ScreenConfig, state: Path, overlap_days: float) -> ScreenConfig:
+    """The PACS query from the last run's watermark minus the overlap (late images)."""
+    mark = read_watermark(state)
+    if mark is None:
+        return cfg
+    since = (mark - dt.timedelta(days=overlap_days)).date()
+    query = cfg.pacs.query
+    if query.since is not None and query.since > since:
+        since = query.since
+    return replace(cfg, pacs=replace(cfg.pacs, query=replace(query, since=since)))
+
+
+def _open(cfg: ScreenConfig, state: Path, overlap_days: float) -> tuple[ScreenConfig, ScreenInput]:
+    """The archive (a folder) or the PACS window, listed; write-back's outbox in STATE."""
+    if not is_pacs_address(cfg.source):
+        inp = open_raw(
+            Path(cfg.source), kind=cfg.kind, labels=cfg.labels, pseudonymize=cfg.pseudonymize
+        )
+        return cfg, inp
+    cfg = pacs_window(cfg, state, overlap_days)
+    if cfg.write_back is not None and cfg.outbox is None:
+        cfg = replace(cfg, outbox=state / OUTBOX)
+    inp = open_pacs(str(cfg.source), cfg.pacs, labels=cfg.labels, pseudonymize=cfg.pseudonymize)
+    return cfg, inp
+
+
 def _check_state(state: Path) -> Path:
     state = state.expanduser().resolve()
     try:
@@ -123,9 +179,12 @@ def _check_state(state: Path) -> Path:
     return state
 
 
-def run_nightly(cfg: ScreenConfig, state: Path) -> NightlyResult:
+def run_nightly(
+    cfg: ScreenConfig, state: Path, *, overlap_days: float = DEFAULT_OVERLAP_DAYS
+) -> NightlyResult:
     """Screen the new or changed studies of `cfg.source`; `cfg.out` is ignored (a new report
-    folder under `state/reports` is used)."""
+    folder under `state/reports` is used). A PACS is queried from the last successful
+    run's watermark minus `overlap_days`; the watermark moves only when a run completes."""
     state = _check_state(state)
     console.keep_log(state, "nightly")
     with _locked(state):
@@ -134,7 +193,7 @@ def run_nightly(cfg: ScreenConfig, state: Path) -> NightlyResult:
         name = f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
         screen_cfg = replace(cfg, out=state / REPORTS / name, job="nightly")
         prepared = preflight(screen_cfg)
-        inp = open_raw(cfg.source, kind=cfg.kind, labels=cfg.labels, pseudonymize=cfg.pseudonymize)
+        screen_cfg, inp = _open(screen_cfg, state, overlap_days)
         known = dict(
             zip(
                 (ledger := read_ledger(state))["study_key"].to_pylist(),
@@ -146,6 +205,7 @@ def run_nightly(cfg: ScreenConfig, state: Path) -> NightlyResult:
         new = {k for k, d in digests.items() if known.get(k) != d}
         if not new:
             shutil.rmtree(prepared.out)
+            _write_watermark(state, now)
             return NightlyResult(state, 0, len(digests), recovered, ledger.num_rows, None)
         pending = pa.Table.from_pylist(
             [
@@ -163,6 +223,7 @@ def run_nightly(cfg: ScreenConfig, state: Path) -> NightlyResult:
         result = execute(screen_cfg, prepared, inp.only_studies(new))
         _kill_point("after-report")
         _record(state, prepared.out)
+        _write_watermark(state, now)
         return NightlyResult(
             state,
             len(new),
