@@ -379,6 +379,7 @@ class ScreenSummary:
     phases: dict[str, float] = field(default_factory=dict)
     mlflow_run_id: str | None = None
     write_back: WriteBackSummary | None = None
+    incomplete_studies: tuple[str, ...] = ()  # images not retrieved: not screened this run
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON types, the keys `summary.json` has always had."""
@@ -390,6 +391,7 @@ class ScreenSummary:
             by_body_part={part: asdict(c) for part, c in self.by_body_part.items()},
             quarantine=[row.to_dict() for row in self.quarantine],
             phases=dict(self.phases),
+            incomplete_studies=list(self.incomplete_studies),
         )
         if self.pictures_limit_note is None:
             del data["pictures_limit_note"]
@@ -414,6 +416,7 @@ class ScreenSummary:
                 part: PartCounts(**c) for part, c in (data.get("by_body_part") or {}).items()
             },
             quarantine=tuple(QuarantineRow.from_dict(r) for r in data.get("quarantine") or ()),
+            incomplete_studies=tuple(data.get("incomplete_studies") or ()),
             phases=dict(data.get("phases") or {}),
             write_back=(
                 WriteBackSummary.from_json(data["write_back"]) if data.get("write_back") else None

@@ -41,6 +41,7 @@ from mura_core.shards import make_writable_dir, write_json_atomic
 from ..console import console
 from .inputs import ScreenInput, open_pacs, open_raw
 from .run import SUMMARY, ScreenConfig, ScreenError, ScreenResult, execute, preflight
+from .writeback import Delivered
 
 LEDGER = "ledger.parquet"
 PENDING = "pending.parquet"
@@ -107,15 +108,42 @@ def _record(state: Path, report: Path) -> int:
     """Put a complete report's studies into the ledger (one row per study, latest wins),
     except those whose write-back was not acknowledged: they are screened again."""
     pending = pq.read_table(report / PENDING)
-    written = read_summary(report).write_back
-    if written is not None and written.failed:
-        failed = pa.array([f.study_key for f in written.failed], pa.string())
-        pending = pending.filter(pc.invert(pc.is_in(pending["study_key"], failed)))
+    summary = read_summary(report)
+    later = set(summary.incomplete_studies)  # images not retrieved: screened again
+    if summary.write_back is not None:  # not stored: in the outbox, recorded on delivery
+        later.update(f.study_key for f in summary.write_back.failed)
+    if later:
+        keep = pc.invert(pc.is_in(pending["study_key"], pa.array(sorted(later), pa.string())))
+        pending = pending.filter(keep)
     ledger = read_ledger(state)
     keys = set(pending["study_key"].to_pylist())
     kept = [r for r in ledger.to_pylist() if r["study_key"] not in keys]
     _write_ledger(state, pa.Table.from_pylist(kept + pending.to_pylist(), schema=LEDGER_SCHEMA))
     return pending.num_rows
+
+
+def _record_delivered(state: Path, delivered: Delivered | None) -> int:
+    """Studies whose results waited in the outbox and are now stored: into the ledger, with
+    the report they were screened in (they are not screened again)."""
+    if delivered is None or not delivered.studies:
+        return 0
+    rows = []
+    for report, keys in _by_report(delivered.studies).items():
+        path = state / REPORTS / report / PENDING
+        if path.is_file():
+            rows += [r for r in pq.read_table(path).to_pylist() if r["study_key"] in keys]
+    ledger = read_ledger(state)
+    keys = {r["study_key"] for r in rows}
+    kept = [r for r in ledger.to_pylist() if r["study_key"] not in keys]
+    _write_ledger(state, pa.Table.from_pylist(kept + rows, schema=LEDGER_SCHEMA))
+    return len(rows)
+
+
+def _by_report(studies: dict[str, str]) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for key, report in studies.items():
+        out.setdefault(report, set()).add(key)
+    return out
 
 
 def _recover(state: Path) -> int:
@@ -164,8 +192,6 @@ def _open(cfg: ScreenConfig, state: Path, overlap_days: float) -> tuple[ScreenCo
         )
         return cfg, inp
     cfg = pacs_window(cfg, state, overlap_days)
-    if cfg.write_back is not None and cfg.outbox is None:
-        cfg = replace(cfg, outbox=state / OUTBOX)
     inp = open_pacs(str(cfg.source), cfg.pacs, labels=cfg.labels, pseudonymize=cfg.pseudonymize)
     return cfg, inp
 
@@ -192,7 +218,10 @@ def run_nightly(
         now = dt.datetime.now(dt.UTC)
         name = f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
         screen_cfg = replace(cfg, out=state / REPORTS / name, job="nightly")
+        if screen_cfg.write_back is not None and screen_cfg.outbox is None:
+            screen_cfg = replace(screen_cfg, outbox=state / OUTBOX)
         prepared = preflight(screen_cfg)
+        recovered += _record_delivered(state, prepared.delivered)
         screen_cfg, inp = _open(screen_cfg, state, overlap_days)
         known = dict(
             zip(

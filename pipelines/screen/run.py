@@ -29,7 +29,7 @@ from ray.data.aggregate import Count, Max, Mean
 from ray.data.context import ShuffleStrategy
 
 from mura_core.errors import ConfigError, MuraError
-from mura_core.pacs.client import Pacs, PacsOptions
+from mura_core.pacs.client import Pacs, PacsOptions, RetrieveError
 from mura_core.privacy import write_reidentify
 from mura_core.records import (
     SUMMARY_QUARANTINE_ROWS,
@@ -57,7 +57,14 @@ from ..tracking import (
 from .inputs import ScreenInput, open_input
 from .models import ScreeningModel, resolve_screening_model
 from .pictures import study_pictures
-from .writeback import Outbox, build_results, default_outbox, destination, store_results
+from .writeback import (
+    Delivered,
+    Outbox,
+    build_results,
+    default_outbox,
+    destination,
+    store_results,
+)
 
 MARKER = ".mura-report"
 SUMMARY = SUMMARY_FILE
@@ -130,6 +137,8 @@ class Prepared:
     tracking_uri: str | None
     out: Path
     dest: Pacs | None = None  # --write-back: the checked destination
+    outbox: Outbox | None = None  # its outbox, already delivered once
+    delivered: Delivered | None = None
 
 
 @dataclass(frozen=True)
@@ -168,11 +177,12 @@ def preflight(cfg: ScreenConfig) -> Prepared:
         uri = resolve_tracking_uri(cfg.tracking_uri)
         check_tracking(uri)
         use_tracking(uri)
-    model = resolve_screening_model(cfg.models)
-    dest = None
-    if cfg.write_back is not None:
-        dest = destination(cfg.source, cfg.write_back, cfg.pacs)
-    return Prepared(model, uri if cfg.track else None, out, dest)
+    prepared = Prepared(resolve_screening_model(cfg.models), uri if cfg.track else None, out)
+    if cfg.write_back is None:
+        return prepared
+    dest = destination(cfg.source, cfg.write_back, cfg.pacs)
+    outbox = Outbox(cfg.outbox or default_outbox(dest))
+    return replace(prepared, dest=dest, outbox=outbox, delivered=outbox.deliver(dest))
 
 
 def check_fits(model: ScreeningModel, inp: ScreenInput) -> None:
@@ -385,56 +395,93 @@ def _model_summary(model: ScreeningModel) -> ModelSummary:
     )
 
 
-def execute(cfg: ScreenConfig, prepared: Prepared, inp: ScreenInput) -> ScreenResult:
-    """Score `inp` with the prepared model into the prepared OUT; see the module docstring."""
-    start = last = time.perf_counter()
-    phases: dict[str, float] = {}
+class _Laps:
+    """Seconds per phase of a run, and since its start."""
 
-    def lap(name: str) -> None:
-        nonlocal last
+    def __init__(self) -> None:
+        self.start = self.last = time.perf_counter()
+        self.phases: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
         now = time.perf_counter()
-        phases[name] = round(now - last, 2)
-        last = now
+        self.phases[name] = round(now - self.last, 2)
+        self.last = now
 
-    out, model = prepared.out, prepared.model
-    check_fits(model, inp)
+    def total(self) -> float:
+        return round(time.perf_counter() - self.start, 2)
+
+
+def _without(studies: pa.Table, keys: list[str]) -> pa.Table:
+    if not keys:
+        return studies
+    return studies.filter(pc.invert(pc.is_in(studies["study_key"], pa.array(keys, pa.string()))))
+
+
+def _incomplete(problems: list[QuarantineRow]) -> list[str]:
+    """Studies with an image the PACS did not hand over: not screened this run (a partial
+    result would stand under the whole study's result UIDs), screened again by the next."""
+    failed = {q.study_key for q in problems if q.error_type == RetrieveError.error_type}
+    return sorted(k for k in failed if k is not None)
+
+
+def _write_tables(
+    out: Path, studies: pa.Table, quarantine: list[QuarantineRow], inp: ScreenInput
+) -> None:
+    pq.write_table(studies, out / "studies.parquet")
+    studies.to_pandas().to_csv(out / "studies.csv", index=False)
+    pq.write_table(quarantine_table(quarantine), out / "quarantine.parquet")
+    write_reidentify(out / "reidentify.csv", inp.reidentify)
+
+
+def _start(cfg: ScreenConfig, prepared: Prepared, inp: ScreenInput) -> int:
+    """Mark OUT as a report in progress, start (or join) Ray: the GPUs to use."""
+    out = prepared.out
+    check_fits(prepared.model, inp)
     (out / SUMMARY).unlink(missing_ok=True)
     (out / MARKER).write_text("mura screening report\n")
     console.keep_log(out, cfg.job)
+    ensure_ray(cfg.address)
+    return _gpus(cfg)
+
+
+def execute(cfg: ScreenConfig, prepared: Prepared, inp: ScreenInput) -> ScreenResult:
+    """Score `inp` with the prepared model into the prepared OUT; see the module docstring."""
+    laps = _Laps()
+    out, model = prepared.out, prepared.model
     threshold = model.info.threshold if cfg.threshold is None else cfg.threshold
     screened_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-
-    ensure_ray(cfg.address)
-    gpus = _gpus(cfg)
-    lap("ray")
+    gpus = _start(cfg, prepared, inp)
+    laps.lap("ray")
     scored, decode_problems = _stream_scores(cfg, model, inp, out, gpus)
-    lap("score")
+    laps.lap("score")
     if scored + len(decode_problems) != inp.images:
         raise ScreenError(
             f"accounting failed: {inp.images} images in, {scored} scored + "
             f"{len(decode_problems)} quarantined out"
         )
-    studies = _study_table(
-        _aggregate(out / "images.parquet", scored), threshold, model, screened_at
-    )
-    lap("aggregate")
-    pq.write_table(studies, out / "studies.parquet")
-    studies.to_pandas().to_csv(out / "studies.csv", index=False)
-    quarantine = [*inp.problems, *decode_problems]
-    pq.write_table(quarantine_table(quarantine), out / "quarantine.parquet")
-    write_reidentify(out / "reidentify.csv", inp.reidentify)
-
-    keys, flags = studies["study_key"].to_pylist(), studies["flagged"].to_pylist()
-    flagged = [k for k, f in zip(keys, flags, strict=True) if f]
-    shown = flagged[: cfg.pictures]
     images = pq.read_table(out / "images.parquet")
-    pictures = study_pictures(inp, model.folder, images, shown)
-    lap("pictures")
-    written = None
+    grouped = _aggregate(out / "images.parquet", scored)
+    studies = _study_table(grouped, threshold, model, screened_at)
+    incomplete = _incomplete(decode_problems)
+    results = None
     if prepared.dest is not None:
-        outbox = Outbox(cfg.outbox or default_outbox(prepared.dest))
-        written = store_results(prepared.dest, build_results(inp, studies, images, model), outbox)
-        lap("write-back")
+        results, unbuilt = build_results(inp, _without(studies, incomplete), images, model)
+        incomplete = sorted({*incomplete, *unbuilt})
+        laps.lap("results")
+    studies = _without(studies, incomplete)
+    laps.lap("aggregate")
+    quarantine = [*inp.problems, *decode_problems]
+    _write_tables(out, studies, quarantine, inp)
+    flagged = studies.filter(studies["flagged"])["study_key"].to_pylist()
+    shown = flagged[: cfg.pictures]
+    pictures = study_pictures(inp, model.folder, images, shown)
+    laps.lap("pictures")
+    written = None
+    if results is not None and prepared.dest is not None and prepared.outbox is not None:
+        written = store_results(
+            prepared.dest, results, prepared.outbox, report=out.name, delivered=prepared.delivered
+        )
+        laps.lap("write-back")
     summary = ScreenSummary(
         screened_at=screened_at,
         source=SourceSummary(kind=inp.kind, digest=inp.digest),
@@ -446,21 +493,34 @@ def execute(cfg: ScreenConfig, prepared: Prepared, inp: ScreenInput) -> ScreenRe
         by_body_part=_by_body_part(studies),
         quarantine=tuple(quarantine[:SUMMARY_QUARANTINE_ROWS]),
         gpus=gpus,
-        images_per_s=round(scored / max(phases["score"], 1e-9), 2),
+        images_per_s=round(scored / max(laps.phases["score"], 1e-9), 2),
         pictures_limit_note=(
             f"pictures for the first {len(shown)} of {len(flagged)} flagged studies"
             if len(flagged) > len(shown)
             else None
         ),
-        seconds=round(time.perf_counter() - start, 2),
+        seconds=laps.total(),
         write_back=written,
+        incomplete_studies=tuple(incomplete),
     )
-    write_html(out / "report.html", summary, _report_studies(studies, pictures))
-    lap("report")
-    logged = replace(summary, phases=dict(phases))
+    return _finish(cfg, prepared, summary, _report_studies(studies, pictures), laps)
+
+
+def _finish(
+    cfg: ScreenConfig,
+    prepared: Prepared,
+    summary: ScreenSummary,
+    studies: list[ReportStudy],
+    laps: _Laps,
+) -> ScreenResult:
+    """The HTML page, the MLflow run, then `summary.json`: the report is complete."""
+    out = prepared.out
+    write_html(out / "report.html", summary, studies)
+    laps.lap("report")
+    logged = replace(summary, phases=dict(laps.phases))
     run_id = _log_mlflow(cfg, prepared, logged, out) if prepared.tracking_uri else None
-    lap("mlflow")
-    summary = replace(summary, phases=dict(phases), mlflow_run_id=run_id)
+    laps.lap("mlflow")
+    summary = replace(summary, phases=dict(laps.phases), mlflow_run_id=run_id)
     write_summary(out, summary)
     return ScreenResult(out, summary, run_id)
 
@@ -495,6 +555,11 @@ def format_result(result: ScreenResult) -> str:
     ]
     for part, v in s.by_body_part.items():
         lines.append(f"{part:<12} {v.studies:>8} {v.images:>7} {v.flagged:>8}")
+    if s.incomplete_studies:
+        lines.append(
+            f"{len(s.incomplete_studies)} studies not screened: some of their images could not "
+            "be retrieved (quarantine: retrieve_failed); run again to screen them"
+        )
     if (wb := s.write_back) is not None:
         lines.append(
             f"written back to {wb.destination}: {wb.studies} studies ({wb.reports} SR, "

@@ -4,8 +4,8 @@ The recipe, top to bottom, run on the driver after scoring (the objects are smal
 images' pixels were fetched in Ray tasks, and are fetched again only for flagged studies'
 Secondary Captures):
 
-1. deliver the outbox first: objects an earlier run could not store (same UIDs, so a
-   PACS that took them meanwhile keeps one copy);
+1. deliver the outbox first (the caller does, before listing): objects an earlier run
+   could not store (same UIDs, so a PACS that took them meanwhile keeps one copy);
 2. per screened study: a TID 1500 SR (`mura_core.results.build_sr`) from the study row,
    its images' probabilities and their listed headers; for a flagged study also one
    Secondary Capture per scored view, Grad-CAM burned in (`build_secondary_captures`);
@@ -15,15 +15,21 @@ Secondary Captures):
 3. store them (STOW-RS or C-STORE, per study); a study counts as written back only when
    every object was acknowledged; what was refused goes to the outbox (owner-only
    folder), and the study is listed in the report with the reason.
+
+A study with an image the PACS did not hand over (`retrieve_failed`) is incomplete: it is
+neither reported as screened nor written back (its result would be a partial one under
+the UIDs of the whole study), and a re-run or the next nightly screens it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
+import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
@@ -80,44 +86,61 @@ class StudyResults:
     captures: int
 
 
+@dataclass(frozen=True)
+class Delivered:
+    """What delivering the outbox did: objects stored, and per study the report it was
+    screened in (nightly records those studies without screening them again)."""
+
+    objects: int = 0
+    studies: dict[str, str] = field(default_factory=dict)  # study key → report name
+
+
 class Outbox:
-    """Objects waiting for a destination: one Part 10 file each, in an owner-only folder."""
+    """Results waiting for a destination, one owner-only folder per study: its objects as
+    Part 10 files and `study.json` (its report key, the report it was screened in)."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
 
-    def _path(self, ds: Dataset) -> Path:
-        return self.folder / (hashlib.sha256(str(ds.SOPInstanceUID).encode()).hexdigest() + ".dcm")
+    def _study_dir(self, study_key: str) -> Path:
+        return self.folder / hashlib.sha256(study_key.encode()).hexdigest()[:24]
 
-    def put(self, datasets: Sequence[Dataset]) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.folder.chmod(0o700)
+    def put(self, study_key: str, report: str, datasets: Sequence[Dataset]) -> None:
+        folder = self._study_dir(study_key)
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for part in (self.folder, folder):
+            part.chmod(0o700)
         for ds in datasets:
-            path = self._path(ds)
+            path = folder / (hashlib.sha256(str(ds.SOPInstanceUID).encode()).hexdigest() + ".dcm")
             tmp = path.with_suffix(".tmp")
             with tmp.open("wb") as handle:
                 os.fchmod(handle.fileno(), 0o600)
                 pydicom.dcmwrite(handle, ds, enforce_file_format=True)
             tmp.replace(path)
+        meta = {"study_key": study_key, "report": report}
+        (folder / "study.json").write_text(json.dumps(meta))
 
-    def pending(self) -> list[Path]:
-        return sorted(self.folder.glob("*.dcm")) if self.folder.is_dir() else []
+    def studies(self) -> list[Path]:
+        return sorted(p.parent for p in self.folder.glob("*/study.json"))
 
-    def deliver(self, pacs: Pacs) -> int:
-        """Store what waits here; delivered files are removed, refused ones stay."""
-        paths = self.pending()
-        if not paths:
-            return 0
-        datasets = [pydicom.dcmread(io.BytesIO(p.read_bytes())) for p in paths]
-        outcomes = pacs.store(datasets)
-        by_uid = {o.sop_uid: o for o in outcomes}
-        delivered = 0
-        for path, ds in zip(paths, datasets, strict=True):
-            outcome = by_uid.get(str(ds.SOPInstanceUID))
-            if outcome is not None and outcome.ok:
-                path.unlink()
-                delivered += 1
-        return delivered
+    def pending(self) -> int:
+        """Objects waiting."""
+        return sum(len(list(folder.glob("*.dcm"))) for folder in self.studies())
+
+    def deliver(self, pacs: Pacs) -> Delivered:
+        """Store what waits, study by study; a study's folder goes once all its objects
+        were acknowledged, else it stays for the next run."""
+        objects, studies = 0, {}
+        for folder in self.studies():
+            paths = sorted(folder.glob("*.dcm"))
+            datasets = [pydicom.dcmread(io.BytesIO(p.read_bytes())) for p in paths]
+            outcomes = pacs.store(datasets) if datasets else []
+            if all(o.ok for o in outcomes) and len(outcomes) == len(datasets):
+                meta = json.loads((folder / "study.json").read_text())
+                studies[meta["study_key"]] = meta["report"]
+                objects += len(datasets)
+                shutil.rmtree(folder)
+        return Delivered(objects, studies)
 
 
 def _identity(model: ScreeningModel) -> ModelIdentity:
@@ -183,45 +206,55 @@ def _captures(
 
 def build_results(
     inp: ScreenInput, studies: pa.Table, images: pa.Table, model: ScreeningModel
-) -> list[StudyResults]:
-    """Every screened study's SR, and the flagged ones' Secondary Captures."""
+) -> tuple[list[StudyResults], list[str]]:
+    """Every screened study's SR, and the flagged ones' Secondary Captures; and the flagged
+    studies whose pixels could not be fetched again for them (screened again next run)."""
     identity = _identity(model)
     findings = _findings(inp, studies, images)
     pictures = _captures(inp, model, findings)
-    out = []
+    out, unbuilt = [], []
     for key, finding in findings:
+        if finding.flagged and len(pictures[key]) < len(finding.images):
+            unbuilt.append(key)
+            continue
         sr = build_sr(finding, identity)
         captures = (
             build_secondary_captures(finding, identity, pictures[key]) if finding.flagged else []
         )
         out.append(StudyResults(key, (sr, *captures), len(captures)))
-    return out
+    return out, unbuilt
 
 
-def store_results(pacs: Pacs, results: list[StudyResults], outbox: Outbox) -> WriteBackSummary:
-    """Store per study; refused objects wait in the outbox, their study is a failure."""
-    delivered = outbox.deliver(pacs)
+def store_results(
+    pacs: Pacs,
+    results: list[StudyResults],
+    outbox: Outbox,
+    *,
+    report: str,
+    delivered: Delivered | None = None,
+) -> WriteBackSummary:
+    """Store per study; a study's refused objects wait in the outbox (with the report it
+    was screened in), and the study is listed as a failure."""
     bar = console.progress("write-back", len(results), "studies")
     failed: list[WriteBackFailure] = []
-    reports = captures = stored = 0
+    stored = captures = 0
     for study in results:
         outcomes = pacs.store(study.objects)
-        refused = {o.sop_uid: o.error for o in outcomes if not o.ok}
-        if refused:
-            outbox.put([ds for ds in study.objects if str(ds.SOPInstanceUID) in refused])
-            failed.append(WriteBackFailure(study.study_key, next(iter(refused.values())) or ""))
+        refused = [o.error for o in outcomes if not o.ok]
+        if refused or len(outcomes) != len(study.objects):
+            outbox.put(study.study_key, report, study.objects)
+            failed.append(WriteBackFailure(study.study_key, refused[0] if refused else "no answer"))
         else:
             stored += 1
-            reports += 1
             captures += study.captures
         bar.advance(1)
     bar.close()
     return WriteBackSummary(
         destination=str(pacs.address),
         studies=stored,
-        reports=reports,
+        reports=stored,
         captures=captures,
         failed=tuple(failed),
-        outbox_delivered=delivered,
-        outbox_pending=len(outbox.pending()),
+        outbox_delivered=delivered.objects if delivered else 0,
+        outbox_pending=outbox.pending(),
     )
