@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from mura_core.pacs.address import PacsAuth
+from mura_core.pacs.client import PacsOptions
 from mura_core.recipes import Recipe, recipe
 from mura_core.records import BodyPart
 from mura_core.sources import format_summary, list_source
@@ -23,6 +25,13 @@ from mura_core.synth import SynthConfig, synthesize
 from pipelines.compare import DEFAULT_ALIAS, DEFAULT_METRIC, format_table, load_runs, plot, promote
 from pipelines.console import console
 from pipelines.ingest import IngestConfig, format_result, run_ingest
+from pipelines.orthanc import (
+    Orthanc,
+    OrthancConfig,
+    OrthancError,
+    orthanc_binary,
+    start_orthanc,
+)
 from pipelines.screen import ScreenConfig, ScreenResult, run_screen
 from pipelines.tracking import tracking_client
 from pipelines.train import TrainCollapsed, TrainConfig, TrainResult, run_training
@@ -50,6 +59,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--densenet-epochs", type=int, default=4, help="DenseNet-169 epochs (default 4)")
     p.add_argument(
         "--incoming", type=int, default=80, help="studies in the incoming archive (default 80)"
+    )
+    p.add_argument(
+        "--pacs",
+        action="store_true",
+        help="screen the incoming studies through a throwaway Orthanc PACS (needs Debian's "
+        "orthanc and orthanc-dicomweb): DICOM loaded into it, screened by DICOMweb, results "
+        "written back as DICOM SR and Secondary Captures; the PACS is stopped at the end",
     )
 
 
@@ -79,17 +95,46 @@ class Stages:
         return [*lines, f"  {'total':<{width}}  {time.perf_counter() - self.started:6.0f} s"]
 
 
-def _synthesize(folder: Path, studies: int, seed: int, size: int) -> None:
+def _synthesize(folder: Path, studies: int, seed: int, size: int, *, dicom: bool = False) -> None:
     if folder.exists():
         console.print(f"reusing {folder}")
         return
     synthesize(
         folder,
         SynthConfig(
-            studies=studies, seed=seed, size=size, sign_strength=4.0, body_parts=DEMO_PARTS
+            studies=studies,
+            format="dicom" if dicom else "png",
+            seed=seed,
+            size=size,
+            sign_strength=4.0,
+            body_parts=DEMO_PARTS,
         ),
         progress=progress("synthesize"),
     )
+
+
+def _screen_pacs(cfg: ScreenConfig, pacs: Orthanc, incoming: Path, out: Path) -> ScreenResult:
+    """Load the incoming DICOM into the PACS, screen it by DICOMweb, write the results back."""
+    files = [p for p in sorted(incoming.rglob("*")) if p.is_file() and p.suffix != ".csv"]
+    loaded = sum(pacs.upload(p.read_bytes()) is not None for p in files)
+    console.print(f"Orthanc at {pacs.http_url}: loaded {loaded} of {len(files)} files")
+    options = PacsOptions(auth=PacsAuth(pacs.cfg.username, pacs.cfg.password))
+    screened = run_screen(
+        replace(
+            cfg,
+            source=pacs.dicomweb,
+            labels=incoming / "labels.csv",
+            pacs=options,
+            write_back="",
+            outbox=out / "outbox",
+        )
+    )
+    console.print(
+        f"PACS now holds {pacs.instance_count()} instances; to browse them later: "
+        f"Orthanc {pacs.storage / 'orthanc.json'} and open {pacs.http_url}/app/explorer.html "
+        f"(user {pacs.cfg.username}, password in that file)"
+    )
+    return screened
 
 
 def _train(
@@ -125,6 +170,11 @@ def figures(result: TrainResult) -> str:
 
 
 def command(args: argparse.Namespace) -> int:
+    if args.pacs and orthanc_binary() is None:
+        raise OrthancError(
+            "mura demo --pacs needs Orthanc and its DICOMweb plugin: "
+            "apt-get install orthanc orthanc-dicomweb (or run the demo without --pacs)"
+        )
     out = Path(args.out).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     console.keep_log(out, "demo")
@@ -154,17 +204,20 @@ def command(args: argparse.Namespace) -> int:
     stages.start(5, "compare the runs in MLflow, promote the better to @champion")
     champion = _compare(out, tracking, [r for r in models.values() if r is not None])
 
-    incoming = out / "incoming"
+    incoming = out / ("incoming-dicom" if args.pacs else "incoming")
     stages.start(6, f"screen {args.incoming} incoming studies with @champion → {out / 'screening'}")
-    _synthesize(incoming, args.incoming, args.seed + 1000, args.size)
-    screened = run_screen(
-        ScreenConfig(
-            source=incoming,
-            out=out / "screening",
-            models=("@" + DEFAULT_ALIAS,),
-            tracking_uri=tracking,
-        )
+    _synthesize(incoming, args.incoming, args.seed + 1000, args.size, dicom=args.pacs)
+    cfg = ScreenConfig(
+        source=incoming,
+        out=out / "screening",
+        models=("@" + DEFAULT_ALIAS,),
+        tracking_uri=tracking,
     )
+    if not args.pacs:
+        screened = run_screen(cfg)
+    else:
+        with start_orthanc(OrthancConfig(storage=out / "orthanc")) as pacs:
+            screened = _screen_pacs(cfg, pacs, incoming, out)
     _summary(stages, models, champion, screened, out, tracking)
     return 0
 
@@ -199,6 +252,14 @@ def _summary(
     lines += [
         f"Champion: {champion}; flagged {counts.flagged} of {counts.studies} incoming studies "
         f"({counts.images} images, {counts.quarantined} quarantined)",
+        *(
+            [
+                f"PACS results:  {wb.reports} SRs and {wb.captures} Secondary Captures written "
+                f"back to {wb.destination}"
+            ]
+            if (wb := screened.summary.write_back)
+            else []
+        ),
         f"report:        {screened.out / 'report.html'}",
         f"MLflow store:  {out / 'mlflow.db'}",
         f"MLflow UI:     mlflow ui --backend-store-uri {tracking}",

@@ -130,6 +130,8 @@ class Orthanc:
             "DicomAlwaysAllowGet": False,
             "UnknownSopClassAccepted": False,
             "StableAge": 1,
+            "TcpNoDelay": True,
+            "KeepAlive": True,
             "Plugins": [str(DICOMWEB_PLUGIN)],
             "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "Host": HOST, "Ssl": False},
         }

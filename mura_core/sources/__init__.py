@@ -18,6 +18,7 @@ from .dicom_tree import list_dicom, sniff_dicom
 from .folder import list_folder
 
 KINDS: tuple[str, ...] = ("mura", "dicom", "folder")
+PACS_KINDS: tuple[str, ...] = ("dicomweb", "dimse")  # a listing's kind when read from a PACS
 _SNIFF_LIMIT = 5000
 
 
@@ -127,7 +128,8 @@ def format_summary(listing: Listing) -> str:
     )
     splits = Counter(str(r.split) if r.split else "unassigned" for r in listing.refs)
     lines.append("images by split: " + ", ".join(f"{k} {v}" for k, v in sorted(splits.items())))
-    lines.append(f"problems: {len(listing.problems)}   junk files skipped: {listing.junk_skipped}")
+    skipped = "instances skipped" if listing.kind in PACS_KINDS else "junk files skipped"
+    lines.append(f"problems: {len(listing.problems)}   {skipped}: {listing.junk_skipped}")
     for problem in listing.problems[:10]:
         lines.append(f"  {problem.error_type}: {problem.path}: {problem.reason}")
     if len(listing.problems) > 10:

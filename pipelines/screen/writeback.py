@@ -144,7 +144,12 @@ class Outbox:
 
 
 def _identity(model: ScreeningModel) -> ModelIdentity:
-    return ModelIdentity(name=model.name, version=model.version, uri=model.uri)
+    """The model as the results name it: a registered single model by its version URI
+    (`models:/NAME/VERSION`, which an alias like @champion stops pointing at later)."""
+    uri = model.uri
+    if model.version and len(model.members) == 1 and uri.startswith("models:/"):
+        uri = f"models:/{model.name}/{model.version}"
+    return ModelIdentity(name=model.name, version=model.version, uri=uri)
 
 
 def _findings(

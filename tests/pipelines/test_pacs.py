@@ -21,6 +21,7 @@ from mura_core.pacs.client import Locator, PacsOptions
 from mura_core.privacy import Pseudonymizer
 from mura_core.results import is_own_result, read_sr
 from mura_core.synth import SynthArchive
+from pipelines.ingest import IngestConfig, run_ingest
 from pipelines.screen import ScreenConfig, run_screen
 from tests.conftest import load_into
 from tests.pipelines.test_screen import random_bundle
@@ -145,3 +146,37 @@ def test_write_back_stores_one_sr_per_study_and_captures_for_flagged_ones_once(
     assert again.summary.write_back.studies == len(studies)
     assert _series_count(pacs) == series_after  # same UIDs: nothing new
     assert sum(map(len, _results_in(pacs).values())) == len(results["sr"]) + len(results["sc"])
+
+
+def test_ingest_from_a_pacs_accounts_for_every_instance(
+    pacs, dicom_archive: SynthArchive, tmp_path: Path
+) -> None:
+    result = run_ingest(
+        IngestConfig(source=pacs.dimse, out=tmp_path / "shards", size=64, pacs=_options(pacs))
+    )
+    counts = result.manifest.counts
+    assert result.manifest.kind == "dimse" and result.manifest.pseudonymized
+    assert counts.found == counts.ingested == dicom_archive.n_images
+    assert result.manifest.source == pacs.dimse
+
+
+def test_write_back_to_another_pacs_by_c_store(
+    pacs, orthanc_factory, dicom_archive: SynthArchive, tmp_path: Path
+) -> None:
+    """DEST can be any PACS: results of a DICOMweb source stored by C-STORE elsewhere."""
+    other = orthanc_factory("destination")
+    cfg = ScreenConfig(
+        source=pacs.dicomweb,
+        out=tmp_path / "report",
+        models=(str(random_bundle(tmp_path / "bundle", threshold=0.0)),),
+        track=False,
+        pacs=_options(pacs),
+        write_back=other.dimse,
+        outbox=tmp_path / "outbox",
+    )
+    wb = run_screen(cfg).summary.write_back
+    n = len(dicom_archive.studies)
+    assert wb is not None and wb.destination == other.dimse and not wb.failed
+    assert (wb.studies, wb.reports, wb.captures) == (n, n, dicom_archive.n_images)
+    stats = other.get("/statistics")
+    assert (stats["CountStudies"], stats["CountInstances"]) == (n, n + dicom_archive.n_images)
