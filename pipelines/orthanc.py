@@ -13,7 +13,8 @@ a Ctrl-C meant for us does not reach it first), with
 
 waits until `GET /system` answers, and returns an `Orthanc` handle whose `stop()` ends the
 process it started (by its pid), `kill()` SIGKILLs it (a PACS dying mid-run) and `restart()`
-starts it again on the same ports and storage. Its output goes to `<storage>/orthanc.log`.
+starts it again on the same ports and storage. Its output goes to `<storage>/orthanc.log`;
+if the process that started it dies (a killed test or demo), it gets SIGTERM too.
 
 No Ray and no MLflow here; the PACS is a subprocess.
 """
@@ -21,6 +22,8 @@ No Ray and no MLflow here; the PACS is a subprocess.
 from __future__ import annotations
 
 import base64
+import ctypes
+import ctypes.util
 import json
 import os
 import secrets
@@ -57,6 +60,13 @@ class OrthancConfig:
     password: str = field(default_factory=lambda: secrets.token_urlsafe(12), repr=False)
     peer_aet: str = "MURA"  # our calling AE title, known to Orthanc as a modality
     timeout: float = 60.0
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM it when the process that started it dies (Linux
+    PR_SET_PDEATHSIG), so a killed test or demo leaves no Orthanc behind."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
 def orthanc_binary() -> str | None:
@@ -154,6 +164,7 @@ class Orthanc:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         log.close()
         self._wait_ready()
