@@ -76,7 +76,7 @@ class PacsAddress:
             path = (m["path"] or "").rstrip("/")
             url = f"{scheme}://{m['host']}:{port}{path}"
             return cls("dicomweb", m["host"].strip("[]"), port, url=url)
-        if "@" in text.split("://", 1)[-1].split("/", 1)[0] and text.startswith("dicomweb"):
+        if text.startswith("dicomweb") and "@" in text.split("://", 1)[-1]:
             raise ConfigError(
                 f"{_safe(text)}: put no credentials in the address; use --pacs-auth FILE or "
                 f"{USERNAME_ENV}/{PASSWORD_ENV}"
@@ -93,8 +93,9 @@ class PacsAddress:
 
 
 def _safe(text: str) -> str:
-    """An address with any `user:password@` removed, for error messages."""
-    return re.sub(r"//[^/@]*@", "//…@", text) if text.startswith("dicomweb") else text
+    """An address with any `user:password@` removed, for error messages: everything up to
+    the last `@`, since a password may hold any character (`/`, `@`, `#` included)."""
+    return re.sub(r"//.*@", "//…@", text) if text.startswith("dicomweb") else text
 
 
 def _port(text: str, address: str) -> int:

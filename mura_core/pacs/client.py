@@ -17,15 +17,26 @@ gets a copy and opens its own connection, so a cluster fetches in parallel.
 
 from __future__ import annotations
 
+import logging
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
+import pydicom.config
 from pydicom.dataset import Dataset
 
 from ..imaging.errors import ImagingError
 from .address import DEFAULT_AE_TITLE, PacsAddress, PacsAuth, PacsQuery
+
+# pydicom logs, and warns, every header value it finds invalid, verbatim: UIDs, names and
+# dates. A PACS holds whatever it was sent, so those lines would carry identifiers into the
+# run's log (and a job's output). Values read are not checked (they are read as they are
+# either way), and pydicom's log stays quiet, in the driver and in every Ray worker that
+# fetches (each imports this module to unpickle its client).
+pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+logging.getLogger("pydicom").setLevel(logging.ERROR)
 
 # Header attributes listing reads (QIDO-RS includefield / C-FIND return keys): identity,
 # body part and view, and the patient/study module the results written back carry.
@@ -74,6 +85,16 @@ class RetryPolicy:
 
     def delays(self) -> Iterable[float]:
         return (self.backoff * 2**k for k in range(self.attempts - 1))
+
+
+_ADDRESSABLE_UID = re.compile(r"[0-9A-Za-z._-]+")
+
+
+def addressable(uid: str) -> bool:
+    """Whether a UID can name a resource in a DICOMweb URL and in a `Locator`. Conformant
+    UIDs are digits and dots, and a PACS holds what it was sent: hex digests pass; '/', '@',
+    '#', spaces or nothing at all do not (such a study or instance is skipped, and counted)."""
+    return _ADDRESSABLE_UID.fullmatch(uid) is not None
 
 
 @dataclass(frozen=True)
@@ -125,7 +146,7 @@ class Pacs(Protocol):
 
     def find_instances(self, study_uid: str) -> list[Dataset]: ...
 
-    def fetch(self, locators: Sequence[Locator]) -> dict[Locator, bytes | RetrieveError]: ...
+    def fetch(self, locators: Sequence[Locator]) -> dict[Locator, bytes | ImagingError]: ...
 
     def store(self, datasets: Sequence[Dataset]) -> list[StoreOutcome]: ...
 

@@ -8,8 +8,9 @@ instance search or C-FIND at IMAGE level) → each instance is
   `Locator` (the UIDs to fetch it by; never written anywhere), study = StudyInstanceUID,
   patient = PatientID, body part from BodyPartExamined or the descriptions, as for a tree;
 - one of our own results (SR, Secondary Capture: `mura_core.results.is_own_result`), a
-  non-image object (SR, KO, PR, …: by SOP class, never fetched) or an image of another
-  modality → skipped and counted by kind.
+  non-image object (SR, KO, PR, …: by SOP class, never fetched), an image of another
+  modality, or one whose UIDs no request can name ('/', '@', spaces: `addressable`) →
+  skipped and counted by kind (a study with such a StudyInstanceUID is never listed: noted).
 
 Labels, which a PACS does not hold, may come from a CSV (study_instance_uid,label).
 The headers are kept (`PacsListing.headers`): results written back carry their patient and
@@ -27,7 +28,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
 from ..pacs.address import PacsQuery
-from ..pacs.client import Locator, Pacs
+from ..pacs.client import Locator, Pacs, addressable
 from ..records import BodyPart, ImageRef, Listing, body_part_from_text
 from ..results import is_own_result
 from .dicom_tree import _labels
@@ -55,6 +56,8 @@ def _text(ds: Dataset, keyword: str) -> str:
 
 def skip_reason(ds: Dataset, modalities: tuple[str, ...]) -> str | None:
     """Why an instance is not screened (a count key), or None for an image to screen."""
+    if not all(addressable(_text(ds, k)) for k in ("SeriesInstanceUID", "SOPInstanceUID")):
+        return "unusable UID"
     sop_class = _text(ds, "SOPClassUID")
     if is_own_result(
         _text(ds, "Modality"),
@@ -104,7 +107,8 @@ def _refs(ds: Dataset, label: int | None) -> list[ImageRef]:
 def list_pacs(pacs: Pacs, query: PacsQuery, labels: Path | None = None) -> PacsListing:
     """Every instance of the matching studies: a reference, or skipped with its kind."""
     study_labels = _labels(labels)
-    studies = pacs.find_studies(query)
+    matched = pacs.find_studies(query)
+    studies = [uid for uid in matched if addressable(uid)]
     with ThreadPoolExecutor(LIST_THREADS) as pool:
         per_study = list(pool.map(pacs.find_instances, studies))
     refs: list[ImageRef] = []
@@ -123,6 +127,11 @@ def list_pacs(pacs: Pacs, query: PacsQuery, labels: Path | None = None) -> PacsL
             refs.extend(new)
             headers[_text(ds, "SOPInstanceUID")] = ds
     notes = [f"{len(studies)} studies matched {_describe(query)} at {pacs.address}"]
+    if len(studies) < len(matched):
+        notes.append(
+            f"skipped {len(matched) - len(studies)} more whose StudyInstanceUID no request "
+            "can name (it holds '/', '@', spaces, …)"
+        )
     if skipped:
         notes.append(
             "skipped, never fetched: " + ", ".join(f"{k} {v}" for k, v in sorted(skipped.items()))
