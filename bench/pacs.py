@@ -11,7 +11,8 @@ in Ray Data tasks, scoring actor, aggregation, pictures, report) of
  (f) the folder (the DICOM tree on local disk),
  (w) the same studies from Orthanc by DICOMweb (QIDO-RS listing, WADO-RS per instance),
  (d) the same studies from Orthanc by DIMSE (C-FIND listing, C-GET per instance),
-then the folder once more (f2, order effects). Images/s = images scored / run seconds;
+then the folder once more (f2, order effects), after one untimed warm-up run of the folder
+(page cache, torch's first calls). Images/s = images scored / run seconds;
 the ratios are against the mean of f and f2. Where the time goes: each run's own phases
 (listing = the run minus its phases; score = fetch + decode + model), and a sequential
 microbenchmark on the driver of reading every instance's bytes: from disk, by WADO-RS and by
@@ -139,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         ensure_ray(None)
         runs: dict[str, dict[str, object]] = {}
         out = Path(tempfile.mkdtemp(prefix="reports-"))
+        _screen(root, out / "warm-up", bundle, args, options)  # not timed: caches, workers
         for name, source in (
             ("f", root),
             ("w", server.dicomweb),

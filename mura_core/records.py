@@ -380,6 +380,7 @@ class ScreenSummary:
     mlflow_run_id: str | None = None
     write_back: WriteBackSummary | None = None
     incomplete_studies: tuple[str, ...] = ()  # images not retrieved: not screened this run
+    source_notes: tuple[str, ...] = ()  # what listing said (PACS: matched, skipped by kind)
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON types, the keys `summary.json` has always had."""
@@ -392,6 +393,7 @@ class ScreenSummary:
             quarantine=[row.to_dict() for row in self.quarantine],
             phases=dict(self.phases),
             incomplete_studies=list(self.incomplete_studies),
+            source_notes=list(self.source_notes),
         )
         if self.pictures_limit_note is None:
             del data["pictures_limit_note"]
@@ -417,6 +419,7 @@ class ScreenSummary:
             },
             quarantine=tuple(QuarantineRow.from_dict(r) for r in data.get("quarantine") or ()),
             incomplete_studies=tuple(data.get("incomplete_studies") or ()),
+            source_notes=tuple(data.get("source_notes") or ()),
             phases=dict(data.get("phases") or {}),
             write_back=(
                 WriteBackSummary.from_json(data["write_back"]) if data.get("write_back") else None

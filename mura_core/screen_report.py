@@ -90,6 +90,7 @@ def render_html(summary: ScreenSummary, studies: Sequence[ReportStudy]) -> str:
     body = "\n".join(
         [
             _header(title, summary),
+            _incomplete_note(summary.incomplete_studies),
             _body_part_table(summary.by_body_part),
             _flagged_section(flagged, summary.pictures_limit_note),
             _unflagged_section(unflagged),
@@ -174,6 +175,7 @@ def _header(title: str, summary: ScreenSummary) -> str:
         ("Threshold", f"<b>{_e(summary.threshold)}</b> on the study mean probability"),
         ("Screened", _e(summary.screened_at)),
         ("Source", f"{_e(source.kind)} archive, digest <code>{_e(source.digest)}</code>"),
+        *(("", f"<span class=muted>{_e(note)}</span>") for note in summary.source_notes),
     ]
     if summary.seconds is not None:
         rate = summary.images_per_s
@@ -275,6 +277,18 @@ def _unflagged_section(unflagged: list[ReportStudy]) -> str:
     ]
     table = _grid(head + (["ground truth"] if truth else []), rows, {3, 4, 5})
     return f"<section><h2>Not flagged ({len(unflagged):,})</h2>{table}</section>"
+
+
+def _incomplete_note(keys: Sequence[str]) -> str:
+    if not keys:
+        return ""
+    return (
+        f'<p class="note">{len(keys)} studies were not screened: some of their images could '
+        "not be retrieved from the PACS (quarantine: <code>retrieve_failed</code>); the next "
+        f"run screens them. {', '.join(_code(k) for k in keys[:20])}"
+        + (" …" if len(keys) > 20 else "")
+        + "</p>"
+    )
 
 
 def _write_back_section(wb: WriteBackSummary | None) -> str:

@@ -21,6 +21,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
@@ -166,6 +167,25 @@ def with_retry(call: Callable[[], T], policy: RetryPolicy) -> T:
         except Transient:
             time.sleep(delay)
     return call()
+
+
+FETCH_THREADS = 4  # requests (or associations) in flight per fetch call: hides PACS latency
+
+
+def in_parallel(
+    fetch: Callable[[Sequence[Locator]], dict[Locator, bytes | ImagingError]],
+    locators: Sequence[Locator],
+    threads: int = FETCH_THREADS,
+) -> dict[Locator, bytes | ImagingError]:
+    """`fetch` over up to `threads` interleaved slices of `locators` at once (the PACS serves
+    requests concurrently; a Ray task waiting on one at a time would idle its CPU)."""
+    slices = [s for s in (list(locators[i::threads]) for i in range(threads)) if s]
+    if len(slices) <= 1:
+        return fetch(locators)
+    with ThreadPoolExecutor(len(slices)) as pool:
+        parts = list(pool.map(fetch, slices))
+    found = {loc: result for part in parts for loc, result in part.items()}
+    return {loc: found[loc] for loc in locators}
 
 
 def connect(

@@ -25,7 +25,14 @@ from urllib3.util.retry import Retry
 
 from ..imaging.errors import CorruptFileError, ImagingError
 from .address import PacsAddress, PacsAuth, PacsError, PacsQuery
-from .client import INSTANCE_FIELDS, Locator, RetrieveError, RetryPolicy, StoreOutcome
+from .client import (
+    INSTANCE_FIELDS,
+    Locator,
+    RetrieveError,
+    RetryPolicy,
+    StoreOutcome,
+    in_parallel,
+)
 
 # dicomweb-client logs every request at INFO with its UIDs: identifiers stay out of logs
 logging.getLogger("dicomweb_client").setLevel(logging.WARNING)
@@ -121,8 +128,13 @@ class DicomWebPacs:
         return [Dataset.from_json(r) for r in rows]
 
     def fetch(self, locators: Sequence[Locator]) -> dict[Locator, bytes | ImagingError]:
-        """WADO-RS each instance; once the PACS is unreachable (after the session's retries),
-        the rest of the batch fails at once with the same reason instead of each retrying."""
+        """WADO-RS the instances, FETCH_THREADS requests in flight (one session)."""
+        self.client()  # the session, before the threads share it
+        return in_parallel(self._fetch_serial, locators)
+
+    def _fetch_serial(self, locators: Sequence[Locator]) -> dict[Locator, bytes | ImagingError]:
+        """One at a time; once the PACS is unreachable (after the session's retries), the
+        rest fail at once with the same reason instead of each retrying."""
         out: dict[Locator, bytes | ImagingError] = {}
         down: RetrieveError | None = None
         for loc in locators:

@@ -39,6 +39,7 @@ from pynetdicom.sop_class import (
     Verification,
 )
 
+from ..imaging.errors import ImagingError
 from .address import PacsAddress, PacsError, PacsQuery
 from .client import (
     INSTANCE_FIELDS,
@@ -47,6 +48,7 @@ from .client import (
     RetryPolicy,
     StoreOutcome,
     Transient,
+    in_parallel,
     with_retry,
 )
 
@@ -171,7 +173,11 @@ class DimsePacs:
         ident.StudyInstanceUID = study_uid
         return self._find(ident, "listing a study's instances")
 
-    def fetch(self, locators: Sequence[Locator]) -> dict[Locator, bytes | RetrieveError]:
+    def fetch(self, locators: Sequence[Locator]) -> dict[Locator, bytes | ImagingError]:
+        """C-GET the instances over FETCH_THREADS associations at once."""
+        return in_parallel(self._fetch_serial, locators)
+
+    def _fetch_serial(self, locators: Sequence[Locator]) -> dict[Locator, bytes | ImagingError]:
         """C-GET each instance over one association (storage contexts for their classes)."""
         received: dict[str, bytes] = {}
 
@@ -188,7 +194,7 @@ class DimsePacs:
             for syntax in TRANSFER_SYNTAXES:
                 ae.add_requested_context(sop_class, syntax)
         roles = [build_role(c, scp_role=True) for c in classes]
-        out: dict[Locator, bytes | RetrieveError] = {}
+        out: dict[Locator, bytes | ImagingError] = {}
         try:
             with self._association(
                 ae, ext_neg=roles, handlers=[(evt.EVT_C_STORE, on_store)]

@@ -67,6 +67,7 @@ class ScreenInput:
     study_digests: dict[str, str] | None = None  # raw: study key → digest of its image set
     pacs: Pacs | None = None  # a PACS source: rows' paths are locators, fetched in tasks
     headers: dict[str, Dataset] | None = None  # PACS: SOP Instance UID → listed header
+    notes: tuple[str, ...] = ()  # what listing said (studies matched, instances skipped)
 
     def only_studies(self, keys: set[str]) -> ScreenInput:
         """The same raw input narrowed to some studies (nightly: the new ones)."""
@@ -136,6 +137,7 @@ def _from_listing(listing: Listing, source: object, pseudonymize: str, **extra: 
         reidentify=prepared.reidentify,
         rows=rows,
         study_digests=digest_studies(rows, sizes),
+        notes=listing.notes,
         **extra,
     )
 

@@ -502,6 +502,7 @@ def execute(cfg: ScreenConfig, prepared: Prepared, inp: ScreenInput) -> ScreenRe
         seconds=laps.total(),
         write_back=written,
         incomplete_studies=tuple(incomplete),
+        source_notes=inp.notes,
     )
     return _finish(cfg, prepared, summary, _report_studies(studies, pictures), laps)
 
