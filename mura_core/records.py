@@ -397,6 +397,9 @@ class ScreenSummary:
         )
         if self.pictures_limit_note is None:
             del data["pictures_limit_note"]
+        for name in ("incomplete_studies", "source_notes"):  # newer keys: only when not empty
+            if not data[name]:
+                del data[name]
         if self.write_back is None:
             del data["write_back"]
         else:

@@ -63,6 +63,7 @@ def orthanc_factory(tmp_path_factory: pytest.TempPathFactory):
         started.append(server)
         return server
 
+    start.track = started.append  # a server a test started itself: stopped at the end too
     yield start
     for server in started:
         server.stop()

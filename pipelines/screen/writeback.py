@@ -59,12 +59,18 @@ OUTBOX_ENV = "MURA_OUTBOX"
 
 
 def destination(source: object, dest: str, options: PacsOptions) -> Pacs:
-    """The PACS results go to (DEST, or the source PACS when DEST is empty), checked."""
+    """The PACS results go to (DEST, or the source PACS when DEST is empty), checked.
+    The source must be a PACS: the results carry its listed headers (patient, study)."""
+    if not is_pacs_address(str(source)):
+        raise ConfigError(
+            "--write-back stores results into the screened studies of a PACS source "
+            "(dicomweb+http://… or dimse://…); this source is a folder"
+        )
     address = dest or str(source)
     if not is_pacs_address(address):
         raise ConfigError(
-            "--write-back stores results into the source studies: it needs a PACS source, "
-            "or a PACS address as DEST"
+            f"--write-back {address}: not a PACS address (dicomweb+http[s]://HOST:PORT/PATH "
+            "or dimse://AET@HOST:PORT)"
         )
     pacs = options.connect(address)
     pacs.check()

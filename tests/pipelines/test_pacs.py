@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pydicom
 import pytest
 
+from mura_core.errors import ConfigError
 from mura_core.pacs.address import PacsAuth, PacsQuery
 from mura_core.pacs.client import Locator, PacsOptions
 from mura_core.privacy import Pseudonymizer
@@ -180,3 +181,17 @@ def test_write_back_to_another_pacs_by_c_store(
     assert (wb.studies, wb.reports, wb.captures) == (n, n, dicom_archive.n_images)
     stats = other.get("/statistics")
     assert (stats["CountStudies"], stats["CountInstances"]) == (n, n + dicom_archive.n_images)
+
+
+def test_write_back_needs_a_pacs_source_and_a_pacs_destination(
+    pacs, dicom_archive: SynthArchive, tmp_path: Path
+) -> None:
+    bundle = str(random_bundle(tmp_path / "bundle"))
+    base = ScreenConfig(
+        source=dicom_archive.root, out=tmp_path / "r", models=(bundle,), track=False
+    )
+    with pytest.raises(ConfigError, match="source is a folder"):
+        run_screen(replace(base, write_back=pacs.dicomweb))
+    with pytest.raises(ConfigError, match="not a PACS address"):
+        run_screen(replace(base, source=pacs.dicomweb, pacs=_options(pacs), write_back="/tmp/x"))
+    assert not list((tmp_path / "r").glob("*.parquet"))  # nothing screened

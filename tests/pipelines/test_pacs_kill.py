@@ -2,10 +2,11 @@
 ends screened once (in exactly one report, once in the ledger) and with exactly one result
 in the PACS — none lost, none twice.
 
-A real Orthanc is SIGKILLed while `mura nightly --write-back` streams scored rows into its
-report; fetches after that fail (bounded retries) and become `retrieve_failed` rows, their
-studies are not reported as screened; results the dead PACS cannot take wait in the
-outbox. The restarted PACS gets the outbox first, then the studies not screened yet.
+A real Orthanc is SIGKILLed once `mura nightly --write-back` has fetched 8 of its 61 images
+(Orthanc itself counts the WADO-RS requests, with a Lua filter); fetches after that fail
+(bounded retries) and become `retrieve_failed` rows, their studies are not reported as
+screened; results the dead PACS cannot take wait in the outbox. The restarted PACS gets
+the outbox first, then the studies not screened yet.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from mura_core.pacs.address import PacsAuth
 from mura_core.pacs.client import PacsOptions, RetryPolicy
 from mura_core.privacy import Pseudonymizer
 from mura_core.synth import SynthConfig, synthesize
+from pipelines.orthanc import Orthanc, OrthancConfig, free_port
 from pipelines.screen import ScreenConfig, run_nightly
 from pipelines.screen.nightly import REPORTS, read_ledger
 from tests.pipelines.test_pacs_nightly import _sr_uids, _studies, _upload
@@ -30,21 +32,48 @@ from tests.pipelines.test_screen import random_bundle
 pytestmark = [pytest.mark.usefixtures("ray_local"), pytest.mark.slow]
 
 
-def _wait_for_scored_rows(state: Path, timeout: float = 180.0) -> None:
-    """Until the report being written holds its first scored rows (fetching under way)."""
+# Orthanc runs this Lua filter on every HTTP request: one byte per WADO-RS instance request
+COUNT_FETCHES = """
+function IncomingHttpRequestFilter(method, uri, ip, username, httpHeaders)
+  if string.sub(uri, 1, 10) == '/dicom-web' and string.find(uri, '/instances/', 1, true) then
+    local f = io.open('{path}', 'a')
+    f:write('.')
+    f:close()
+  end
+  return true
+end
+"""
+
+
+class CountingOrthanc(Orthanc):
+    """The test Orthanc, counting the instances it has been asked for (a file grows)."""
+
+    @property
+    def fetches(self) -> Path:
+        return self.storage / "fetches.log"
+
+    def config(self) -> dict[str, object]:
+        config = super().config()
+        script = self.storage / "count-fetches.lua"
+        script.write_text(COUNT_FETCHES.replace("{path}", str(self.fetches)))
+        return {**config, "LuaScripts": [str(script)]}
+
+
+def _wait_for_fetches(server: CountingOrthanc, n: int, timeout: float = 180.0) -> None:
+    """Until the PACS has been asked for `n` instances (fetching under way)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for tmp in (state / REPORTS).glob("*/.images.parquet.tmp"):
-            if tmp.stat().st_size > 64:  # "PAR1" and a first row group
-                return
-        time.sleep(0.05)
-    raise AssertionError("the run never started scoring")
+        if server.fetches.is_file() and server.fetches.stat().st_size >= n:
+            return
+        time.sleep(0.01)
+    raise AssertionError("the run never started fetching")
 
 
 def test_pacs_killed_mid_fetch_then_restarted_every_study_once(
     orthanc_factory, tmp_path: Path
 ) -> None:
-    server = orthanc_factory("killed-pacs")
+    server = CountingOrthanc(OrthancConfig(storage=tmp_path / "pacs"), free_port(), free_port())
+    orthanc_factory.track(server.start())
     archive = synthesize(
         tmp_path / "archive", SynthConfig(studies=24, format="dicom", seed=5, size=768)
     )
@@ -66,7 +95,7 @@ def test_pacs_killed_mid_fetch_then_restarted_every_study_once(
     runs: dict[str, object] = {}
     worker = threading.Thread(target=lambda: runs.update(first=run_nightly(cfg, state)))
     worker.start()
-    _wait_for_scored_rows(state)
+    _wait_for_fetches(server, 8)  # of 61 images
     server.kill()
     worker.join(timeout=300)
     assert not worker.is_alive()
