@@ -46,31 +46,39 @@ def _probabilities(out: Path) -> dict[str, float]:
     return dict(zip(table["study_key"].to_pylist(), table["mean_prob"].to_pylist(), strict=True))
 
 
-def test_pacs_screening_equals_folder_screening_by_dicomweb_and_dimse(
-    pacs, dicom_archive: SynthArchive, tmp_path: Path
-) -> None:
-    bundle = str(random_bundle(tmp_path / "bundle"))
-    results = {}
-    for name, source in (
-        ("folder", dicom_archive.root),
-        ("dicomweb", pacs.dicomweb),
-        ("dimse", pacs.dimse),
-    ):
-        cfg = ScreenConfig(
-            source=source,
-            out=tmp_path / name,
-            models=(bundle,),
-            track=False,
-            pacs=_options(pacs),
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(random_bundle(tmp_path_factory.mktemp("bundle") / "bundle"))
+
+
+@pytest.fixture(scope="module")
+def screened(pacs, dicom_archive: SynthArchive, bundle: str, tmp_path_factory):
+    """The same studies screened from the folder, by DICOMweb and by DIMSE."""
+    out = tmp_path_factory.mktemp("screened")
+    return {
+        name: run_screen(
+            ScreenConfig(
+                source=source, out=out / name, models=(bundle,), track=False, pacs=_options(pacs)
+            )
         )
-        results[name] = run_screen(cfg)
-    folder = _probabilities(tmp_path / "folder")
+        for name, source in (
+            ("folder", dicom_archive.root),
+            ("dicomweb", pacs.dicomweb),
+            ("dimse", pacs.dimse),
+        )
+    }
+
+
+def test_pacs_screening_equals_folder_screening_by_dicomweb_and_dimse(
+    screened, dicom_archive: SynthArchive
+) -> None:
+    folder = _probabilities(screened["folder"].out)
     assert len(folder) == len(dicom_archive.studies)
     for name in ("dicomweb", "dimse"):
-        got = _probabilities(tmp_path / name)
+        got = _probabilities(screened[name].out)
         assert got.keys() == folder.keys(), name
         assert all(abs(got[k] - folder[k]) <= 1e-6 for k in folder), name
-        assert results[name].counts.images == results["folder"].counts.images
+        assert screened[name].counts.images == screened["folder"].counts.images
 
 
 def _results_in(server) -> dict[str, list[pydicom.Dataset]]:
@@ -98,22 +106,17 @@ def _series_count(server) -> int:
 
 
 def test_write_back_stores_one_sr_per_study_and_captures_for_flagged_ones_once(
-    pacs, tmp_path: Path
+    pacs, screened, bundle: str, tmp_path: Path
 ) -> None:
-    bundle = str(random_bundle(tmp_path / "bundle"))
-    first = ScreenConfig(
+    probs = _probabilities(screened["dicomweb"].out)
+    threshold = float(np.median(list(probs.values())))  # flags about half the studies
+    before = _series_count(pacs)
+    cfg = ScreenConfig(
         source=pacs.dicomweb,
-        out=tmp_path / "probe",
+        out=tmp_path / "report",
         models=(bundle,),
         track=False,
         pacs=_options(pacs),
-    )
-    probs = _probabilities(run_screen(first).out)
-    threshold = float(np.median(list(probs.values())))  # flags about half the studies
-    before = _series_count(pacs)
-    cfg = replace(
-        first,
-        out=tmp_path / "report",
         threshold=threshold,
         write_back="",
         outbox=tmp_path / "outbox",

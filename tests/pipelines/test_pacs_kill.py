@@ -75,7 +75,7 @@ def test_pacs_killed_mid_fetch_then_restarted_every_study_once(
     server = CountingOrthanc(OrthancConfig(storage=tmp_path / "pacs"), free_port(), free_port())
     orthanc_factory.track(server.start())
     archive = synthesize(
-        tmp_path / "archive", SynthConfig(studies=24, format="dicom", seed=5, size=768)
+        tmp_path / "archive", SynthConfig(studies=24, format="dicom", seed=5, size=256)
     )
     studies = _studies(archive.root)
     _upload(server, [ds for group in studies.values() for ds in group])
