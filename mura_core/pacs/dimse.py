@@ -16,21 +16,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from pydicom import uid
 from pydicom.dataset import Dataset
-from pydicom.uid import (
-    JPEG2000,
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    JPEG2000Lossless,
-    JPEGBaseline8Bit,
-    JPEGExtended12Bit,
-    JPEGLossless,
-    JPEGLosslessSV1,
-    JPEGLSLossless,
-    JPEGLSNearLossless,
-    RLELossless,
-)
 from pynetdicom import AE, build_role, evt
 from pynetdicom.association import Association
 from pynetdicom.sop_class import (
@@ -54,19 +41,19 @@ from .client import (
 
 # pynetdicom logs associations and every C-STORE with its UIDs: identifiers stay out of logs
 logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
-TRANSFER_SYNTAXES = (
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    DeflatedExplicitVRLittleEndian,
-    JPEGBaseline8Bit,
-    JPEGExtended12Bit,
-    JPEGLossless,
-    JPEGLosslessSV1,
-    JPEGLSLossless,
-    JPEGLSNearLossless,
-    JPEG2000Lossless,
-    JPEG2000,
-    RLELossless,
+TRANSFER_SYNTAXES = (  # what we decode, stored syntaxes first come back untranscoded
+    uid.ExplicitVRLittleEndian,
+    uid.ImplicitVRLittleEndian,
+    uid.DeflatedExplicitVRLittleEndian,
+    uid.JPEGBaseline8Bit,
+    uid.JPEGExtended12Bit,
+    uid.JPEGLossless,
+    uid.JPEGLosslessSV1,
+    uid.JPEGLSLossless,
+    uid.JPEGLSNearLossless,
+    uid.JPEG2000Lossless,
+    uid.JPEG2000,
+    uid.RLELossless,
 )
 _MAX_CONTEXTS = 128
 _PENDING = (0xFF00, 0xFF01)
@@ -209,7 +196,9 @@ class DimsePacs:
     def store(self, datasets: Sequence[Dataset]) -> list[StoreOutcome]:
         ae = self._ae()
         for sop_class in dict.fromkeys(str(ds.SOPClassUID) for ds in datasets):
-            ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+            ae.add_requested_context(
+                sop_class, [uid.ExplicitVRLittleEndian, uid.ImplicitVRLittleEndian]
+            )
         outcomes = []
         try:
             with self._association(ae) as assoc:
