@@ -1,0 +1,125 @@
+"""DICOM results for the PACS: a TID 1500 SR per study, Secondary Captures for flagged ones.
+
+The recipe, top to bottom (one module per step):
+
+1. **UIDs** (`uids`). Every object's UID is `2.25.` + a UUID (RFC 9562 version 8) made of the first
+   128 bits of sha256 over (source study UID, digest of its instance set, model version,
+   object kind, index): a re-run or a retried upload makes the same objects, so the PACS
+   keeps one of each, while a new model version or a changed instance set makes new ones.
+   `instance_set_digest` (sorted unique SOP Instance UIDs) is also what nightly compares to
+   see a changed study. The model's Device UID is made the same way from name + version.
+2. **The SR** (`sr.build_sr`): highdicom's Comprehensive 3D SR holding a TID 1500 Measurement
+   Report (the IOD and template IHE AI Results prescribes). Observation context: the model as
+   a device observer. Procedure reported: plain radiography. One TID 1501 group for the
+   study: the finding as a qualitative evaluation (Normality = Abnormal when flagged, Normal
+   otherwise), the study probability and the threshold as numeric measurements in UCUM "1"
+   (dimensionless), the algorithm identification (TID 4019: model name, registered version,
+   the MLflow model URI as a parameter) and every source image. Then one group per image
+   with its probability, referencing its SOP instance (and frame, when multi-frame). The
+   patient and study modules come from the source headers through highdicom's evidence
+   handling; the SR is a new series (9901) of the same study, VerificationFlag UNVERIFIED,
+   CompletionFlag COMPLETE, PreliminaryFlag PRELIMINARY (nobody has read it yet), with the
+   IHE AI Results contributing-equipment item that names the model.
+3. **The Secondary Captures** (`sc.build_secondary_captures`, flagged studies only): for each
+   scored view an RGB canvas, a banner "AI — not for diagnosis" with the image probability
+   and the model over the original beside its Grad-CAM overlay (`mura_core.cam.overlay`),
+   stored as a highdicom SCImage in its own series (9902) of the same study, burned-in
+   annotation YES.
+4. **Reading back** (`sr.read_sr`): highdicom parses the SR; the study group and the image
+   groups give back the numbers, the model identity and the referenced instances. Values are
+   stored as FD beside the DS, so floats round-trip bit for bit.
+5. **Recognising our own objects** in a PACS listing (`own.is_own_result`): an SR or SC SOP
+   class (or modality) plus our series description or manufacturer, so that they never
+   count in a study's instance set.
+
+The typed values and the codes are in `content`; what the SR and the Secondary Captures
+share (the source header, the IHE AI equipment item) in `equipment`.
+"""
+
+from .content import (
+    ABNORMAL,
+    ALGORITHM_FAMILY,
+    BANNER_TEXT,
+    FINDING_TYPE,
+    IHE_PROCESSING_ALGORITHM,
+    IMAGE_TRACKING_ID,
+    MODEL_URI_PARAMETER,
+    NORMAL,
+    NORMALITY,
+    PROBABILITY,
+    PROCEDURE_REPORTED,
+    RESULT_KINDS,
+    RESULT_MANUFACTURER,
+    SC_SERIES_DESCRIPTION,
+    SC_SERIES_NUMBER,
+    SR_SERIES_DESCRIPTION,
+    SR_SERIES_NUMBER,
+    STUDY_TRACKING_ID,
+    THRESHOLD,
+    UNIT_ONE,
+    UNREGISTERED,
+    ImageFinding,
+    ModelIdentity,
+    ResultReadError,
+    ScPicture,
+    SrContent,
+    SrImage,
+    StudyFinding,
+)
+from .own import (
+    is_own_result,
+)
+from .sc import (
+    banner_font,
+    build_secondary_captures,
+    sc_canvas,
+)
+from .sr import (
+    build_sr,
+    read_sr,
+)
+from .uids import (
+    device_uid,
+    instance_set_digest,
+    result_uid,
+)
+
+__all__ = [
+    "ABNORMAL",
+    "ALGORITHM_FAMILY",
+    "BANNER_TEXT",
+    "FINDING_TYPE",
+    "IHE_PROCESSING_ALGORITHM",
+    "IMAGE_TRACKING_ID",
+    "ImageFinding",
+    "MODEL_URI_PARAMETER",
+    "ModelIdentity",
+    "NORMAL",
+    "NORMALITY",
+    "PROBABILITY",
+    "PROCEDURE_REPORTED",
+    "RESULT_KINDS",
+    "RESULT_MANUFACTURER",
+    "ResultReadError",
+    "SC_SERIES_DESCRIPTION",
+    "SC_SERIES_NUMBER",
+    "SR_SERIES_DESCRIPTION",
+    "SR_SERIES_NUMBER",
+    "STUDY_TRACKING_ID",
+    "ScPicture",
+    "SrContent",
+    "SrImage",
+    "StudyFinding",
+    "THRESHOLD",
+    "UNIT_ONE",
+    "UNREGISTERED",
+    "banner_font",
+    "build_secondary_captures",
+    "build_sr",
+    "device_uid",
+    "instance_set_digest",
+    "is_own_result",
+    "read_sr",
+    "result_uid",
+    "sc_canvas",
+]
