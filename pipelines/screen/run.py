@@ -4,62 +4,66 @@ The recipe, top to bottom: fail fast (OUT writable, MLflow reachable, model reso
 runs on a 3×S×S batch, input not empty and of the model's size) → Ray Data: read or decode
 → `map_batches(ScreenPredictor)` on an actor pool (GPUs when the cluster has them) → stream
 image scores to `images.parquet` on the driver (rows without pixels: bounded memory) → Ray
-Data groupby/aggregate to studies (mean, max, count) → flag at the threshold → pictures and
-CAMs of the top flagged studies → report files → MLflow run → `summary.json`, written last,
-marks the report complete.
+Data groupby/aggregate to studies (mean, max, count; `studies`) → flag at the threshold →
+drop studies a PACS did not hand every image of → with `--write-back`, build their SR and
+Secondary Captures (`writeback`) → pictures and CAMs of the top flagged studies → store the
+results (what fails waits in the outbox) → report files → MLflow run (`runlog`) →
+`summary.json`, written last, marks the report complete.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
-import mlflow
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
 import ray.data
-from mlflow.tracking import MlflowClient
-from ray.data.aggregate import Count, Max, Mean
-from ray.data.context import ShuffleStrategy
 
 from mura_core.errors import ConfigError, MuraError
-from mura_core.pacs.client import Pacs, PacsOptions, RetrieveError
+from mura_core.pacs.client import Pacs, PacsOptions
 from mura_core.privacy import write_reidentify
 from mura_core.records import (
     SUMMARY_QUARANTINE_ROWS,
     ModelSummary,
-    PartCounts,
     QuarantineRow,
     ScreenCounts,
     ScreenSummary,
     SourceSummary,
+    WriteBackSummary,
 )
 from mura_core.screen_report import SUMMARY_FILE, ReportStudy, write_html, write_summary
 from mura_core.shards import make_writable_dir, quarantine_table
 
 from ..console import console
 from ..predict import bundle_bytes, predict
-from ..runtime import cluster_cpus, data_context, ensure_ray
+from ..runtime import data_context, ensure_ray
 from ..scoring import IMAGE_SCHEMA, ScreenPredictor
 from ..tracking import (
     check_tracking,
-    ensure_experiment,
-    git_commit,
     resolve_tracking_uri,
     use_tracking,
 )
 from .inputs import ScreenInput, open_input
 from .models import ScreeningModel, resolve_screening_model
 from .pictures import study_pictures
+from .runlog import log_screen_run
+from .studies import (
+    aggregate,
+    by_body_part,
+    report_studies,
+    study_table,
+    unretrieved_studies,
+    without,
+)
 from .writeback import (
     Delivered,
     Outbox,
+    StudyResults,
     build_results,
     default_outbox,
     destination,
@@ -68,28 +72,7 @@ from .writeback import (
 
 MARKER = ".mura-report"
 SUMMARY = SUMMARY_FILE
-REPORT_FILES = (
-    "studies.parquet",
-    "studies.csv",
-    "images.parquet",
-    "quarantine.parquet",
-    "report.html",
-)
 SCORED_SCHEMA = pa.schema([f for f in IMAGE_SCHEMA if f.name not in ("error_type", "reason")])
-STUDY_COLUMNS = [
-    "study_key",
-    "patient_key",
-    "body_part",
-    "images",
-    "mean_prob",
-    "max_prob",
-    "flagged",
-    "label",
-    "model",
-    "model_version",
-    "threshold",
-    "screened_at",
-]
 
 
 class ScreenError(MuraError):
@@ -240,150 +223,6 @@ def _stream_scores(
     return n, problems
 
 
-def _aggregate(images_path: Path, scored: int) -> pa.Table:
-    """Study rows with Ray Data's groupby: images, mean and max probability, label."""
-    if scored == 0:
-        return pa.table(
-            {
-                "study_key": pa.array([], pa.string()),
-                "patient_key": pa.array([], pa.string()),
-                "body_part": pa.array([], pa.string()),
-                "images": pa.array([], pa.int64()),
-                "mean_prob": pa.array([], pa.float64()),
-                "max_prob": pa.array([], pa.float64()),
-                "label": pa.array([], pa.int8()),
-            }
-        )
-    # Sort-based shuffle: Ray's default hash shuffle starts aggregator actors, measured
-    # ~5 s against ~0.8 s here for a few thousand rows (image rows carry no pixels).
-    with data_context(shuffle_strategy=ShuffleStrategy.SORT_SHUFFLE_PULL_BASED):
-        images = ray.data.read_parquet(str(images_path))
-    grouped = images.groupby(
-        ["study_key", "patient_key", "body_part"],
-        num_partitions=max(1, min(cluster_cpus(), -(-scored // 100_000))),
-    ).aggregate(
-        Count(alias_name="images"),
-        Mean("prob", alias_name="mean_prob"),
-        Max("prob", alias_name="max_prob"),
-        Max("label", alias_name="label"),
-    )
-    return pa.Table.from_pandas(grouped.to_pandas(), preserve_index=False)
-
-
-def _study_table(
-    grouped: pa.Table, threshold: float, model: ScreeningModel, screened_at: str
-) -> pa.Table:
-    mean = grouped["mean_prob"].to_numpy()
-    order = sorted(range(len(mean)), key=lambda i: (not mean[i] > threshold, -mean[i]))
-    grouped = grouped.take(pa.array(order, type=pa.int64()))
-    n = grouped.num_rows
-    label = pc.cast(grouped["label"], pa.int8()) if n else pa.array([], pa.int8())
-    return pa.table(
-        {
-            "study_key": grouped["study_key"],
-            "patient_key": grouped["patient_key"],
-            "body_part": grouped["body_part"],
-            "images": pc.cast(grouped["images"], pa.int64()),
-            "mean_prob": grouped["mean_prob"],
-            "max_prob": grouped["max_prob"],
-            "flagged": pc.greater(grouped["mean_prob"], threshold),
-            "label": label,
-            "model": pa.array([model.name] * n, pa.string()),
-            "model_version": pa.array([model.version] * n, pa.string()),
-            "threshold": pa.array([threshold] * n, pa.float64()),
-            "screened_at": pa.array([screened_at] * n, pa.string()),
-        }
-    ).select(STUDY_COLUMNS)
-
-
-def _by_body_part(studies: pa.Table) -> dict[str, PartCounts]:
-    out: dict[str, PartCounts] = {}
-    for part, images, flagged in zip(
-        studies["body_part"].to_pylist(),
-        studies["images"].to_pylist(),
-        studies["flagged"].to_pylist(),
-        strict=True,
-    ):
-        c = out.get(part, PartCounts())
-        out[part] = PartCounts(c.studies + 1, c.images + images, c.flagged + int(flagged))
-    return dict(sorted(out.items()))
-
-
-def _report_studies(studies: pa.Table, pictures: dict[str, tuple[Any, ...]]) -> list[ReportStudy]:
-    return [
-        ReportStudy(
-            study_key=r["study_key"],
-            patient_key=r["patient_key"],
-            body_part=r["body_part"],
-            images=r["images"],
-            mean_prob=r["mean_prob"],
-            max_prob=r["max_prob"],
-            flagged=r["flagged"],
-            label=r["label"],
-            pictures=pictures.get(r["study_key"], ()),
-        )
-        for r in studies.to_pylist()
-    ]
-
-
-def _log_mlflow(cfg: ScreenConfig, prepared: Prepared, summary: ScreenSummary, out: Path) -> str:
-    """One run in the screening experiment: params, metrics, the report (never reidentify)."""
-    model = prepared.model
-    client = MlflowClient(prepared.tracking_uri)
-    experiment = ensure_experiment(client, cfg.experiment)
-    tags = {
-        "mura.job": cfg.job,
-        "mura.model_version": " + ".join(
-            f"{m.name}/{m.version}" for m in model.members if m.version
-        )
-        or "unregistered",
-        "mura.model_uri": model.uri,
-        "mura.model_run_id": ",".join(m.run_id or "-" for m in model.members),
-        "git_commit": git_commit(),
-    }
-    with mlflow.start_run(experiment_id=experiment, tags=tags) as run:
-        mlflow.log_params(
-            {
-                "source.kind": summary.source.kind,
-                "source.digest": summary.source.digest,
-                "model.uri": model.uri,
-                "model.name": model.name,
-                "model.version": model.version or "unregistered",
-                "model.arch": model.info.model,
-                "model.size": model.info.size,
-                "threshold": summary.threshold,
-                "batch_size": cfg.batch_size,
-                "gpus": summary.gpus,
-            }
-        )
-        counts = summary.counts
-        mlflow.log_metrics(
-            {
-                "studies": counts.studies,
-                "images": counts.images,
-                "flagged": counts.flagged,
-                "quarantined": counts.quarantined,
-                "images_per_s": summary.images_per_s or 0.0,
-                "seconds": summary.seconds or 0.0,
-            }
-        )
-        if summary.write_back is not None:
-            wb = summary.write_back
-            mlflow.log_metrics(
-                {
-                    "write_back.studies": wb.studies,
-                    "write_back.captures": wb.captures,
-                    "write_back.failed": len(wb.failed),
-                    "write_back.outbox_pending": wb.outbox_pending,
-                }
-            )
-        for name in REPORT_FILES:
-            mlflow.log_artifact(str(out / name), artifact_path="report")
-        logged = replace(summary, mlflow_run_id=run.info.run_id)
-        mlflow.log_text(json.dumps(logged.to_json(), indent=2), "report/" + SUMMARY)
-        return run.info.run_id
-
-
 def _model_summary(model: ScreeningModel) -> ModelSummary:
     return ModelSummary(
         uri=model.uri,
@@ -411,19 +250,6 @@ class _Laps:
         return round(time.perf_counter() - self.start, 2)
 
 
-def _without(studies: pa.Table, keys: list[str]) -> pa.Table:
-    if not keys:
-        return studies
-    return studies.filter(pc.invert(pc.is_in(studies["study_key"], pa.array(keys, pa.string()))))
-
-
-def _incomplete(problems: list[QuarantineRow]) -> list[str]:
-    """Studies with an image the PACS did not hand over: not screened this run (a partial
-    result would stand under the whole study's result UIDs), screened again by the next."""
-    failed = {q.study_key for q in problems if q.error_type == RetrieveError.error_type}
-    return sorted(k for k in failed if k is not None)
-
-
 def _write_tables(
     out: Path, studies: pa.Table, quarantine: list[QuarantineRow], inp: ScreenInput
 ) -> None:
@@ -444,6 +270,36 @@ def _start(cfg: ScreenConfig, prepared: Prepared, inp: ScreenInput) -> int:
     return _gpus(cfg)
 
 
+def _complete(
+    prepared: Prepared,
+    inp: ScreenInput,
+    studies: pa.Table,
+    images: pa.Table,
+    problems: list[QuarantineRow],
+) -> tuple[pa.Table, list[StudyResults], list[str]]:
+    """The studies to report (every image retrieved and, when writing back, its DICOM
+    results built), those results, and the incomplete studies left for the next run."""
+    incomplete = unretrieved_studies(problems)
+    if prepared.dest is None:
+        return without(studies, incomplete), [], incomplete
+    results, unbuilt = build_results(inp, without(studies, incomplete), images, prepared.model)
+    incomplete = sorted({*incomplete, *unbuilt})
+    return without(studies, incomplete), results, incomplete
+
+
+def _write_back(prepared: Prepared, results: list[StudyResults]) -> WriteBackSummary | None:
+    """Store the results (None when not writing back); what fails waits in the outbox."""
+    if prepared.dest is None or prepared.outbox is None:
+        return None
+    return store_results(
+        prepared.dest,
+        results,
+        prepared.outbox,
+        report=prepared.out.name,
+        delivered=prepared.delivered,
+    )
+
+
 def execute(cfg: ScreenConfig, prepared: Prepared, inp: ScreenInput) -> ScreenResult:
     """Score `inp` with the prepared model into the prepared OUT; see the module docstring."""
     laps = _Laps()
@@ -460,15 +316,9 @@ def execute(cfg: ScreenConfig, prepared: Prepared, inp: ScreenInput) -> ScreenRe
             f"{len(decode_problems)} quarantined out"
         )
     images = pq.read_table(out / "images.parquet")
-    grouped = _aggregate(out / "images.parquet", scored)
-    studies = _study_table(grouped, threshold, model, screened_at)
-    incomplete = _incomplete(decode_problems)
-    results = None
-    if prepared.dest is not None:
-        results, unbuilt = build_results(inp, _without(studies, incomplete), images, model)
-        incomplete = sorted({*incomplete, *unbuilt})
-        laps.lap("results")
-    studies = _without(studies, incomplete)
+    grouped = aggregate(out / "images.parquet", scored)
+    studies = study_table(grouped, threshold, model, screened_at)
+    studies, results, incomplete = _complete(prepared, inp, studies, images, decode_problems)
     laps.lap("aggregate")
     quarantine = [*inp.problems, *decode_problems]
     _write_tables(out, studies, quarantine, inp)
@@ -476,11 +326,8 @@ def execute(cfg: ScreenConfig, prepared: Prepared, inp: ScreenInput) -> ScreenRe
     shown = flagged[: cfg.pictures]
     pictures = study_pictures(inp, model.folder, images, shown)
     laps.lap("pictures")
-    written = None
-    if results is not None and prepared.dest is not None and prepared.outbox is not None:
-        written = store_results(
-            prepared.dest, results, prepared.outbox, report=out.name, delivered=prepared.delivered
-        )
+    written = _write_back(prepared, results)
+    if written is not None:
         laps.lap("write-back")
     summary = ScreenSummary(
         screened_at=screened_at,
@@ -490,7 +337,7 @@ def execute(cfg: ScreenConfig, prepared: Prepared, inp: ScreenInput) -> ScreenRe
         counts=ScreenCounts(studies.num_rows, scored, len(flagged), len(quarantine)),
         job=cfg.job,
         experiment=cfg.experiment if prepared.tracking_uri else None,
-        by_body_part=_by_body_part(studies),
+        by_body_part=by_body_part(studies),
         quarantine=tuple(quarantine[:SUMMARY_QUARANTINE_ROWS]),
         gpus=gpus,
         images_per_s=round(scored / max(laps.phases["score"], 1e-9), 2),
@@ -504,7 +351,7 @@ def execute(cfg: ScreenConfig, prepared: Prepared, inp: ScreenInput) -> ScreenRe
         incomplete_studies=tuple(incomplete),
         source_notes=inp.notes,
     )
-    return _finish(cfg, prepared, summary, _report_studies(studies, pictures), laps)
+    return _finish(cfg, prepared, summary, report_studies(studies, pictures), laps)
 
 
 def _finish(
@@ -519,7 +366,17 @@ def _finish(
     write_html(out / "report.html", summary, studies)
     laps.lap("report")
     logged = replace(summary, phases=dict(laps.phases))
-    run_id = _log_mlflow(cfg, prepared, logged, out) if prepared.tracking_uri else None
+    run_id = None
+    if prepared.tracking_uri:
+        run_id = log_screen_run(
+            logged,
+            prepared.model,
+            out,
+            tracking_uri=prepared.tracking_uri,
+            experiment=cfg.experiment,
+            job=cfg.job,
+            batch_size=cfg.batch_size,
+        )
     laps.lap("mlflow")
     summary = replace(summary, phases=dict(laps.phases), mlflow_run_id=run_id)
     write_summary(out, summary)

@@ -1,0 +1,140 @@
+"""Image scores to study rows: Ray Data's groupby, the threshold, the report's rows.
+
+`aggregate` groups `images.parquet` by study (count, mean and max probability, label);
+`study_table` flags at the threshold and orders flagged studies first, most probable on top;
+`unretrieved_studies` names the studies a PACS did not hand every image of, and `without` drops them
+(a partial result would stand under the whole study's result UIDs).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import ray
+import ray.data
+from ray.data.aggregate import Count, Max, Mean
+from ray.data.context import ShuffleStrategy
+
+from mura_core.pacs.client import RetrieveError
+from mura_core.records import PartCounts, QuarantineRow
+from mura_core.screen_report import ReportStudy
+
+from ..runtime import cluster_cpus, data_context
+from .models import ScreeningModel
+
+STUDY_COLUMNS = [
+    "study_key",
+    "patient_key",
+    "body_part",
+    "images",
+    "mean_prob",
+    "max_prob",
+    "flagged",
+    "label",
+    "model",
+    "model_version",
+    "threshold",
+    "screened_at",
+]
+
+
+def aggregate(images_path: Path, scored: int) -> pa.Table:
+    """Study rows with Ray Data's groupby: images, mean and max probability, label."""
+    if scored == 0:
+        return pa.table(
+            {
+                "study_key": pa.array([], pa.string()),
+                "patient_key": pa.array([], pa.string()),
+                "body_part": pa.array([], pa.string()),
+                "images": pa.array([], pa.int64()),
+                "mean_prob": pa.array([], pa.float64()),
+                "max_prob": pa.array([], pa.float64()),
+                "label": pa.array([], pa.int8()),
+            }
+        )
+    # Sort-based shuffle: Ray's default hash shuffle starts aggregator actors, measured
+    # ~5 s against ~0.8 s here for a few thousand rows (image rows carry no pixels).
+    with data_context(shuffle_strategy=ShuffleStrategy.SORT_SHUFFLE_PULL_BASED):
+        images = ray.data.read_parquet(str(images_path))
+    grouped = images.groupby(
+        ["study_key", "patient_key", "body_part"],
+        num_partitions=max(1, min(cluster_cpus(), -(-scored // 100_000))),
+    ).aggregate(
+        Count(alias_name="images"),
+        Mean("prob", alias_name="mean_prob"),
+        Max("prob", alias_name="max_prob"),
+        Max("label", alias_name="label"),
+    )
+    return pa.Table.from_pandas(grouped.to_pandas(), preserve_index=False)
+
+
+def study_table(
+    grouped: pa.Table, threshold: float, model: ScreeningModel, screened_at: str
+) -> pa.Table:
+    mean = grouped["mean_prob"].to_numpy()
+    order = sorted(range(len(mean)), key=lambda i: (not mean[i] > threshold, -mean[i]))
+    grouped = grouped.take(pa.array(order, type=pa.int64()))
+    n = grouped.num_rows
+    label = pc.cast(grouped["label"], pa.int8()) if n else pa.array([], pa.int8())
+    return pa.table(
+        {
+            "study_key": grouped["study_key"],
+            "patient_key": grouped["patient_key"],
+            "body_part": grouped["body_part"],
+            "images": pc.cast(grouped["images"], pa.int64()),
+            "mean_prob": grouped["mean_prob"],
+            "max_prob": grouped["max_prob"],
+            "flagged": pc.greater(grouped["mean_prob"], threshold),
+            "label": label,
+            "model": pa.array([model.name] * n, pa.string()),
+            "model_version": pa.array([model.version] * n, pa.string()),
+            "threshold": pa.array([threshold] * n, pa.float64()),
+            "screened_at": pa.array([screened_at] * n, pa.string()),
+        }
+    ).select(STUDY_COLUMNS)
+
+
+def by_body_part(studies: pa.Table) -> dict[str, PartCounts]:
+    out: dict[str, PartCounts] = {}
+    for part, images, flagged in zip(
+        studies["body_part"].to_pylist(),
+        studies["images"].to_pylist(),
+        studies["flagged"].to_pylist(),
+        strict=True,
+    ):
+        c = out.get(part, PartCounts())
+        out[part] = PartCounts(c.studies + 1, c.images + images, c.flagged + int(flagged))
+    return dict(sorted(out.items()))
+
+
+def report_studies(studies: pa.Table, pictures: dict[str, tuple[Any, ...]]) -> list[ReportStudy]:
+    return [
+        ReportStudy(
+            study_key=r["study_key"],
+            patient_key=r["patient_key"],
+            body_part=r["body_part"],
+            images=r["images"],
+            mean_prob=r["mean_prob"],
+            max_prob=r["max_prob"],
+            flagged=r["flagged"],
+            label=r["label"],
+            pictures=pictures.get(r["study_key"], ()),
+        )
+        for r in studies.to_pylist()
+    ]
+
+
+def without(studies: pa.Table, keys: list[str]) -> pa.Table:
+    if not keys:
+        return studies
+    return studies.filter(pc.invert(pc.is_in(studies["study_key"], pa.array(keys, pa.string()))))
+
+
+def unretrieved_studies(problems: list[QuarantineRow]) -> list[str]:
+    """Studies with an image the PACS did not hand over: not screened this run (a partial
+    result would stand under the whole study's result UIDs), screened again by the next."""
+    failed = {q.study_key for q in problems if q.error_type == RetrieveError.error_type}
+    return sorted(k for k in failed if k is not None)
