@@ -8,6 +8,8 @@ fail-fast errors, which need a model that runs, not one that is right.
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -201,11 +203,20 @@ def _dicom_identifiers(root: Path) -> set[str]:
 def test_dicom_identifiers_never_reach_mlflow_the_logged_report_or_the_log(
     dicom_archive: SynthArchive, tmp_path: Path
 ) -> None:
-    """Through the CLI, so that Ray's own output is captured into REPORT/logs/ too."""
+    """Through the CLI in its own process (its own local Ray), so that Ray's own output
+    reaches the real stdout/stderr and is captured into REPORT/logs/ too (inside pytest,
+    Python-level writes go to pytest's capture instead)."""
     bundle = random_bundle(tmp_path / "bundle", threshold=0.0)  # flag all: every picture
     db, out = tmp_path / "mlflow.db", tmp_path / "report"
     argv = ["screen", str(dicom_archive.root), "--model", str(bundle), "--out", str(out)]
-    assert cli([*argv, "--tracking-uri", f"sqlite:///{db}"]) == 0
+    done = subprocess.run(
+        [sys.executable, "-m", "jobs.cli", *argv, "--tracking-uri", f"sqlite:///{db}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
     assert read_summary(out).counts.studies == len(dicom_archive.studies)
     identifiers = _dicom_identifiers(dicom_archive.root)
     assert len(identifiers) > 3 * len(dicom_archive.studies)
