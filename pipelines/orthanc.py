@@ -29,19 +29,20 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from mura_core.errors import MuraError
 
+from .ports import HOST, free_ports
+
 BINARY = "Orthanc"
 DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
-HOST = "127.0.0.1"
 CONFIG_NAME = "orthanc.json"
 LOG_NAME = "orthanc.log"
 
@@ -73,12 +74,6 @@ def orthanc_binary() -> str | None:
     """The Orthanc executable and its DICOMweb plugin, or None when either is missing."""
     binary = shutil.which(BINARY) or shutil.which(BINARY, path="/usr/sbin:/usr/local/sbin")
     return binary if binary and DICOMWEB_PLUGIN.is_file() else None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -243,8 +238,27 @@ class Orthanc:
         self.stop()
 
 
-def start_orthanc(cfg: OrthancConfig) -> Orthanc:
-    """Start Orthanc on free (or the given) ports; see the module docstring."""
-    http_port = cfg.http_port or free_port()
-    dicom_port = cfg.dicom_port or free_port()
-    return Orthanc(cfg, http_port, dicom_port).start()
+Server = TypeVar("Server", bound=Orthanc)
+
+
+def start_orthanc(cfg: OrthancConfig, *, server: type[Server] = Orthanc) -> Server:  # type: ignore[assignment]
+    """Start Orthanc (or a subclass) on free (or the given) ports; see the module docstring.
+
+    Free ports can be taken by another process before Orthanc binds them: then Orthanc
+    says so in its log, and it is started again on new ones (three tries).
+    """
+    tries = 1 if cfg.http_port and cfg.dicom_port else 3
+    for attempt in range(1, tries + 1):
+        http_port, dicom_port = free_ports(2)
+        try:
+            return server(cfg, cfg.http_port or http_port, cfg.dicom_port or dicom_port).start()
+        except OrthancError:
+            if attempt == tries or not _port_taken(cfg):
+                raise
+            (cfg.storage / LOG_NAME).unlink()
+    raise OrthancError(f"Orthanc did not start in {tries} tries")
+
+
+def _port_taken(cfg: OrthancConfig) -> bool:
+    log = cfg.storage / LOG_NAME
+    return log.is_file() and "already in use" in log.read_text(errors="replace")

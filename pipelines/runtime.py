@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -18,6 +17,8 @@ from typing import Any
 import ray
 import ray.data
 from ray.data.context import DataContext
+
+from .ports import free_ports
 
 
 def configure_data_context() -> DataContext:
@@ -63,12 +64,6 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> No
         start_local_ray(num_cpus=num_cpus)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start_local_ray(*, num_cpus: int | None = None) -> None:
     """A new local Ray on this machine (plain `ray.init()` would join a `ray start` cluster
     it finds, which --address is for), able to answer Ray's own State API.
@@ -84,7 +79,7 @@ def start_local_ray(*, num_cpus: int | None = None) -> None:
     that every Ray process inherits its own cluster's address. The driver's environment is
     restored right after (a later `ensure_ray` must not mistake it for a job's cluster).
     """
-    port = _free_port()
+    port, dashboard = free_ports(2)
     saved = {k: os.environ.get(k) for k in ("RAY_GCS_SERVER_PORT", "RAY_ADDRESS")}
     os.environ["RAY_GCS_SERVER_PORT"] = str(port)
     os.environ["RAY_ADDRESS"] = f"127.0.0.1:{port}"
@@ -93,7 +88,7 @@ def start_local_ray(*, num_cpus: int | None = None) -> None:
             address="local",
             num_cpus=num_cpus,
             include_dashboard=True,
-            dashboard_port=_free_port(),
+            dashboard_port=dashboard,
             logging_level=logging.WARNING,
         )
     finally:

@@ -10,7 +10,6 @@ import contextlib
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,16 +26,11 @@ from mura_core.checkpoints import ModelInfo, save_bundle
 from mura_core.models import build_model
 from mura_core.recipes import recipe
 from mura_core.synth import SynthArchive
+from pipelines.ports import free_port, free_ports
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass(frozen=True)
@@ -55,7 +49,7 @@ def head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Head]:
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     env.pop("RAY_ADDRESS", None)
-    dashboard = free_port()
+    gcs, dashboard, agent, agent_grpc, runtime_env, metrics = free_ports(6)
     log = (tmp_path_factory.mktemp("head") / "head.log").open("w")
     proc = subprocess.Popen(
         [
@@ -66,7 +60,7 @@ def head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Head]:
             "--node-ip-address",
             "127.0.0.1",
             "--port",
-            str(free_port()),
+            str(gcs),
             "--dashboard-host",
             "127.0.0.1",
             "--dashboard-port",
@@ -77,10 +71,10 @@ def head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Head]:
             "true",
             # ports of its own: other Ray instances on this machine (the test session's, a
             # developer's) hold the defaults, and the job agent would not start
-            *("--dashboard-agent-listen-port", str(free_port())),
-            *("--dashboard-agent-grpc-port", str(free_port())),
-            *("--runtime-env-agent-port", str(free_port())),
-            *("--metrics-export-port", str(free_port())),
+            *("--dashboard-agent-listen-port", str(agent)),
+            *("--dashboard-agent-grpc-port", str(agent_grpc)),
+            *("--runtime-env-agent-port", str(runtime_env)),
+            *("--metrics-export-port", str(metrics)),
             "--disable-usage-stats",
         ],
         env=env,

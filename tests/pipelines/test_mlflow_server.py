@@ -34,16 +34,11 @@ from pipelines.mlflow_server import (
     start_server,
 )
 from pipelines.model_store import resolve_model
+from pipelines.ports import free_port
 from pipelines.tracking import use_tracking
 from pipelines.train import TrainConfig, run_training
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _health(uri: str) -> int | None:
@@ -167,7 +162,7 @@ def _until_export(process: subprocess.Popen[str], lines: queue.Queue[str]) -> li
 
 
 def test_cli_prints_the_export_line_serves_and_stops_on_sigint(tmp_path: Path) -> None:
-    store, port = tmp_path / "store", _free_port()
+    store, port = tmp_path / "store", free_port()
     process, lines = _start_cli(store, port)
     try:
         seen = _until_export(process, lines)
@@ -194,7 +189,7 @@ def test_cli_prints_the_export_line_serves_and_stops_on_sigint(tmp_path: Path) -
 
 
 def test_cli_exits_non_zero_when_the_server_dies(tmp_path: Path) -> None:
-    store, port = tmp_path / "store", _free_port()
+    store, port = tmp_path / "store", free_port()
     process, lines = _start_cli(store, port)
     try:
         _until_export(process, lines)

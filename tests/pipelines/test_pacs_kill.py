@@ -23,7 +23,7 @@ from mura_core.pacs.address import PacsAuth
 from mura_core.pacs.client import PacsOptions, RetryPolicy
 from mura_core.privacy import Pseudonymizer
 from mura_core.synth import SynthConfig, synthesize
-from pipelines.orthanc import Orthanc, OrthancConfig, free_port
+from pipelines.orthanc import Orthanc, OrthancConfig, start_orthanc
 from pipelines.screen import ScreenConfig, run_nightly
 from pipelines.screen.nightly import REPORTS, read_ledger
 from tests.pipelines.test_pacs_nightly import _sr_uids, _studies, _upload
@@ -72,8 +72,8 @@ def _wait_for_fetches(server: CountingOrthanc, n: int, timeout: float = 180.0) -
 def test_pacs_killed_mid_fetch_then_restarted_every_study_once(
     orthanc_factory, tmp_path: Path
 ) -> None:
-    server = CountingOrthanc(OrthancConfig(storage=tmp_path / "pacs"), free_port(), free_port())
-    orthanc_factory.track(server.start())
+    server = start_orthanc(OrthancConfig(storage=tmp_path / "pacs"), server=CountingOrthanc)
+    orthanc_factory.track(server)
     archive = synthesize(
         tmp_path / "archive", SynthConfig(studies=24, format="dicom", seed=5, size=256)
     )
