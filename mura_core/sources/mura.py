@@ -1,7 +1,9 @@
 """MURA-v1.1 as published: `{train,valid}/XR_*/patientN/studyN_{positive,negative}/imageN.png`.
 
-Labels and splits come from the four header-less CSVs when they are present, and from the
-`studyN_positive|negative` folder names otherwise. A CSV row naming a file that is not on
+Labels and splits come from the four CSVs when they are present, and from the
+`studyN_positive|negative` folder names otherwise. The published CSVs have no header line;
+several public copies add one (`Img_Path,Label`): a first row that names no path is taken
+as a header, skipped, and said so in the notes ("CSVs used: …"). A CSV row naming a file that is not on
 disk becomes a problem (a quarantine row later), never a crash: copies of MURA are often
 partial.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..records import BodyPart, ImageRef, Listing, Problem, Split
@@ -43,12 +46,42 @@ def _rel_to_mura(csv_path: str) -> str | None:
     return None
 
 
-def _read_csv(path: Path) -> list[list[str]]:
+@dataclass(frozen=True)
+class _CsvFile:
+    """A CSV's rows with their line numbers in the file, and its header line if it had one."""
+
+    path: Path
+    rows: tuple[tuple[int, list[str]], ...]
+    header: tuple[str, ...] | None
+
+    @property
+    def shown(self) -> str:
+        """How the CSV is named in the notes: with the header line it had, if any."""
+        if self.header is None:
+            return self.path.name
+        return f"{self.path.name} (header line {','.join(self.header)!r} skipped)"
+
+
+def _is_header(row: list[str]) -> bool:
+    """A first row such as `Img_Path,Label` (several public copies add one): its first cell
+    is a name, not a path, and its second (if any) not a label."""
+    first = row[0].strip()
+    label = row[1].strip() if len(row) > 1 else ""
+    return "/" not in first and "\\" not in first and label not in ("0", "1")
+
+
+def _read_csv(path: Path) -> _CsvFile:
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
-            return [row for row in csv.reader(handle) if row and any(c.strip() for c in row)]
+            reader = csv.reader(handle)
+            rows = tuple(
+                (reader.line_num, row) for row in reader if row and any(c.strip() for c in row)
+            )
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise SourceError(f"cannot read {path}: {exc}") from exc
+    if rows and _is_header(rows[0][1]):
+        return _CsvFile(path, rows[1:], tuple(c.strip() for c in rows[0][1]))
+    return _CsvFile(path, rows, None)
 
 
 class _Csvs:
@@ -63,17 +96,16 @@ class _Csvs:
         for split in SPLITS:
             labelled = _find_csv(base, mura_root, f"{split}_labeled_studies.csv")
             if labelled is not None:
-                self.present.append(labelled.name)
-                self._labelled(labelled, split, mura_root)
+                self._labelled(_read_csv(labelled), split, mura_root)
             images = _find_csv(base, mura_root, f"{split}_image_paths.csv")
             if images is not None:
-                self.present.append(images.name)
-                self._images(images, split, mura_root)
+                self._images(_read_csv(images), split, mura_root)
 
-    def _labelled(self, path: Path, split: Split, mura_root: Path) -> None:
-        for line_no, row in enumerate(_read_csv(path), start=1):
+    def _labelled(self, csv_file: _CsvFile, split: Split, mura_root: Path) -> None:
+        self.present.append(csv_file.shown)
+        for line_no, row in csv_file.rows:
             rel = _rel_to_mura(row[0])
-            where = f"{path.name} line {line_no}"
+            where = f"{csv_file.path.name} line {line_no}"
             if rel is None or len(row) < 2 or row[1].strip() not in ("0", "1"):
                 self.problems.append(
                     Problem(
@@ -98,10 +130,11 @@ class _Csvs:
             self.study_labels[rel] = int(row[1].strip())
             self.study_split[rel] = split
 
-    def _images(self, path: Path, split: Split, mura_root: Path) -> None:
-        for line_no, row in enumerate(_read_csv(path), start=1):
+    def _images(self, csv_file: _CsvFile, split: Split, mura_root: Path) -> None:
+        self.present.append(csv_file.shown)
+        for line_no, row in csv_file.rows:
             rel = _rel_to_mura(row[0])
-            where = f"{path.name} line {line_no}"
+            where = f"{csv_file.path.name} line {line_no}"
             if rel is None:
                 self.problems.append(
                     Problem(

@@ -123,3 +123,42 @@ def test_missing_and_empty_roots_fail_fast(tmp_path: Path) -> None:
         list_source(tmp_path / "empty")
     with pytest.raises(SourceError, match="unknown source kind"):
         list_source(tmp_path / "empty", kind="zip")
+
+
+def test_a_header_line_in_the_csvs_is_accepted_and_said(
+    mura_archive: SynthArchive, tmp_path: Path
+) -> None:
+    """Public copies of MURA add `Img_Path,Label` (or `Path,Label`) as a first line."""
+    root = tmp_path / "copy"
+    shutil.copytree(mura_archive.root, root)
+    for name, header in (
+        ("train_image_paths.csv", "Img_Path"),
+        ("train_labeled_studies.csv", "Study_Path,Label"),
+        ("valid_labeled_studies.csv", "\ufeffpath,label"),
+    ):
+        csv_path = root / "MURA-v1.1" / name
+        csv_path.write_text(f"{header}\n{csv_path.read_text()}")
+    listing = list_source(root)
+    assert listing.problems == ()
+    assert _read_back(root) == _truth(mura_archive)
+    used = next(n for n in listing.notes if n.startswith("CSVs used"))
+    assert "train_image_paths.csv (header line 'Img_Path' skipped)" in used
+    assert "train_labeled_studies.csv (header line 'Study_Path,Label' skipped)" in used
+    assert "valid_labeled_studies.csv (header line 'path,label' skipped)" in used
+    assert "valid_image_paths.csv," in used or used.endswith("valid_image_paths.csv")
+
+
+def test_only_the_first_line_can_be_a_header(mura_archive: SynthArchive, tmp_path: Path) -> None:
+    root = tmp_path / "copy"
+    shutil.copytree(mura_archive.root, root)
+    csv_path = root / "MURA-v1.1" / "train_labeled_studies.csv"
+    lines = csv_path.read_text().splitlines()
+    csv_path.write_text("\n".join([lines[0], "Study_Path,Label", *lines[1:]]) + "\n")
+    listing = list_source(root)
+    assert [(p.error_type, p.reason) for p in listing.problems] == [
+        (
+            "bad_csv_row",
+            "train_labeled_studies.csv line 2: expected 'study path,0|1', "
+            "got ['Study_Path', 'Label']",
+        )
+    ]
