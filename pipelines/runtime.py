@@ -18,6 +18,7 @@ import ray
 import ray.data
 from ray.data.context import DataContext
 
+from .guard import guarded_start, release
 from .ports import free_ports
 
 
@@ -78,19 +79,23 @@ def start_local_ray(*, num_cpus: int | None = None) -> None:
     port chosen here (RAY_GCS_SERVER_PORT) and named in RAY_ADDRESS while Ray starts, so
     that every Ray process inherits its own cluster's address. The driver's environment is
     restored right after (a later `ensure_ray` must not mistake it for a job's cluster).
+
+    Everything Ray starts carries a mark that `pipelines.guard` sweeps when this process
+    exits, SIGKILL included: no Ray process outlives its driver.
     """
     port, dashboard = free_ports(2)
     saved = {k: os.environ.get(k) for k in ("RAY_GCS_SERVER_PORT", "RAY_ADDRESS")}
     os.environ["RAY_GCS_SERVER_PORT"] = str(port)
     os.environ["RAY_ADDRESS"] = f"127.0.0.1:{port}"
     try:
-        ray.init(
-            address="local",
-            num_cpus=num_cpus,
-            include_dashboard=True,
-            dashboard_port=dashboard,
-            logging_level=logging.WARNING,
-        )
+        with guarded_start():
+            ray.init(
+                address="local",
+                num_cpus=num_cpus,
+                include_dashboard=True,
+                dashboard_port=dashboard,
+                logging_level=logging.WARNING,
+            )
     finally:
         for key, value in saved.items():
             if value is None:
@@ -110,6 +115,7 @@ def ray_for_a_command() -> Iterator[None]:
     finally:
         if not already and ray.is_initialized():
             ray.shutdown()
+            release()  # the guard sweeps what shutdown left (see pipelines.guard)
 
 
 def cluster_cpus() -> int:

@@ -23,7 +23,6 @@ import fcntl
 import json
 import os
 import shutil
-import signal
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -58,7 +57,6 @@ LEDGER_SCHEMA = pa.schema(
         ("screened_at", pa.string()),
     ]
 )
-KILL_ENV = "MURA_NIGHTLY_KILL_AT"  # test hook: SIGKILL this process at a named point
 
 
 @dataclass(frozen=True)
@@ -69,11 +67,6 @@ class NightlyResult:
     recovered: int
     ledger: int
     report: ScreenResult | None
-
-
-def _kill_point(name: str) -> None:
-    if os.environ.get(KILL_ENV) == name:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @contextmanager
@@ -250,7 +243,6 @@ def run_nightly(
         )
         pq.write_table(pending, prepared.out / PENDING)
         result = execute(screen_cfg, prepared, inp.only_studies(new))
-        _kill_point("after-report")
         _record(state, prepared.out)
         _write_watermark(state, now)
         return NightlyResult(

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +24,7 @@ from mura_core.shards import Manifest, ManifestCounts, pixels_array, read_images
 from mura_core.sources import SourceError
 from mura_core.synth import SynthArchive
 from pipelines.ingest import IngestConfig, IngestError, run_ingest
+from tests.processes import kill_driver
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -117,7 +121,8 @@ def test_rerun_replaces_and_never_duplicates(mura_archive: SynthArchive, tmp_pat
 def test_run_killed_half_way_then_rerun_gives_exactly_the_full_set(
     tmp_path: Path, mura_archive: SynthArchive
 ) -> None:
-    """A real kill: a subprocess (its own local Ray) SIGKILLed while it writes."""
+    """A real kill: the driver of a subprocess (its own local Ray) SIGKILLed while it writes;
+    nothing of its Ray is left alive."""
     out = tmp_path / "shards"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
@@ -141,17 +146,16 @@ def test_run_killed_half_way_then_rerun_gives_exactly_the_full_set(
         start_new_session=True,
     )
     try:
-        for _ in range(1200):  # up to 60 s for the staging folder to get its first file
+        deadline = time.monotonic() + 60  # for the staging folder to get its first file
+        while time.monotonic() < deadline and proc.poll() is None:
             if list(out.glob(".staging-*/*.parquet")):
                 break
-            if proc.poll() is not None:
-                break
-            import time
-
             time.sleep(0.05)
+        killed = kill_driver(proc)
     finally:
-        os.killpg(proc.pid, 9)
-        proc.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert killed.had_ray and not killed.left, killed
     assert not (out / "manifest.json").exists(), "the kill came too late to test anything"
     with pytest.raises(Exception):  # noqa: B017 - any reader must refuse the incomplete set
         Manifest.read(out)

@@ -7,9 +7,13 @@ fail-fast errors, which need a model that runs, not one that is right.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,6 +35,7 @@ from mura_core.synth import SynthArchive, SynthConfig, study_uid, synthesize
 from pipelines.ingest import IngestConfig, run_ingest
 from pipelines.screen import ScreenConfig, ScreenResult, run_screen
 from tests.chromium import SKIP_REASON, find_chromium, screenshot
+from tests.processes import kill_driver
 
 if TYPE_CHECKING:
     from tests.pipelines.conftest import Trained
@@ -244,6 +249,48 @@ def test_the_privacy_grep_finds_identifiers_when_they_are_there(
     )
     data = (result.out / "images.parquet").read_bytes()
     assert any(v.encode() in data for v in _dicom_identifiers(dicom_archive.root))
+
+
+def test_a_killed_driver_leaves_no_ray_process_and_the_rerun_completes(
+    dicom_archive: SynthArchive, tmp_path: Path
+) -> None:
+    """`mura screen` in its own process, its driver SIGKILLed while it scores: nothing of
+    its local Ray outlives it (pipelines.guard), and a re-run into the same OUT completes."""
+    bundle = random_bundle(tmp_path / "bundle")
+    out = tmp_path / "report"
+    argv = ["screen", str(dicom_archive.root), "--model", str(bundle), "--out", str(out)]
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jobs.cli",
+            *argv,
+            "--batch-size",
+            "2",
+            "--tracking-uri",
+            f"sqlite:///{tmp_path}/m.db",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (out / ".images.parquet.tmp").exists():  # scores are being written
+                break
+            time.sleep(0.05)
+        killed = kill_driver(proc)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert not (out / "summary.json").exists(), "the kill came too late to test anything"
+    assert killed.had_ray, killed.ran
+    assert not killed.left, f"alive 30 s after the driver was killed: {killed.left}"
+    again = screen(dicom_archive.root, out, (str(bundle),), None)
+    assert again.summary.counts.studies == len(dicom_archive.studies)
+    assert again.summary.counts.images == dicom_archive.n_images
 
 
 def _cli_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
