@@ -3,9 +3,9 @@
 Labels and splits come from the four CSVs when they are present, and from the
 `studyN_positive|negative` folder names otherwise. The published CSVs have no header line;
 several public copies add one (`Img_Path,Label`): a first row that names no path is taken
-as a header, skipped, and said so in the notes ("CSVs used: …"). A CSV row naming a file that is not on
-disk becomes a problem (a quarantine row later), never a crash: copies of MURA are often
-partial.
+as a header, skipped, and said so in the notes ("CSVs used: …"). A CSV row naming a file
+that is not on disk becomes a problem (a quarantine row later), never a crash: copies of
+MURA are often partial.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 The recipe, top to bottom: fail fast (OUT writable, MLflow reachable, model resolves and
 runs on a 3×S×S batch, input not empty and of the model's size) → Ray Data: read or decode
 → `map_batches(ScreenPredictor)` on an actor pool (GPUs when the cluster has them) → stream
-image scores to `images.parquet` on the driver (rows without pixels: bounded memory) → Ray
-Data groupby/aggregate to studies (mean, max, count; `studies`) → flag at the threshold →
+image scores to `images.parquet` on the driver (rows without pixels: bounded memory) →
+group by study on the driver (mean, max, count; `studies`) → flag at the threshold →
 drop studies a PACS did not hand every image of → with `--write-back`, build their SR and
 Secondary Captures (`writeback`) → pictures and CAMs of the top flagged studies → store the
 results (what fails waits in the outbox) → report files → MLflow run (`runlog`) →
@@ -316,7 +316,7 @@ def execute(cfg: ScreenConfig, prepared: Prepared, inp: ScreenInput) -> ScreenRe
             f"{len(decode_problems)} quarantined out"
         )
     images = pq.read_table(out / "images.parquet")
-    grouped = aggregate(out / "images.parquet", scored)
+    grouped = aggregate(images)
     studies = study_table(grouped, threshold, model, screened_at)
     studies, results, incomplete = _complete(prepared, inp, studies, images, decode_problems)
     laps.lap("aggregate")

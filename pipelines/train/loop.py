@@ -55,22 +55,6 @@ class LoopConfig:
     torch_threads: int | None = None
     train_images: int = 0  # this run's training images, all workers together (progress)
     progress: ProgressSink | None = None
-    fail_once_at_epoch: int | None = None  # test hook: a worker raises once at this epoch
-    fail_marker: str | None = None
-
-
-class InjectedFailure(RuntimeError):
-    """Raised once by the test hook, to exercise recovery from a lost worker."""
-
-
-def _maybe_fail(cfg: LoopConfig, epoch: int) -> None:
-    """Test hook: fail once at `fail_once_at_epoch`, remembered by a marker file."""
-    if cfg.fail_once_at_epoch is None or epoch != cfg.fail_once_at_epoch or not cfg.fail_marker:
-        return
-    path = Path(cfg.fail_marker)
-    if not path.exists():
-        path.write_text(f"failed at epoch {epoch}\n")
-        raise InjectedFailure(f"injected failure at epoch {epoch} (test hook)")
 
 
 def _batch_loss(
@@ -282,7 +266,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
     for epoch in range(start_epoch, recipe.epochs + 1):
-        _maybe_fail(cfg, epoch)
         started = time.perf_counter()
         metrics: dict[str, float] = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
         metrics.update(train_one_epoch(model, optimizer, train_shard, cfg, epoch, device))

@@ -88,7 +88,6 @@ class TrainConfig:
     address: str | None = None
     cpus_per_worker: float | None = None
     cam_examples: int = 4
-    fail_once_at_epoch: int | None = None  # test hook: a worker raises once at this epoch
 
     @property
     def registered_name(self) -> str:
@@ -307,8 +306,6 @@ def _trainer(
         torch_threads=max(1, int(cluster_cpus() // cfg.workers)),
         train_images=stats.images("train", cfg.body_part),
         progress=sink,
-        fail_once_at_epoch=cfg.fail_once_at_epoch,
-        fail_marker=str(storage / name / "injected-failure") if cfg.fail_once_at_epoch else None,
     )
     return TorchTrainer(
         train_loop_per_worker,

@@ -1,20 +1,13 @@
 """`mura submit` against a real Ray head started here (`ray start --head`, token auth on).
 
-The head is started with `--block` in its own process group, so the test stops exactly the
-cluster it started (SIGTERM to that process, then its group), never other Ray instances.
+The head is `tests.raycluster.RayCluster` with no worker nodes: `ray start --block` in its own
+session, stopped by its process ids, never other Ray instances.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import secrets
-import signal
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +19,8 @@ from mura_core.checkpoints import ModelInfo, save_bundle
 from mura_core.models import build_model
 from mura_core.recipes import recipe
 from mura_core.synth import SynthArchive
-from pipelines.ports import free_port, free_ports
+from pipelines.ports import free_port
+from tests.raycluster import RayCluster
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -41,72 +35,12 @@ class Head:
 
 @pytest.fixture(scope="module")
 def head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Head]:
-    token = secrets.token_hex(16)
-    env = {
-        **os.environ,
-        "RAY_AUTH_MODE": "token",
-        "RAY_AUTH_TOKEN": token,
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
-    env.pop("RAY_ADDRESS", None)
-    gcs, dashboard, agent, agent_grpc, runtime_env, metrics = free_ports(6)
-    log = (tmp_path_factory.mktemp("head") / "head.log").open("w")
-    proc = subprocess.Popen(
-        [
-            str(BIN / "ray"),
-            "start",
-            "--head",
-            "--block",
-            "--node-ip-address",
-            "127.0.0.1",
-            "--port",
-            str(gcs),
-            "--dashboard-host",
-            "127.0.0.1",
-            "--dashboard-port",
-            str(dashboard),
-            "--num-cpus",
-            "2",
-            "--include-dashboard",
-            "true",
-            # ports of its own: other Ray instances on this machine (the test session's, a
-            # developer's) hold the defaults, and the job agent would not start
-            *("--dashboard-agent-listen-port", str(agent)),
-            *("--dashboard-agent-grpc-port", str(agent_grpc)),
-            *("--runtime-env-agent-port", str(runtime_env)),
-            *("--metrics-export-port", str(metrics)),
-            "--disable-usage-stats",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    address = f"http://127.0.0.1:{dashboard}"
+    """A one-node cluster of its own (`ray start --head`, token auth), stopped by its ids."""
+    cluster = RayCluster(tmp_path_factory.mktemp("head"), cpus=2).start(workers=0)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                request = urllib.request.Request(
-                    f"{address}/api/version", headers={"Authorization": f"Bearer {token}"}
-                )
-                with urllib.request.urlopen(request, timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            assert proc.poll() is None, "ray start --head exited"
-            assert time.monotonic() < deadline, "the Ray dashboard did not come up in 120 s"
-            time.sleep(1)
-        yield Head(address, env)
+        yield Head(cluster.dashboard, cluster.env)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=60)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)  # whatever of its group is left
-        proc.wait()
-        log.close()
+        cluster.stop()
 
 
 def mura(head: Head, *argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

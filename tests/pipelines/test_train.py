@@ -110,34 +110,6 @@ def test_registered_model_loads_back_and_scores_like_the_trained_one(trained: Tr
     assert info.threshold == pytest.approx(trained.result.threshold)
 
 
-@pytest.mark.slow
-def test_a_worker_failure_resumes_without_repeating_epochs(
-    learnable_shards: Path, tmp_path: Path
-) -> None:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cfg = TrainConfig(
-        shards=learnable_shards,
-        recipe=plumbing_recipe(epochs=3),
-        target_sensitivity=PLUMBING_SENSITIVITY,
-        tracking_uri=uri,
-        storage=tmp_path / "rr",
-        experiment="test-fault",
-        register="fault",
-        name="fault-run",
-        fail_once_at_epoch=2,
-        max_failures=1,
-        cam_examples=0,
-    )
-    result = run_training(cfg)
-    assert (tmp_path / "rr" / "fault-run" / "injected-failure").is_file()  # it did fail
-    client = MlflowClient(uri)
-    for key in ("train_loss", "val_loss"):
-        steps = [m.step for m in client.get_metric_history(result.run_id, key)]
-        assert steps == [1, 2, 3], (key, steps)
-    assert [h["epoch"] for h in result.history] == [1, 2, 3]
-    assert client.get_run(result.run_id).info.status == "FINISHED"
-
-
 def test_preflight_refuses_bad_input_before_any_worker(
     learnable_shards: Path, tmp_path: Path
 ) -> None:

@@ -1,0 +1,196 @@
+"""Node loss, survived: a real three-node Ray cluster (`ray start`), one worker node SIGKILLed
+while `mura ingest` decodes, while `mura screen` scores, and while `mura train` is in an epoch.
+
+The jobs run as a user runs them: `python -m jobs.cli … --address GCS` in a process of their
+own (their driver attaches to the head node), token auth on. A node is killed as a machine
+dies: its raylet and every process of it at once, at a moment when it is provably working
+(one of its Ray workers carries the task's or the actor's title). After each kill a fresh
+worker node joins, so the next test starts from three nodes again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from mura_core.shards import Manifest, read_images
+from mura_core.sources import list_source
+from mura_core.synth import SynthArchive, SynthConfig, synthesize
+from tests.pipelines.test_screen import random_bundle
+from tests.raycluster import RayCluster, RayNode
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
+    cluster = RayCluster(tmp_path_factory.mktemp("cluster")).start(workers=2)
+    try:
+        yield cluster
+    finally:
+        left = cluster.stop()
+        assert not left, f"Ray processes that needed SIGKILL at the end: {sorted(left)}"
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory: pytest.TempPathFactory) -> SynthArchive:
+    root = tmp_path_factory.mktemp("node-loss") / "archive"
+    return synthesize(root, SynthConfig(studies=90, seed=21, size=192), workers=2)
+
+
+def _job(cluster: RayCluster, cwd: Path, *argv: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "jobs.cli", *argv, "--address", cluster.address],
+        cwd=cwd,
+        env={**cluster.env, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+@dataclass(frozen=True)
+class Kill:
+    node: RayNode
+    running: dict[int, str]  # its Ray workers that were doing the work: id → title
+    at: float  # time.monotonic() of the kill
+
+    def said(self, started: float, end: float) -> str:
+        return (
+            f"\nkilled {self.node.name} {self.at - started:.1f} s into the job while it ran "
+            f"{sorted(set(self.running.values()))}; the job ended {end - self.at:.1f} s later"
+        )
+
+
+def _kill_when_working(
+    cluster: RayCluster,
+    job: subprocess.Popen[str],
+    title: str,
+    ready: Callable[[], bool] = lambda: True,
+    timeout: float = 240,
+) -> Kill:
+    """Once `ready()`, wait until a worker node runs a Ray worker whose title holds `title`
+    (past its constructor), then kill that node."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and job.poll() is None:
+        for node in cluster.nodes[1:] if ready() else ():
+            if node.killed or node.process.poll() is not None:
+                continue
+            titles = node.workers().items()
+            working = {pid: t for pid, t in titles if title in t and "__init__" not in t}
+            if working:
+                node.kill()
+                return Kill(node, working, time.monotonic())
+        time.sleep(0.02)
+    output = job.communicate(timeout=30)[0] if job.poll() is not None else ""
+    raise AssertionError(f"no worker node ran {title!r} before the job ended:\n{output[-3000:]}")
+
+
+def _finish(cluster: RayCluster, job: subprocess.Popen[str], name: str) -> tuple[str, float]:
+    """The job's output and end time (exit 0 required); then a fresh node replaces the dead."""
+    try:
+        output = job.communicate(timeout=420)[0]
+    finally:
+        if job.poll() is None:
+            job.kill()
+    end = time.monotonic()
+    assert job.returncode == 0, output[-4000:]
+    cluster.add_worker(name)
+    cluster.wait_for(3, timeout=120)
+    return output, end
+
+
+def test_ingest_survives_a_node_killed_while_decoding(
+    cluster: RayCluster, archive: SynthArchive, tmp_path: Path
+) -> None:
+    out = tmp_path / "shards"
+    started = time.monotonic()
+    job = _job(
+        cluster,
+        tmp_path,
+        *("ingest", str(archive.root), "--out", str(out), "--size", "64"),
+        *("--batch-size", "2", "--rows-per-shard", "6"),
+    )
+    staging = lambda: bool(list(out.glob(".staging-*/*.parquet")))  # noqa: E731
+    kill = _kill_when_working(cluster, job, "decode_batch", staging)
+    said = kill.said(started, _finish(cluster, job, f"{kill.node.name}-again")[1])
+    counts = Manifest.read(out).counts
+    assert counts.found == counts.ingested + counts.quarantined == archive.n_images
+    ids = read_images(out, columns=["image_id"]).column("image_id").to_pylist()
+    assert len(ids) == len(set(ids)), "an image was written twice"
+    expected = {ref.image_id for ref in list_source(archive.root).refs}
+    quarantined = set(pq.read_table(out / "quarantine.parquet")["image_id"].to_pylist())
+    assert set(ids) | quarantined == expected, "an image was lost"
+    print(said)
+
+
+def test_screen_survives_a_node_killed_while_scoring(
+    cluster: RayCluster, archive: SynthArchive, tmp_path: Path
+) -> None:
+    bundle = random_bundle(tmp_path / "bundle", size=160)  # ~20 s of scoring: time to kill
+    out = tmp_path / "report"
+    started = time.monotonic()
+    job = _job(
+        cluster,
+        tmp_path,
+        *("screen", str(archive.root), "--model", str(bundle), "--out", str(out)),
+        *("--actors", "3", "--batch-size", "2", "--tracking-uri", f"sqlite:///{tmp_path}/m.db"),
+    )
+    scoring = (out / ".images.parquet.tmp").exists  # the driver is writing scores
+    kill = _kill_when_working(cluster, job, "ScreenPredictor", scoring)
+    said = kill.said(started, _finish(cluster, job, f"{kill.node.name}-again")[1])
+    images = pq.read_table(out / "images.parquet")
+    studies = pq.read_table(out / "studies.parquet")
+    ids = images["image_id"].to_pylist()
+    assert len(ids) == len(set(ids)) == archive.n_images, "every image scored exactly once"
+    assert studies.num_rows == len(set(studies["study_key"].to_pylist())) == len(archive.studies)
+    assert (out / "summary.json").is_file() and (out / "report.html").is_file()
+    print(said)
+
+
+def _epochs_logged(db: Path, key: str) -> list[int]:
+    if not db.exists():
+        return []
+    with contextlib.suppress(sqlite3.OperationalError), sqlite3.connect(db) as con:
+        rows = con.execute("SELECT step FROM metrics WHERE key = ? ORDER BY step", (key,))
+        return [int(step) for (step,) in rows]
+    return []
+
+
+def test_train_survives_a_node_killed_in_an_epoch(
+    cluster: RayCluster, archive: SynthArchive, tmp_path: Path
+) -> None:
+    shards, db = tmp_path / "shards", tmp_path / "mlflow.db"
+    ingest = _job(cluster, tmp_path, "ingest", str(archive.root), "--out", str(shards), "--size=32")
+    ingested = ingest.communicate(timeout=300)[0]
+    assert ingest.returncode == 0, ingested[-3000:]
+    started = time.monotonic()
+    job = _job(
+        cluster,
+        tmp_path,
+        *("train", str(shards), "--recipe", "seed-cnn", "--model", "resnet18", "--size", "32"),
+        *("--epochs", "3", "--augment", "none", "--target-sensitivity", "0.5"),
+        *("--workers", "2", "--tracking-uri", f"sqlite:///{db}"),
+        *("--storage", str(tmp_path / "runs"), "--name", "node-loss"),
+    )
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and job.poll() is None and not _epochs_logged(db, "val_loss"):
+        time.sleep(0.2)  # epoch 1 is done and checkpointed: the kill lands in a later one
+    kill = _kill_when_working(cluster, job, "RayTrainWorker")
+    output, end = _finish(cluster, job, f"{kill.node.name}-again")
+    said = kill.said(started, end)
+    assert "failed: WorkerHealthCheckFailedError" in output, output[-3000:]  # and went on
+    for key in ("train_loss", "val_loss"):
+        assert _epochs_logged(db, key) == [1, 2, 3], (key, output[-3000:])
+    print(said)
