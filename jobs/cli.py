@@ -38,16 +38,27 @@ def _body_parts(text: str | None) -> tuple[BodyPart, ...]:
     return tuple(known[name] for name in names)
 
 
-def cmd_synth(args: argparse.Namespace) -> int:
-    cfg = SynthConfig(
+def _synth_config(args: argparse.Namespace) -> SynthConfig:
+    common = dict(format=args.format, seed=args.seed, size=args.size)
+    if args.like_mura is not None:
+        if args.studies is not None or args.body_parts is not None:
+            raise ConfigError(
+                "--like-mura sets the studies and body parts: drop --studies/--body-parts"
+            )
+        return SynthConfig.like_mura(args.like_mura, sign_strength=args.sign_strength, **common)
+    if args.studies is None:
+        raise ConfigError("give --studies N, or --like-mura [SCALE] for MURA's size and mix")
+    return SynthConfig(
         studies=args.studies,
-        format=args.format,
-        seed=args.seed,
-        size=args.size,
         positive_fraction=args.positive_fraction,
         sign_strength=args.sign_strength,
         body_parts=_body_parts(args.body_parts),
+        **common,
     )
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    cfg = _synth_config(args)
     archive = synthesize(args.out, cfg, workers=args.workers, progress=progress("studies"))
     print(
         f"wrote {len(archive.studies)} studies, {archive.n_images} images ({cfg.format}) "
@@ -85,7 +96,18 @@ def build_parser() -> argparse.ArgumentParser:
         "and deterministic; OUT must be new or empty.",
     )
     p.add_argument("out", type=Path, help="output folder (created; must be new or empty)")
-    p.add_argument("--studies", type=int, required=True, help="number of studies")
+    p.add_argument("--studies", type=int, default=None, help="number of studies")
+    p.add_argument(
+        "--like-mura",
+        type=float,
+        nargs="?",
+        const=1.0,
+        default=None,
+        metavar="SCALE",
+        help="MURA-v1.1's size and mix instead of --studies: its normal and abnormal studies "
+        "and its images per body part and split (train/valid), times SCALE (default 1: "
+        "14,656 studies, 40,005 images; 0.0625 = 1/16)",
+    )
     p.add_argument(
         "--format",
         choices=("png", "dicom"),
@@ -103,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--positive-fraction",
         type=float,
         default=0.4,
-        help="fraction of abnormal studies (default 0.4, about MURA's)",
+        help="fraction of abnormal studies (default 0.4, about MURA's; --like-mura has MURA's own)",
     )
     p.add_argument(
         "--body-parts",

@@ -3,6 +3,11 @@
 The plan (patients, studies, labels, splits, views, which views carry which sign, image
 sizes) is drawn from one seeded generator; each study then gets its own child seed, so
 rendering can run in parallel and still be byte-for-byte deterministic.
+
+Two mixes: sampled (`studies` drawn by MURA's body-part weights, `positive_fraction`,
+`valid_fraction`, 1–4 views), or like MURA (`SynthConfig.like_mura(scale)`): per body part
+and split exactly MURA-v1.1's published numbers of normal and abnormal studies and of
+images, times `scale` (1 = 14,656 studies, 40,005 images), at MURA's 512 px.
 """
 
 from __future__ import annotations
@@ -15,8 +20,22 @@ from ..errors import ConfigError
 from ..records import MURA_BODY_PARTS, BodyPart, Split
 from .anatomy import SIGNS
 
-# Study counts per body part in MURA-v1.1 train, used as sampling weights so the synthetic
-# mix looks like the real one (wrist and shoulder most common, humerus and forearm rare).
+# MURA-v1.1 as published (the dataset's README and paper, Table 1): per body part and split,
+# (normal studies, abnormal studies, images). 13,457 + 1,199 = 14,656 studies; 36,808 +
+# 3,197 = 40,005 images.
+MURA_V11: dict[BodyPart, dict[Split, tuple[int, int, int]]] = {
+    BodyPart.ELBOW: {Split.TRAIN: (1094, 660, 4931), Split.VALID: (92, 66, 465)},
+    BodyPart.FINGER: {Split.TRAIN: (1280, 655, 5106), Split.VALID: (92, 83, 461)},
+    BodyPart.FOREARM: {Split.TRAIN: (590, 287, 1825), Split.VALID: (69, 64, 301)},
+    BodyPart.HAND: {Split.TRAIN: (1497, 521, 5543), Split.VALID: (101, 66, 460)},
+    BodyPart.HUMERUS: {Split.TRAIN: (321, 271, 1272), Split.VALID: (68, 67, 288)},
+    BodyPart.SHOULDER: {Split.TRAIN: (1364, 1457, 8379), Split.VALID: (99, 95, 563)},
+    BodyPart.WRIST: {Split.TRAIN: (2134, 1326, 9752), Split.VALID: (140, 97, 659)},
+}
+# Sampling weights of the sampled mix (wrist and shoulder most common, humerus and forearm
+# rare): MURA's study counts, except finger's 1,865 where MURA-v1.1 has 2,110. Kept as they
+# were so every seeded archive made so far stays byte for byte the same; `like_mura` uses
+# the table above.
 _PART_WEIGHTS = {
     BodyPart.ELBOW: 1912,
     BodyPart.FINGER: 1865,
@@ -50,8 +69,19 @@ class SynthConfig:
     valid_fraction: float = 0.15
     body_parts: tuple[BodyPart, ...] = MURA_BODY_PARTS
     sign_strength: float = 1.0  # > 1: bolder fractures / periosteal reaction (small images)
+    mura_scale: float | None = None  # like MURA at this scale (see `like_mura`); None: sampled
+
+    @classmethod
+    def like_mura(cls, scale: float = 1.0, **kw: object) -> SynthConfig:
+        """MURA-v1.1's studies and images per body part, split and label, times `scale`."""
+        if not 0.0 < scale <= 16.0:
+            raise ConfigError(f"the MURA scale must be in (0, 16], got {scale}")
+        studies = sum(n + a for n, a, _ in mura_cells(scale).values())
+        return cls(studies=studies, mura_scale=scale, **kw)  # type: ignore[arg-type]
 
     def __post_init__(self) -> None:
+        if self.mura_scale is not None and self.body_parts != MURA_BODY_PARTS:
+            raise ConfigError("an archive like MURA has all seven body parts")
         if self.studies < 1:
             raise ConfigError(f"studies must be >= 1, got {self.studies}")
         if self.format not in ("png", "dicom"):
@@ -95,10 +125,28 @@ class StudyPlan:
         return f"patient{self.patient_index:05d}"
 
 
+def mura_cells(scale: float) -> dict[tuple[BodyPart, Split], tuple[int, int, int]]:
+    """(normal studies, abnormal studies, images) per (body part, split) at `scale`: each
+    rounded, at least one study and one image per study in every cell."""
+    cells = {}
+    for part, splits in MURA_V11.items():
+        for split, (normal, abnormal, images) in splits.items():
+            n, a = round(normal * scale), round(abnormal * scale)
+            if n + a == 0:
+                n, a = (1, 0) if normal >= abnormal else (0, 1)
+            cells[(part, split)] = (n, a, max(n + a, round(images * scale)))
+    return cells
+
+
 def _views(
-    rng: np.random.Generator, cfg: SynthConfig, part: BodyPart, sign: str | None
+    rng: np.random.Generator,
+    cfg: SynthConfig,
+    part: BodyPart,
+    sign: str | None,
+    n_views: int | None = None,
 ) -> tuple[ViewPlan, ...]:
-    n_views = int(rng.choice([1, 2, 3, 4], p=[0.1, 0.35, 0.4, 0.15]))
+    if n_views is None:
+        n_views = int(rng.choice([1, 2, 3, 4], p=[0.1, 0.35, 0.4, 0.15]))
     lo, hi = _ASPECT[part]
     if sign is None:
         carries = [False] * n_views
@@ -121,6 +169,8 @@ def _views(
 
 def plan_archive(cfg: SynthConfig) -> tuple[StudyPlan, ...]:
     """Draw the archive's studies; patients hold 1–3 studies, all in one split."""
+    if cfg.mura_scale is not None:
+        return _plan_like_mura(cfg, cfg.mura_scale)
     rng = np.random.default_rng(cfg.seed)
     weights = np.array([_PART_WEIGHTS[p] for p in cfg.body_parts], dtype=np.float64)
     weights /= weights.sum()
@@ -160,4 +210,54 @@ def plan_archive(cfg: SynthConfig) -> tuple[StudyPlan, ...]:
                 )
             )
             n_valid += split is Split.VALID
+    return tuple(studies)
+
+
+def _mura_specs(
+    rng: np.random.Generator, scale: float
+) -> dict[Split, list[tuple[BodyPart, int, int]]]:
+    """Per split, the studies as (body part, label, views), shuffled: every cell's images
+    spread over its studies as evenly as whole views allow (MURA averages 2.7 a study)."""
+    specs: dict[Split, list[tuple[BodyPart, int, int]]] = {Split.TRAIN: [], Split.VALID: []}
+    for (part, split), (normal, abnormal, images) in mura_cells(scale).items():
+        labels = [0] * normal + [1] * abnormal
+        base, extra = divmod(images, len(labels))
+        views = [base + (i < extra) for i in range(len(labels))]
+        rng.shuffle(views)
+        specs[split].extend((part, label, v) for label, v in zip(labels, views, strict=True))
+    for split_specs in specs.values():
+        rng.shuffle(split_specs)
+    return specs
+
+
+def _plan_like_mura(cfg: SynthConfig, scale: float) -> tuple[StudyPlan, ...]:
+    """MURA's mix exactly (`mura_cells`); patients hold 1–3 studies of one split."""
+    rng = np.random.default_rng(cfg.seed)
+    child_seeds = np.random.SeedSequence(cfg.seed).spawn(cfg.studies)
+    studies: list[StudyPlan] = []
+    numbers: dict[tuple[int, BodyPart], int] = {}
+    patient_index = 0
+    for split, specs in _mura_specs(rng, scale).items():
+        left = 0
+        for part, label, n_views in specs:
+            if left == 0:
+                patient_index += 1  # MURA: 14,656 studies of 12,173 patients, 1.2 each
+                left = int(rng.choice([1, 2, 3], p=[0.83, 0.14, 0.03]))
+            left -= 1
+            sign = str(rng.choice(SIGNS)) if label else None
+            number = numbers[(patient_index, part)] = numbers.get((patient_index, part), 0) + 1
+            index = len(studies)
+            studies.append(
+                StudyPlan(
+                    index=index,
+                    patient_index=patient_index,
+                    study_number=number,
+                    body_part=part,
+                    split=split,
+                    label=label,
+                    sign=sign,
+                    views=_views(rng, cfg, part, sign, n_views),
+                    seed=int(child_seeds[index].generate_state(1)[0]),
+                )
+            )
     return tuple(studies)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from mura_core.sources import list_source
+from mura_core.synth.plan import mura_cells
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -58,6 +59,17 @@ def test_synth_40_studies_round_trips_through_the_mura_source(tmp_path: Path) ->
     assert "total" in result.stdout
 
 
+def test_synth_like_mura_has_mura_mix_and_inspect_counts_it(tmp_path: Path) -> None:
+    """A 1/200 MURA (74 studies): every (body part, split) cell of MURA's, as its CSVs say."""
+    out = tmp_path / "mura"
+    result = _mura("synth", str(out), "--like-mura", "0.005", "--size", "96", "--seed", "2")
+    assert result.returncode == 0, result.stderr
+    listing = list_source(out)
+    cells = {(str(r.body_part), str(r.split)) for r in listing.refs}
+    assert len(cells) == 14 and listing.problems == ()  # 7 body parts x train, valid
+    assert len(listing.studies()) == sum(n + a for n, a, _ in mura_cells(0.005).values())
+
+
 def test_synth_dicom_then_inspect(tmp_path: Path) -> None:
     out = tmp_path / "dcm"
     assert (
@@ -74,6 +86,9 @@ def test_synth_dicom_then_inspect(tmp_path: Path) -> None:
         (("inspect", "/nonexistent/archive"), "source not found"),
         (("synth", "{tmp}", "--studies", "0"), "studies must be >= 1"),
         (("synth", "{tmp}", "--studies", "1", "--body-parts", "XR_KNEE"), "--body-parts"),
+        (("synth", "{tmp}"), "give --studies N, or --like-mura"),
+        (("synth", "{tmp}", "--like-mura", "--studies", "5"), "--like-mura sets the studies"),
+        (("synth", "{tmp}", "--like-mura", "40"), "the MURA scale must be in (0, 16]"),
         (("train", "{tmp}"), "{tmp}"),
         (("screen", "{tmp}", "--out", "{tmp}-out", "--threshold", "2"), "threshold must be in"),
     ],

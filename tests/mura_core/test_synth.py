@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from pathlib import Path
 
 import matplotlib
@@ -25,6 +26,7 @@ from mura_core.synth import (  # noqa: E402
     render_view,
     synthesize,
 )
+from mura_core.synth.plan import MURA_V11  # noqa: E402
 
 
 def _digest(root: Path) -> str:
@@ -73,6 +75,25 @@ def test_plan_shape(tmp_path: Path) -> None:
     sizes = [(v.height, v.width) for s in plan for v in s.views]
     assert max(max(s) for s in sizes) <= 512 and min(min(s) for s in sizes) >= 64
     assert len({round(h / w, 1) for h, w in sizes}) > 5
+
+
+def test_like_mura_plans_mura_v11_exactly() -> None:
+    """Per body part and split, MURA-v1.1's normal and abnormal studies and its images."""
+    plan = plan_archive(SynthConfig.like_mura(1.0, size=512))
+    assert len(plan) == 14_656 and sum(len(s.views) for s in plan) == 40_005
+    studies = Counter((s.body_part, s.split, s.label) for s in plan)
+    images = Counter((s.body_part, s.split) for s in plan for _ in s.views)
+    for part, splits in MURA_V11.items():
+        for split, (normal, abnormal, n_images) in splits.items():
+            assert (studies[(part, split, 0)], studies[(part, split, 1)]) == (normal, abnormal)
+            assert images[(part, split)] == n_images
+    splits_of: dict[str, set[str]] = {}
+    for s in plan:
+        splits_of.setdefault(s.patient, set()).add(str(s.split))
+    assert 11_500 < len(splits_of) < 12_800  # MURA: 12,173
+    assert all(len(splits) == 1 for splits in splits_of.values())  # a patient in one split
+    sixteenth = plan_archive(SynthConfig.like_mura(1 / 16))
+    assert sum(len(s.views) for s in sixteenth) == pytest.approx(40_005 / 16, rel=0.01)
 
 
 def test_images_are_written_within_size_and_some_as_rgb(mura_archive: SynthArchive) -> None:
