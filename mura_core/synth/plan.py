@@ -167,6 +167,35 @@ def _views(
     return tuple(views)
 
 
+class _Planner:
+    """Makes the studies of one plan, in order: each draws its sign and views from the plan's
+    generator and gets its own child seed; study numbers count per patient and body part."""
+
+    def __init__(self, cfg: SynthConfig, rng: np.random.Generator) -> None:
+        self.cfg, self.rng = cfg, rng
+        self.seeds = np.random.SeedSequence(cfg.seed).spawn(cfg.studies)
+        self.numbers: dict[tuple[int, BodyPart], int] = {}
+        self.made = 0
+
+    def study(
+        self, patient: int, part: BodyPart, split: Split, label: int, n_views: int | None = None
+    ) -> StudyPlan:
+        sign = str(self.rng.choice(SIGNS)) if label else None
+        number = self.numbers[(patient, part)] = self.numbers.get((patient, part), 0) + 1
+        index, self.made = self.made, self.made + 1
+        return StudyPlan(
+            index=index,
+            patient_index=patient,
+            study_number=number,
+            body_part=part,
+            split=split,
+            label=label,
+            sign=sign,
+            views=_views(self.rng, self.cfg, part, sign, n_views),
+            seed=int(self.seeds[index].generate_state(1)[0]),
+        )
+
+
 def plan_archive(cfg: SynthConfig) -> tuple[StudyPlan, ...]:
     """Draw the archive's studies; patients hold 1–3 studies, all in one split."""
     if cfg.mura_scale is not None:
@@ -174,10 +203,9 @@ def plan_archive(cfg: SynthConfig) -> tuple[StudyPlan, ...]:
     rng = np.random.default_rng(cfg.seed)
     weights = np.array([_PART_WEIGHTS[p] for p in cfg.body_parts], dtype=np.float64)
     weights /= weights.sum()
-    child_seeds = np.random.SeedSequence(cfg.seed).spawn(cfg.studies)
+    plan = _Planner(cfg, rng)
     studies: list[StudyPlan] = []
     patient_index = 0
-    numbers: dict[tuple[int, BodyPart], int] = {}
     n_valid = 0
     while len(studies) < cfg.studies:
         patient_index += 1
@@ -192,23 +220,7 @@ def plan_archive(cfg: SynthConfig) -> tuple[StudyPlan, ...]:
         for _ in range(n_studies):
             part = cfg.body_parts[int(rng.choice(len(cfg.body_parts), p=weights))]
             label = int(rng.random() < cfg.positive_fraction)
-            sign = str(rng.choice(SIGNS)) if label else None
-            number = numbers.get((patient_index, part), 0) + 1
-            numbers[(patient_index, part)] = number
-            index = len(studies)
-            studies.append(
-                StudyPlan(
-                    index=index,
-                    patient_index=patient_index,
-                    study_number=number,
-                    body_part=part,
-                    split=split,
-                    label=label,
-                    sign=sign,
-                    views=_views(rng, cfg, part, sign),
-                    seed=int(child_seeds[index].generate_state(1)[0]),
-                )
-            )
+            studies.append(plan.study(patient_index, part, split, label))
             n_valid += split is Split.VALID
     return tuple(studies)
 
@@ -233,9 +245,8 @@ def _mura_specs(
 def _plan_like_mura(cfg: SynthConfig, scale: float) -> tuple[StudyPlan, ...]:
     """MURA's mix exactly (`mura_cells`); patients hold 1–3 studies of one split."""
     rng = np.random.default_rng(cfg.seed)
-    child_seeds = np.random.SeedSequence(cfg.seed).spawn(cfg.studies)
+    plan = _Planner(cfg, rng)
     studies: list[StudyPlan] = []
-    numbers: dict[tuple[int, BodyPart], int] = {}
     patient_index = 0
     for split, specs in _mura_specs(rng, scale).items():
         left = 0
@@ -244,20 +255,5 @@ def _plan_like_mura(cfg: SynthConfig, scale: float) -> tuple[StudyPlan, ...]:
                 patient_index += 1  # MURA: 14,656 studies of 12,173 patients, 1.2 each
                 left = int(rng.choice([1, 2, 3], p=[0.83, 0.14, 0.03]))
             left -= 1
-            sign = str(rng.choice(SIGNS)) if label else None
-            number = numbers[(patient_index, part)] = numbers.get((patient_index, part), 0) + 1
-            index = len(studies)
-            studies.append(
-                StudyPlan(
-                    index=index,
-                    patient_index=patient_index,
-                    study_number=number,
-                    body_part=part,
-                    split=split,
-                    label=label,
-                    sign=sign,
-                    views=_views(rng, cfg, part, sign, n_views),
-                    seed=int(child_seeds[index].generate_state(1)[0]),
-                )
-            )
+            studies.append(plan.study(patient_index, part, split, label, n_views))
     return tuple(studies)
