@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,3 +92,21 @@ def kill_driver(proc: subprocess.Popen, *, grace: float = 30.0) -> Killed:
     shown = {pid: ran[pid] for pid in left}
     kill_all(left)
     return Killed(ran, shown)
+
+
+def kill_driver_when(
+    proc: subprocess.Popen, ready: Callable[[], bool], *, timeout: float, settle: float = 0.0
+) -> Killed:
+    """Once `ready()` (or after `timeout` s, or when it ended), `settle` s more, then
+    `kill_driver(proc)`; its process group is SIGKILLed after, whatever happens."""
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and proc.poll() is None:
+            if ready():
+                time.sleep(settle)
+                break
+            time.sleep(0.05)
+        return kill_driver(proc)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import os
 import shutil
-import signal
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +21,7 @@ from mura_core.shards import Manifest, ManifestCounts, pixels_array, read_images
 from mura_core.sources import SourceError
 from mura_core.synth import SynthArchive
 from pipelines.ingest import IngestConfig, IngestError, run_ingest
-from tests.processes import kill_driver
+from tests.processes import kill_driver_when
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -145,16 +142,8 @@ def test_run_killed_half_way_then_rerun_gives_exactly_the_full_set(
         env=env,
         start_new_session=True,
     )
-    try:
-        deadline = time.monotonic() + 60  # for the staging folder to get its first file
-        while time.monotonic() < deadline and proc.poll() is None:
-            if list(out.glob(".staging-*/*.parquet")):
-                break
-            time.sleep(0.05)
-        killed = kill_driver(proc)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+    staged = lambda: bool(list(out.glob(".staging-*/*.parquet")))  # noqa: E731
+    killed = kill_driver_when(proc, staged, timeout=60)
     assert killed.had_ray and not killed.left, killed
     assert not (out / "manifest.json").exists(), "the kill came too late to test anything"
     with pytest.raises(Exception):  # noqa: B017 - any reader must refuse the incomplete set

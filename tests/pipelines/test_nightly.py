@@ -8,13 +8,9 @@ between the two).
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -28,7 +24,7 @@ from mura_core.synth import SynthConfig, synthesize
 from pipelines.screen import ScreenConfig, run_nightly
 from pipelines.screen.nightly import LEDGER, REPORTS, read_ledger
 from pipelines.screen.run import SUMMARY
-from tests.processes import kill_driver
+from tests.processes import kill_driver_when
 
 pytestmark = [pytest.mark.usefixtures("ray_local"), pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
@@ -147,18 +143,12 @@ def test_killed_runs_leave_every_study_exactly_once(bundle: Path, tmp_path: Path
     total += add_studies(archive, 4, seed=52, work=tmp_path)
     done = set(complete_reports(state))
     proc = nightly_process(archive, state, bundle, uri)
-    try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and proc.poll() is None:
-            # the scores file is open: Ray is up and the pipeline is running
-            if [p for p in (state / REPORTS).glob("*/.images.parquet.tmp") if p.parent not in done]:
-                time.sleep(0.5)
-                break
-            time.sleep(0.05)
-        killed = kill_driver(proc)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+
+    def scoring() -> bool:  # the scores file is open: Ray is up and the pipeline running
+        scores = (state / REPORTS).glob("*/.images.parquet.tmp")
+        return any(p.parent not in done for p in scores)
+
+    killed = kill_driver_when(proc, scoring, timeout=240, settle=0.5)
     assert killed.had_ray, killed.ran  # Ray was there to leak
     assert not killed.left, f"alive 30 s after the driver was killed: {killed.left}"
     partial = [p for p in (state / REPORTS).iterdir() if not (p / SUMMARY).exists()]

@@ -7,13 +7,9 @@ fail-fast errors, which need a model that runs, not one that is right.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,7 +31,7 @@ from mura_core.synth import SynthArchive, SynthConfig, study_uid, synthesize
 from pipelines.ingest import IngestConfig, run_ingest
 from pipelines.screen import ScreenConfig, ScreenResult, run_screen
 from tests.chromium import SKIP_REASON, find_chromium, screenshot
-from tests.processes import kill_driver
+from tests.processes import kill_driver_when
 
 if TYPE_CHECKING:
     from tests.pipelines.conftest import Trained
@@ -275,16 +271,8 @@ def test_a_killed_driver_leaves_no_ray_process_and_the_rerun_completes(
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            if (out / ".images.parquet.tmp").exists():  # scores are being written
-                break
-            time.sleep(0.05)
-        killed = kill_driver(proc)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+    scoring = (out / ".images.parquet.tmp").exists  # scores are being written
+    killed = kill_driver_when(proc, scoring, timeout=120)
     assert not (out / "summary.json").exists(), "the kill came too late to test anything"
     assert killed.had_ray, killed.ran
     assert not killed.left, f"alive 30 s after the driver was killed: {killed.left}"
