@@ -83,6 +83,14 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
         help="folder for results the PACS did not take, delivered first by the next run "
         "(default: ~/.local/state/mura/outbox/<destination>, or STATE/outbox for nightly)",
     )
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="write image scores to OUT/.scores every N images (and every 30 s): a killed run, "
+        "run again with the same OUT, scores only the images without a score (default 1000)",
+    )
     p.add_argument("--address", default=None, help="Ray cluster to join (default: local Ray)")
     p.add_argument("--tracking-uri", default=None, help="override MLFLOW_TRACKING_URI")
     p.add_argument(
@@ -109,6 +117,7 @@ def config(args: argparse.Namespace, out: Path) -> ScreenConfig:
         pacs=pacs_options(args),
         write_back=args.write_back,
         outbox=args.outbox,
+        checkpoint_every=args.checkpoint_every,
     )
 
 
@@ -118,7 +127,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--out",
         type=Path,
         required=True,
-        help="report folder (new, empty, or an earlier report, which is replaced)",
+        help="report folder (new, empty, or an earlier report, which is replaced; a run "
+        "killed part-way resumes there: only images without a score are scored)",
     )
     add_model_arguments(p)
 

@@ -381,6 +381,7 @@ class ScreenSummary:
     write_back: WriteBackSummary | None = None
     incomplete_studies: tuple[str, ...] = ()  # images not retrieved: not screened this run
     source_notes: tuple[str, ...] = ()  # what listing said (PACS: matched, skipped by kind)
+    resumed: int = 0  # images whose scores an interrupted run into the same report left
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON types, the keys `summary.json` has always had."""
@@ -397,6 +398,8 @@ class ScreenSummary:
         )
         if self.pictures_limit_note is None:
             del data["pictures_limit_note"]
+        if not self.resumed:  # newer key: only when not zero
+            del data["resumed"]
         for name in ("incomplete_studies", "source_notes"):  # newer keys: only when not empty
             if not data[name]:
                 del data[name]
@@ -410,7 +413,7 @@ class ScreenSummary:
     def from_json(cls, data: Mapping[str, Any]) -> ScreenSummary:
         """Back from `to_json()`; optional keys may be absent."""
         plain = ("title", "job", "experiment", "gpus", "images_per_s", "seconds")
-        plain += ("pictures_limit_note", "mlflow_run_id")
+        plain += ("pictures_limit_note", "mlflow_run_id", "resumed")
         return cls(
             screened_at=data["screened_at"],
             source=SourceSummary(**data["source"]),

@@ -7,7 +7,9 @@ back is returned separately for `reidentify.csv`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from mura_core.errors import ConfigError
@@ -71,3 +73,40 @@ def prepare_rows(
         (kind, pseudonym, original) for (kind, original), pseudonym in sorted(mapper.seen.items())
     ]
     return PreparedRows(rows, problems, reidentify, enabled)
+
+
+def image_lines(rows: Iterable[ImageRow], *, files: bool = True) -> dict[str, str]:
+    """Per image id, what identifies its content: relative path, frame and file size (-1 for
+    PACS instances, whose UIDs in the locator identify their content). A changed file
+    changes its line, its study's digest and the archive's."""
+    sizes: dict[str, int] = {}
+    lines: dict[str, str] = {}
+    for row in rows:
+        if row.path not in sizes:
+            try:
+                sizes[row.path] = os.stat(row.path).st_size if files else -1
+            except OSError:
+                sizes[row.path] = -1
+        lines[row.image_id] = f"{row.relpath}\t{row.frame}\t{sizes[row.path]}"
+    return lines
+
+
+def digest_lines(lines: Iterable[str]) -> str:
+    """An order-free digest of some image lines (16 hex digits)."""
+    h = hashlib.sha256()
+    for line in sorted(lines):
+        h.update(line.encode() + b"\n")
+    return h.hexdigest()[:16]
+
+
+def digest_studies(rows: Iterable[ImageRow], lines: dict[str, str]) -> dict[str, str]:
+    """Per study, a digest of its image set."""
+    by_study: dict[str, list[str]] = {}
+    for row in rows:
+        by_study.setdefault(row.study_key, []).append(lines[row.image_id])
+    return {key: digest_lines(v) for key, v in by_study.items()}
+
+
+def image_contents(lines: dict[str, str]) -> dict[str, str]:
+    """Per image id, a digest of its line: what a kept score or staged row was made from."""
+    return {image_id: digest_lines([line]) for image_id, line in lines.items()}

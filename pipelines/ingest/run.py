@@ -1,21 +1,30 @@
 """`mura ingest`: any archive → Parquet shards with Ray Data, every input accounted for.
 
 The recipe, top to bottom: check the output folder and list the source (fail fast, before
-any work) → prepare rows (splits, pseudonyms) → Ray Data: from_items → map_batches(decode)
-→ write_parquet into a staging folder → move problem rows to the quarantine → swap the
-staging folder into place and write, last, the manifest. A run killed at any point leaves
-either the previous complete set or a folder without a manifest, which the next run
-replaces.
+any work) → prepare rows (splits, pseudonyms) → the staging folder of this exact input
+(named by a digest of its rows and file sizes, the size and pseudonymization) and the images
+an interrupted run already wrote there → Ray Data: from_items → map_batches(decode) →
+write_parquet of the other images into it → move problem rows to the quarantine → swap the
+staging folder into place and write, last, the manifest.
+
+A run killed at any point leaves either the previous complete set or a folder without a
+manifest. The re-run of the same input keeps every whole file the killed run staged (each
+Ray write task's file is whole or unreadable: Parquet's footer is written last) and decodes
+only the images in none of them; a changed input starts over. Ray Data's own checkpointing
+was considered and does not apply: it needs a plan that starts from a file `Read`, not the
+driver's listing (see `pipelines.screen.parts`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import shutil
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -45,7 +54,7 @@ from ..console import console
 from ..progress import ProgressSink, progress_feed
 from ..runtime import cluster_cpus, data_context, ensure_ray
 from .decode import decode_batch
-from .rows import PreparedRows, prepare_rows
+from .rows import PreparedRows, image_lines, prepare_rows
 
 STAGING_PREFIX = ".staging-"
 COMPRESSION = "lz4"
@@ -86,6 +95,7 @@ class IngestResult:
     out: Path
     manifest: Manifest
     seconds: float
+    resumed: int = 0  # images an interrupted run had already written, kept
 
 
 def _check_out(cfg: IngestConfig, source: Path | str) -> ShardsLayout:
@@ -113,9 +123,35 @@ def _check_out(cfg: IngestConfig, source: Path | str) -> ShardsLayout:
     return layout
 
 
-def _clear_stale_staging(layout: ShardsLayout) -> None:
+def _input_key(cfg: IngestConfig, source: Path | str, prepared: PreparedRows) -> str:
+    """A digest of everything the staged rows are made of: every row (ids, split, label,
+    path) with its file's size, the image size and the pseudonymization."""
+    h = hashlib.sha256(json.dumps([str(source), cfg.size, prepared.pseudonymized]).encode())
+    lines = image_lines(prepared.rows, files=not is_pacs_address(cfg.source))
+    for row in sorted(prepared.rows, key=lambda r: r.image_id):
+        h.update(json.dumps([row.to_dict(), lines[row.image_id]], default=str).encode())
+    return h.hexdigest()[:16]
+
+
+def _staging(layout: ShardsLayout, key: str) -> tuple[Path, set[str]]:
+    """This input's staging folder and the image ids an interrupted run already wrote there
+    (whole files only: a file the kill cut off is removed, its images decoded again); the
+    staging folders of other inputs are removed."""
+    staging = layout.root / f"{STAGING_PREFIX}{key}"
     for stale in layout.root.glob(f"{STAGING_PREFIX}*"):
-        shutil.rmtree(stale, ignore_errors=True)
+        if stale != staging:
+            shutil.rmtree(stale, ignore_errors=True)
+    done: set[str] = set()
+    for path in sorted(staging.glob("*.parquet")):
+        try:
+            ids = pq.read_table(path, columns=["image_id"]).column("image_id").to_pylist()
+        except (pa.ArrowInvalid, OSError):
+            path.unlink()
+            continue
+        if done & set(ids):
+            raise IngestError(f"{staging}: image ids staged twice (two runs at once?)")
+        done.update(ids)
+    return staging, done
 
 
 def _list(cfg: IngestConfig) -> tuple[Path | str, Listing, Pacs | None]:
@@ -241,12 +277,18 @@ def run_ingest(cfg: IngestConfig) -> IngestResult:
 
     layout.marker.write_text(str(source) + "\n")
     console.keep_log(layout.root, "ingest")  # beside the shards (the marker makes it ours)
-    _clear_stale_staging(layout)
-    staging = layout.root / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
-    if prepared.rows:
+    staging, done = _staging(layout, _input_key(cfg, source, prepared))
+    todo = replace(prepared, rows=[r for r in prepared.rows if r.image_id not in done])
+    if done:
+        console.print(
+            f"resuming: {len(done)} of {len(prepared.rows)} images were decoded by an "
+            f"interrupted run into {layout.root} and are kept; decoding the other "
+            f"{len(todo.rows)}"
+        )
+    if todo.rows:
         ensure_ray(cfg.address)
-        with progress_feed(expect=("ingest", len(prepared.rows), "images")) as sink:
-            _run_ray(prepared, cfg, staging, sink, pacs)
+        with progress_feed(expect=("ingest", len(todo.rows), "images")) as sink:
+            _run_ray(todo, cfg, staging, sink, pacs)
     staging.mkdir(exist_ok=True)
     quarantine = _collect_quarantine(staging, prepared.problems)
     _swap_into_place(layout, staging, quarantine, prepared)
@@ -284,7 +326,7 @@ def run_ingest(cfg: IngestConfig) -> IngestResult:
         seconds=round(seconds, 2),
     )
     manifest.write(layout.root)
-    return IngestResult(layout.root, manifest, seconds)
+    return IngestResult(layout.root, manifest, seconds, resumed=len(done))
 
 
 def format_result(result: IngestResult) -> str:
@@ -295,7 +337,9 @@ def format_result(result: IngestResult) -> str:
         f"found {c.found} = ingested {c.ingested} + quarantined {c.quarantined}"
         f"   (junk skipped: {c.junk_skipped})   law holds: {m.law_holds}",
         f"{m.shards} shard file(s), {m.size}x{m.size} px, {result.seconds:.1f}s "
-        f"({c.ingested / max(result.seconds, 1e-9):.1f} images/s)",
+        f"({(c.ingested - result.resumed) / max(result.seconds, 1e-9):.1f} images/s"
+        + (f"; {result.resumed} kept from an interrupted run" if result.resumed else "")
+        + ")",
         "splits: " + ", ".join(f"{k} {v}" for k, v in sorted(m.by_split.items())),
         f"{'body part':<12} {'normal':>7} {'abnormal':>9} {'unlabelled':>11}",
     ]

@@ -7,14 +7,13 @@ as ingest does, keys of shards ingested without pseudonyms inside the scoring ac
 
 from __future__ import annotations
 
-import hashlib
-import os
-from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import ray.data
@@ -33,7 +32,13 @@ from mura_core.splits import SplitConfig
 
 from ..console import console
 from ..ingest.decode import decode_batch, decode_paths
-from ..ingest.rows import prepare_rows
+from ..ingest.rows import (
+    digest_lines,
+    digest_studies,
+    image_contents,
+    image_lines,
+    prepare_rows,
+)
 from ..runtime import cluster_cpus
 from ..shardsets import shard_stats
 from ..tracking import file_digest
@@ -68,53 +73,41 @@ class ScreenInput:
     pacs: Pacs | None = None  # a PACS source: rows' paths are locators, fetched in tasks
     headers: dict[str, Dataset] | None = None  # PACS: SOP Instance UID → listed header
     notes: tuple[str, ...] = ()  # what listing said (studies matched, instances skipped)
+    contents: dict[str, str] | None = None  # raw: image id → digest of its content line
+    skip: frozenset[str] = frozenset()  # shards: image ids (as stored) scored before
 
     def only_studies(self, keys: set[str]) -> ScreenInput:
         """The same raw input narrowed to some studies (nightly: the new ones)."""
         if self.rows is None:
             raise ValueError("only a raw archive can be narrowed to studies")
         rows = [r for r in self.rows if r.study_key in keys]
-        return replace(self, rows=rows, images=len(rows))
+        contents = None
+        if self.contents is not None:
+            contents = {r.image_id: self.contents[r.image_id] for r in rows}
+        return replace(self, rows=rows, images=len(rows), contents=contents)
+
+    def content(self, image_id: str) -> str | None:
+        """What an image's score was made from (its file's line; a shard set's manifest),
+        by the image id a score carries; None when it is not in this input."""
+        if self.contents is None:
+            return self.digest
+        return self.contents.get(image_id)
+
+    def without(self, done: set[str]) -> ScreenInput:
+        """The input less the images already scored (ids as the scores carry them)."""
+        if not done:
+            return self
+        if self.rows is not None:
+            rows = [r for r in self.rows if r.image_id not in done]
+            return replace(self, rows=rows, images=len(rows))
+        stored = done
+        if self.pseudonymizer is not None:  # scores carry pseudonyms, the shards originals
+            stored = {o for k, p, o in self.reidentify if k == "image" and p in done}
+        return replace(self, images=self.images - len(stored), skip=frozenset(stored))
 
 
 def is_shards(path: Path) -> bool:
     return ShardsLayout(path).marker.is_file() or ShardsLayout(path).manifest.is_file()
-
-
-def file_sizes(rows: Iterable[ImageRow], *, files: bool = True) -> dict[str, int]:
-    """Size in bytes of every file named by the rows (a changed file changes its study);
-    -1 for PACS instances (their UIDs, in the locator, identify their content)."""
-    sizes: dict[str, int] = {}
-    for row in rows:
-        if not files:
-            sizes[row.path] = -1
-            continue
-        if row.path not in sizes:
-            try:
-                sizes[row.path] = os.stat(row.path).st_size
-            except OSError:
-                sizes[row.path] = -1
-    return sizes
-
-
-def _image_line(row: ImageRow, sizes: dict[str, int]) -> str:
-    """What identifies an image's content in a digest: relative path, frame, file size."""
-    return f"{row.relpath}\t{row.frame}\t{sizes[row.path]}"
-
-
-def _digest(lines: Iterable[str]) -> str:
-    h = hashlib.sha256()
-    for line in sorted(lines):
-        h.update(line.encode() + b"\n")
-    return h.hexdigest()[:16]
-
-
-def digest_studies(rows: list[ImageRow], sizes: dict[str, int]) -> dict[str, str]:
-    """Per study, a digest of its image set (relative path, frame, file size)."""
-    lines: dict[str, list[str]] = {}
-    for r in rows:
-        lines.setdefault(r.study_key, []).append(_image_line(r, sizes))
-    return {key: _digest(v) for key, v in lines.items()}
 
 
 def _from_listing(listing: Listing, source: object, pseudonymize: str, **extra: Any) -> ScreenInput:
@@ -127,16 +120,17 @@ def _from_listing(listing: Listing, source: object, pseudonymize: str, **extra: 
         )
     prepared = prepare_rows(listing, SplitConfig(), pseudonymize=pseudonymize)
     rows = prepared.rows
-    sizes = file_sizes(rows, files=extra.get("pacs") is None)
+    lines = image_lines(rows, files=extra.get("pacs") is None)
     return ScreenInput(
         kind=listing.kind,
         root=Path(listing.root),
-        digest=_digest(_image_line(r, sizes) for r in rows),
+        digest=digest_lines(lines.values()),
         images=len(rows),
         problems=prepared.problems,
         reidentify=prepared.reidentify,
         rows=rows,
-        study_digests=digest_studies(rows, sizes),
+        study_digests=digest_studies(rows, lines),
+        contents=image_contents(lines),
         notes=listing.notes,
         **extra,
     )
@@ -240,7 +234,11 @@ def input_dataset(inp: ScreenInput, size: int, *, decode_batch_size: int = 16) -
     """The lazy dataset of rows to score: shard rows, or raw rows decoded in CPU tasks."""
     if inp.rows is None:
         ds = ray.data.read_parquet(str(ShardsLayout(inp.root).images))
-        return ds.select_columns(SHARD_COLUMNS)
+        ds = ds.select_columns(SHARD_COLUMNS)
+        if inp.skip:
+            ids = pa.array(sorted(inp.skip), pa.string())
+            ds = ds.map_batches(_drop_ids, batch_format="pyarrow", fn_kwargs={"ids": ids})
+        return ds
     n, cpus = len(inp.rows), cluster_cpus()
     blocks = max(1, min(max(-(-n // ROWS_PER_BLOCK), 2 * cpus), -(-n // decode_batch_size)))
     ds = ray.data.from_items([row.to_dict() for row in inp.rows], override_num_blocks=blocks)
@@ -251,6 +249,11 @@ def input_dataset(inp: ScreenInput, size: int, *, decode_batch_size: int = 16) -
         fn_kwargs={"size": size, "pacs": inp.pacs},
         num_cpus=1,
     )
+
+
+def _drop_ids(batch: pa.Table, *, ids: pa.Array) -> pa.Table:
+    """Rows whose image is not among `ids` (scored by an earlier, interrupted run)."""
+    return batch.filter(pc.invert(pc.is_in(batch["image_id"], value_set=ids)))
 
 
 def load_pixels(inp: ScreenInput, image_ids: list[str], size: int) -> dict[str, np.ndarray]:

@@ -6,8 +6,10 @@ the archive, keeps the studies that are new or whose image set changed, writes t
 the new report's `pending.parquet`, screens them, and only after the report is complete
 (`summary.json` written last) rewrites the ledger atomically. A run killed at any point is
 repaired by the next one: an incomplete report is deleted (its studies were never recorded,
-so they are screened again); a complete report missing from the ledger is recorded without
-screening again. A lock keeps two runs (an overlapping cron) apart.
+so they are screened again), but the image scores it had written (`.scores`, see
+`parts`) go into the next report, which scores only the images without one; a complete
+report missing from the ledger is recorded without screening again. A lock keeps two runs
+(an overlapping cron) apart.
 
 From a PACS, a run queries StudyDate from `watermark.json` (when the last successful run
 started) minus an overlap (default 2 days: images that arrive late), compares each study's
@@ -39,6 +41,7 @@ from mura_core.shards import make_writable_dir, write_json_atomic
 
 from ..console import console
 from .inputs import ScreenInput, open_pacs, open_raw
+from .parts import FOLDER as SCORES
 from .run import SUMMARY, ScreenConfig, ScreenError, ScreenResult, execute, preflight
 from .writeback import Delivered
 
@@ -48,6 +51,7 @@ REPORTS = "reports"
 LOCK = ".lock"
 WATERMARK = "watermark.json"
 OUTBOX = "outbox"
+INTERRUPTED = ".scores-interrupted"  # an interrupted report's image scores, for the next
 DEFAULT_OVERLAP_DAYS = 2.0
 LEDGER_SCHEMA = pa.schema(
     [
@@ -140,7 +144,8 @@ def _by_report(studies: dict[str, str]) -> dict[str, set[str]]:
 
 
 def _recover(state: Path) -> int:
-    """Repair after a killed run; returns studies recorded from complete reports."""
+    """Repair after a killed run; returns studies recorded from complete reports. The image
+    scores of the newest incomplete report are kept in STATE for the next report."""
     recovered = 0
     recorded = set(read_ledger(state)["report"].to_pylist())
     for report in sorted((state / REPORTS).glob("*")):
@@ -148,9 +153,19 @@ def _recover(state: Path) -> int:
             continue
         if (report / SUMMARY).is_file() and (report / PENDING).is_file():
             recovered += _record(state, report)
-        else:
-            shutil.rmtree(report)
+            continue
+        if (report / SCORES).is_dir():  # reports sort by start time: the newest wins
+            shutil.rmtree(state / INTERRUPTED, ignore_errors=True)
+            (report / SCORES).rename(state / INTERRUPTED)
+        shutil.rmtree(report)
     return recovered
+
+
+def _carry_scores(state: Path, report: Path) -> None:
+    """An interrupted report's image scores into the new report: only images without a
+    (still valid) score are scored."""
+    if (state / INTERRUPTED).is_dir():
+        (state / INTERRUPTED).rename(report / SCORES)
 
 
 def read_watermark(state: Path) -> dt.datetime | None:
@@ -214,6 +229,7 @@ def run_nightly(
         if screen_cfg.write_back is not None and screen_cfg.outbox is None:
             screen_cfg = replace(screen_cfg, outbox=state / OUTBOX)
         prepared = preflight(screen_cfg)
+        _carry_scores(state, prepared.out)
         recovered += _record_delivered(state, prepared.delivered)
         screen_cfg, inp = _open(screen_cfg, state, overlap_days)
         known = dict(

@@ -14,12 +14,12 @@ results (what fails waits in the outbox) → report files → MLflow run (`runlo
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
 import ray.data
@@ -50,6 +50,8 @@ from ..tracking import (
 )
 from .inputs import ScreenInput, open_input
 from .models import ScreeningModel, resolve_screening_model
+from .parts import FOLDER as SCORES
+from .parts import Earlier, ScoreKey, ScoreParts, bundle_digest, scored_and_problems
 from .pictures import study_pictures
 from .runlog import log_screen_run
 from .studies import (
@@ -102,6 +104,7 @@ class ScreenConfig:
     pacs: PacsOptions = field(default_factory=PacsOptions)  # a PACS source: how to use it
     write_back: str | None = None  # store results as DICOM: a PACS address, "" = the source
     outbox: Path | None = None  # results not yet stored (default: per destination)
+    checkpoint_every: int = 1000  # image scores written to OUT/.scores every N (resumable)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -110,6 +113,8 @@ class ScreenConfig:
             raise ConfigError(f"threshold must be in [0, 1], got {self.threshold}")
         if self.gpus is not None and self.gpus < 0:
             raise ConfigError(f"--gpus must be >= 0, got {self.gpus}")
+        if self.checkpoint_every < 1:
+            raise ConfigError(f"--checkpoint-every must be >= 1, got {self.checkpoint_every}")
 
 
 @dataclass(frozen=True)
@@ -188,9 +193,10 @@ def _gpus(cfg: ScreenConfig) -> int:
 
 
 def _stream_scores(
-    cfg: ScreenConfig, model: ScreeningModel, inp: ScreenInput, out: Path, gpus: int
-) -> tuple[int, list[QuarantineRow]]:
-    """Run the Ray Data pipeline, writing scored rows to images.parquet as they arrive."""
+    cfg: ScreenConfig, model: ScreeningModel, inp: ScreenInput, parts: ScoreParts, gpus: int
+) -> int:
+    """Run the Ray Data pipeline over `inp`, writing every row back to the parts as it
+    arrives (rows without pixels: bounded memory); the number of rows."""
     from .inputs import input_dataset
 
     with data_context():
@@ -204,23 +210,69 @@ def _stream_scores(
         predictor=ScreenPredictor,
         predictor_kwargs={"pseudonymizer": inp.pseudonymizer},
     )
-    problems: list[QuarantineRow] = []
     n = 0
-    tmp = out / ".images.parquet.tmp"
     bar = console.progress("scoring", inp.images, "images")
-    with pq.ParquetWriter(tmp, SCORED_SCHEMA, compression="zstd") as writer:
-        for batch in scored.iter_batches(batch_format="pyarrow", batch_size=None):
-            ok = pc.is_valid(batch["prob"])
-            good = batch.filter(ok).select(SCORED_SCHEMA.names)
-            if good.num_rows:
-                writer.write_table(good.cast(SCORED_SCHEMA))
-                n += good.num_rows
-            for row in batch.filter(pc.invert(ok)).to_pylist():
-                problems.append(QuarantineRow.decode_failure(row, row["error_type"], row["reason"]))
-            bar.advance(batch.num_rows)
+    for batch in scored.iter_batches(batch_format="pyarrow", batch_size=None):
+        parts.add(batch, inp.content)
+        n += batch.num_rows
+        bar.advance(batch.num_rows)
+    parts.flush()
     bar.close()
+    return n
+
+
+def _resume(
+    cfg: ScreenConfig, model: ScreeningModel, inp: ScreenInput, out: Path
+) -> tuple[ScoreParts, Earlier]:
+    """OUT's score parts, and the rows an interrupted run left that still hold."""
+    key = ScoreKey(
+        model=bundle_digest(bundle_bytes(model.folder)),
+        pseudonymize=cfg.pseudonymize,
+        kind=inp.kind,
+        root=str(inp.root),
+    )
+    parts = ScoreParts(out, key, every=cfg.checkpoint_every)
+    earlier = parts.earlier(inp.content)
+    if earlier.note:
+        console.print(earlier.note)
+    if earlier.rows.num_rows:
+        console.print(
+            f"resuming: {earlier.rows.num_rows} of {inp.images} images were scored by an "
+            f"interrupted run into {out} and are kept; scoring the other "
+            f"{inp.images - earlier.rows.num_rows}"
+            + (
+                f" ({earlier.dropped} earlier scores dropped: image gone or changed)"
+                if earlier.dropped
+                else ""
+            )
+        )
+    return parts, earlier
+
+
+def _scores(
+    cfg: ScreenConfig, model: ScreeningModel, inp: ScreenInput, out: Path, gpus: int
+) -> tuple[pa.Table, list[QuarantineRow], int]:
+    """Score what has no score yet in OUT; every image's row (kept or new), sorted, goes to
+    images.parquet. The scored images, the quarantined rows, and the images kept."""
+    parts, earlier = _resume(cfg, model, inp, out)
+    todo = inp.without(earlier.ids)
+    n = _stream_scores(cfg, model, todo, parts, gpus) if todo.images else 0
+    if n != todo.images or earlier.rows.num_rows + n != inp.images:
+        raise ScreenError(
+            f"accounting failed: {inp.images} images in, {earlier.rows.num_rows} kept from an "
+            f"interrupted run + {n} scored or quarantined now"
+        )
+    rows = pa.concat_tables([earlier.rows, parts.this_run()])
+    images, failed = scored_and_problems(rows)
+    images = images.select(SCORED_SCHEMA.names).cast(SCORED_SCHEMA)
+    tmp = out / ".images.parquet.tmp"
+    pq.write_table(images, tmp, compression="zstd")
     tmp.replace(out / "images.parquet")
-    return n, problems
+    problems = [
+        QuarantineRow.decode_failure(row, row["error_type"], row["reason"])
+        for row in failed.drop(["prob", "content"]).to_pylist()
+    ]
+    return images, problems, earlier.rows.num_rows
 
 
 def _model_summary(model: ScreeningModel) -> ModelSummary:
@@ -308,14 +360,9 @@ def execute(cfg: ScreenConfig, prepared: Prepared, inp: ScreenInput) -> ScreenRe
     screened_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     gpus = _start(cfg, prepared, inp)
     laps.lap("ray")
-    scored, decode_problems = _stream_scores(cfg, model, inp, out, gpus)
+    images, decode_problems, kept = _scores(cfg, model, inp, out, gpus)
+    scored = images.num_rows
     laps.lap("score")
-    if scored + len(decode_problems) != inp.images:
-        raise ScreenError(
-            f"accounting failed: {inp.images} images in, {scored} scored + "
-            f"{len(decode_problems)} quarantined out"
-        )
-    images = pq.read_table(out / "images.parquet")
     grouped = aggregate(images)
     studies = study_table(grouped, threshold, model, screened_at)
     studies, results, incomplete = _complete(prepared, inp, studies, images, decode_problems)
@@ -340,7 +387,8 @@ def execute(cfg: ScreenConfig, prepared: Prepared, inp: ScreenInput) -> ScreenRe
         by_body_part=by_body_part(studies),
         quarantine=tuple(quarantine[:SUMMARY_QUARANTINE_ROWS]),
         gpus=gpus,
-        images_per_s=round(scored / max(laps.phases["score"], 1e-9), 2),
+        images_per_s=round((inp.images - kept) / max(laps.phases["score"], 1e-9), 2),
+        resumed=kept,
         pictures_limit_note=(
             f"pictures for the first {len(shown)} of {len(flagged)} flagged studies"
             if len(flagged) > len(shown)
@@ -380,6 +428,7 @@ def _finish(
     laps.lap("mlflow")
     summary = replace(summary, phases=dict(laps.phases), mlflow_run_id=run_id)
     write_summary(out, summary)
+    shutil.rmtree(out / SCORES, ignore_errors=True)  # the report holds every score now
     return ScreenResult(out, summary, run_id)
 
 
@@ -409,6 +458,11 @@ def format_result(result: ScreenResult) -> str:
         f"{c.studies} studies, {c.images} images scored, {c.quarantined} quarantined, "
         f"{s.seconds or 0:.1f}s ({s.images_per_s or 0:.1f} images/s scoring)",
         f"flagged {c.flagged} of {c.studies} studies",
+        *(
+            [f"{s.resumed} images' scores kept from an interrupted run into this folder"]
+            if s.resumed
+            else []
+        ),
         f"{'body part':<12} {'studies':>8} {'images':>7} {'flagged':>8}",
     ]
     for part, v in s.by_body_part.items():

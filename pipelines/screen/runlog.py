@@ -71,6 +71,7 @@ def log_screen_run(
                 "quarantined": counts.quarantined,
                 "images_per_s": summary.images_per_s or 0.0,
                 "seconds": summary.seconds or 0.0,
+                "resumed_images": summary.resumed,
             }
         )
         if summary.write_back is not None:

@@ -2,8 +2,8 @@
 
 Real local Ray, real SQLite MLflow, a synthetic DICOM tree that grows between runs, and
 a real kill: a `jobs.nightly` driver SIGKILLed while it scores (and then no process of its
-Ray may be left alive), and a complete report the ledger does not hold (a driver that died
-between the two).
+Ray may be left alive, and the next run keeps the scores it had written), and a complete
+report the ledger does not hold (a driver that died between the two).
 """
 
 from __future__ import annotations
@@ -70,6 +70,10 @@ def nightly_process(archive: Path, state: Path, bundle: Path, uri: str):
             str(bundle),
             "--tracking-uri",
             uri,
+            "--batch-size",
+            "2",
+            "--checkpoint-every",
+            "2",
         ],
         cwd=REPO,
         stdout=subprocess.PIPE,
@@ -139,21 +143,24 @@ def test_killed_runs_leave_every_study_exactly_once(bundle: Path, tmp_path: Path
     assert (again.recovered, again.new, again.report) == (5, 0, None)
     assert_exactly_once(state, total)
 
-    # 2. SIGKILLed while scoring: the half-written report is discarded, studies re-screened
+    # 2. SIGKILLed while scoring: the half-written report is discarded, its studies are
+    #    screened again, but the image scores it had written are kept, not scored again
     total += add_studies(archive, 4, seed=52, work=tmp_path)
     done = set(complete_reports(state))
     proc = nightly_process(archive, state, bundle, uri)
 
-    def scoring() -> bool:  # the scores file is open: Ray is up and the pipeline running
-        scores = (state / REPORTS).glob("*/.images.parquet.tmp")
-        return any(p.parent not in done for p in scores)
+    def parts() -> list[Path]:
+        scores = (state / REPORTS).glob("*/.scores/part-*.parquet")
+        return [p for p in scores if p.parent.parent not in done]
 
-    killed = kill_driver_when(proc, scoring, timeout=240, settle=0.5)
+    killed = kill_driver_when(proc, lambda: bool(parts()), timeout=240)
     assert killed.had_ray, killed.ran  # Ray was there to leak
     assert not killed.left, f"alive 30 s after the driver was killed: {killed.left}"
     partial = [p for p in (state / REPORTS).iterdir() if not (p / SUMMARY).exists()]
     assert partial, "the kill came too late to test anything"
+    kept = sum(pq.read_metadata(p).num_rows for p in parts())
     after = nightly(archive, state, bundle, uri)
     assert (after.recovered, after.new) == (0, 4)
+    assert after.report is not None and after.report.summary.resumed == kept > 0
     assert not [p for p in (state / REPORTS).iterdir() if not (p / SUMMARY).exists()]
     assert_exactly_once(state, total)

@@ -247,14 +247,16 @@ def test_the_privacy_grep_finds_identifiers_when_they_are_there(
     assert any(v.encode() in data for v in _dicom_identifiers(dicom_archive.root))
 
 
-def test_a_killed_driver_leaves_no_ray_process_and_the_rerun_completes(
-    dicom_archive: SynthArchive, tmp_path: Path
+def test_a_killed_driver_leaves_no_ray_process_and_the_rerun_resumes(
+    mura_archive: SynthArchive, tmp_path: Path
 ) -> None:
-    """`mura screen` in its own process, its driver SIGKILLed while it scores: nothing of
-    its local Ray outlives it (pipelines.guard), and a re-run into the same OUT completes."""
+    """`mura screen` in its own process, its driver SIGKILLed once some image scores are
+    written: nothing of its local Ray outlives it (pipelines.guard), the re-run into the same
+    OUT scores only the images without a score, and its report equals an uninterrupted
+    run's."""
     bundle = random_bundle(tmp_path / "bundle")
     out = tmp_path / "report"
-    argv = ["screen", str(dicom_archive.root), "--model", str(bundle), "--out", str(out)]
+    argv = ["screen", str(mura_archive.root), "--model", str(bundle), "--out", str(out)]
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -263,6 +265,8 @@ def test_a_killed_driver_leaves_no_ray_process_and_the_rerun_completes(
             *argv,
             "--batch-size",
             "2",
+            "--checkpoint-every",
+            "4",
             "--tracking-uri",
             f"sqlite:///{tmp_path}/m.db",
         ],
@@ -271,14 +275,31 @@ def test_a_killed_driver_leaves_no_ray_process_and_the_rerun_completes(
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    scoring = (out / ".images.parquet.tmp").exists  # scores are being written
-    killed = kill_driver_when(proc, scoring, timeout=120)
+    scored = lambda: len(list((out / ".scores").glob("part-*.parquet"))) >= 1  # noqa: E731
+    killed = kill_driver_when(proc, scored, timeout=120)
     assert not (out / "summary.json").exists(), "the kill came too late to test anything"
     assert killed.had_ray, killed.ran
     assert not killed.left, f"alive 30 s after the driver was killed: {killed.left}"
-    again = screen(dicom_archive.root, out, (str(bundle),), None)
-    assert again.summary.counts.studies == len(dicom_archive.studies)
-    assert again.summary.counts.images == dicom_archive.n_images
+    kept = sum(pq.read_metadata(p).num_rows for p in (out / ".scores").glob("part-*.parquet"))
+    assert 0 < kept < mura_archive.n_images
+
+    again = screen(mura_archive.root, out, (str(bundle),), None, batch_size=2)
+    whole = screen(mura_archive.root, tmp_path / "whole", (str(bundle),), None, batch_size=2)
+    assert again.summary.resumed == kept and whole.summary.resumed == 0
+    assert again.summary.counts == whole.summary.counts
+    assert again.summary.counts.images == mura_archive.n_images
+    assert not (out / ".scores").exists()  # the report holds every score now
+    for name in ("images.parquet", "studies.parquet", "quarantine.parquet"):
+        a, b = pq.read_table(out / name), pq.read_table(tmp_path / "whole" / name)
+        assert a.column_names == b.column_names and a.num_rows == b.num_rows, name
+        for column in a.column_names:
+            x, y = a[column].to_pylist(), b[column].to_pylist()
+            if column == "screened_at":
+                continue
+            if column.endswith("prob"):
+                assert np.allclose(x, y, rtol=0, atol=1e-6), (name, column)
+            else:
+                assert x == y, (name, column)
 
 
 def _cli_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:

@@ -1,0 +1,160 @@
+"""Scores that survive a killed run: image scores written in parts, keyed by image id.
+
+While a screening scores, the driver writes every row that comes back (scored, or quarantined
+with its reason) to `OUT/.scores/part-<run>-<n>.parquet`, every `every` rows or every
+`seconds`, whichever comes first: written to a temporary name and renamed, so a part is whole
+or absent. Each row carries `content`, a digest of what it was made from (its file's relative
+path, frame and size; for shards, their manifest). `.scores/key.json` names what every score
+depends on: the model bundle's digest, the pseudonymization, the kind and root of the input.
+
+A run killed part-way leaves its parts. The re-run with the same OUT (and `mura nightly`,
+which carries the parts of an interrupted report into the next) reads them, keeps each row
+whose image is still in the input with the same content, and scores only the rest; another
+model or input starts over, saying so. The report is built from all rows, sorted by image,
+so it equals an uninterrupted run's. Once the report is complete the parts go.
+
+Ray Data's own checkpointing (`DataContext.checkpoint_config`, Ray 2.60) was considered: it
+applies only to a plan that starts from a file `Read` and ends in a `Write`
+(`Planner._check_supports_checkpointing`), while screening starts from the driver's listing
+(`from_items`) and streams scores back to the driver (`iter_batches`), and its checkpoint
+folder must be storage every node shares.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ..scoring import IMAGE_SCHEMA
+
+FOLDER = ".scores"
+KEY_FILE = "key.json"
+PART_SCHEMA = IMAGE_SCHEMA.append(pa.field("content", pa.string()))
+
+
+@dataclass(frozen=True)
+class ScoreKey:
+    """What every image score of a run depends on, beyond the image itself."""
+
+    model: str  # digest of the model bundle's files
+    pseudonymize: str
+    kind: str
+    root: str
+
+
+def bundle_digest(files: dict[str, bytes]) -> str:
+    """A digest of a model bundle (its files by relative path)."""
+    h = hashlib.sha256()
+    for name in sorted(files):
+        h.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
+    return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Earlier:
+    """Rows an interrupted run left that still hold, and what was dropped and why."""
+
+    rows: pa.Table
+    dropped: int = 0  # rows of images no longer in the input, or changed since
+    note: str | None = None  # why nothing was kept (another model, another input)
+
+    @property
+    def ids(self) -> set[str]:
+        return set(self.rows["image_id"].to_pylist())
+
+
+class ScoreParts:
+    """The `.scores` folder of one report: what earlier runs left, and this run's parts."""
+
+    def __init__(self, out: Path, key: ScoreKey, *, every: int = 1000, seconds: float = 30.0):
+        self.folder = out / FOLDER
+        self.key = key
+        self.every = every
+        self.seconds = seconds
+        self.run = uuid.uuid4().hex[:8]
+        self._buffer: list[pa.Table] = []
+        self._buffered = 0
+        self._written: list[pa.Table] = []
+        self._parts = 0
+        self._last = time.monotonic()
+
+    def earlier(self, content: Callable[[str], str | None]) -> Earlier:
+        """The rows earlier runs left for this same key whose image `content` still gives;
+        the folder is emptied (and keyed) when the key differs."""
+        note = self._check_key()
+        tables = []
+        for path in sorted(self.folder.glob("part-*.parquet")):
+            try:  # whole, since renamed when written; unless the machine itself went down
+                tables.append(pq.read_table(path, schema=PART_SCHEMA))
+            except (pa.ArrowInvalid, OSError):
+                path.unlink()  # its images are scored again
+        for tmp in self.folder.glob("*.tmp"):
+            tmp.unlink()
+        if not tables:
+            return Earlier(PART_SCHEMA.empty_table(), note=note)
+        rows = pa.concat_tables(tables)
+        ids, contents = rows["image_id"].to_pylist(), rows["content"].to_pylist()
+        valid = [content(i) == c for i, c in zip(ids, contents, strict=True)]
+        kept = rows.filter(pa.array(valid, pa.bool_()))
+        if len(set(kept["image_id"].to_pylist())) != kept.num_rows:
+            raise RuntimeError(f"{self.folder}: an image is scored twice in the parts")
+        return Earlier(kept, dropped=rows.num_rows - kept.num_rows)
+
+    def _check_key(self) -> str | None:
+        key_file = self.folder / KEY_FILE
+        note = None
+        if key_file.is_file() and json.loads(key_file.read_text()) != asdict(self.key):
+            shutil.rmtree(self.folder)
+            note = "scores of an interrupted run were made by another model or input: not used"
+        self.folder.mkdir(exist_ok=True)
+        if not key_file.is_file():
+            key_file.write_text(json.dumps(asdict(self.key), indent=1) + "\n")
+        return note
+
+    def add(self, batch: pa.Table, content: Callable[[str], str | None]) -> None:
+        """Rows of IMAGE_SCHEMA as they come back; written out every `every` rows or
+        `seconds`."""
+        digests = [content(i) for i in batch["image_id"].to_pylist()]
+        table = batch.select(IMAGE_SCHEMA.names).cast(IMAGE_SCHEMA)
+        self._buffer.append(table.append_column("content", pa.array(digests, pa.string())))
+        self._buffered += batch.num_rows
+        if self._buffered >= self.every or time.monotonic() - self._last >= self.seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        self._last = time.monotonic()
+        if not self._buffered:
+            return
+        table = pa.concat_tables(self._buffer)
+        path = self.folder / f"part-{self.run}-{self._parts:05d}.parquet"
+        tmp = path.with_name(path.name + ".tmp")
+        pq.write_table(table, tmp, compression="zstd")
+        tmp.replace(path)
+        self._written.append(table)
+        self._parts += 1
+        self._buffer, self._buffered = [], 0
+
+    def this_run(self) -> pa.Table:
+        """Every row this run added (flushed)."""
+        return pa.concat_tables(self._written) if self._written else PART_SCHEMA.empty_table()
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def scored_and_problems(rows: pa.Table) -> tuple[pa.Table, pa.Table]:
+    """All rows, sorted by image (a resumed run's report equals an uninterrupted one's):
+    those with a probability, and those quarantined."""
+    rows = rows.sort_by([("image_id", "ascending")])
+    ok = pc.is_valid(rows["prob"])
+    return rows.filter(ok), rows.filter(pc.invert(ok))
