@@ -147,7 +147,7 @@ def test_screen_survives_a_node_killed_while_scoring(
         *("screen", str(archive.root), "--model", str(bundle), "--out", str(out)),
         *("--actors", "3", "--batch-size", "2", "--tracking-uri", f"sqlite:///{tmp_path}/m.db"),
     )
-    scoring = (out / ".images.parquet.tmp").exists  # the driver is writing scores
+    scoring = (out / ".scores").is_dir  # the driver is about to write scores
     kill = _kill_when_working(cluster, job, "ScreenPredictor", scoring)
     said = kill.said(started, _finish(cluster, job, f"{kill.node.name}-again")[1])
     images = pq.read_table(out / "images.parquet")
