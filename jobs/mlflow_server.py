@@ -1,4 +1,8 @@
-"""`mura mlflow-server` / `python -m jobs.mlflow_server`: a shared MLflow server, foreground."""
+"""`mura mlflow-server` / `python -m jobs.mlflow_server`: a shared MLflow server, foreground.
+
+Beyond loopback it runs with MLflow's authentication (`--admin-password-file`), or open only
+when `--insecure` says so; the refusal is one `mura: error:` line before anything starts.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipelines.mlflow_server import (
+    AUTH_DB_NAME,
+    DEFAULT_ADMIN,
     DEFAULT_HOST,
     DEFAULT_PORT,
     LOG_NAME,
+    MIN_PASSWORD,
+    MlflowServer,
     ServerConfig,
     is_loopback,
     start_server,
@@ -26,8 +34,11 @@ DESCRIPTION = (
     "STORE/artifacts (or --artifacts), so Ray workers need no shared file system. Prints the "
     "line to export (MLFLOW_TRACKING_URI=http://HOST:PORT) once /health answers, then stays "
     f"in the foreground (server log: STORE/{LOG_NAME}); Ctrl-C stops it. It binds 127.0.0.1 "
-    "unless --host says otherwise: for a cluster, run it on the head with --host 0.0.0.0 and "
-    "let only the cluster's machines reach the port (the server has no authentication)."
+    "unless --host says otherwise. For a cluster, run it on the head with --host 0.0.0.0 "
+    "--admin-password-file FILE: MLflow's own authentication, where every request needs a "
+    "user and password (clients: MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD or "
+    "~/.mlflow/credentials). Beyond 127.0.0.1 it refuses to start without it unless "
+    "--insecure says so."
 )
 
 
@@ -45,7 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=DEFAULT_HOST,
         metavar="HOST",
         help=f"address to bind (default {DEFAULT_HOST}: this machine only; 0.0.0.0: every "
-        "interface, for a cluster)",
+        "interface, for a cluster, with --admin-password-file or --insecure)",
     )
     p.add_argument(
         "--port",
@@ -75,6 +86,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="extra comma-separated Host headers to accept, e.g. mlflow.example.org "
         "(localhost, private IPs and this machine's names are always accepted)",
     )
+    auth = p.add_argument_group(
+        "authentication",
+        "MLflow's basic-auth app: users and password hashes in STORE/" + AUTH_DB_NAME,
+    )
+    auth.add_argument(
+        "--admin-password-file",
+        type=Path,
+        metavar="FILE",
+        default=None,
+        help="turn on MLflow's authentication; FILE holds the admin user's password (one "
+        f"line, at least {MIN_PASSWORD} characters, mode 0600: never on the command line). "
+        "MLflow creates the admin with it on the first start; later starts check it still "
+        "matches. Required beyond 127.0.0.1, optional on it",
+    )
+    auth.add_argument(
+        "--admin-username",
+        default=DEFAULT_ADMIN,
+        metavar="NAME",
+        help=f"the admin user's name (default {DEFAULT_ADMIN})",
+    )
+    auth.add_argument(
+        "--insecure",
+        action="store_true",
+        help="beyond 127.0.0.1, run without authentication anyway: anyone who reaches the "
+        "port can read, overwrite and delete runs and registered models",
+    )
     p.add_argument(
         "--timeout",
         type=float,
@@ -82,6 +119,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=120.0,
         help="seconds to wait for the server to answer /health (default 120)",
     )
+
+
+def _tell_clients(server: MlflowServer, args: argparse.Namespace) -> None:
+    """How clients sign in (never the password itself), or the warning of an open server."""
+    if server.auth:
+        print(f"export MLFLOW_TRACKING_USERNAME={server.username}", flush=True)
+        print(
+            f"clients sign in as {server.username} with the password in "
+            f"{args.admin_password_file}: export MLFLOW_TRACKING_PASSWORD as well, or put both "
+            "in ~/.mlflow/credentials (mode 0600) on every machine that logs here",
+            file=sys.stderr,
+            flush=True,
+        )
+    elif not is_loopback(args.host):
+        print(
+            f"mura: warning: --host {args.host} lets every machine that reaches port "
+            f"{server.port} read and write this MLflow store (--insecure: no "
+            "authentication): keep the port behind a firewall",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _on_sigterm(signum: int, frame: object) -> None:
@@ -97,6 +155,9 @@ def command(args: argparse.Namespace) -> int:
         workers=args.workers,
         allowed_hosts=tuple(h.strip() for h in (args.allowed_hosts or "").split(",") if h.strip()),
         timeout=args.timeout,
+        admin_password_file=args.admin_password_file,
+        admin_username=args.admin_username,
+        insecure=args.insecure,
     )
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     server = None
@@ -108,14 +169,7 @@ def command(args: argparse.Namespace) -> int:
             flush=True,
         )
         print(f"export MLFLOW_TRACKING_URI={server.uri}", flush=True)
-        if not is_loopback(args.host):
-            print(
-                f"mura: warning: --host {args.host} lets every machine that reaches port "
-                f"{server.port} read and write this MLflow store (no authentication): keep "
-                "the port behind a firewall",
-                file=sys.stderr,
-                flush=True,
-            )
+        _tell_clients(server, args)
         print("Ctrl-C stops it.", file=sys.stderr, flush=True)
         status = server.wait()
         server.stop(timeout=5)  # whatever of its process group outlived it

@@ -3,6 +3,15 @@
 Tracking URI: `MLFLOW_TRACKING_URI` if set, else `sqlite:///<cwd>/mlflow.db` — absolute, since
 Ray workers and the Train controller run in other working directories. Artifacts of a
 SQLite store go to `<db folder>/mlartifacts` (also absolute, for the same reason).
+
+A tracking server with authentication (`mura mlflow-server --admin-password-file`) takes
+MLflow's own client credentials: `MLFLOW_TRACKING_USERNAME` / `MLFLOW_TRACKING_PASSWORD`, else
+`~/.mlflow/credentials` (an INI file, `[mlflow]` with `mlflow_tracking_username` and
+`mlflow_tracking_password`, mode 0600). MLflow reads them in every process that talks to the
+server — the driver, the Ray Train controller, workers — so nothing here passes them around,
+and a password never becomes part of a URI, a param or a log line: a URI that carries one
+(`http://user:password@host`) is refused, and a refused login is a one-line error naming the
+variables to set.
 """
 
 from __future__ import annotations
@@ -25,9 +34,20 @@ class TrackingError(MuraError):
     """The tracking store cannot be used: fail before any worker starts."""
 
 
+CREDENTIALS_HINT = (
+    "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or put them in "
+    "~/.mlflow/credentials (mode 0600)"
+)
+
+
 def resolve_tracking_uri(uri: str | None = None) -> str:
     """Explicit URI, else MLFLOW_TRACKING_URI, else an absolute SQLite file in the CWD."""
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri and urlparse(uri).scheme in ("http", "https") and urlparse(uri).password is not None:
+        # it would be logged, printed and stored as a param wherever the URI is
+        raise TrackingError(
+            f"the MLflow tracking URI holds a password: drop it and {CREDENTIALS_HINT}"
+        )
     if not uri:
         return f"sqlite:///{Path.cwd().resolve() / DB_NAME}"
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
@@ -72,9 +92,12 @@ def check_tracking(uri: str, timeout: float = 5.0) -> MlflowClient:
     try:
         client.search_experiments(max_results=1)
     except Exception as exc:  # the store's own errors vary by backend
-        raise TrackingError(
-            f"MLflow store {uri} unusable: {' '.join(str(exc).split())[:200]}"
-        ) from exc
+        text = " ".join(str(exc).split())
+        if scheme in ("http", "https") and "error code 401" in text:
+            raise TrackingError(
+                f"MLflow tracking server {uri} refused the login (HTTP 401): {CREDENTIALS_HINT}"
+            ) from exc
+        raise TrackingError(f"MLflow store {uri} unusable: {text[:200]}") from exc
     return client
 
 
