@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from mura_core.errors import ConfigError
-from pipelines.submit import JOBS, SubmitConfig, submit
+from pipelines.submit import JOBS, SubmitConfig, credentials_left_here, submit
 
 from .common import job_main
 
@@ -19,7 +19,10 @@ DESCRIPTION = (
     "and .rayignore keep the venv and data out) and MLFLOW_TRACKING_URI passed on when set. "
     "Streams the job's logs and exits 0 when it succeeds, 1 otherwise. Paths in ARGS are "
     "paths on the cluster. Token auth (Ray 2.60 default): the token comes from "
-    "RAY_AUTH_TOKEN or ~/.ray/auth_token."
+    "RAY_AUTH_TOKEN or ~/.ray/auth_token. Secrets are not sent: Ray writes a job's "
+    "environment to its logs, so MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD stay "
+    "here and the cluster's nodes sign in to MLflow with their own ~/.mlflow/credentials "
+    "(mode 0600); an --env named like a secret (PASSWORD, TOKEN, SECRET) is refused."
 )
 
 
@@ -44,7 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="environment variable for the job (repeatable)",
+        help="environment variable for the job (repeatable); not for secrets: Ray writes a "
+        "job's environment to its nodes' logs, so names like *_PASSWORD or *_TOKEN are refused",
     )
     p.add_argument("--no-wait", action="store_true", help="submit and return the job id")
     p.add_argument(
@@ -93,15 +97,22 @@ def command(args: argparse.Namespace) -> int:
             "--address http://HEAD:8265 is required (the Ray dashboard / Jobs API address)"
         )
     args.no_wait = args.no_wait or no_wait
-    result = submit(
-        SubmitConfig(
-            job=args.job,
-            args=tuple(job_args),
-            address=address,
-            env=dict(args.env + env),
-            wait=not args.no_wait,
-        )
+    cfg = SubmitConfig(
+        job=args.job,
+        args=tuple(job_args),
+        address=address,
+        env=dict(args.env + env),
+        wait=not args.no_wait,
     )
+    if credentials_left_here():
+        print(
+            f"mura: note: {' and '.join(credentials_left_here())} stay here (Ray would write "
+            "them to its logs): the job signs in to MLflow with the nodes' own "
+            "~/.mlflow/credentials",
+            file=sys.stderr,
+            flush=True,
+        )
+    result = submit(cfg)
     print(f"job {result.job_id}: {result.status} ({result.seconds:.0f}s)", file=sys.stderr)
     return 0 if result.status == "SUCCEEDED" or args.no_wait else 1
 

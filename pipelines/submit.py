@@ -7,12 +7,23 @@ submit` — with the project as the runtime_env `working_dir` (uploaded; `.gitig
 auth: the client sends the token from `RAY_AUTH_TOKEN` or the token file
 (`~/.ray/auth_token`) by itself; a missing or wrong token becomes a one-line error naming the
 address.
+
+Secrets never travel in a job's environment. Ray 2.60 writes a job's `env_vars` in plain text
+to `runtime_env_agent.log` on every node that runs it ("Creating runtime env: {"env_vars":
+…}", a world-readable file under /tmp/ray) and shows them in the job's info (`ray job list`,
+the dashboard). So MLflow's credentials (`MLFLOW_TRACKING_USERNAME` / `MLFLOW_TRACKING_PASSWORD`,
+for a server started with `--admin-password-file`) are not forwarded: the cluster's nodes
+sign in with their own `~/.mlflow/credentials` (mode 0600), which MLflow reads in every
+process (driver, Train controller, workers). An `--env` whose name says it holds a secret
+(a PASSWORD, TOKEN, SECRET, CREDENTIALS or API_KEY part, like HF_TOKEN; not a …_PATH or
+…_FILE naming where one lies) is refused with a one-line error.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shlex
 import sys
 import time
@@ -25,6 +36,13 @@ from mura_core.errors import MuraError
 PROJECT = Path(__file__).resolve().parents[1]
 JOBS = ("ingest", "train", "evaluate", "screen", "nightly")
 FORWARDED_ENV = ("MLFLOW_TRACKING_URI",)
+# kept here: Ray logs a job's env_vars on its nodes (see above); nodes have their own
+CREDENTIAL_ENV = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
+# a name part that says "secret" (HF_TOKEN, AWS_SECRET_ACCESS_KEY), not a path to one
+SECRET_NAME = re.compile(
+    r"^(?!.*_(PATH|FILE|DIR)$)(.*_)?(PASSWORD|PASSWD|TOKEN|SECRET|CREDENTIALS?|PRIVATE_KEY|API_KEY)(_|$)",
+    re.IGNORECASE,
+)
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 AGENT_WAIT_S = 90
 
@@ -45,6 +63,24 @@ class SubmitConfig:
     def __post_init__(self) -> None:
         if self.job not in JOBS:
             raise SubmitError(f"unknown job {self.job!r}: choose one of {', '.join(JOBS)}")
+        for key in self.env:
+            check_not_secret(key)
+
+
+def check_not_secret(key: str) -> str:
+    """A job's env_vars end up in Ray's logs and job info: no secrets among them."""
+    if SECRET_NAME.search(key) or key in CREDENTIAL_ENV:
+        raise SubmitError(
+            f"--env {key}: Ray writes a job's environment to its nodes' logs and its job info, "
+            "so secrets do not go there; MLflow credentials belong in ~/.mlflow/credentials "
+            "(mode 0600) on the cluster's nodes (docs/cluster.md)"
+        )
+    return key
+
+
+def credentials_left_here() -> tuple[str, ...]:
+    """MLflow credential variables set here that the job does not get (see the docstring)."""
+    return tuple(k for k in CREDENTIAL_ENV if os.environ.get(k))
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ session, stopped by its process ids, never other Ray instances.
 
 from __future__ import annotations
 
+import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -31,6 +32,7 @@ BIN = Path(sys.executable).parent
 class Head:
     address: str
     env: dict[str, str]
+    temp_dir: Path  # the cluster's Ray logs (runtime_env_agent.log logs a job's env_vars)
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +40,8 @@ def head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Head]:
     """A one-node cluster of its own (`ray start --head`, token auth), stopped by its ids."""
     cluster = RayCluster(tmp_path_factory.mktemp("head"), cpus=2).start(workers=0)
     try:
-        yield Head(cluster.dashboard, cluster.env)
+        assert cluster.temp_dir is not None
+        yield Head(cluster.dashboard, cluster.env, cluster.temp_dir)
     finally:
         cluster.stop()
 
@@ -60,6 +63,8 @@ def test_ingest_and_screen_jobs_run_on_the_cluster(
     head: Head, mura_archive: SynthArchive, tmp_path: Path
 ) -> None:
     shards, report = tmp_path / "shards", tmp_path / "report"
+    password = "pw-" + secrets.token_hex(12)  # MLflow's, set here: it must stay here
+    signed_in = {**head.env, "MLFLOW_TRACKING_USERNAME": "admin"}
     done = mura(
         head,
         "submit",
@@ -71,10 +76,17 @@ def test_ingest_and_screen_jobs_run_on_the_cluster(
         "32",
         "--address",
         head.address,
+        env={**signed_in, "MLFLOW_TRACKING_PASSWORD": password},
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "SUCCEEDED" in done.stderr and "found" in done.stdout  # the job's own summary
     assert (shards / "manifest.json").is_file()
+    assert "mura: note: MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD stay here" in (
+        done.stderr
+    )
+    logs = [p for p in head.temp_dir.rglob("*.log") if p.is_file()]
+    assert any(p.name == "runtime_env_agent.log" for p in logs)  # where env_vars would be
+    assert not [p for p in logs if password.encode() in p.read_bytes()]
 
     with torch.random.fork_rng():
         torch.manual_seed(0)
