@@ -1,8 +1,11 @@
-"""Shared set-up of the benchmarks: a synthetic MURA archive of >= 2,000 images."""
+"""Shared set-up of the benchmarks: a synthetic MURA archive of >= 2,000 images, and peak
+memory of a process tree (PSS, RSS) sampled while a block runs."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -23,3 +26,67 @@ def bench_archive(
     if n_images < 2000:
         print(f"warning: only {n_images} images (< 2,000): raise --studies", file=sys.stderr)
     return archive
+
+
+def _title(proc: object) -> str:
+    """A process's kind: `ray::MapWorker(...)` → `ray::MapWorker`, else its program name."""
+    import psutil
+
+    with contextlib.suppress(psutil.Error):
+        cmd = proc.cmdline()  # type: ignore[attr-defined]
+        first = (cmd[0] if cmd else proc.name()).split("(")[0]  # type: ignore[attr-defined]
+        return first if first.startswith("ray::") else Path(first).name
+    return "?"
+
+
+def tree_memory(by_kind: dict[str, int] | None = None) -> tuple[int, int, int]:
+    """(RSS, PSS) summed over this process and all its descendants (Ray's processes
+    included), and this driver's own RSS, in bytes. PSS splits each shared page (the object
+    store, shared libraries) between the processes that map it, so its sum counts memory
+    once; the RSS sum counts a shared page once per process. Given `by_kind`, the PSS per
+    kind of process (`_title`) is added into it."""
+    import psutil  # vendored by Ray (ray/thirdparty_files), on the path once ray is imported
+
+    me = psutil.Process()
+    rss = pss = 0
+    for proc in [me, *me.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):  # a worker that exited meanwhile
+            info = proc.memory_full_info()
+            rss += info.rss
+            pss += info.pss
+            if by_kind is not None:
+                kind = "driver" if proc.pid == me.pid else _title(proc)
+                by_kind[kind] = by_kind.get(kind, 0) + info.pss
+    return rss, pss, me.memory_info().rss
+
+
+class PeakMemory:
+    """Peaks of `tree_memory()` while the block runs, sampled in a background thread;
+    `kinds` holds the PSS per kind of process at the sample where the tree's PSS peaked."""
+
+    def __init__(self, interval: float = 0.2) -> None:
+        self.interval, self.peak = interval, (0, 0, 0)
+        self.kinds: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _update(self) -> None:
+        kinds: dict[str, int] = {}
+        now = tree_memory(kinds)
+        if now[1] > self.peak[1]:
+            self.kinds = kinds
+        self.peak = tuple(max(a, b) for a, b in zip(self.peak, now, strict=True))
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._update()
+
+    def __enter__(self) -> PeakMemory:
+        self._update()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._update()

@@ -40,14 +40,12 @@ DenseNet-169: (b)/(a) >= 0.85, (b)/(c) >= 1.1, peak RSS 4x / 1x <= 1.1. Figures 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import json
 import os
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -55,7 +53,7 @@ from pathlib import Path
 import numpy as np
 import ray
 import torch
-from common import bench_archive
+from common import PeakMemory, bench_archive, tree_memory
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -153,50 +151,6 @@ def screen(source: Path, bundle: Path, out: Path, batch: int) -> tuple[Measured,
     if result.counts.quarantined:
         print(f"warning: {result.counts.quarantined} images quarantined", file=sys.stderr)
     return Measured(result.counts.images, seconds), result.summary
-
-
-def tree_memory() -> tuple[int, int, int]:
-    """(RSS, PSS) summed over this process and all its descendants (Ray's processes
-    included), and this driver's own RSS, in bytes. PSS splits each shared page (the object
-    store, shared libraries) between the processes that map it, so its sum counts memory
-    once; the RSS sum counts a shared page once per process."""
-    import psutil  # vendored by Ray (ray/thirdparty_files), on the path once ray is imported
-
-    me = psutil.Process()
-    rss = pss = 0
-    for proc in [me, *me.children(recursive=True)]:
-        with contextlib.suppress(psutil.Error):  # a worker that exited meanwhile
-            info = proc.memory_full_info()
-            rss += info.rss
-            pss += info.pss
-    return rss, pss, me.memory_info().rss
-
-
-class PeakMemory:
-    """Peaks of `tree_memory()` while the block runs, sampled in a background thread."""
-
-    def __init__(self, interval: float = 0.2) -> None:
-        self.interval, self.peak = interval, (0, 0, 0)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _update(self) -> None:
-        now = tree_memory()
-        self.peak = tuple(max(a, b) for a, b in zip(self.peak, now, strict=True))
-
-    def _sample(self) -> None:
-        while not self._stop.wait(self.interval):
-            self._update()
-
-    def __enter__(self) -> PeakMemory:
-        self._update()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._update()
 
 
 def main() -> int:
