@@ -3,7 +3,9 @@ memory of a process tree (PSS, RSS) sampled while a block runs."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import json
 import sys
 import threading
 import time
@@ -26,6 +28,14 @@ def bench_archive(
     if n_images < 2000:
         print(f"warning: only {n_images} images (< 2,000): raise --studies", file=sys.stderr)
     return archive
+
+
+def write_figures(path: Path, args: argparse.Namespace, **figures: object) -> None:
+    """The run's flags and figures, as JSON at `path` (bench/results/...)."""
+    config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"config": config, **figures}, indent=2) + "\n")
+    print(f"figures written to {path}")
 
 
 def _title(proc: object) -> str:

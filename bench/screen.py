@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import shutil
 import sys
@@ -53,7 +52,7 @@ from pathlib import Path
 import numpy as np
 import ray
 import torch
-from common import PeakMemory, bench_archive, tree_memory
+from common import PeakMemory, bench_archive, tree_memory, write_figures
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -257,23 +256,16 @@ def main() -> int:
             )
     ray.shutdown()
 
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(
-        json.dumps(
-            {
-                "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-                "cores": cores,
-                "labels": LABELS,
-                "runs": {k: {**asdict(m), "images_per_s": m.rate} for k, m in runs.items()},
-                "screen_reported_images_per_s": reported,
-                "ratios": ratios,
-                "rss": rss,
-            },
-            indent=2,
-        )
-        + "\n"
+    write_figures(
+        args.json,
+        args,
+        cores=cores,
+        labels=LABELS,
+        runs={k: {**asdict(m), "images_per_s": m.rate} for k, m in runs.items()},
+        screen_reported_images_per_s=reported,
+        ratios=ratios,
+        rss=rss,
     )
-    print(f"figures written to {args.json}")
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)  # archives are large; --work keeps them
     if "b_shards/a" in ratios:
