@@ -17,9 +17,10 @@ each `mura` command starts one; Ray's start excluded):
  - screen: `run_screen` of the raw archive with a seed-CNN bundle at 224 px (list, decode,
    score, study report, pictures and CAMs; MLflow off).
 Each archive is read once before its stages (untimed: the page cache is warm, as for the
-single-process rate). For each: wall time, ms and images per second, the peak PSS of the whole process tree
-(driver + Ray's processes; PSS counts a shared page, the object store, once) and of the
-driver's RSS, sampled every 0.5 s, and the bytes Ray's object store spilled to disk.
+single-process rate). For each: wall time, ms and images per second, the peak PSS of the
+whole process tree (driver + Ray's processes; PSS counts a shared page, the object store,
+once) and of the driver's RSS, sampled every 0.5 s, and the bytes Ray's object store
+spilled to disk.
 Then the goals, as ratios:
  - per-image cost flat: (s/image at the largest scale) / (at 1x) <= 1.1, each stage;
  - memory flat: peak tree PSS at the largest scale / at 1x <= 1.1, ingest and screening;
