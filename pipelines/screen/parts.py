@@ -105,10 +105,8 @@ class ScoreParts:
         rows = pa.concat_tables(tables)
         ids, contents = rows["image_id"].to_pylist(), rows["content"].to_pylist()
         valid = [content(i) == c for i, c in zip(ids, contents, strict=True)]
-        kept = rows.filter(pa.array(valid, pa.bool_()))
-        if len(set(kept["image_id"].to_pylist())) != kept.num_rows:
-            raise RuntimeError(f"{self.folder}: an image is scored twice in the parts")
-        return Earlier(kept, dropped=rows.num_rows - kept.num_rows)
+        kept = _first_per_image(rows.filter(pa.array(valid, pa.bool_())))
+        return Earlier(kept, dropped=valid.count(False))
 
     def _check_key(self) -> str | None:
         key_file = self.folder / KEY_FILE
@@ -150,6 +148,18 @@ class ScoreParts:
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _first_per_image(rows: pa.Table) -> pa.Table:
+    """One row per image. An image scored in two parts (a run after one that dropped its
+    score as changed, the file then restored) has the same score in both: same model, same
+    content."""
+    first: dict[str, int] = {}
+    for i, image_id in enumerate(rows["image_id"].to_pylist()):
+        first.setdefault(image_id, i)
+    if len(first) == rows.num_rows:
+        return rows
+    return rows.take(pa.array(sorted(first.values()), pa.int64()))
 
 
 def scored_and_problems(rows: pa.Table) -> tuple[pa.Table, pa.Table]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow as pa
-import pytest
 
 from pipelines.scoring import IMAGE_SCHEMA
 from pipelines.screen.parts import ScoreKey, ScoreParts, bundle_digest, scored_and_problems
@@ -76,11 +75,12 @@ def test_a_part_the_machine_lost_is_scored_again(tmp_path: Path) -> None:
     assert sorted(earlier.ids) == ["im-2", "im-3"] and not first.exists()
 
 
-def test_an_image_in_two_parts_is_a_bug_not_a_score(tmp_path: Path) -> None:
+def test_an_image_in_two_parts_counts_once(tmp_path: Path) -> None:
     write_run(tmp_path, KEY, ["im-0", "im-1"], every=2)
-    write_run(tmp_path, KEY, ["im-1", "im-2"], every=2)  # two runs at once into one OUT
-    with pytest.raises(RuntimeError, match="scored twice"):
-        ScoreParts(tmp_path, KEY).earlier(CONTENTS.get)
+    write_run(tmp_path, KEY, ["im-1", "im-2"], every=2)  # im-1 scored again (same content)
+    earlier = ScoreParts(tmp_path, KEY).earlier(CONTENTS.get)
+    assert sorted(earlier.rows["image_id"].to_pylist()) == ["im-0", "im-1", "im-2"]
+    assert earlier.dropped == 0
 
 
 def test_rows_are_sorted_and_split_into_scored_and_quarantined(tmp_path: Path) -> None:
