@@ -2,8 +2,9 @@
 
 Decoding tasks and training workers run in other processes (on a cluster, other machines),
 and their own output goes to the log. They report progress as small `Tick`s into a Ray
-`Queue` (Ray's actor-backed queue, reserving no CPU); a thread on the driver drains it a few
-times a second and moves the console's bar, or prints a finished stage's line. A
+`Queue` (Ray's actor-backed queue, reserving no CPU, on the driver's node); a thread on the
+driver drains it a few times a second and moves the console's bar, or prints a finished
+stage's line. A
 `ProgressSink` is what a worker holds: picklable, and it never blocks work for long (a full
 queue or a lost driver drops the tick).
 """
@@ -90,9 +91,14 @@ def progress_feed(
     `summary=False`: bars print no closing line when the console is not a terminal (the
     stage prints its own line, e.g. each training epoch's metrics). `expect` = (stage,
     total, unit) draws that stage's bar from the start, so its rate counts from there."""
+    import ray
     from ray.util.queue import Empty, Queue
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    queue = Queue(maxsize=10_000, actor_options={"num_cpus": 0})
+    # on the driver's own node: a node that dies takes its progress with it, and a lost
+    # queue would silence every later line (a worker that failed, the epochs after it)
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    queue = Queue(maxsize=10_000, actor_options={"num_cpus": 0, "scheduling_strategy": here})
     drawer, stop = _Drawer(summary), threading.Event()
     if expect is not None:
         drawer.apply(Tick(stage=expect[0], done=0, total=expect[1], unit=expect[2]))

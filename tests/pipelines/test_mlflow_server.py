@@ -153,7 +153,9 @@ def test_authenticated_train_lands_its_run_and_model_and_the_password_nowhere(
         assert "test.study.auroc" in run.data.metrics or "test.image.accuracy" in run.data.metrics
         listed = {a.path for a in client.list_artifacts(run.info.run_id)}  # over HTTP
         assert {"history.json", "learning_curves.png", "table1.md"} <= listed, listed
-        (version,) = client.search_model_versions("name='http-cnn'")
+        versions = client.search_model_versions("name='http-cnn'")
+        assert len(versions) == 1, trained.stdout[-3000:] + trained.stderr[-3000:]
+        (version,) = versions
         assert version.status == "READY" and version.run_id == run.info.run_id
 
         # on the server's disk: the store's artifacts folder, nowhere else
