@@ -8,7 +8,8 @@ Uses the archives and results `bench/scale.py --work DIR` left (`mura-xN`, `shar
 (at --screen-scale; the seed CNN at 224 px screens ~35 images/s on two cores), in its own
 process as a user runs it: `mura ingest` / `mura screen`, SIGKILLed once the rows already on
 disk (staged shard files; score parts) reach --at of the images, then the same command
-again. Prints the time to the kill, the re-run's time and what it kept, and compares the
+again (score parts are written every 1000 images: --at 0.85 kills a 10,000-image screening
+at 9,000). Prints the time to the kill, the re-run's time and what it kept, and compares the
 result with the uninterrupted run's (`bench/scale.py`'s): the shard rows (ids and pixels)
 or the report's tables (probabilities to 1e-6).
 """
@@ -143,12 +144,15 @@ def main() -> int:
     parser.add_argument("--scale", type=int, default=16, help="the ingest's archive")
     parser.add_argument("--screen-scale", type=int, default=4, help="the screening's archive")
     parser.add_argument("--at", type=float, default=0.9, help="kill when this share is done")
+    parser.add_argument("--stages", default="ingest,screen", help="which runs to kill")
     parser.add_argument("--json", type=Path, default=Path("bench/results/resume_cpu.json"))
     args = parser.parse_args()
     os.environ[KEY_FILE_ENV] = str(args.work / "site.key")  # scale.py's pseudonyms
+    runs = {"ingest": (ingest, args.scale), "screen": (screen, args.screen_scale)}
     figures = {
-        "ingest": ingest(args.work, args.scale, args.at),
-        "screen": screen(args.work, args.screen_scale, args.at),
+        name: run(args.work, scale, args.at)
+        for name, (run, scale) in runs.items()
+        if name in args.stages.split(",")
     }
     for name, f in figures.items():
         print(
