@@ -45,7 +45,7 @@ from pipelines.mlflow_server import (
 )
 from pipelines.model_store import resolve_model
 from pipelines.ports import free_port
-from pipelines.tracking import TrackingError, check_tracking, use_tracking
+from pipelines.tracking import TrackingError, check_tracking, tracking_client, use_tracking
 
 REPO = Path(__file__).resolve().parents[2]
 RAY_SESSIONS = Path("/tmp/ray")
@@ -141,7 +141,7 @@ def test_authenticated_train_lands_its_run_and_model_and_the_password_nowhere(
 
         trained = _mura_train(tmp_path, uri, password)
         monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
-        client = MlflowClient(uri)
+        client = tracking_client(uri)  # not a registry another test left set
         (run,) = client.search_runs([client.get_experiment_by_name("http-train").experiment_id])
         assert run.info.run_id in trained.stdout
         assert run.info.status == "FINISHED"

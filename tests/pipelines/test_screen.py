@@ -32,6 +32,7 @@ from pipelines.ingest import IngestConfig, run_ingest
 from pipelines.screen import ScreenConfig, ScreenResult, run_screen
 from tests.chromium import SKIP_REASON, find_chromium, screenshot
 from tests.processes import kill_driver_when
+from tests.readable import readable
 
 if TYPE_CHECKING:
     from tests.pipelines.conftest import Trained
@@ -226,7 +227,7 @@ def test_dicom_identifiers_never_reach_mlflow_the_logged_report_or_the_log(
     written = [p for p in out.rglob("*") if p.is_file() and p.name != "reidentify.csv"]
     assert any(p.parent.name == "logs" and p.stat().st_size for p in written)  # Ray's output
     for path in [*logged, *written, db]:
-        data = path.read_bytes()
+        data = readable(path)
         leaked = [v for v in identifiers if v.encode() in data]
         assert not leaked, f"{path.name} holds {leaked[:3]}"
     private = out / "reidentify.csv"
@@ -243,7 +244,7 @@ def test_the_privacy_grep_finds_identifiers_when_they_are_there(
     result = screen(
         dicom_archive.root, tmp_path / "report", (str(bundle),), None, pseudonymize="never"
     )
-    data = (result.out / "images.parquet").read_bytes()
+    data = readable(result.out / "images.parquet")
     assert any(v.encode() in data for v in _dicom_identifiers(dicom_archive.root))
 
 

@@ -36,6 +36,7 @@ from pipelines.orthanc import Orthanc
 from tests.conftest import load_into
 from tests.pipelines.pacs_faults.cli import Mura, Said, private_file
 from tests.pipelines.test_screen import REPORT_FILES, random_bundle
+from tests.readable import readable
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -388,7 +389,7 @@ def test_pacs_identifiers_and_credentials_never_reach_mlflow_the_report_or_the_l
     # were warm and quiet) is grepped too
     assert any(p.parent.name == "logs" for p in written)
     for path in [*logged, *written, db]:
-        data = path.read_bytes()
+        data = readable(path)
         leaked = [v for v in identifiers if v.encode() in data]
         assert not leaked, f"{path.name} holds {leaked[:3]}"
         assert not [s for s in secrets if s in data], f"{path.name} holds a PACS credential"
