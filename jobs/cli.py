@@ -20,7 +20,18 @@ from mura_core.sources import format_summary, list_source
 from mura_core.sources.pacs import list_pacs
 from mura_core.synth import SynthConfig, synthesize
 
-from . import compare, demo, evaluate, ingest, mlflow_server, nightly, screen, submit, train
+from . import (
+    compare,
+    demo,
+    evaluate,
+    ingest,
+    mlflow_server,
+    monitor,
+    nightly,
+    screen,
+    submit,
+    train,
+)
 from .common import add_source_arguments, add_verbose, pacs_options, progress, run_command
 
 
@@ -163,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.register(sub)
     screen.register(sub)
     nightly.register(sub)
+    monitor.register(sub)
     submit.register(sub)
     demo.register(sub)
     mlflow_server.register(sub)

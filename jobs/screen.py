@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from mura_core.monitoring.drift import Bands
 from pipelines.console import console
 from pipelines.ingest.rows import PSEUDONYMIZE_CHOICES
 from pipelines.model_store import DEFAULT_ALIAS
@@ -91,6 +92,17 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
         help="write image scores to OUT/.scores every N images (and every 30 s): a killed run, "
         "run again with the same OUT, scores only the images without a score (default 1000)",
     )
+    p.add_argument(
+        "--band",
+        action="append",
+        default=None,
+        metavar="NAME=VALUE",
+        help="monitoring: when a run alerts (tag mura.alert, a banner in report.html); repeat "
+        "for several. A figure alerts when its effect is out of band and its test significant "
+        "at alpha (default 0.001): psi (PSI of scores and intensities, default 0.2) or ks (KS "
+        "statistic, 0.25); mix_v (body-part mix, Cramér's V 0.15); flag_rate (off the model's "
+        "reference by 0.15); min_studies (no alert below 20 studies). See docs/monitoring.md",
+    )
     p.add_argument("--address", default=None, help="Ray cluster to join (default: local Ray)")
     p.add_argument("--tracking-uri", default=None, help="override MLFLOW_TRACKING_URI")
     p.add_argument(
@@ -118,6 +130,7 @@ def config(args: argparse.Namespace, out: Path) -> ScreenConfig:
         write_back=args.write_back,
         outbox=args.outbox,
         checkpoint_every=args.checkpoint_every,
+        bands=Bands.parse(args.band or []),
     )
 
 

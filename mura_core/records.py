@@ -350,6 +350,30 @@ class WriteBackSummary:
         return cls(**{**data, "failed": failed})
 
 
+@dataclass(frozen=True)
+class MonitoringSummary:
+    """A screening run as a monitoring point: its figures (flat names, as logged to MLflow:
+    `flag_rate`, `flag_rate.XR_WRIST`, `score.p50`, `input.pixel_mean.p50`,
+    `quarantine_rate.decode_error`, `drift.score_psi`, …), whether the model carried a
+    reference to compare with, and the one-line reasons of its alerts (none: in band)."""
+
+    reference: bool
+    figures: dict[str, float] = field(default_factory=dict)
+    alerts: tuple[str, ...] = ()
+
+    @property
+    def alert(self) -> str | None:
+        """The `mura.alert` tag: every reason on one line, None when in band."""
+        return "; ".join(self.alerts) or None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"reference": self.reference, "figures": self.figures, "alerts": list(self.alerts)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> MonitoringSummary:
+        return cls(bool(data["reference"]), dict(data["figures"]), tuple(data["alerts"]))
+
+
 SUMMARY_QUARANTINE_ROWS = 200  # quarantine rows a summary carries (the table has them all)
 
 
@@ -382,6 +406,7 @@ class ScreenSummary:
     incomplete_studies: tuple[str, ...] = ()  # images not retrieved: not screened this run
     source_notes: tuple[str, ...] = ()  # what listing said (PACS: matched, skipped by kind)
     resumed: int = 0  # images whose scores an interrupted run into the same report left
+    monitoring: MonitoringSummary | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON types, the keys `summary.json` has always had."""
@@ -403,10 +428,12 @@ class ScreenSummary:
         for name in ("incomplete_studies", "source_notes"):  # newer keys: only when not empty
             if not data[name]:
                 del data[name]
-        if self.write_back is None:
-            del data["write_back"]
-        else:
-            data["write_back"] = self.write_back.to_json()
+        for name in ("write_back", "monitoring"):  # newer keys: only when present
+            value = getattr(self, name)
+            if value is None:
+                del data[name]
+            else:
+                data[name] = value.to_json()
         return data
 
     @classmethod
@@ -429,6 +456,9 @@ class ScreenSummary:
             phases=dict(data.get("phases") or {}),
             write_back=(
                 WriteBackSummary.from_json(data["write_back"]) if data.get("write_back") else None
+            ),
+            monitoring=(
+                MonitoringSummary.from_json(data["monitoring"]) if data.get("monitoring") else None
             ),
             **{name: data[name] for name in plain if name in data},
         )

@@ -21,7 +21,13 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .records import PartCounts, QuarantineRow, ScreenSummary, WriteBackSummary
+from .records import (
+    MonitoringSummary,
+    PartCounts,
+    QuarantineRow,
+    ScreenSummary,
+    WriteBackSummary,
+)
 from .shards import write_json_atomic
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -89,6 +95,7 @@ def render_html(summary: ScreenSummary, studies: Sequence[ReportStudy]) -> str:
     unflagged = sorted((s for s in studies if not s.flagged), key=_by_probability)
     body = "\n".join(
         [
+            _monitoring_banner(summary.monitoring),
             _header(title, summary),
             _incomplete_note(summary.incomplete_studies),
             _body_part_table(summary.by_body_part),
@@ -196,6 +203,18 @@ def _header(title: str, summary: ScreenSummary) -> str:
         f'<div class="tiles">{tiles}</div>'
         '<p class="muted">Decision support only: every study needs a radiologist\'s read.</p>'
         "</header>"
+    )
+
+
+def _monitoring_banner(monitoring: MonitoringSummary | None) -> str:
+    """A banner above everything when the run is out of band (`mura.alert`)."""
+    if monitoring is None or not monitoring.alerts:
+        return ""
+    reasons = "".join(f"<li>{_e(reason)}</li>" for reason in monitoring.alerts)
+    return (
+        '<section class="banner" role="alert"><b>Monitoring alert: this night is unlike what '
+        "the model was validated on.</b> Check the X-ray units and the model before trusting "
+        f"its flags.<ul>{reasons}</ul></section>"
     )
 
 
@@ -339,6 +358,8 @@ h3{font-size:15px;margin:0 0 8px;display:flex;justify-content:space-between;gap:
 align-items:baseline;flex-wrap:wrap}
 code{font:13px/1.3 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;overflow-wrap:anywhere}
 .muted{color:var(--muted)}
+.banner{background:var(--alert);color:#fff;border-radius:6px;padding:12px 16px;margin:0 0 16px}
+.banner ul{margin:6px 0 0;padding-left:20px}
 .note{border-left:4px solid var(--alert);background:var(--alert-soft);padding:6px 10px}
 table{border-collapse:collapse}.facts th{text-align:left;font-weight:600;padding:2px 16px 2px 0;
 vertical-align:top;color:var(--muted)}.facts td{padding:2px 0}.grid{width:100%;margin-top:8px}
@@ -362,5 +383,5 @@ figure{margin:0;padding:6px;background:var(--soft);border-radius:4px}.pair{displ
 .nocam{color:#bbb;display:flex;align-items:center;justify-content:center;font-size:13px}
 figcaption{font-size:13px;margin-top:4px;max-width:304px}h3 code{font-size:15px;font-weight:700}
 @media print{main{max-width:none;padding:0}h2{break-after:avoid}
-.badge,.tile.alert,.note,.card{-webkit-print-color-adjust:exact;print-color-adjust:exact}}
+.badge,.banner,.tile.alert,.note,.card{-webkit-print-color-adjust:exact;print-color-adjust:exact}}
 """

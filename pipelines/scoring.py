@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mura_core.monitoring.inputs import pixel_stats
 from mura_core.privacy import Pseudonymizer, pseudonym_columns
 from mura_core.shards import pixels_array
 
@@ -29,6 +30,12 @@ IMAGE_SCHEMA = pa.schema(
         ("label", pa.int8()),
         ("relpath", pa.string()),
         ("prob", pa.float64()),
+        ("pixel_mean", pa.float32()),  # of the decoded 8-bit pixels: input drift, not content
+        ("pixel_std", pa.float32()),
+        ("windowing", pa.string()),
+        ("inverted", pa.bool_()),
+        ("orig_height", pa.int32()),
+        ("orig_width", pa.int32()),
         ("error_type", pa.string()),
         ("reason", pa.string()),
     ]
@@ -65,9 +72,14 @@ class ScreenPredictor(Predictor):
         else:
             ok = np.ones(n, dtype=bool)
         prob = np.zeros(n, dtype=np.float64)
+        mean, std = np.zeros(n), np.zeros(n)
         if ok.any():
-            prob[ok] = self.score(pixels_array(batch.column("pixels"))[ok])
+            pixels = pixels_array(batch.column("pixels"))[ok]
+            prob[ok] = self.score(pixels)
+            mean[ok], std[ok] = pixel_stats(pixels)
         columns["prob"] = pa.array(prob, mask=~ok)
+        columns["pixel_mean"] = pa.array(mean, mask=~ok).cast(pa.float32())
+        columns["pixel_std"] = pa.array(std, mask=~ok).cast(pa.float32())
         if self.pseudonymizer is not None:
             for name, kind in _KEYS.items():
                 columns[name] = pa.array(

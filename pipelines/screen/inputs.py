@@ -52,6 +52,10 @@ SHARD_COLUMNS = [
     "view",
     "label",
     "relpath",
+    "windowing",
+    "inverted",
+    "orig_height",
+    "orig_width",
 ]
 ROWS_PER_BLOCK = 256
 

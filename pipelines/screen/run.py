@@ -25,6 +25,7 @@ import ray
 import ray.data
 
 from mura_core.errors import ConfigError, MuraError
+from mura_core.monitoring.drift import Bands
 from mura_core.pacs.client import Pacs, PacsOptions
 from mura_core.privacy import write_reidentify
 from mura_core.records import (
@@ -50,6 +51,7 @@ from ..tracking import (
 )
 from .inputs import ScreenInput, open_input
 from .models import ScreeningModel, resolve_screening_model
+from .monitor import monitor
 from .parts import FOLDER as SCORES
 from .parts import Earlier, ScoreKey, ScoreParts, bundle_digest, scored_and_problems
 from .pictures import study_pictures
@@ -105,6 +107,7 @@ class ScreenConfig:
     write_back: str | None = None  # store results as DICOM: a PACS address, "" = the source
     outbox: Path | None = None  # results not yet stored (default: per destination)
     checkpoint_every: int = 1000  # image scores written to OUT/.scores every N (resumable)
+    bands: Bands = field(default_factory=Bands)  # when a monitoring figure alerts
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -368,6 +371,7 @@ def execute(cfg: ScreenConfig, prepared: Prepared, inp: ScreenInput) -> ScreenRe
     studies, results, incomplete = _complete(prepared, inp, studies, images, decode_problems)
     laps.lap("aggregate")
     quarantine = [*inp.problems, *decode_problems]
+    monitoring = monitor(model.folder, studies, images, quarantine, threshold, cfg.bands)
     _write_tables(out, studies, quarantine, inp)
     flagged = studies.filter(studies["flagged"])["study_key"].to_pylist()
     shown = flagged[: cfg.pictures]
@@ -398,6 +402,7 @@ def execute(cfg: ScreenConfig, prepared: Prepared, inp: ScreenInput) -> ScreenRe
         write_back=written,
         incomplete_studies=tuple(incomplete),
         source_notes=inp.notes,
+        monitoring=monitoring,
     )
     return _finish(cfg, prepared, summary, report_studies(studies, pictures), laps)
 
@@ -478,6 +483,15 @@ def format_result(result: ScreenResult) -> str:
             f"{wb.captures} Secondary Captures)"
             + (f", {len(wb.failed)} not stored (in the outbox)" if wb.failed else "")
             + (f", {wb.outbox_delivered} delivered from the outbox" if wb.outbox_delivered else "")
+        )
+    if (mon := s.monitoring) is not None:
+        lines.append(
+            f"ALERT: {mon.alert}"
+            if mon.alert
+            else "monitoring: in band against the model's reference"
+            if mon.reference
+            else "monitoring: the model carries no reference (trained before references were "
+            "saved): figures logged, no drift measured"
         )
     if result.run_id:
         lines.append(f"MLflow run {result.run_id} (experiment {s.experiment or 'mura-screen'})")

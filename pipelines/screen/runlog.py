@@ -74,6 +74,11 @@ def log_screen_run(
                 "resumed_images": summary.resumed,
             }
         )
+        if summary.monitoring is not None:
+            mlflow.log_metrics(summary.monitoring.figures)
+            mlflow.set_tag("mura.reference", str(summary.monitoring.reference).lower())
+            if summary.monitoring.alert:
+                mlflow.set_tag("mura.alert", summary.monitoring.alert)
         if summary.write_back is not None:
             wb = summary.write_back
             mlflow.log_metrics(

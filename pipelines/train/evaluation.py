@@ -28,6 +28,8 @@ from mura_core.metrics import (
     table_rows,
     text_table,
 )
+from mura_core.monitoring.inputs import shard_inputs
+from mura_core.monitoring.snapshot import Snapshot, save_reference
 from mura_core.reports import confusion_plot, learning_curves, roc_plot
 from mura_core.shards import ShardsLayout, pixels_array
 from mura_core.studies import Predictions
@@ -183,6 +185,29 @@ def log_evaluation(
         cams.mkdir()
         _cam_examples(bundle_dir, shards, predictions["test"], cams, cam_examples)
         client.log_artifacts(run_id, str(folder))
+
+
+def validation_reference(
+    shards: Path, val: Predictions, threshold: float, body_part: str | None
+) -> Snapshot:
+    """What screening compares its nights with: the validation split's study scores at the
+    chosen threshold, its body-part mix and its images' input statistics."""
+    studies = val.studies()
+    inputs = shard_inputs(shards, "val", body_part)
+    return Snapshot.from_studies(studies.prob, studies.body_part, threshold, inputs)
+
+
+def log_reference(client: Any, run_id: str, bundle_dir: Path, reference: Snapshot) -> None:
+    """`reference.json` into the bundle (so it ships with the logged model) and the run."""
+    path = save_reference(bundle_dir, reference)
+    client.log_artifact(run_id, str(path))
+    metrics = {"reference.studies": float(reference.studies)}
+    if reference.flag_rate is not None:
+        metrics["reference.flag_rate"] = reference.flag_rate
+    for name, value in reference.score_quantiles().items():
+        metrics[f"reference.score_{name}"] = value
+    for name, value in metrics.items():
+        client.log_metric(run_id, name, value)
 
 
 def log_model(

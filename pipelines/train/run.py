@@ -52,7 +52,14 @@ from ..tracking import (
 )
 from .callback import EpochLogger
 from .data import positive_weights, split_dataset
-from .evaluation import SplitResult, evaluate_splits, log_evaluation, log_model
+from .evaluation import (
+    SplitResult,
+    evaluate_splits,
+    log_evaluation,
+    log_model,
+    log_reference,
+    validation_reference,
+)
 from .loop import LoopConfig, train_loop_per_worker
 
 log = logging.getLogger(__name__)
@@ -413,6 +420,12 @@ def _finish(
         "weights": checked.weights.label,
     }
     write_info(final, ModelInfo.from_recipe(cfg.recipe, threshold=threshold, extra=extra))
+    log_reference(
+        client,
+        run_id,
+        final,
+        validation_reference(shards, predictions["val"], threshold, cfg.body_part),
+    )
     log_evaluation(
         client=client,
         run_id=run_id,

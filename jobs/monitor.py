@@ -1,0 +1,117 @@
+"""`mura monitor` / `python -m jobs.monitor`: the screening runs as a time series; exit 3 on
+an alert, for cron."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+
+from mura_core.monitoring.drift import Bands
+from pipelines.monitor import (
+    DEFAULT_EXPERIMENT,
+    EXIT_ALERT,
+    MonitorError,
+    exit_status,
+    format_table,
+    load_points,
+    parse_since,
+    plot,
+    write_html,
+)
+from pipelines.tracking import check_tracking, resolve_tracking_uri, sqlite_path
+
+from .common import run_command
+
+HELP = "the screening runs over time: flag rates, drift, alerts (exit 3 on an alert)"
+DESCRIPTION = (
+    "Print one line per finished run of the screening experiment (mura screen and mura "
+    "nightly runs), oldest first: date, studies, flag rate, the drift of its scores and input "
+    "intensities (PSI, KS) and of its body-part mix (Cramér's V) against the reference saved "
+    "with its model, and its alert. Runs whose model carries no reference are compared with "
+    "the nights before them (flag rate against their median). --plot draws the trends, "
+    "--html writes a page with the plot and the table. Exit status: 0 when the latest run is "
+    f"in band, {EXIT_ALERT} when it alerts, 1 on an error."
+)
+EPILOG = """\
+examples:
+  mura monitor
+  mura monitor --since 2026-12-01 --plot monitor.png --html monitor.html
+  # cron, after the night's run: mail the table when the latest run alerts (3) or fails (1)
+  30 6 * * *  mura monitor --html /srv/mura/monitor.html > /srv/mura/monitor.txt 2>&1 ||
+              mail -s "MURA monitor: exit $?" ai-lead@example.org < /srv/mura/monitor.txt
+"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--experiment",
+        default=DEFAULT_EXPERIMENT,
+        help=f"MLflow experiment of the screening runs (default {DEFAULT_EXPERIMENT})",
+    )
+    p.add_argument(
+        "--since",
+        default=None,
+        metavar="DATE",
+        help="only runs started on or after DATE (2026-12-01, UTC; default: every run)",
+    )
+    p.add_argument("--plot", type=Path, default=None, metavar="PNG", help="write the trends")
+    p.add_argument(
+        "--html", type=Path, default=None, metavar="HTML", help="write a page: plot and table"
+    )
+    p.add_argument(
+        "--band",
+        action="append",
+        default=None,
+        metavar="NAME=VALUE",
+        help="bands drawn on the plot and used for runs without a reference (as for mura "
+        "screen: psi, ks, mix_v, flag_rate, alpha, min_studies)",
+    )
+    p.add_argument("--tracking-uri", default=None, help="override MLFLOW_TRACKING_URI")
+
+
+def command(args: argparse.Namespace) -> int:
+    uri = resolve_tracking_uri(args.tracking_uri)
+    db = sqlite_path(uri)
+    if db is not None and not db.is_file():
+        raise MonitorError(
+            f"no MLflow store at {db}: screen first, or point --tracking-uri / "
+            "MLFLOW_TRACKING_URI at the store"
+        )
+    bands = Bands.parse(args.band or [])
+    points = load_points(check_tracking(uri), args.experiment, parse_since(args.since), bands)
+    print(format_table(points))
+    if args.plot is not None:
+        print(f"plot: {plot(points, bands, args.plot)}")
+    if args.html is not None:
+        print(f"page: {write_html(points, bands, args.html)}")
+    status = exit_status(points)
+    latest = points[-1]
+    print(f"latest run {latest.run_id[:8]}: " + (f"ALERT: {latest.alert}" if status else "in band"))
+    return status
+
+
+def _parser_kwargs() -> dict[str, object]:
+    return {
+        "description": textwrap.fill(DESCRIPTION, 88),
+        "epilog": EPILOG,
+        "formatter_class": argparse.RawDescriptionHelpFormatter,
+    }
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("monitor", help=HELP, **_parser_kwargs())
+    add_arguments(p)
+    p.set_defaults(func=command)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobs.monitor", **_parser_kwargs())
+    add_arguments(parser)
+    return run_command(command, parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
