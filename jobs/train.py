@@ -84,6 +84,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="choose the operating threshold on val for this sensitivity "
         "(default: 0.5, as the paper)",
     )
+    p.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="fit temperature scaling on val (study-level ECE before and after is logged); the "
+        "model carries the temperature and screening and evaluation apply it",
+    )
     p.add_argument("--experiment", default="mura-train", help="MLflow experiment")
     p.add_argument("--register", default=None, help="registered model name (default mura-<model>)")
     p.add_argument("--tracking-uri", default=None, help="override MLFLOW_TRACKING_URI")
@@ -138,6 +144,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         name=args.name,
         max_failures=args.max_failures,
         target_sensitivity=args.target_sensitivity,
+        calibrate=args.calibrate,
         seed=args.seed,
         address=args.address,
         cpus_per_worker=args.cpus_per_worker,

@@ -45,6 +45,7 @@ class ModelInfo:
     threshold: float = 0.5
     recipe: dict[str, Any] | None = None
     extra: dict[str, Any] | None = None
+    temperature: float = 1.0  # logits are divided by it (temperature scaling; 1: none)
 
     def eval_preset(self) -> EvalPreset:
         return EvalPreset(size=self.size, mean=self.mean, std=self.std)
@@ -59,6 +60,7 @@ class ModelInfo:
             "threshold": self.threshold,
             "recipe": self.recipe,
             "extra": self.extra or {},
+            "temperature": self.temperature,
         }
 
     @classmethod
@@ -74,6 +76,7 @@ class ModelInfo:
             threshold=float(data.get("threshold", 0.5)),
             recipe=data.get("recipe"),
             extra=data.get("extra") or {},
+            temperature=float(data.get("temperature", 1.0)),
         )
 
     @classmethod

@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
+from .calibration import Reliability  # noqa: E402
 from .metrics import BinaryMetrics  # noqa: E402
 
 
@@ -48,6 +49,25 @@ def roc_plot(curves: dict[str, tuple[Sequence[int], Sequence[float]]], path: Pat
     ax.set_ylabel("sensitivity")
     ax.set_title("ROC")
     ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def reliability_plot(curves: dict[str, Reliability], path: Path) -> Path:
+    """Reliability diagram: observed rate of abnormal against mean probability per bin, one
+    curve per named split, the diagonal for a calibrated model; ECE in the legend."""
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":", label="calibrated")
+    for name, curve in curves.items():
+        ax.plot(curve.mean_prob, curve.observed, marker="o", label=f"{name} (ECE {curve.ece:.3f})")
+    ax.set_xlabel("mean predicted probability (bin)")
+    ax.set_ylabel("observed rate of abnormal")
+    ax.set_title("Reliability (study level)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.legend(loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

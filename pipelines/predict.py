@@ -84,7 +84,8 @@ class Predictor:
                 self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"
             ):
                 logits = self.model(x).float()
-            return torch.sigmoid(logits).reshape(-1).cpu().numpy().astype(np.float64)
+            probs = torch.sigmoid(logits / self.info.temperature)  # calibrated: T != 1
+            return probs.reshape(-1).cpu().numpy().astype(np.float64)
 
     def __call__(self, batch: pa.Table) -> dict[str, np.ndarray]:
         prob = self.score(pixels_array(batch.column("pixels")))

@@ -172,8 +172,8 @@ def _flag_rates(reference: Snapshot, night: Snapshot) -> tuple[float, float] | N
         round(night.flag_rate * night.studies),
     ]
     table = np.array([flagged, [reference.studies - flagged[0], night.studies - flagged[1]]])
-    if (table.sum(axis=1) == 0).any():  # every study on one side: no test, no doubt
-        return night.flag_rate - reference.flag_rate, 0.0
+    if (table.sum(axis=1) == 0).any():  # none flagged on both sides, or all: no difference
+        return night.flag_rate - reference.flag_rate, 1.0
     p = float(stats.chi2_contingency(table, correction=False).pvalue)
     return night.flag_rate - reference.flag_rate, p
 

@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow.dataset as pads
 import torch
 
+from mura_core.calibration import Reliability, reliability
 from mura_core.cam import class_activation_maps, overlay_png
 from mura_core.checkpoints import load_bundle, read_info
 from mura_core.metrics import (
@@ -30,7 +31,7 @@ from mura_core.metrics import (
 )
 from mura_core.monitoring.inputs import shard_inputs
 from mura_core.monitoring.snapshot import Snapshot, save_reference
-from mura_core.reports import confusion_plot, learning_curves, roc_plot
+from mura_core.reports import confusion_plot, learning_curves, reliability_plot, roc_plot
 from mura_core.shards import ShardsLayout, pixels_array
 from mura_core.studies import Predictions
 
@@ -144,6 +145,32 @@ def _cam_examples(
     return paths
 
 
+def _reliability(
+    client: Any, run_id: str, curves: dict[str, tuple[np.ndarray, np.ndarray]]
+) -> dict[str, Reliability]:
+    """Each split's study-level reliability; its ECE logged as `<split>.study.ece`."""
+    out = {}
+    for name, (y, p) in curves.items():
+        if len(y):
+            out[name] = reliability(y, p)
+            client.log_metric(run_id, f"{name.replace(' ', '.')}.ece", out[name].ece)
+    return out
+
+
+def log_calibration(
+    client: Any, run_id: str, uncalibrated: dict[str, Predictions], temperature: float
+) -> None:
+    """`--calibrate`: the temperature, and each split's study-level ECE before it (the ECE
+    after is `<split>.study.ece`, as for every run)."""
+    client.log_metric(run_id, "calibration.temperature", temperature)
+    for split in ("val", "test"):
+        studies = uncalibrated[split].studies()
+        known = studies.label >= 0
+        if known.any():
+            ece = reliability(studies.label[known], studies.prob[known]).ece
+            client.log_metric(run_id, f"{split}.study.ece_uncalibrated", ece)
+
+
 def log_evaluation(
     *,
     client: Any,
@@ -174,6 +201,7 @@ def log_evaluation(
             known = st.label >= 0
             curves[f"{split} study"] = (st.label[known], st.prob[known])
         roc_plot(curves, folder / "roc.png")
+        reliability_plot(_reliability(client, run_id, curves), folder / "reliability.png")
         test = splits["test"].evaluation
         confusion_plot(test.study, "test studies", folder / "confusion_test_study.png")
         confusion_plot(test.image, "test images", folder / "confusion_test_image.png")

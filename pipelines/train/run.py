@@ -14,6 +14,7 @@ nothing registered), log and register the model.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import tempfile
@@ -29,6 +30,7 @@ from ray.data import ExecutionOptions, RandomSeedConfig
 from ray.train.torch import TorchTrainer
 
 from mura_core import __version__
+from mura_core.calibration import apply_temperature, fit_temperature
 from mura_core.checkpoints import ModelInfo, load_bundle, read_history, save_models, write_info
 from mura_core.collapse import output_spread
 from mura_core.errors import MuraError
@@ -37,6 +39,7 @@ from mura_core.models import InitialWeights, initial_weights
 from mura_core.recipes import Recipe
 from mura_core.records import MURA_BODY_PARTS, BodyPart
 from mura_core.shards import ShardsLayout
+from mura_core.studies import Predictions
 
 from ..console import console
 from ..predict import bundle_bytes, predict_splits
@@ -55,6 +58,7 @@ from .data import positive_weights, split_dataset
 from .evaluation import (
     SplitResult,
     evaluate_splits,
+    log_calibration,
     log_evaluation,
     log_model,
     log_reference,
@@ -91,6 +95,7 @@ class TrainConfig:
     name: str | None = None
     max_failures: int = 2
     target_sensitivity: float | None = None
+    calibrate: bool = False  # fit temperature scaling on val; the model carries it
     seed: int = 0
     address: str | None = None
     cpus_per_worker: float | None = None
@@ -385,6 +390,21 @@ def _final_bundle(
     return final, len(models), read_history(history_dir)
 
 
+def calibrated(predictions: dict[str, Predictions]) -> tuple[dict[str, Predictions], float]:
+    """Temperature scaling fitted on the labelled validation images; every split's
+    probabilities as the calibrated model gives them, and the temperature."""
+    val = predictions["val"].where(predictions["val"].label >= 0)
+    try:
+        temperature = fit_temperature(val.label, val.prob)
+    except ValueError as exc:
+        raise TrainError(f"--calibrate: {exc}") from None
+    scaled = {
+        split: dataclasses.replace(pred, prob=apply_temperature(pred.prob, temperature))
+        for split, pred in predictions.items()
+    }
+    return scaled, temperature
+
+
 def _finish(
     cfg: TrainConfig,
     result: ray.train.Result,
@@ -398,6 +418,11 @@ def _finish(
     shards = cfg.shards.expanduser().resolve()
     final, members, history = _final_bundle(cfg, result, tmp)
     predictions = predict_splits(shards, SPLITS, bundle_bytes(final), body_part=cfg.body_part)
+    temperature = 1.0
+    if cfg.calibrate:
+        scaled, temperature = calibrated(predictions)
+        log_calibration(client, run_id, predictions, temperature)
+        predictions = scaled
     val = predictions["val"].where(predictions["val"].label >= 0)
     threshold = 0.5
     if np.isfinite(val.prob).all():  # a diverged model's NaNs: collapsed, nothing to choose
@@ -419,7 +444,10 @@ def _finish(
         "shard_size": checked.stats.size,
         "weights": checked.weights.label,
     }
-    write_info(final, ModelInfo.from_recipe(cfg.recipe, threshold=threshold, extra=extra))
+    info = ModelInfo.from_recipe(
+        cfg.recipe, threshold=threshold, extra=extra, temperature=temperature
+    )
+    write_info(final, info)
     log_reference(
         client,
         run_id,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -107,3 +109,11 @@ def test_bands_parse_flags_and_refuse_nonsense_in_one_line() -> None:
         Bands.parse(["psy=0.3"])
     with pytest.raises(ConfigError, match="'high' is not a number"):
         Bands.parse(["ks=high"])
+
+
+def test_flag_rates_equal_at_zero_or_one_are_no_difference() -> None:
+    rng = np.random.default_rng(9)
+    reference = dataclasses.replace(night(rng, 100), flag_rate=0.0)
+    tonight = dataclasses.replace(night(rng, 60), flag_rate=0.0)
+    found = drift(reference, tonight)
+    assert found.flag_rate_delta == 0.0 and found.flag_rate_p == 1.0
