@@ -24,6 +24,7 @@ from . import (
     compare,
     demo,
     evaluate,
+    feedback,
     ingest,
     mlflow_server,
     monitor,
@@ -175,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     screen.register(sub)
     nightly.register(sub)
     monitor.register(sub)
+    feedback.register(sub)
     submit.register(sub)
     demo.register(sub)
     mlflow_server.register(sub)

@@ -10,13 +10,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mura_core.monitoring.drift import Bands
+from pipelines.feedback import DEFAULT_EXPERIMENT as FEEDBACK_EXPERIMENT
 from pipelines.monitor import (
     DEFAULT_EXPERIMENT,
     EXIT_ALERT,
     MonitorError,
     exit_status,
+    format_realized,
     format_table,
     load_points,
+    load_realized,
     parse_since,
     plot,
     write_html,
@@ -69,6 +72,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="bands drawn on the plot and used for runs without a reference (as for mura "
         "screen: psi, ks, mix_v, flag_rate, alpha, min_studies)",
     )
+    p.add_argument(
+        "--feedback-experiment",
+        default=FEEDBACK_EXPERIMENT,
+        help="MLflow experiment of `mura feedback`'s realized figures, shown beside the runs "
+        f"(default {FEEDBACK_EXPERIMENT})",
+    )
     p.add_argument("--tracking-uri", default=None, help="override MLFLOW_TRACKING_URI")
 
 
@@ -81,16 +90,22 @@ def command(args: argparse.Namespace) -> int:
             "MLFLOW_TRACKING_URI at the store"
         )
     bands = Bands.parse(args.band or [])
-    points = load_points(check_tracking(uri), args.experiment, parse_since(args.since), bands)
+    client = check_tracking(uri)
+    points = load_points(client, args.experiment, parse_since(args.since), bands)
+    realized = load_realized(client, args.feedback_experiment)
     print(format_table(points))
+    if realized:
+        print(format_realized(realized))
     if args.plot is not None:
         print(f"plot: {plot(points, bands, args.plot)}")
     if args.html is not None:
         print(f"page: {write_html(points, bands, args.html)}")
-    status = exit_status(points)
     latest = points[-1]
-    print(f"latest run {latest.run_id[:8]}: " + (f"ALERT: {latest.alert}" if status else "in band"))
-    return status
+    verdict = f"ALERT: {latest.alert}" if latest.alert else "in band"
+    print(f"latest run {latest.run_id[:8]}: {verdict}")
+    if realized and realized[-1].alert:
+        print(f"latest reads {realized[-1].period}: ALERT: {realized[-1].alert}")
+    return exit_status(points, realized)
 
 
 def _parser_kwargs() -> dict[str, object]:

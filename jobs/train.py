@@ -85,6 +85,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "(default: 0.5, as the paper)",
     )
     p.add_argument(
+        "--per-part-threshold",
+        action="store_true",
+        help="with --target-sensitivity: choose one threshold per body part on val studies "
+        "(MURA's study types differ widely); the model carries them, screening and evaluation "
+        "use them",
+    )
+    p.add_argument(
         "--calibrate",
         action="store_true",
         help="fit temperature scaling on val (study-level ECE before and after is logged); the "
@@ -145,6 +152,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         max_failures=args.max_failures,
         target_sensitivity=args.target_sensitivity,
         calibrate=args.calibrate,
+        per_part_threshold=args.per_part_threshold,
         seed=args.seed,
         address=args.address,
         cpus_per_worker=args.cpus_per_worker,

@@ -46,6 +46,11 @@ class ModelInfo:
     recipe: dict[str, Any] | None = None
     extra: dict[str, Any] | None = None
     temperature: float = 1.0  # logits are divided by it (temperature scaling; 1: none)
+    part_thresholds: dict[str, float] | None = None  # per body part; others: `threshold`
+
+    def threshold_for(self, body_part: str | None) -> float:
+        """The operating threshold of a study of this body part."""
+        return (self.part_thresholds or {}).get(body_part or "", self.threshold)
 
     def eval_preset(self) -> EvalPreset:
         return EvalPreset(size=self.size, mean=self.mean, std=self.std)
@@ -61,6 +66,7 @@ class ModelInfo:
             "recipe": self.recipe,
             "extra": self.extra or {},
             "temperature": self.temperature,
+            "part_thresholds": dict(self.part_thresholds or {}),
         }
 
     @classmethod
@@ -77,6 +83,10 @@ class ModelInfo:
             recipe=data.get("recipe"),
             extra=data.get("extra") or {},
             temperature=float(data.get("temperature", 1.0)),
+            part_thresholds={
+                str(k): float(v) for k, v in (data.get("part_thresholds") or {}).items()
+            }
+            or None,
         )
 
     @classmethod

@@ -9,7 +9,7 @@ single-class split) are reported as None with a note, never as a crash or a fake
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -99,7 +99,7 @@ def _ratio(num: float, den: float) -> float | None:
 def binary_metrics(
     y_true: Sequence[int],
     prob: Sequence[float],
-    threshold: float,
+    threshold: float | np.ndarray,
     *,
     groups: Sequence[str] | None = None,
     seed: int = 0,
@@ -176,15 +176,39 @@ def choose_threshold(
     return float(np.nextafter(min(thresholds[ok[0]], 1.0), -np.inf))
 
 
+def choose_part_thresholds(
+    study_labels: Sequence[int],
+    study_probs: Sequence[float],
+    body_parts: Sequence[str],
+    target_sensitivity: float,
+) -> tuple[dict[str, float], list[str]]:
+    """One threshold per body part, each the highest reaching the target sensitivity on its
+    own (validation) studies; a part with a single class keeps the overall threshold (said
+    in the notes returned)."""
+    y = np.asarray(study_labels, dtype=np.int64)
+    p = np.asarray(study_probs, dtype=np.float64)
+    parts = np.asarray(body_parts, dtype=object)
+    chosen, notes = {}, []
+    for part in sorted(set(parts.tolist())):
+        m = parts == part
+        if len(np.unique(y[m])) < 2:
+            notes.append(f"{part}: one class in val, the overall threshold applies")
+            continue
+        chosen[part] = choose_threshold(y[m].tolist(), p[m].tolist(), target_sensitivity)
+    return chosen, notes
+
+
 @dataclass(frozen=True)
 class Evaluation:
-    """Metrics of one split at one threshold: image and study level, overall and per part."""
+    """Metrics of one split at one threshold (or one per body part where `part_thresholds`
+    names it): image and study level, overall and per part."""
 
     threshold: float
     image: BinaryMetrics
     study: BinaryMetrics
     image_by_part: dict[str, BinaryMetrics] = field(default_factory=dict)
     study_by_part: dict[str, BinaryMetrics] = field(default_factory=dict)
+    part_thresholds: dict[str, float] = field(default_factory=dict)
 
 
 def evaluate(
@@ -195,26 +219,37 @@ def evaluate(
     threshold: float,
     *,
     seed: int = 0,
+    part_thresholds: Mapping[str, float] | None = None,
 ) -> Evaluation:
-    """Score labelled images and their studies (study prob = mean of its images')."""
+    """Score labelled images and their studies (study prob = mean of its images'), each at
+    its body part's threshold when `part_thresholds` names it, else at `threshold`."""
     keep = np.array([v is not None for v in labels], dtype=bool)
     keys = np.asarray(study_keys, dtype=object)[keep]
     p = np.asarray(probs, dtype=np.float64)[keep]
     y = np.array([int(v) for v in np.asarray(labels, dtype=object)[keep]], dtype=np.int64)
     parts = np.asarray(body_parts, dtype=object)[keep]
     studies = aggregate(list(keys), list(p), list(y), list(parts))
-    image = binary_metrics(y, p, threshold, groups=keys, seed=seed)
-    study = binary_metrics(studies.label, studies.prob, threshold, seed=seed)
+    by_part = dict(part_thresholds or {})
+    t_image = np.array([by_part.get(b, threshold) for b in parts], dtype=np.float64)
+    t_study = np.array([by_part.get(b, threshold) for b in studies.body_part], dtype=np.float64)
+    image = binary_metrics(y, p, t_image, groups=keys, seed=seed)
+    study = binary_metrics(studies.label, studies.prob, t_study, seed=seed)
     image_by, study_by = {}, {}
     for part in sorted(set(parts.tolist())):
-        m = parts == part
-        image_by[part] = binary_metrics(y[m], p[m], threshold, groups=keys[m], seed=seed)
+        m, t = parts == part, by_part.get(part, threshold)
+        image_by[part] = binary_metrics(y[m], p[m], t, groups=keys[m], seed=seed)
         s = studies.body_part == part
-        study_by[part] = binary_metrics(studies.label[s], studies.prob[s], threshold, seed=seed)
-    return Evaluation(threshold, image, study, image_by, study_by)
+        study_by[part] = binary_metrics(studies.label[s], studies.prob[s], t, seed=seed)
+    return Evaluation(threshold, image, study, image_by, study_by, by_part)
 
 
-def evaluate_predictions(pred: Predictions, threshold: float, *, seed: int = 0) -> Evaluation:
+def evaluate_predictions(
+    pred: Predictions,
+    threshold: float,
+    *,
+    seed: int = 0,
+    part_thresholds: Mapping[str, float] | None = None,
+) -> Evaluation:
     """`evaluate` of scored images (e.g. one split's predictions)."""
     return evaluate(
         list(pred.study_key),
@@ -223,6 +258,7 @@ def evaluate_predictions(pred: Predictions, threshold: float, *, seed: int = 0) 
         list(pred.body_part),
         threshold,
         seed=seed,
+        part_thresholds=part_thresholds,
     )
 
 
@@ -252,6 +288,8 @@ def flatten(evaluation: Evaluation, prefix: str) -> dict[str, float]:
     for part, metrics in evaluation.study_by_part.items():
         put("study", metrics, f".{part}")
     out[f"{prefix}.threshold"] = evaluation.threshold
+    for part, threshold in evaluation.part_thresholds.items():
+        out[f"{prefix}.threshold.{part}"] = threshold
     return out
 
 

@@ -58,7 +58,10 @@ def run_evaluation(
     predictions = predict_splits(
         shards.expanduser().resolve(), splits, bundle_bytes(model.folder), body_part=body_part
     )
+    # the model's per-part thresholds, unless --threshold overrides them all
+    parts = model.info.part_thresholds if threshold is None else None
     evaluations = {
-        split: evaluate_predictions(pred, chosen, seed=seed) for split, pred in predictions.items()
+        split: evaluate_predictions(pred, chosen, seed=seed, part_thresholds=parts)
+        for split, pred in predictions.items()
     }
     return EvaluateResult(model, chosen, evaluations)

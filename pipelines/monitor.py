@@ -140,9 +140,58 @@ def judge_without_reference(points: Sequence[Point], bands: Bands) -> list[Point
     return out
 
 
-def exit_status(points: Sequence[Point]) -> int:
-    """0 when the latest run is in band, EXIT_ALERT when it alerts."""
-    return EXIT_ALERT if points and points[-1].alert else 0
+@dataclass(frozen=True)
+class Realized:
+    """One period of radiologists' reads (`mura feedback`): its figures and alert."""
+
+    period: str
+    metrics: dict[str, float]
+    alert: str | None = None
+
+    def cell(self, name: str) -> str:
+        value = self.metrics.get(f"realized.{name}")
+        if value is None:
+            return "-"
+        low = self.metrics.get(f"realized.{name}_ci_low")
+        high = self.metrics.get(f"realized.{name}_ci_high")
+        return f"{value:.2f}" + (f" [{low:.2f}-{high:.2f}]" if low is not None else "")
+
+
+REALIZED = ("sensitivity", "specificity", "ppv", "npv", "auroc", "kappa")
+
+
+def load_realized(client: MlflowClient, experiment: str) -> list[Realized]:
+    """The periods `mura feedback` logged, oldest first (none: no experiment yet)."""
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    runs = client.search_runs(
+        [found.experiment_id], "tags.`mura.job` = 'feedback'", max_results=5000
+    )
+    out = [
+        Realized(r.data.tags["mura.period"], dict(r.data.metrics), r.data.tags.get("mura.alert"))
+        for r in runs
+        if "mura.period" in r.data.tags
+    ]
+    return sorted(out, key=lambda r: r.period)
+
+
+def format_realized(periods: Sequence[Realized]) -> str:
+    head = f"{'period':<10} {'studies':>7}  " + "  ".join(f"{n:<17}" for n in REALIZED)
+    lines = ["realized performance (mura feedback):", head]
+    for p in periods:
+        studies = int(p.metrics.get("realized.studies", 0))
+        cells = "  ".join(p.cell(n).ljust(17) for n in REALIZED)
+        lines.append(f"{p.period:<10} {studies:>7}  {cells}  {p.alert or ''}".rstrip())
+    return "\n".join(lines)
+
+
+def exit_status(points: Sequence[Point], realized: Sequence[Realized] = ()) -> int:
+    """0 when the latest run (and the latest period of reads) is in band, EXIT_ALERT when
+    either alerts."""
+    latest_run = bool(points and points[-1].alert)
+    latest_reads = bool(realized and realized[-1].alert)
+    return EXIT_ALERT if latest_run or latest_reads else 0
 
 
 _COLUMNS = (

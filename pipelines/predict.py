@@ -84,8 +84,10 @@ class Predictor:
                 self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"
             ):
                 logits = self.model(x).float()
-            probs = torch.sigmoid(logits / self.info.temperature)  # calibrated: T != 1
-            return probs.reshape(-1).cpu().numpy().astype(np.float64)
+            # float64: a probability keeps its logit up to ±36 (temperature scaling is
+            # fitted from probabilities); calibrated when the model carries T != 1
+            probs = torch.sigmoid(logits.double() / self.info.temperature)
+            return probs.reshape(-1).cpu().numpy()
 
     def __call__(self, batch: pa.Table) -> dict[str, np.ndarray]:
         prob = self.score(pixels_array(batch.column("pixels")))

@@ -27,6 +27,8 @@ class Snapshot:
     studies: int
     body_parts: dict[str, int]  # studies per body part
     inputs: Inputs | None = None
+    sensitivity: float | None = None  # study level, at the threshold(s): the reference only
+    sensitivity_low: float | None = None  # its bootstrap 95 % CI's lower bound
 
     @classmethod
     def from_studies(
@@ -35,12 +37,16 @@ class Snapshot:
         body_part: Sequence[str],
         threshold: float,
         inputs: Inputs | None = None,
+        *,
+        thresholds: Sequence[float] | None = None,
     ) -> Snapshot:
+        """`thresholds`: each study's own (per-part thresholds), else `threshold` for all."""
         p = np.asarray(prob, dtype=np.float64)
+        t = np.asarray(thresholds, dtype=np.float64) if thresholds is not None else threshold
         return cls(
             scores=sample(p),
             threshold=float(threshold),
-            flag_rate=float(np.mean(p > threshold)) if len(p) else None,
+            flag_rate=float(np.mean(p > t)) if len(p) else None,
             studies=len(p),
             body_parts=dict(sorted(Counter(str(b) for b in body_part).items())),
             inputs=inputs,
@@ -61,6 +67,8 @@ class Snapshot:
             flag_rate=data.get("flag_rate"),
             studies=int(data["studies"]),
             body_parts=dict(data["body_parts"]),
+            sensitivity=data.get("sensitivity"),
+            sensitivity_low=data.get("sensitivity_low"),
             inputs=None
             if inputs is None
             else Inputs(

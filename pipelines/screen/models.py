@@ -100,10 +100,14 @@ def resolve_screening_model(specs: Sequence[str]) -> ScreeningModel:
     if len(members) == 1:
         return ScreeningModel(members[0].folder, first, members)
     threshold = sum(m.info.threshold for m in members) / len(members)
+    # one threshold (the members' mean), no temperature, no per-part thresholds and no
+    # reference: those belong to each member's own probabilities, not to their average
     info = replace(
         first,
         threshold=threshold,
         extra={**(first.extra or {}), "ensemble_of": [m.uri for m in members]},
+        temperature=1.0,
+        part_thresholds=None,
     )
     folder = Path(tempfile.mkdtemp(prefix="mura-ensemble-"))
     save_ensemble_folders(folder, [m.folder for m in members], info)

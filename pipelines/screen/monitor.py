@@ -41,6 +41,7 @@ def night_snapshot(studies: pa.Table, images: pa.Table, threshold: float) -> Sna
         studies["body_part"].to_pylist(),
         threshold,
         inputs,
+        thresholds=studies["threshold"].to_numpy(zero_copy_only=False),
     )
 
 

@@ -367,7 +367,9 @@ def execute(cfg: ScreenConfig, prepared: Prepared, inp: ScreenInput) -> ScreenRe
     scored = images.num_rows
     laps.lap("score")
     grouped = aggregate(images)
-    studies = study_table(grouped, threshold, model, screened_at)
+    # the model's per-part thresholds, unless --threshold overrides them all
+    parts = model.info.part_thresholds if cfg.threshold is None else None
+    studies = study_table(grouped, threshold, model, screened_at, parts)
     studies, results, incomplete = _complete(prepared, inp, studies, images, decode_problems)
     laps.lap("aggregate")
     quarantine = [*inp.problems, *decode_problems]

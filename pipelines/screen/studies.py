@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -53,11 +54,22 @@ def aggregate(images: pa.Table) -> pa.Table:
 
 
 def study_table(
-    grouped: pa.Table, threshold: float, model: ScreeningModel, screened_at: str
+    grouped: pa.Table,
+    threshold: float,
+    model: ScreeningModel,
+    screened_at: str,
+    part_thresholds: dict[str, float] | None = None,
 ) -> pa.Table:
+    """One row per study, flagged ones first: each study at its body part's threshold when
+    `part_thresholds` names it, else at `threshold`."""
+    by_part = part_thresholds or {}
+    limits = np.array(
+        [by_part.get(p, threshold) for p in grouped["body_part"].to_pylist()], dtype=np.float64
+    )
     mean = grouped["mean_prob"].to_numpy()
-    order = sorted(range(len(mean)), key=lambda i: (not mean[i] > threshold, -mean[i]))
+    order = sorted(range(len(mean)), key=lambda i: (not mean[i] > limits[i], -mean[i]))
     grouped = grouped.take(pa.array(order, type=pa.int64()))
+    limits = limits[order] if len(order) else limits
     n = grouped.num_rows
     label = pc.cast(grouped["label"], pa.int8()) if n else pa.array([], pa.int8())
     return pa.table(
@@ -68,11 +80,11 @@ def study_table(
             "images": pc.cast(grouped["images"], pa.int64()),
             "mean_prob": grouped["mean_prob"],
             "max_prob": grouped["max_prob"],
-            "flagged": pc.greater(grouped["mean_prob"], threshold),
+            "flagged": pc.greater(grouped["mean_prob"], pa.array(limits, pa.float64())),
             "label": label,
             "model": pa.array([model.name] * n, pa.string()),
             "model_version": pa.array([model.version] * n, pa.string()),
-            "threshold": pa.array([threshold] * n, pa.float64()),
+            "threshold": pa.array(limits, pa.float64()),
             "screened_at": pa.array([screened_at] * n, pa.string()),
         }
     ).select(STUDY_COLUMNS)

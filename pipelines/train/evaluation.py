@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,8 @@ import torch
 
 from mura_core.calibration import Reliability, reliability
 from mura_core.cam import class_activation_maps, overlay_png
-from mura_core.checkpoints import load_bundle, read_info
+from mura_core.checkpoints import ModelInfo, load_bundle, read_info
+from mura_core.feedback import realized
 from mura_core.metrics import (
     Evaluation,
     evaluate_predictions,
@@ -49,12 +50,18 @@ class SplitResult:
 
 
 def evaluate_splits(
-    predictions: dict[str, Predictions], threshold: float, *, seed: int = 0
+    predictions: dict[str, Predictions],
+    threshold: float,
+    *,
+    seed: int = 0,
+    part_thresholds: dict[str, float] | None = None,
 ) -> dict[str, SplitResult]:
-    """Image- and study-level metrics for every split at one threshold."""
+    """Image- and study-level metrics for every split at the operating threshold(s)."""
     out = {}
     for split, pred in predictions.items():
-        evaluation = evaluate_predictions(pred, threshold, seed=seed)
+        evaluation = evaluate_predictions(
+            pred, threshold, seed=seed, part_thresholds=part_thresholds
+        )
         out[split] = SplitResult(split, evaluation, len(pred))
     return out
 
@@ -216,13 +223,23 @@ def log_evaluation(
 
 
 def validation_reference(
-    shards: Path, val: Predictions, threshold: float, body_part: str | None
+    shards: Path, val: Predictions, info: ModelInfo, body_part: str | None
 ) -> Snapshot:
-    """What screening compares its nights with: the validation split's study scores at the
-    chosen threshold, its body-part mix and its images' input statistics."""
+    """What screening compares its nights with: the validation split's study scores, its
+    flag rate at the model's threshold(s), body-part mix and images' input statistics."""
     studies = val.studies()
     inputs = shard_inputs(shards, "val", body_part)
-    return Snapshot.from_studies(studies.prob, studies.body_part, threshold, inputs)
+    thresholds = [info.threshold_for(part) for part in studies.body_part]
+    snapshot = Snapshot.from_studies(
+        studies.prob, studies.body_part, info.threshold, inputs, thresholds=thresholds
+    )
+    known = studies.label >= 0
+    flagged = studies.prob > np.asarray(thresholds)
+    found = realized(
+        studies.label[known], studies.prob[known], flagged[known], figures=("sensitivity",)
+    )
+    estimate = found["sensitivity"]
+    return replace(snapshot, sensitivity=estimate.value, sensitivity_low=estimate.low)
 
 
 def log_reference(client: Any, run_id: str, bundle_dir: Path, reference: Snapshot) -> None:
@@ -232,6 +249,10 @@ def log_reference(client: Any, run_id: str, bundle_dir: Path, reference: Snapsho
     metrics = {"reference.studies": float(reference.studies)}
     if reference.flag_rate is not None:
         metrics["reference.flag_rate"] = reference.flag_rate
+    if reference.sensitivity is not None:
+        metrics["reference.sensitivity"] = reference.sensitivity
+    if reference.sensitivity_low is not None:
+        metrics["reference.sensitivity_ci_low"] = reference.sensitivity_low
     for name, value in reference.score_quantiles().items():
         metrics[f"reference.score_{name}"] = value
     for name, value in metrics.items():

@@ -34,7 +34,7 @@ from mura_core.calibration import apply_temperature, fit_temperature
 from mura_core.checkpoints import ModelInfo, load_bundle, read_history, save_models, write_info
 from mura_core.collapse import output_spread
 from mura_core.errors import MuraError
-from mura_core.metrics import choose_threshold
+from mura_core.metrics import choose_part_thresholds, choose_threshold
 from mura_core.models import InitialWeights, initial_weights
 from mura_core.recipes import Recipe
 from mura_core.records import MURA_BODY_PARTS, BodyPart
@@ -96,6 +96,7 @@ class TrainConfig:
     max_failures: int = 2
     target_sensitivity: float | None = None
     calibrate: bool = False  # fit temperature scaling on val; the model carries it
+    per_part_threshold: bool = False  # one threshold per body part for target_sensitivity
     seed: int = 0
     address: str | None = None
     cpus_per_worker: float | None = None
@@ -161,6 +162,11 @@ def preflight(cfg: TrainConfig) -> Checked:
         raise TrainError("--workers must be >= 1")
     if cfg.target_sensitivity is not None and not 0 < cfg.target_sensitivity <= 1:
         raise TrainError("--target-sensitivity must be in (0, 1]")
+    if cfg.per_part_threshold and cfg.target_sensitivity is None:
+        raise TrainError(
+            "--per-part-threshold needs --target-sensitivity: the sensitivity "
+            "each body part's threshold is chosen for"
+        )
     uri = resolve_tracking_uri(cfg.tracking_uri)
     check_tracking(uri)
     # last: it may download ~60 MB, not worth it before a cheap check fails
@@ -395,7 +401,7 @@ def calibrated(predictions: dict[str, Predictions]) -> tuple[dict[str, Predictio
     probabilities as the calibrated model gives them, and the temperature."""
     val = predictions["val"].where(predictions["val"].label >= 0)
     try:
-        temperature = fit_temperature(val.label, val.prob)
+        temperature = fit_temperature(val.label, val.prob, groups=val.study_key)
     except ValueError as exc:
         raise TrainError(f"--calibrate: {exc}") from None
     scaled = {
@@ -403,6 +409,35 @@ def calibrated(predictions: dict[str, Predictions]) -> tuple[dict[str, Predictio
         for split, pred in predictions.items()
     }
     return scaled, temperature
+
+
+def _operating_point(
+    cfg: TrainConfig, val: Predictions, client: Any, run_id: str
+) -> tuple[float, dict[str, float]]:
+    """The threshold (0.5, or the highest reaching --target-sensitivity on val images) and,
+    with --per-part-threshold, one per body part on val studies; a collapsed model raises."""
+    val = val.where(val.label >= 0)
+    threshold = 0.5
+    if np.isfinite(val.prob).all():  # a diverged model's NaNs: collapsed, nothing to choose
+        threshold = choose_threshold(val.label.tolist(), val.prob.tolist(), cfg.target_sensitivity)
+    spread = output_spread(val.prob, val.label, threshold)
+    client.log_metric(run_id, "val.logit_std", spread.logit_std)
+    client.set_tag(run_id, "mura.collapsed", str(spread.collapsed).lower())
+    if spread.collapsed:  # the per-epoch curves are in the run already; nothing else to log
+        raise TrainCollapsed(
+            f"training collapsed: the chosen model's {spread.describe()} on the "
+            f"{spread.images} validation images, so nothing was registered (MLflow run "
+            f"{run_id} holds its curves); try a lower --lr, more epochs or another --seed"
+        )
+    if not cfg.per_part_threshold or cfg.target_sensitivity is None:
+        return threshold, {}
+    studies = val.studies()
+    chosen, notes = choose_part_thresholds(
+        studies.label, studies.prob, studies.body_part, cfg.target_sensitivity
+    )
+    for note in notes:
+        console.print(f"[train] per-part threshold: {note}")
+    return threshold, chosen
 
 
 def _finish(
@@ -423,20 +458,8 @@ def _finish(
         scaled, temperature = calibrated(predictions)
         log_calibration(client, run_id, predictions, temperature)
         predictions = scaled
-    val = predictions["val"].where(predictions["val"].label >= 0)
-    threshold = 0.5
-    if np.isfinite(val.prob).all():  # a diverged model's NaNs: collapsed, nothing to choose
-        threshold = choose_threshold(val.label.tolist(), val.prob.tolist(), cfg.target_sensitivity)
-    spread = output_spread(val.prob, val.label, threshold)
-    client.log_metric(run_id, "val.logit_std", spread.logit_std)
-    client.set_tag(run_id, "mura.collapsed", str(spread.collapsed).lower())
-    if spread.collapsed:  # the per-epoch curves are in the run already; nothing else to log
-        raise TrainCollapsed(
-            f"training collapsed: the chosen model's {spread.describe()} on the "
-            f"{spread.images} validation images, so nothing was registered (MLflow run "
-            f"{run_id} holds its curves); try a lower --lr, more epochs or another --seed"
-        )
-    splits = evaluate_splits(predictions, threshold, seed=cfg.seed)
+    threshold, part_thresholds = _operating_point(cfg, predictions["val"], client, run_id)
+    splits = evaluate_splits(predictions, threshold, seed=cfg.seed, part_thresholds=part_thresholds)
     extra = {
         "run_id": run_id,
         "body_part": cfg.body_part or "all",
@@ -445,15 +468,15 @@ def _finish(
         "weights": checked.weights.label,
     }
     info = ModelInfo.from_recipe(
-        cfg.recipe, threshold=threshold, extra=extra, temperature=temperature
+        cfg.recipe,
+        threshold=threshold,
+        extra=extra,
+        temperature=temperature,
+        part_thresholds=part_thresholds or None,
     )
     write_info(final, info)
-    log_reference(
-        client,
-        run_id,
-        final,
-        validation_reference(shards, predictions["val"], threshold, cfg.body_part),
-    )
+    reference = validation_reference(shards, predictions["val"], info, cfg.body_part)
+    log_reference(client, run_id, final, reference)
     log_evaluation(
         client=client,
         run_id=run_id,

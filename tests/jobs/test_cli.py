@@ -228,13 +228,15 @@ def test_synth_refuses_a_non_empty_folder(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_demo_runs_every_stage_with_a_clean_console(tmp_path: Path) -> None:
     """A small demo: every stage runs, the console holds what a user needs and nothing of
-    Ray's (its output is in the log file, whose path is printed once). With this little data
-    the seed CNN (3 epochs) has not left its plateau: the demo says it collapsed and goes on
-    with DenseNet-169 — runs are seeded, so this is the same every time."""
+    Ray's (its output is in the log file, whose path is printed once). The seed CNN gets a
+    configuration it learns in (bold signs at 64 px, 20 epochs, as the CI learning
+    configuration); DenseNet-169 gets one epoch from random init, which may or may not
+    leave it collapsed: the line says which. (With 3 epochs at 32 px each, which model
+    collapses changed from one machine to another, and on one both did.)"""
     out = tmp_path / "demo"
     result = _mura(
-        *("demo", "--out", str(out), "--studies", "200", "--size", "96"),
-        *("--shard-size", "32", "--epochs", "3", "--densenet-epochs", "3", "--incoming", "20"),
+        *("demo", "--out", str(out), "--studies", "400", "--size", "96"),
+        *("--shard-size", "64", "--epochs", "20", "--densenet-epochs", "1", "--incoming", "20"),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     console = (result.stdout + result.stderr).splitlines()
@@ -244,14 +246,15 @@ def test_demo_runs_every_stage_with_a_clean_console(tmp_path: Path) -> None:
         assert any(line.startswith(f"[demo] {n}/6") for line in console), n
     for text in (
         "law holds: True",
-        "seed CNN: training collapsed",
-        "DenseNet-169: test study AUROC",
-        "champion → mura-densenet169 v1",
+        "seed CNN: test study AUROC",
+        "champion → mura-",
         "[demo] done. Stages:",
         "mlflow ui --backend-store-uri",
         str(out / "screening" / "report.html"),
     ):
         assert any(text in line for line in console), text
+    densenet = [line for line in console if line.startswith("DenseNet-169: ")]
+    assert len(densenet) == 1 and re.search("test study AUROC|training collapsed", densenet[0])
     logs = [line for line in console if line.startswith("Ray's logs: ")]
     assert len(logs) == 1, logs
     log = Path(logs[0].removeprefix("Ray's logs: ").split(" (")[0])

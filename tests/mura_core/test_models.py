@@ -182,3 +182,19 @@ def test_bundle_round_trip_with_weights_only(tmp_path: Path) -> None:
     with torch.no_grad():
         mean = (torch.sigmoid(model(x)) + torch.sigmoid(other(x))) / 2
         assert torch.allclose(torch.sigmoid(ensemble(x)), mean, atol=1e-6)
+
+
+def test_the_model_carries_its_temperature_and_per_part_thresholds(tmp_path: Path) -> None:
+    model = build_model("cnn", size=32).eval()
+    info = ModelInfo.from_recipe(
+        recipe("seed-cnn").override(size=32),
+        threshold=0.42,
+        temperature=2.5,
+        part_thresholds={"XR_FINGER": 0.31},
+    )
+    _, back = load_bundle(save_bundle(tmp_path / "b", model, info))
+    assert (back.temperature, back.part_thresholds) == (2.5, {"XR_FINGER": 0.31})
+    assert back.threshold_for("XR_FINGER") == 0.31 and back.threshold_for("XR_WRIST") == 0.42
+    plain_info = ModelInfo.from_recipe(recipe("seed-cnn").override(size=32))
+    _, plain = load_bundle(save_bundle(tmp_path / "p", model, plain_info))
+    assert plain.temperature == 1.0 and plain.part_thresholds is None

@@ -7,6 +7,7 @@ fail-fast errors, which need a model that runs, not one that is right.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 import sys
@@ -22,7 +23,14 @@ from mlflow.tracking import MlflowClient
 from sklearn.metrics import roc_auc_score
 
 from jobs.cli import main as cli
-from mura_core.checkpoints import WEIGHTS, ModelInfo, load_bundle, save_bundle
+from mura_core.checkpoints import (
+    WEIGHTS,
+    ModelInfo,
+    load_bundle,
+    read_info,
+    save_bundle,
+    write_info,
+)
 from mura_core.models import build_model
 from mura_core.recipes import recipe
 from mura_core.records import BodyPart
@@ -179,6 +187,31 @@ def test_ensemble_averages_its_members(mura_archive: SynthArchive, tmp_path: Pat
     assert result.summary.model.members == 2
     np.testing.assert_allclose(probs["ab"], (probs["a"] + probs["b"]) / 2, atol=1e-6)
     assert not np.allclose(probs["a"], probs["b"])
+
+
+def test_a_model_with_per_part_thresholds_flags_each_study_at_its_part_s(
+    mura_archive: SynthArchive, tmp_path: Path
+) -> None:
+    """Thresholds the model carries per body part flag each study at its own; --threshold
+    overrides them all."""
+    folder = random_bundle(tmp_path / "m", seed=3, threshold=0.5)
+    info = read_info(folder)
+    parts = {"XR_WRIST": 0.0, "XR_HAND": 1.0}  # every wrist flagged, no hand
+    write_info(folder, dataclasses.replace(info, part_thresholds=parts))
+    result = screen(mura_archive.root, tmp_path / "out", (str(folder),), None, pictures=0)
+    studies = pq.read_table(result.out / "studies.parquet").to_pandas()
+    expected = studies.body_part.map(parts).fillna(0.5)
+    assert (studies.threshold == expected).all()
+    assert (studies.flagged == (studies.mean_prob > expected)).all()
+    assert studies[studies.body_part == "XR_WRIST"].flagged.all()
+    assert not studies[studies.body_part == "XR_HAND"].flagged.any()
+    assert {"XR_WRIST", "XR_HAND"} <= set(studies.body_part) and len(set(studies.body_part)) > 2
+    fixed = screen(
+        mura_archive.root, tmp_path / "fixed", (str(folder),), None, pictures=0, threshold=0.5
+    )
+    studies = pq.read_table(fixed.out / "studies.parquet").to_pandas()
+    assert (studies.threshold == 0.5).all()
+    assert (studies.flagged == (studies.mean_prob > 0.5)).all()
 
 
 def _dicom_identifiers(root: Path) -> set[str]:
