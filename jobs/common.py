@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import textwrap
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -216,4 +217,42 @@ def job_main(
     parser = argparse.ArgumentParser(prog=f"python -m jobs.{prog}", description=description)
     add_arguments(parser)
     add_verbose(parser)
+    return run_command(command, parser.parse_args(argv))
+
+
+def wrapped_help(description: str, epilog: str | None = None) -> dict[str, object]:
+    """Parser keywords of a command whose help is prose (wrapped) and examples (kept)."""
+    kwargs: dict[str, object] = {
+        "description": textwrap.fill(description, 88),
+        "formatter_class": argparse.RawDescriptionHelpFormatter,
+    }
+    if epilog is not None:
+        kwargs["epilog"] = epilog
+    return kwargs
+
+
+def register_command(
+    sub: argparse._SubParsersAction,
+    name: str,
+    help: str,
+    kwargs: dict[str, object],
+    add_arguments: Callable[[argparse.ArgumentParser], None],
+    command: Callable[[argparse.Namespace], int],
+) -> None:
+    """`mura NAME`: its sub-parser, arguments and command."""
+    p = sub.add_parser(name, help=help, **kwargs)
+    add_arguments(p)
+    p.set_defaults(func=command)
+
+
+def tool_main(
+    name: str,
+    kwargs: dict[str, object],
+    add_arguments: Callable[[argparse.ArgumentParser], None],
+    command: Callable[[argparse.Namespace], int],
+    argv: Sequence[str] | None = None,
+) -> int:
+    """`python -m jobs.NAME` of a command that needs no Ray (compare, monitor, feedback)."""
+    parser = argparse.ArgumentParser(prog=f"python -m jobs.{name}", **kwargs)
+    add_arguments(parser)
     return run_command(command, parser.parse_args(argv))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from pipelines.compare import (
 )
 from pipelines.tracking import check_tracking, resolve_tracking_uri, sqlite_path
 
-from .common import run_command
+from .common import register_command, tool_main, wrapped_help
 
 HELP = "compare training runs side by side; promote one to champion"
 DESCRIPTION = (
@@ -124,24 +123,14 @@ def command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parser_kwargs() -> dict[str, object]:
-    return {
-        "description": textwrap.fill(DESCRIPTION, 88),
-        "epilog": EPILOG,
-        "formatter_class": argparse.RawDescriptionHelpFormatter,
-    }
-
-
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("compare", help=HELP, **_parser_kwargs())
-    add_arguments(p)
-    p.set_defaults(func=command)
+    register_command(
+        sub, "compare", HELP, wrapped_help(DESCRIPTION, EPILOG), add_arguments, command
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.compare", **_parser_kwargs())
-    add_arguments(parser)
-    return run_command(command, parser.parse_args(argv))
+    return tool_main("compare", wrapped_help(DESCRIPTION, EPILOG), add_arguments, command, argv)
 
 
 if __name__ == "__main__":

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
 from pipelines.feedback import DEFAULT_EXPERIMENT, PERIODS, FeedbackResult, run_feedback
 from pipelines.tracking import check_tracking, resolve_tracking_uri
 
-from .common import run_command
+from .common import register_command, tool_main, wrapped_help
 
 HELP = "radiologists' reads of screened studies: realized sensitivity, PPV, … per week"
 DESCRIPTION = (
@@ -76,23 +75,12 @@ def command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parser_kwargs() -> dict[str, object]:
-    return {
-        "description": textwrap.fill(DESCRIPTION, 88),
-        "formatter_class": argparse.RawDescriptionHelpFormatter,
-    }
-
-
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("feedback", help=HELP, **_parser_kwargs())
-    add_arguments(p)
-    p.set_defaults(func=command)
+    register_command(sub, "feedback", HELP, wrapped_help(DESCRIPTION), add_arguments, command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.feedback", **_parser_kwargs())
-    add_arguments(parser)
-    return run_command(command, parser.parse_args(argv))
+    return tool_main("feedback", wrapped_help(DESCRIPTION), add_arguments, command, argv)
 
 
 if __name__ == "__main__":
