@@ -77,7 +77,13 @@ def _monitor(trained: Trained, *extra: str) -> tuple[int, str]:
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         status = cli(
-            ["monitor", "--tracking-uri", trained.uri, "--experiment", "test-monitor", *extra]
+            [
+                "monitor",
+                *("--tracking-uri", trained.uri, "--experiment", "test-monitor"),
+                # the session's store also holds test_feedback's reads: not these nights'
+                *("--feedback-experiment", "test-monitor-reads"),
+                *extra,
+            ]
         )
     return status, out.getvalue()
 
