@@ -14,9 +14,10 @@ from .common import register_command, tool_main, wrapped_help
 
 HELP = "radiologists' reads of screened studies: realized sensitivity, PPV, … per week"
 DESCRIPTION = (
-    "Match a labels CSV (header: study_instance_uid or study, label, read_date) to the studies "
-    "a nightly state screened (on this machine, through the keyed pseudonyms; nothing "
-    "identifying is logged), and log per period of the read date (ISO week by default) the "
+    "Match a labels CSV (header: study_instance_uid (or study) and/or accession_number, label, "
+    "read_date) to the studies a nightly state screened (on this machine, through the keyed "
+    "pseudonyms and the reports' re-identification maps; nothing identifying is logged), and "
+    "log per period of the read date (ISO week by default) the "
     "realized sensitivity, specificity, PPV, NPV, study AUROC and Cohen's kappa with bootstrap "
     "95% CIs, per body part where each class has at least 5 studies, to MLflow (experiment "
     f"{DEFAULT_EXPERIMENT}, one run per period; feeding a period again replaces it). A period "

@@ -2,9 +2,11 @@
 fared.
 
 1. `read_labels(path)`: a CSV with a header: `study_instance_uid` (or `study`, the study's
-   original identifier), `label` (1/0, abnormal/normal, positive/negative) and `read_date`
-   (YYYY-MM-DD). A row that cannot be used is a `LabelProblem` with its line number and
-   reason, never dropped silently; a file without the columns is one `FeedbackError`.
+   original identifier) and/or `accession_number` (or `accession`), `label` (1/0,
+   abnormal/normal, positive/negative) and `read_date` (YYYY-MM-DD). A row names its study
+   by the first of those it fills. A row that cannot be used is a `LabelProblem` with its
+   line number and reason, never dropped silently; a file without the columns is one
+   `FeedbackError`.
 2. The pipeline matches each read to a screened study (through the nightly ledger and the
    keyed pseudonyms; see `pipelines/feedback.py`) and groups the matched ones by period.
 3. `realized(labels, probs, flagged)`: what the flags did, per period and body part:
@@ -28,7 +30,13 @@ from sklearn.metrics import cohen_kappa_score, roc_auc_score
 
 from .errors import MuraError
 
-ID_COLUMNS = ("study_instance_uid", "study")
+# The columns that may name a read's study, in order of preference, and what each holds.
+ID_COLUMNS: dict[str, str] = {
+    "study_instance_uid": "study",
+    "study": "study",
+    "accession_number": "accession",
+    "accession": "accession",
+}
 _LABELS = {"1": 1, "0": 0, "abnormal": 1, "normal": 0, "positive": 1, "negative": 0}
 RESAMPLES = 1000
 
@@ -39,11 +47,14 @@ class FeedbackError(MuraError):
 
 @dataclass(frozen=True)
 class ReadLabel:
-    """One radiologist's read: the study's original identifier, the label, the read date."""
+    """One radiologist's read: the study's original identifier (`by`: "study" for its
+    StudyInstanceUID or folder identifier, "accession" for its AccessionNumber), the label,
+    the read date."""
 
     identifier: str
     label: int
     read_date: dt.date
+    by: str = "study"
 
 
 @dataclass(frozen=True)
@@ -62,10 +73,10 @@ def read_labels(path: Path) -> tuple[list[ReadLabel], list[LabelProblem]]:
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         names = [n.strip().lower() for n in reader.fieldnames or []]
-        id_column = next((c for c in ID_COLUMNS if c in names), None)
+        id_columns = [c for c in ID_COLUMNS if c in names]
         missing = [c for c in ("label", "read_date") if c not in names]
-        if id_column is None or missing:
-            need = ["study_instance_uid (or study)"] * (id_column is None) + missing
+        if not id_columns or missing:
+            need = ["study_instance_uid or accession_number"] * (not id_columns) + missing
             raise FeedbackError(
                 f"{path.name}: no column {', '.join(need)} in its header "
                 f"({', '.join(names) or 'empty file'})"
@@ -73,7 +84,7 @@ def read_labels(path: Path) -> tuple[list[ReadLabel], list[LabelProblem]]:
         reads, problems = [], []
         for line, row in enumerate(reader, start=2):
             row = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k}
-            parsed = _parse(row, id_column)
+            parsed = _parse(row, id_columns)
             if isinstance(parsed, str):
                 problems.append(LabelProblem(line, parsed))
             else:
@@ -81,10 +92,10 @@ def read_labels(path: Path) -> tuple[list[ReadLabel], list[LabelProblem]]:
     return reads, problems
 
 
-def _parse(row: dict[str, str], id_column: str) -> ReadLabel | str:
-    identifier = row.get(id_column, "")
-    if not identifier:
-        return f"no {id_column}"
+def _parse(row: dict[str, str], id_columns: list[str]) -> ReadLabel | str:
+    column = next((c for c in id_columns if row.get(c)), None)
+    if column is None:
+        return f"no {' or '.join(id_columns)}"
     label = _LABELS.get(row.get("label", "").lower())
     if label is None:
         return f"label {row.get('label')!r} is not 1/0, abnormal/normal or positive/negative"
@@ -92,7 +103,7 @@ def _parse(row: dict[str, str], id_column: str) -> ReadLabel | str:
         when = dt.date.fromisoformat(row.get("read_date", ""))
     except ValueError:
         return f"read_date {row.get('read_date')!r} is not a date (YYYY-MM-DD)"
-    return ReadLabel(identifier, label, when)
+    return ReadLabel(row[column], label, when, ID_COLUMNS[column])
 
 
 def period_of(day: dt.date, period: str) -> str:

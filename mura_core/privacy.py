@@ -25,6 +25,8 @@ SECRET_ENV = "MURA_SITE_SECRET"
 KEY_FILE_ENV = "MURA_SITE_KEY_FILE"
 DEFAULT_KEY_FILE = Path("~/.config/mura/site.key")
 _PREFIX = {"patient": "pt", "study": "st", "image": "im", "path": "fp", "accession": "ac"}
+# The re-identification map's kind for a study's AccessionNumber (keyed by the study).
+ACCESSION = "accession"
 
 # Which column holds which kind of identifier: the one table every writer pseudonymizes by
 # (shard and report rows, quarantine rows, the re-identification map).
@@ -114,6 +116,7 @@ class Pseudonymizer:
 def write_reidentify(path: Path, entries: list[tuple[str, str, str]]) -> None:
     """The map back to real identifiers (kind, pseudonym, original): owner-readable only.
 
+    An `accession` entry holds a study's key (its pseudonym) and the study's AccessionNumber.
     Written beside shards and reports, never logged anywhere.
     """
     tmp = path.with_name(f".{path.name}.tmp")

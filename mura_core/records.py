@@ -261,6 +261,9 @@ class Listing:
 
     Every file a source looked at ends in exactly one of `refs` (possibly several refs for a
     multi-frame file), `problems`, or `junk_skipped` (macOS `._*`, `.DS_Store`, DICOMDIR...).
+    `accessions` holds the AccessionNumber of each study key whose headers give one (DICOM
+    and PACS sources): it goes into the re-identification map only, so that radiologists'
+    reads by accession number can be matched later (`mura feedback`).
     """
 
     kind: str
@@ -269,6 +272,7 @@ class Listing:
     problems: tuple[Problem, ...] = ()
     junk_skipped: int = 0
     notes: tuple[str, ...] = field(default=())
+    accessions: Mapping[str, str] = field(default_factory=dict)
 
     def studies(self) -> dict[str, list[ImageRef]]:
         """Image references grouped by study key, in listing order."""

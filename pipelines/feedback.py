@@ -4,11 +4,14 @@
    said with their line numbers.
 2. The screened studies: every study in the nightly ledger, with its score, flag, body part
    and the model version from the report that holds it (`studies.parquet`).
-3. Matching, on this machine only: a read's identifier (a StudyInstanceUID, or the study's
-   original identifier) is turned into the study's keyed pseudonym with the site secret,
-   as screening did, and looked up in the ledger. Reads that match no screened study are
-   counted and written, identifiers and all, to `STATE/feedback/unmatched.csv` (owner-only,
-   never logged); the console gives their count and that path.
+3. Matching, on this machine only: a read's StudyInstanceUID (or the study's original
+   identifier) is turned into the study's keyed pseudonym with the site secret, as
+   screening did, and looked up in the ledger; a read's accession number is looked up in
+   the re-identification maps of the ledger's reports (`reidentify.csv`, owner-only: the
+   AccessionNumber each DICOM or PACS study's headers gave). Reads that match no screened
+   study (or whose accession number names several) are counted and written, identifiers,
+   reasons and all, to `STATE/feedback/unmatched.csv` (owner-only, never logged); the
+   console gives their count and that path.
 4. Per period of the read date (ISO week by default) and per body part with at least
    MIN_PER_CLASS abnormal and normal studies: `realized` figures with bootstrap CIs, logged
    to MLflow (experiment `mura-monitor`), one run per period, replaced when the same
@@ -39,7 +42,8 @@ from mura_core.feedback import (
     realized,
 )
 from mura_core.monitoring.snapshot import load_reference
-from mura_core.privacy import Pseudonymizer
+from mura_core.privacy import ACCESSION, Pseudonymizer, read_reidentify
+from mura_core.shards import REIDENTIFY_FILE
 
 from .model_store import ModelSpecError, resolve_model
 from .screen.nightly import LEDGER, REPORTS, read_ledger
@@ -59,9 +63,22 @@ class Screened:
     flagged: dict[str, bool]
     body_part: dict[str, str]
     model: dict[str, str]  # `name/version` of the model that scored it
+    accessions: dict[str, set[str]]  # AccessionNumber → the screened study keys it names
 
     def __contains__(self, key: str) -> bool:
         return key in self.prob
+
+    def key_of(self, read: ReadLabel, pseudonymizer: Pseudonymizer) -> tuple[str | None, str]:
+        """The key of the screened study a read names, or None and the reason."""
+        if read.by == ACCESSION:
+            keys = sorted(self.accessions.get(read.identifier, ()))
+            if len(keys) == 1:
+                return keys[0], ""
+            if keys:
+                return None, f"the accession number names {len(keys)} screened studies"
+            return None, "no screened study has this accession number"
+        key = pseudonymizer.study(read.identifier)
+        return (key, "") if key in self else (None, "no screened study has this identifier")
 
 
 @dataclass(frozen=True)
@@ -104,24 +121,36 @@ def load_screened(state: Path) -> Screened:
             model[key] = f"{row['model']}/{row['model_version']}"
     keys = set(ledger["study_key"].to_pylist())
     return Screened(
-        *({k: v for k, v in d.items() if k in keys} for d in (prob, flagged, part, model))
+        *({k: v for k, v in d.items() if k in keys} for d in (prob, flagged, part, model)),
+        accessions=_accessions(state, ledger["report"].to_pylist(), keys),
     )
+
+
+def _accessions(state: Path, reports: list[str], keys: set[str]) -> dict[str, set[str]]:
+    """AccessionNumber → screened study keys, from the reports' re-identification maps."""
+    out: dict[str, set[str]] = defaultdict(set)
+    for report in sorted(set(reports)):
+        path = state / REPORTS / report / REIDENTIFY_FILE
+        if path.is_file():
+            for kind, study, accession in read_reidentify(path):
+                if kind == ACCESSION and study in keys:
+                    out[accession].add(study)
+    return dict(out)
 
 
 def match(
     reads: list[ReadLabel], screened: Screened, pseudonymizer: Pseudonymizer
-) -> tuple[list[tuple[str, ReadLabel]], list[ReadLabel]]:
+) -> tuple[list[tuple[str, ReadLabel]], list[tuple[ReadLabel, str]]]:
     """(study key, read) for the reads of screened studies (the latest read of a study
-    wins); the reads that match none."""
+    wins); the reads that match none, each with its reason."""
     matched: dict[str, ReadLabel] = {}
     unmatched = []
     for read in reads:
-        key = pseudonymizer.study(read.identifier)
-        if key in screened:
-            if key not in matched or matched[key].read_date <= read.read_date:
-                matched[key] = read
-        else:
-            unmatched.append(read)
+        key, reason = screened.key_of(read, pseudonymizer)
+        if key is None:
+            unmatched.append((read, reason))
+        elif key not in matched or matched[key].read_date <= read.read_date:
+            matched[key] = read
     return sorted(matched.items(), key=lambda kv: kv[1].read_date), unmatched
 
 
@@ -176,8 +205,8 @@ def sensitivity_floor(screened: Screened, keys: list[str]) -> float | None:
     return None if reference is None else reference.sensitivity_low
 
 
-def write_unmatched(state: Path, reads: list[ReadLabel]) -> Path | None:
-    """The unmatched reads, identifiers included, owner-only in STATE/feedback."""
+def write_unmatched(state: Path, reads: list[tuple[ReadLabel, str]]) -> Path | None:
+    """The unmatched reads and why, identifiers included, owner-only in STATE/feedback."""
     if not reads:
         return None
     folder = state / "feedback"
@@ -186,8 +215,10 @@ def write_unmatched(state: Path, reads: list[ReadLabel]) -> Path | None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["study", "label", "read_date"])
-        writer.writerows((r.identifier, r.label, r.read_date.isoformat()) for r in reads)
+        writer.writerow(["identifier", "kind", "label", "read_date", "reason"])
+        writer.writerows(
+            (r.identifier, r.by, r.label, r.read_date.isoformat(), why) for r, why in reads
+        )
     return path
 
 

@@ -61,6 +61,7 @@ def list_dicom(root: Path, labels: Path | None = None) -> Listing:
     study_labels = _labels(labels_path)
     refs: list[ImageRef] = []
     problems: list[Problem] = []
+    accessions: dict[str, str] = {}
     junk = 0
     for path, is_junk in walk_files(root):
         rel = path.relative_to(root).as_posix()
@@ -101,6 +102,8 @@ def list_dicom(root: Path, labels: Path | None = None) -> Listing:
             )
             continue
         patient = str(ds.get("PatientID", "") or "").strip() or f"unknown-patient:{study_uid}"
+        if accession := str(ds.get("AccessionNumber", "") or "").strip():
+            accessions.setdefault(study_uid, accession)
         body_part = body_part_from_text(
             ds.get("BodyPartExamined"),
             ds.get("StudyDescription"),
@@ -136,4 +139,5 @@ def list_dicom(root: Path, labels: Path | None = None) -> Listing:
         problems=tuple(problems),
         junk_skipped=junk,
         notes=notes,
+        accessions=accessions,
     )

@@ -113,6 +113,7 @@ def list_pacs(pacs: Pacs, query: PacsQuery, labels: Path | None = None) -> PacsL
         per_study = list(pool.map(pacs.find_instances, studies))
     refs: list[ImageRef] = []
     headers: dict[str, Dataset] = {}
+    accessions: dict[str, str] = {}
     skipped: Counter[str] = Counter()
     for study, instances in zip(studies, per_study, strict=True):
         for ds in sorted(instances, key=lambda d: (_text(d, "SeriesInstanceUID"), _sort(d))):
@@ -126,6 +127,8 @@ def list_pacs(pacs: Pacs, query: PacsQuery, labels: Path | None = None) -> PacsL
                 continue
             refs.extend(new)
             headers[_text(ds, "SOPInstanceUID")] = ds
+            if accession := _text(ds, "AccessionNumber"):
+                accessions.setdefault(study, accession)
     notes = [f"{len(studies)} studies matched {_describe(query)} at {pacs.address}"]
     if len(studies) < len(matched):
         notes.append(
@@ -144,6 +147,7 @@ def list_pacs(pacs: Pacs, query: PacsQuery, labels: Path | None = None) -> PacsL
         refs=tuple(refs),
         junk_skipped=sum(skipped.values()),
         notes=tuple(notes),
+        accessions=accessions,
     )
     return PacsListing(listing, headers)
 

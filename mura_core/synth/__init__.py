@@ -23,6 +23,7 @@ from .plan import StudyPlan, SynthConfig, ViewPlan, plan_archive
 from .writers import (
     DICOM_LABELS,
     MURA_ROOT,
+    accession_number,
     render_study,
     study_uid,
     write_dicom_labels,
@@ -131,6 +132,7 @@ __all__ = [
     "SynthConfig",
     "SynthError",
     "ViewPlan",
+    "accession_number",
     "plan_archive",
     "render_study",
     "render_view",

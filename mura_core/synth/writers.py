@@ -102,6 +102,11 @@ def study_uid(cfg: SynthConfig, study: StudyPlan) -> str:
     return generate_uid(entropy_srcs=[f"mura-synth:{cfg.seed}:study:{study.index}"])
 
 
+def accession_number(cfg: SynthConfig, study: StudyPlan) -> str:
+    """Deterministic AccessionNumber (the number a RIS orders the study by)."""
+    return f"ACC{cfg.seed % 1000:03d}{study.index:06d}"
+
+
 def _identity(study: StudyPlan) -> tuple[str, str, str]:
     """Fake but realistic PatientName, PatientID, PatientBirthDate for a synthetic patient."""
     i = study.patient_index
@@ -129,7 +134,7 @@ def _dicom_dataset(
         entropy_srcs=[f"mura-synth:{cfg.seed}:{study.index}:series:{view_index}"]
     )
     ds.SOPClassUID, ds.SOPInstanceUID = DigitalXRayImageStorageForPresentation, sop_uid
-    ds.AccessionNumber = f"ACC{cfg.seed % 1000:03d}{study.index:06d}"
+    ds.AccessionNumber = accession_number(cfg, study)
     ds.StudyDate = ds.SeriesDate = ds.ContentDate = date
     ds.StudyTime = ds.SeriesTime = f"{8 + study.index % 10:02d}{study.index % 60:02d}00"
     ds.StudyID, ds.SeriesNumber, ds.InstanceNumber = str(study.study_number), view_index + 1, 1

@@ -13,8 +13,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from mura_core.errors import ConfigError
-from mura_core.privacy import Pseudonymizer
-from mura_core.records import ImageRef, ImageRow, Listing, QuarantineRow
+from mura_core.privacy import ACCESSION, Pseudonymizer
+from mura_core.records import ImageRef, ImageRow, Listing, Pseudonym, QuarantineRow
 from mura_core.splits import SplitConfig, assign_splits
 
 PSEUDONYMIZE_CHOICES = ("auto", "always", "never")
@@ -72,7 +72,19 @@ def prepare_rows(
     reidentify = [
         (kind, pseudonym, original) for (kind, original), pseudonym in sorted(mapper.seen.items())
     ]
+    reidentify += accession_entries(listing, mapper)
     return PreparedRows(rows, problems, reidentify, enabled)
+
+
+def accession_entries(listing: Listing, study_key: Pseudonym) -> list[tuple[str, str, str]]:
+    """("accession", the study's key as rows carry it, its AccessionNumber) per listed study
+    whose headers give one: how `mura feedback` matches reads by accession number."""
+    listed = {ref.study_key for ref in listing.refs}
+    return [
+        (ACCESSION, study_key(study, "study"), accession)
+        for study, accession in sorted(listing.accessions.items())
+        if study in listed
+    ]
 
 
 def image_lines(rows: Iterable[ImageRow], *, files: bool = True) -> dict[str, str]:

@@ -38,7 +38,7 @@ from mura_core.records import (
     WriteBackSummary,
 )
 from mura_core.screen_report import SUMMARY_FILE, ReportStudy, write_html, write_summary
-from mura_core.shards import make_writable_dir, quarantine_table
+from mura_core.shards import REIDENTIFY_FILE, make_writable_dir, quarantine_table
 
 from ..console import console
 from ..predict import bundle_bytes, predict
@@ -311,7 +311,7 @@ def _write_tables(
     pq.write_table(studies, out / "studies.parquet")
     studies.to_pandas().to_csv(out / "studies.csv", index=False)
     pq.write_table(quarantine_table(quarantine), out / "quarantine.parquet")
-    write_reidentify(out / "reidentify.csv", inp.reidentify)
+    write_reidentify(out / REIDENTIFY_FILE, inp.reidentify)
 
 
 def _start(cfg: ScreenConfig, prepared: Prepared, inp: ScreenInput) -> int:
@@ -497,5 +497,5 @@ def format_result(result: ScreenResult) -> str:
         )
     if result.run_id:
         lines.append(f"MLflow run {result.run_id} (experiment {s.experiment or 'mura-screen'})")
-    lines.append(f"re-identification map (not logged): {result.out / 'reidentify.csv'}")
+    lines.append(f"re-identification map (not logged): {result.out / REIDENTIFY_FILE}")
     return "\n".join(lines)

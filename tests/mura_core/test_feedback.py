@@ -32,11 +32,28 @@ def test_labels_file_rows_are_used_or_named_with_their_line(tmp_path: Path) -> N
     ]
 
 
+def test_a_read_names_its_study_by_uid_or_by_accession_number(tmp_path: Path) -> None:
+    path = tmp_path / "reads.csv"
+    path.write_text(
+        "Accession_Number,StudyInstanceUID,Label,Read_Date\n".replace(
+            "StudyInstanceUID", "study_instance_uid"
+        )
+        + "ACC1,1.2.3,1,2026-12-01\n"  # both: the UID is preferred
+        + "ACC2,,0,2026-12-01\n"
+        + ",,0,2026-12-01\n"
+    )
+    reads, problems = read_labels(path)
+    assert [(r.identifier, r.by) for r in reads] == [("1.2.3", "study"), ("ACC2", "accession")]
+    assert [(p.line, p.reason) for p in problems] == [
+        (4, "no study_instance_uid or accession_number")
+    ]
+
+
 def test_a_file_without_the_columns_is_one_error(tmp_path: Path) -> None:
     path = tmp_path / "reads.csv"
-    path.write_text("accession,label\nA1,1\n")
+    path.write_text("patient,label\nA1,1\n")
     with pytest.raises(
-        FeedbackError, match="no column study_instance_uid \\(or study\\), read_date"
+        FeedbackError, match="no column study_instance_uid or accession_number, read_date"
     ):
         read_labels(path)
     with pytest.raises(FeedbackError, match="not found"):

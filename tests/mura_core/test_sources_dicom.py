@@ -11,7 +11,7 @@ from pydicom.data import get_testdata_file
 
 from mura_core.records import BodyPart
 from mura_core.sources import SourceError, detect_kind, list_source
-from mura_core.synth import SynthArchive, study_uid
+from mura_core.synth import SynthArchive, accession_number, study_uid
 
 
 def test_synthetic_tree_lists_studies_patients_parts_and_labels(
@@ -30,6 +30,11 @@ def test_synthetic_tree_lists_studies_patients_parts_and_labels(
         assert {r.label for r in refs} == {plan.label}
         assert all(r.patient_key.startswith("MRN") for r in refs)
         assert all(r.view in ("PA", "LL", "OBL", "AP") for r in refs)
+    # each study's AccessionNumber, for matching radiologists' reads later
+    assert listing.accessions == {
+        study_uid(dicom_archive.config, p): accession_number(dicom_archive.config, p)
+        for p in dicom_archive.studies
+    }
 
 
 def test_body_part_falls_back_to_descriptions(dicom_archive: SynthArchive) -> None:

@@ -1,8 +1,8 @@
 """Ground truth arrives: a nightly run on a DICOM archive (the session's trained model, a
-real local Ray, a real SQLite MLflow), then `mura feedback` with radiologists' reads by
-StudyInstanceUID. Its realized figures equal those computed by hand from the report and the
-reads; unmatched and unusable reads are counted, never dropped silently, and no identifier
-reaches MLflow."""
+real local Ray, a real SQLite MLflow), then `mura feedback` with radiologists' reads, by
+StudyInstanceUID or by accession number. Its realized figures equal those computed by hand
+from the report and the reads; unmatched and unusable reads are counted, never dropped
+silently, and no identifier reaches MLflow."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from sklearn.metrics import cohen_kappa_score, roc_auc_score
 
 from jobs.cli import main as cli
 from mura_core.privacy import Pseudonymizer
-from mura_core.synth import study_uid, synthesize
+from mura_core.synth import accession_number, study_uid, synthesize
 from tests.pipelines import learning
 
 if TYPE_CHECKING:
@@ -50,23 +50,35 @@ def test_feedback_gives_the_realized_figures_computed_by_hand(
         "--tracking-uri", uri, "--pictures", "0",
     )  # fmt: skip
     assert status == 0
-    # the reads: two weeks, three studies nobody screened, one unusable row
+    # the reads: two weeks, a third of them by accession number only; three studies nobody
+    # screened (two UIDs, one accession number), one unusable row
     labels = tmp_path / "reads.csv"
     truth = {study_uid(cfg, s): s.label for s in archive.studies}
+    accession = {study_uid(cfg, s): accession_number(cfg, s) for s in archive.studies}
     dates = {uid: ("2026-11-30" if i % 2 else "2026-12-08") for i, uid in enumerate(truth)}
     with labels.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["study_instance_uid", "label", "read_date"])
-        writer.writerows((uid, label, dates[uid]) for uid, label in truth.items())
-        writer.writerows((f"1.2.3.{i}", 1, "2026-12-08") for i in range(3))
-        writer.writerow([next(iter(truth)), "maybe", "2026-12-08"])
+        writer.writerow(["study_instance_uid", "accession_number", "label", "read_date"])
+        writer.writerows(
+            ("", accession[uid], label, dates[uid]) if i % 3 == 0 else (uid, "", label, dates[uid])
+            for i, (uid, label) in enumerate(truth.items())
+        )
+        writer.writerows((f"1.2.3.{i}", "", 1, "2026-12-08") for i in range(2))
+        writer.writerow(["", "ACC-NOT-SCREENED", 0, "2026-12-08"])
+        writer.writerow([next(iter(truth)), "", "maybe", "2026-12-08"])
     status, out = run("feedback", str(labels), "--state", str(state), "--tracking-uri", uri)
     assert status == 0, out
     assert f"{len(truth)} reads matched screened studies, 3 did not" in out
     assert "line 45: not used: label 'maybe'" in out
     unmatched = state / "feedback" / "unmatched.csv"
     assert stat.S_IMODE(unmatched.stat().st_mode) == 0o600
-    assert len(unmatched.read_text().splitlines()) == 1 + 3
+    rows = list(csv.DictReader(unmatched.open()))
+    assert [(r["identifier"], r["kind"]) for r in rows] == [
+        ("1.2.3.0", "study"),
+        ("1.2.3.1", "study"),
+        ("ACC-NOT-SCREENED", "accession"),
+    ]
+    assert rows[-1]["reason"] == "no screened study has this accession number"
 
     # by hand: the report's studies, keyed as screening keyed them
     pseudo = Pseudonymizer.from_site()
@@ -97,7 +109,7 @@ def test_feedback_gives_the_realized_figures_computed_by_hand(
         logged = " ".join(
             [*map(str, runs[week].data.params.values()), *runs[week].data.tags.values()]
         )
-        assert not any(u in logged for u in truth)
+        assert not any(u in logged for u in [*truth, *accession.values()])
     # monitor shows the weeks beside the runs
     status, out = run("monitor", "--tracking-uri", uri, "--experiment", "mura-screen")
     assert "realized performance (mura feedback):" in out and "2026-W50" in out

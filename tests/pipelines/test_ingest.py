@@ -192,9 +192,14 @@ def test_dicom_tree_is_pseudonymized_with_a_private_map_back(
     assert all(v.startswith("st-") for v in table.column("study_key").to_pylist())
     reid = out / "reidentify.csv"
     assert stat.S_IMODE(reid.stat().st_mode) == 0o600
-    mapping = {row["pseudonym"]: row["original"] for row in csv.DictReader(reid.open())}
+    rows = list(csv.DictReader(reid.open()))
+    mapping = {(r["kind"], r["pseudonym"]): r["original"] for r in rows}
     for key in table.column("patient_key").to_pylist():
-        assert mapping[key].startswith("MRN")
+        assert mapping["patient", key].startswith("MRN")
+    # each study's AccessionNumber, by the study's pseudonym (how reads are matched later)
+    for key in set(table.column("study_key").to_pylist()):
+        assert mapping["accession", key].startswith("ACC")
+        assert mapping["study", key] in secrets
     labels = {r["study_key"]: r["label"] for r in table.to_pylist()}
     assert set(labels.values()) <= {0, 1}
 

@@ -19,8 +19,9 @@ import pytest
 from mura_core.errors import ConfigError
 from mura_core.pacs.address import PacsAuth, PacsQuery
 from mura_core.pacs.client import Locator, PacsOptions
-from mura_core.privacy import Pseudonymizer
+from mura_core.privacy import ACCESSION, Pseudonymizer, read_reidentify
 from mura_core.results import is_own_result, read_sr
+from mura_core.shards import REIDENTIFY_FILE
 from mura_core.synth import SynthArchive
 from pipelines.ingest import IngestConfig, run_ingest
 from pipelines.screen import ScreenConfig, run_screen
@@ -79,6 +80,14 @@ def test_pacs_screening_equals_folder_screening_by_dicomweb_and_dimse(
         assert got.keys() == folder.keys(), name
         assert all(abs(got[k] - folder[k]) <= 1e-6 for k in folder), name
         assert screened[name].counts.images == screened["folder"].counts.images
+    # each study's AccessionNumber, by the study's key, in the owner-only map back (so that
+    # reads by accession number can be matched), the same from the folder and the PACS
+    accessions = {
+        name: {(k, p, o) for k, p, o in read_reidentify(r.out / REIDENTIFY_FILE) if k == ACCESSION}
+        for name, r in screened.items()
+    }
+    assert {p for _, p, _ in accessions["folder"]} == folder.keys()
+    assert accessions["dicomweb"] == accessions["dimse"] == accessions["folder"]
 
 
 def _results_in(server) -> dict[str, list[pydicom.Dataset]]:
