@@ -314,12 +314,19 @@ def _panel_drift(ax: Any, x: np.ndarray, points: Sequence[Point], bands: Bands) 
         ("drift.mix_cramers_v", "mix Cramér's V"),
     ):
         ax.plot(x, _series(points, name), marker="o", lw=1, label=label)
-    for value, label in ((bands.psi, "PSI band"), (bands.ks, "KS band"), (bands.mix_v, "V band")):
-        ax.axhline(value, ls="--", lw=1, color="grey")
-        ax.annotate(label, (0, value), fontsize=7, color="grey", va="bottom")
+    for value, name, style in (
+        (bands.psi, "PSI", "--"),
+        (bands.ks, "KS", ":"),
+        (bands.mix_v, "V", "-."),
+    ):
+        ax.axhline(value, ls=style, lw=1, color="grey", label=f"{name} band {value:g}")
     ax.set_yscale("symlog", linthresh=1)
     ax.set_ylabel("drift against the reference")
-    ax.legend(fontsize=7, ncol=3, loc="upper left")
+    ax.set_title(
+        f"a run alerts when a figure is out of its band and its test's p < {bands.alpha:g}",
+        fontsize=8,
+    )
+    ax.legend(fontsize=7, ncol=4, loc="upper left")
 
 
 def write_html(points: Sequence[Point], bands: Bands, path: Path) -> Path:
