@@ -14,7 +14,6 @@ nothing registered), log and register the model.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import logging
 import tempfile
@@ -22,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import ray
 import ray.train
 from mlflow.entities import RunStatus
@@ -30,16 +28,11 @@ from ray.data import ExecutionOptions, RandomSeedConfig
 from ray.train.torch import TorchTrainer
 
 from mura_core import __version__
-from mura_core.calibration import apply_temperature, fit_temperature
 from mura_core.checkpoints import ModelInfo, load_bundle, read_history, save_models, write_info
-from mura_core.collapse import output_spread
-from mura_core.errors import MuraError
-from mura_core.metrics import choose_part_thresholds, choose_threshold
 from mura_core.models import InitialWeights, initial_weights
 from mura_core.recipes import Recipe
 from mura_core.records import MURA_BODY_PARTS, BodyPart
 from mura_core.shards import ShardsLayout
-from mura_core.studies import Predictions
 
 from ..console import console
 from ..predict import bundle_bytes, predict_splits
@@ -55,6 +48,7 @@ from ..tracking import (
 )
 from .callback import EpochLogger
 from .data import positive_weights, split_dataset
+from .errors import TrainCollapsed, TrainError
 from .evaluation import (
     SplitResult,
     evaluate_splits,
@@ -65,18 +59,11 @@ from .evaluation import (
     validation_reference,
 )
 from .loop import LoopConfig, train_loop_per_worker
+from .operating import calibrated, operating_point
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 MLFLOW_RUN_FILE = "mlflow_run_id"  # beside Ray Train's checkpoints: a rerun resumes the run
-
-
-class TrainError(MuraError):
-    """A whole-run problem found before training, or a training run that failed."""
-
-
-class TrainCollapsed(TrainError):
-    """The chosen model's outputs have no spread: it was not registered."""
 
 
 @dataclass(frozen=True)
@@ -396,50 +383,6 @@ def _final_bundle(
     return final, len(models), read_history(history_dir)
 
 
-def calibrated(predictions: dict[str, Predictions]) -> tuple[dict[str, Predictions], float]:
-    """Temperature scaling fitted on the labelled validation images; every split's
-    probabilities as the calibrated model gives them, and the temperature."""
-    val = predictions["val"].where(predictions["val"].label >= 0)
-    try:
-        temperature = fit_temperature(val.label, val.prob, groups=val.study_key)
-    except ValueError as exc:
-        raise TrainError(f"--calibrate: {exc}") from None
-    scaled = {
-        split: dataclasses.replace(pred, prob=apply_temperature(pred.prob, temperature))
-        for split, pred in predictions.items()
-    }
-    return scaled, temperature
-
-
-def _operating_point(
-    cfg: TrainConfig, val: Predictions, client: Any, run_id: str
-) -> tuple[float, dict[str, float]]:
-    """The threshold (0.5, or the highest reaching --target-sensitivity on val images) and,
-    with --per-part-threshold, one per body part on val studies; a collapsed model raises."""
-    val = val.where(val.label >= 0)
-    threshold = 0.5
-    if np.isfinite(val.prob).all():  # a diverged model's NaNs: collapsed, nothing to choose
-        threshold = choose_threshold(val.label.tolist(), val.prob.tolist(), cfg.target_sensitivity)
-    spread = output_spread(val.prob, val.label, threshold)
-    client.log_metric(run_id, "val.logit_std", spread.logit_std)
-    client.set_tag(run_id, "mura.collapsed", str(spread.collapsed).lower())
-    if spread.collapsed:  # the per-epoch curves are in the run already; nothing else to log
-        raise TrainCollapsed(
-            f"training collapsed: the chosen model's {spread.describe()} on the "
-            f"{spread.images} validation images, so nothing was registered (MLflow run "
-            f"{run_id} holds its curves); try a lower --lr, more epochs or another --seed"
-        )
-    if not cfg.per_part_threshold or cfg.target_sensitivity is None:
-        return threshold, {}
-    studies = val.studies()
-    chosen, notes = choose_part_thresholds(
-        studies.label, studies.prob, studies.body_part, cfg.target_sensitivity
-    )
-    for note in notes:
-        console.print(f"[train] per-part threshold: {note}")
-    return threshold, chosen
-
-
 def _finish(
     cfg: TrainConfig,
     result: ray.train.Result,
@@ -458,7 +401,9 @@ def _finish(
         scaled, temperature = calibrated(predictions)
         log_calibration(client, run_id, predictions, temperature)
         predictions = scaled
-    threshold, part_thresholds = _operating_point(cfg, predictions["val"], client, run_id)
+    threshold, part_thresholds = operating_point(
+        predictions["val"], cfg.target_sensitivity, cfg.per_part_threshold, client, run_id
+    )
     splits = evaluate_splits(predictions, threshold, seed=cfg.seed, part_thresholds=part_thresholds)
     extra = {
         "run_id": run_id,

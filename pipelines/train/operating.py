@@ -1,0 +1,71 @@
+"""A trained model's operating point, from its validation predictions.
+
+`calibrated`: with `--calibrate`, a temperature fitted on val (study-level NLL) and every
+split's probabilities as the calibrated model gives them. `operating_point`: the threshold
+(0.5, or the highest reaching `--target-sensitivity` on val images), the collapse check (a
+model whose outputs have no spread is not registered) and, with `--per-part-threshold`, one
+threshold per body part on val studies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from mura_core.calibration import apply_temperature, fit_temperature
+from mura_core.collapse import output_spread
+from mura_core.metrics import choose_part_thresholds, choose_threshold
+from mura_core.studies import Predictions
+
+from ..console import console
+from .errors import TrainCollapsed, TrainError
+
+
+def calibrated(predictions: dict[str, Predictions]) -> tuple[dict[str, Predictions], float]:
+    """Temperature scaling fitted on the labelled validation images; every split's
+    probabilities as the calibrated model gives them, and the temperature."""
+    val = predictions["val"].where(predictions["val"].label >= 0)
+    try:
+        temperature = fit_temperature(val.label, val.prob, groups=val.study_key)
+    except ValueError as exc:
+        raise TrainError(f"--calibrate: {exc}") from None
+    scaled = {
+        split: dataclasses.replace(pred, prob=apply_temperature(pred.prob, temperature))
+        for split, pred in predictions.items()
+    }
+    return scaled, temperature
+
+
+def operating_point(
+    val: Predictions,
+    target_sensitivity: float | None,
+    per_part: bool,
+    client: Any,
+    run_id: str,
+) -> tuple[float, dict[str, float]]:
+    """The threshold (0.5, or the highest reaching --target-sensitivity on val images) and,
+    with --per-part-threshold, one per body part on val studies; a collapsed model raises."""
+    val = val.where(val.label >= 0)
+    threshold = 0.5
+    if np.isfinite(val.prob).all():  # a diverged model's NaNs: collapsed, nothing to choose
+        threshold = choose_threshold(val.label.tolist(), val.prob.tolist(), target_sensitivity)
+    spread = output_spread(val.prob, val.label, threshold)
+    client.log_metric(run_id, "val.logit_std", spread.logit_std)
+    client.set_tag(run_id, "mura.collapsed", str(spread.collapsed).lower())
+    if spread.collapsed:  # the per-epoch curves are in the run already; nothing else to log
+        raise TrainCollapsed(
+            f"training collapsed: the chosen model's {spread.describe()} on the "
+            f"{spread.images} validation images, so nothing was registered (MLflow run "
+            f"{run_id} holds its curves); try a lower --lr, more epochs or another --seed"
+        )
+    if not per_part or target_sensitivity is None:
+        return threshold, {}
+    studies = val.studies()
+    chosen, notes = choose_part_thresholds(
+        studies.label, studies.prob, studies.body_part, target_sensitivity
+    )
+    for note in notes:
+        console.print(f"[train] per-part threshold: {note}")
+    return threshold, chosen
