@@ -18,6 +18,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from mura_core.archive import DEFAULT_MAX_BYTES, AccessPolicy
 from mura_core.errors import MuraError
 from mura_core.pacs.address import (
     DEFAULT_AE_TITLE,
@@ -60,7 +61,38 @@ def add_source_arguments(
         help="labels CSV for a DICOM tree, image folder or PACS (study_instance_uid,label; "
         "default: SOURCE/labels.csv for a folder)",
     )
+    add_access_arguments(p)
     add_pacs_arguments(p)
+
+
+def add_access_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "archive files",
+        "what of a folder archive is read: regular files only (FIFOs, devices and sockets "
+        "are quarantined as not_a_regular_file, never opened), inside the archive root "
+        "(links and CSV paths leading out of it are quarantined as outside_archive), at most "
+        "--max-file-size each (too_large)",
+    )
+    g.add_argument(
+        "--follow-links",
+        action="store_true",
+        help="follow links whose target is outside the archive root (default: quarantined)",
+    )
+    g.add_argument(
+        "--max-file-size",
+        type=float,
+        default=DEFAULT_MAX_BYTES / 2**20,
+        metavar="MB",
+        help=f"largest file read, in MiB (default {DEFAULT_MAX_BYTES // 2**20})",
+    )
+
+
+def access_policy(args: argparse.Namespace) -> AccessPolicy:
+    """The archive-files flags as a policy (checked here, before any work)."""
+    return AccessPolicy(
+        follow_links=bool(getattr(args, "follow_links", False)),
+        max_bytes=int(getattr(args, "max_file_size", DEFAULT_MAX_BYTES / 2**20) * 2**20),
+    )
 
 
 def add_pacs_arguments(p: argparse.ArgumentParser) -> None:

@@ -16,7 +16,7 @@ from pipelines.ingest import (
     run_ingest,
 )
 
-from .common import add_source_arguments, job_main, pacs_options
+from .common import access_policy, add_source_arguments, job_main, pacs_options
 
 HELP = "turn an archive into Parquet shards with Ray Data"
 DESCRIPTION = (
@@ -84,6 +84,7 @@ def command(args: argparse.Namespace) -> int:
         pseudonymize=args.pseudonymize,
         force=args.force,
         pacs=pacs_options(args),
+        access=access_policy(args),
     )
     console.print(format_result(run_ingest(cfg)))
     return 0

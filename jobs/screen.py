@@ -13,7 +13,7 @@ from pipelines.ingest.rows import PSEUDONYMIZE_CHOICES
 from pipelines.model_store import DEFAULT_ALIAS
 from pipelines.screen import ScreenConfig, format_result, run_screen
 
-from .common import add_source_arguments, job_main, pacs_options
+from .common import access_policy, add_source_arguments, job_main, pacs_options
 
 HELP = "score a whole archive (raw or shards) into a study-level report"
 DESCRIPTION = (
@@ -127,6 +127,7 @@ def config(args: argparse.Namespace, out: Path) -> ScreenConfig:
         pictures=args.pictures,
         pseudonymize=args.pseudonymize,
         pacs=pacs_options(args),
+        access=access_policy(args),
         write_back=args.write_back,
         outbox=args.outbox,
         checkpoint_every=args.checkpoint_every,

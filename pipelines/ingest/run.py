@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 import ray
 import ray.data
 
+from mura_core.archive import AccessPolicy
 from mura_core.errors import ConfigError, MuraError
 from mura_core.pacs.address import is_pacs_address
 from mura_core.pacs.client import Pacs, PacsOptions
@@ -80,6 +81,7 @@ class IngestConfig:
     pseudonymize: str = "auto"
     force: bool = False
     pacs: PacsOptions = field(default_factory=PacsOptions)  # a PACS source: how to use it
+    access: AccessPolicy = AccessPolicy()  # a folder source: links, read cap
 
     def __post_init__(self) -> None:
         if not 16 <= self.size <= 2048:

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 import ray
 import ray.data
 
+from mura_core.archive import AccessPolicy
 from mura_core.errors import ConfigError, MuraError
 from mura_core.monitoring.drift import Bands
 from mura_core.pacs.client import Pacs, PacsOptions
@@ -108,6 +109,7 @@ class ScreenConfig:
     outbox: Path | None = None  # results not yet stored (default: per destination)
     checkpoint_every: int = 1000  # image scores written to OUT/.scores every N (resumable)
     bands: Bands = field(default_factory=Bands)  # when a monitoring figure alerts
+    access: AccessPolicy = AccessPolicy()  # a folder source: links, read cap
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
