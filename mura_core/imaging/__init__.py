@@ -3,6 +3,12 @@
 A reader is chosen by file suffix (MONAI-style); files without a known suffix (DICOM often
 has none) are sniffed by their magic bytes. `load_image` is the single entry point that
 ingest and screening both call, so a shard's pixels always equal what screening would see.
+
+Memory: `work_side` lets a decoder shrink a big image by an integer factor while decoding
+(JPEG DCT scaling, `Image.reduce`, block means of DICOM's integer pixels), the longer side
+kept >= work_side, so no full-resolution float copy is made; `select_frame` then resizes
+the smaller image as before. Callers that resize to `size` pass `work_side=2*size`.
+`DecodeInfo.height/width` stay the original size.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .dicom import decode_dicom, looks_like_dicom
+from .dicom import check_geometry, decode_dicom, looks_like_dicom, read_header
 from .errors import (
     CorruptFileError,
     ImageTooLargeError,
@@ -65,20 +71,35 @@ def reader_for(name: str, head: bytes = b"") -> ImageReader:
     raise UnsupportedImageError(f"unknown image format {suffix}: not PNG, JPEG or DICOM")
 
 
-def decode_bytes(data: bytes, name: str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
-    """Decode file contents; `name` (a path or file name) picks the reader by suffix."""
+def decode_bytes(
+    data: bytes,
+    name: str,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    work_side: int | None = None,
+) -> Decoded:
+    """Decode file contents; `name` (a path or file name) picks the reader by suffix.
+
+    `work_side`: the decoder may shrink the image by an integer factor while decoding, its
+    longer side kept >= work_side (None: full resolution). A programming error (work_side
+    < 1) is a ValueError, not an ImagingError."""
+    if work_side is not None and work_side < 1:
+        raise ValueError(f"work_side must be >= 1 or None, got {work_side}")
     if not data:
         raise CorruptFileError("empty file (0 bytes)")
-    return reader_for(name, data[:132]).decode(data, max_pixels=max_pixels)
+    reader = reader_for(name, data[:132])
+    return reader.decode(data, max_pixels=max_pixels, work_side=work_side)
 
 
-def decode(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
+def decode(
+    path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, work_side: int | None = None
+) -> Decoded:
     """Decode a file on disk into all its frames (multi-frame DICOM → one image per frame)."""
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise CorruptFileError(f"cannot read file: {exc.strerror or exc}") from exc
-    return decode_bytes(data, str(path), max_pixels=max_pixels)
+    return decode_bytes(data, str(path), max_pixels=max_pixels, work_side=work_side)
 
 
 def select_frame(decoded: Decoded, frame: int, size: int | None) -> np.ndarray:
@@ -96,8 +117,10 @@ def load_image(
     size: int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> np.ndarray:
-    """The model-ready image of one reference: uint8 (size, size), or native size if None."""
-    return select_frame(decode(path, max_pixels=max_pixels), frame, size)
+    """The model-ready image of one reference: uint8 (size, size), or native size if None
+    (decoded at a working size of 2*size when resized: see the module doc)."""
+    work_side = None if size is None else 2 * size
+    return select_frame(decode(path, max_pixels=max_pixels, work_side=work_side), frame, size)
 
 
 __all__ = [
@@ -113,10 +136,12 @@ __all__ = [
     "NotAnImageError",
     "UnsupportedImageError",
     "UnsupportedTransferSyntaxError",
+    "check_geometry",
     "decode",
     "decode_bytes",
     "load_image",
     "one_line",
+    "read_header",
     "reader_for",
     "resize_pad",
     "select_frame",

@@ -4,28 +4,38 @@ The order follows the DICOM grayscale pipeline (PS3.4 N.2): stored values → Mo
 rescale → VOI LUT or window → Presentation (MONOCHROME1 / INVERSE means high values are
 dark, so invert: bone must be bright whatever the vendor stored). Every branch taken is
 recorded in `DecodeInfo`, so a surprising image can be explained from its manifest row.
+
+Bounds, in order: the file is parsed by `dicom_header.read_dataset_bounded` (reads clamped
+and counted; a deflated dataset inflated only as far as its header's geometry needs);
+`check_geometry` holds frames × rows × columns × samples to the pixel limit; a compressed
+frame whose codestream declares more pixels than the header is refused before a plugin
+allocates for it. With `work_side`, each frame's integer pixels are block-averaged
+(`block_mean`) before the Modality and VOI LUTs, so the float pipeline runs at the working
+size, never at full resolution (PALETTE COLOR is not averaged: its values are indices).
 """
 
 from __future__ import annotations
 
-import io
+import struct
 import warnings
 from typing import Any
 
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
+from pydicom.encaps import generate_fragments
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, get_decoder
 from pydicom.uid import UID
 
+from .dicom_header import PARSE_ERRORS, check_geometry, read_dataset_bounded
+from .dicom_header import read_header as read_header  # listing's entry point, re-exported
 from .errors import (
     CorruptFileError,
-    ImageTooLargeError,
     NotAnImageError,
     UnsupportedImageError,
     UnsupportedTransferSyntaxError,
 )
+from .geometry import block_mean, shrink_factor
 from .intensity import linear_window, luminance, percentile_window, range_window, sigmoid_window
 from .types import Decoded, DecodeInfo
 
@@ -49,6 +59,8 @@ _NON_IMAGE_MODALITIES = {
     "RWV",
 }
 _GRAY = {"MONOCHROME1", "MONOCHROME2"}
+# JPEG start-of-frame markers (SOF0-SOF15 but DHT, JPG and DAC) and JPEG-LS SOF55
+_JPEG_SOF = frozenset({*range(0xC0, 0xD0)} - {0xC4, 0xC8, 0xCC} | {0xF7})
 _COLOUR = {
     "RGB",
     "YBR_FULL",
@@ -65,24 +77,9 @@ def looks_like_dicom(head: bytes) -> bool:
     return len(head) >= 132 and head[128:132] == b"DICM"
 
 
-def read_header(data: bytes | str, *, force: bool = False) -> Dataset:
-    """Header only (stops before pixel data): cheap enough to list a whole archive."""
-    src: Any = io.BytesIO(data) if isinstance(data, bytes) else data
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return pydicom.dcmread(src, stop_before_pixels=True, force=force)
-
-
-def _parse(data: bytes) -> Dataset:
+def _parse(data: bytes, max_pixels: int) -> Dataset:
     force = not looks_like_dicom(data[:132])
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(io.BytesIO(data), force=force)
-    except InvalidDicomError as exc:
-        raise CorruptFileError(f"not a DICOM file: {exc}") from exc
-    except Exception as exc:  # pydicom raises many types on damaged headers
-        raise CorruptFileError(f"cannot parse DICOM header ({type(exc).__name__}: {exc})") from exc
+    ds = read_dataset_bounded(data, force=force, max_pixels=max_pixels)
     if force and "SOPClassUID" not in ds and "PixelData" not in ds:
         raise CorruptFileError("not a DICOM file: no 'DICM' preamble and no DICOM elements")
     return ds
@@ -105,21 +102,6 @@ def _check_is_image(ds: Dataset) -> None:
     for keyword in ("Rows", "Columns", "BitsAllocated", "PhotometricInterpretation"):
         if ds.get(keyword) in (None, ""):
             raise CorruptFileError(f"DICOM image is missing required element {keyword}")
-
-
-def _check_size(ds: Dataset, max_pixels: int) -> None:
-    try:
-        frames = int(ds.get("NumberOfFrames") or 1)
-        rows, cols = int(ds.Rows), int(ds.Columns)
-    except (TypeError, ValueError) as exc:
-        raise CorruptFileError(f"DICOM image geometry unreadable: {exc}") from exc
-    if rows <= 0 or cols <= 0 or frames <= 0:
-        raise CorruptFileError(f"DICOM image geometry invalid: {rows}x{cols}x{frames} frames")
-    if rows * cols * frames > max_pixels:
-        raise ImageTooLargeError(
-            f"{cols}x{rows} px x {frames} frame(s) = {rows * cols * frames:,} px exceeds the "
-            f"limit of {max_pixels:,} px"
-        )
 
 
 def _transfer_syntax(ds: Dataset) -> UID | None:
@@ -212,37 +194,107 @@ def _colour_to_unit(ds: Dataset, frame: np.ndarray, photometric: str) -> np.ndar
     return range_window(luminance(frame), 0.0, float(2**bits - 1))
 
 
-def decode_dicom(data: bytes, *, max_pixels: int) -> Decoded:
-    """Decode a DICOM Part 10 file (bytes) to uint8 grayscale frames, bone bright."""
-    ds = _parse(data)
+def _declared_size(fragment: bytes) -> tuple[int, int, int] | None:
+    """(rows, columns, components) a frame's JPEG / JPEG-LS / JPEG 2000 codestream declares
+    in its SOF / SIZ marker, or None when the fragment does not start a codestream."""
+    if fragment[:4] == b"\x00\x00\x00\x0c" and fragment[4:8] == b"jP  ":
+        fragment = _jp2_codestream(fragment)
+    if fragment[:4] == b"\xff\x4f\xff\x51" and len(fragment) >= 42:
+        x, y, x0, y0 = struct.unpack(">4L", fragment[8:24])
+        return y - y0, x - x0, int.from_bytes(fragment[40:42], "big")
+    if fragment[:2] != b"\xff\xd8":
+        return None
+    offset = 2
+    while offset + 9 <= len(fragment):
+        if fragment[offset] != 0xFF:
+            return None
+        marker = fragment[offset + 1]
+        if marker == 0xFF:  # fill byte
+            offset += 1
+        elif marker in _JPEG_SOF:
+            height, width = struct.unpack(">HH", fragment[offset + 5 : offset + 9])
+            components = fragment[offset + 9] if offset + 9 < len(fragment) else 1
+            return (height, width, components) if height else None
+        elif marker == 0xDA:  # start of scan without a frame header
+            return None
+        else:
+            offset += 2 + int.from_bytes(fragment[offset + 2 : offset + 4], "big")
+    return None
+
+
+def _jp2_codestream(data: bytes) -> bytes:
+    """The contiguous codestream box of a JP2 file; pydicom's own box walk loops forever on a
+    box of length 0 or 1 before it, so those are refused here, before it runs."""
+    offset = 12
+    while offset + 8 <= len(data):
+        length = int.from_bytes(data[offset : offset + 4], "big")
+        if data[offset + 4 : offset + 8] == b"jp2c":
+            return data[offset + 8 :]
+        if length < 8:
+            raise CorruptFileError(f"JPEG 2000 (JP2) box of length {length} before the codestream")
+        offset += length
+    return b""
+
+
+def _check_codestreams(ds: Dataset, ts: UID | None) -> None:
+    """A compressed frame may not declare more pixels than the header: a plugin allocates
+    for what its codestream declares (a 1 KB frame claiming 60000x60000 is a bomb)."""
+    data = ds.get("PixelData")
+    if ts is None or not ts.is_compressed or not isinstance(data, bytes):
+        return
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    samples = int(ds.get("SamplesPerPixel") or 1)
+    try:
+        fragments = list(generate_fragments(data))
+    except PARSE_ERRORS as exc:
+        raise CorruptFileError(f"encapsulated pixel data is damaged: {exc}") from exc
+    for fragment in fragments:
+        declared = _declared_size(fragment)
+        if declared and declared[0] * declared[1] * declared[2] > rows * cols * samples:
+            raise CorruptFileError(
+                f"a compressed frame declares {declared[1]}x{declared[0]} px x {declared[2]} "
+                f"component(s), more than the header's {cols}x{rows} x {samples}"
+            )
+
+
+def _frames(ds: Dataset, pixels: np.ndarray, n_frames: int) -> np.ndarray:
+    samples = int(ds.get("SamplesPerPixel") or 1)
+    frames = pixels if n_frames > 1 else pixels[np.newaxis]
+    if frames.ndim != (4 if samples >= 3 else 3):
+        raise CorruptFileError(f"pixel array shape {pixels.shape} does not match the header")
+    return frames
+
+
+def decode_dicom(data: bytes, *, max_pixels: int, work_side: int | None = None) -> Decoded:
+    """Decode a DICOM Part 10 file (bytes) to uint8 grayscale frames, bone bright.
+
+    `work_side`: average each frame's integer pixels down by an integer factor while its
+    longer side stays >= work_side, before any LUT (see the module doc)."""
+    ds = _parse(data, max_pixels)
     _check_is_image(ds)
-    _check_size(ds, max_pixels)
+    n_frames = check_geometry(ds, max_pixels)
     ts = _transfer_syntax(ds)
     _check_decodable(ds, ts)
     photometric = str(ds.PhotometricInterpretation).upper().strip()
     if photometric not in _GRAY | _COLOUR:
         raise UnsupportedImageError(f"photometric interpretation {photometric!r} not handled")
-    pixels = _decode_pixels(ds, ts)
-    n_frames = int(ds.get("NumberOfFrames") or 1)
+    _check_codestreams(ds, ts)
+    frames = _frames(ds, _decode_pixels(ds, ts), n_frames)
     samples = int(ds.get("SamplesPerPixel") or 1)
     is_colour = photometric in _COLOUR and (samples >= 3 or photometric == "PALETTE COLOR")
-    frames = pixels if n_frames > 1 else pixels[np.newaxis]
-    expected_ndim = 4 if samples >= 3 else 3
-    if frames.ndim != expected_ndim:
-        raise CorruptFileError(f"pixel array shape {pixels.shape} does not match the header")
-
+    height, width = int(ds.Rows), int(ds.Columns)
+    factor = 1 if photometric == "PALETTE COLOR" else shrink_factor(height, width, work_side)
     inverse = str(ds.get("PresentationLUTShape", "")).upper() == "INVERSE"
     invert = (photometric == "MONOCHROME1") != inverse
     out: list[np.ndarray] = []
     windowing = "colour"
-    for frame in frames:
+    for full in frames:
+        frame = block_mean(full, factor)
         if is_colour:
             unit = _colour_to_unit(ds, frame, photometric)
         else:
             unit, windowing = _gray_to_unit(ds, frame)
-        if invert:
-            unit = 1.0 - unit
-        out.append(unit)
+        out.append(1.0 - unit if invert else unit)
     info = DecodeInfo(
         format="dicom",
         photometric=photometric,
@@ -250,7 +302,7 @@ def decode_dicom(data: bytes, *, max_pixels: int) -> Decoded:
         transfer_syntax=str(ts) if ts else None,
         windowing=windowing,
         inverted=invert,
-        height=int(ds.Rows),
-        width=int(ds.Columns),
+        height=height,
+        width=width,
     )
     return Decoded.from_unit(out, info)

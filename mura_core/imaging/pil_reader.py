@@ -1,4 +1,13 @@
-"""PNG / JPEG (the MURA release is PNG) → uint8 grayscale frames."""
+"""PNG / JPEG (the MURA release is PNG) → uint8 grayscale frames.
+
+The recipe: refuse bombs from the header (pixels × frames against the limit) before
+decoding; with `work_side`, shrink while decoding so that no full-resolution float copy is
+made: a JPEG is decoded at 1/2, 1/4 or 1/8 scale (`Image.draft`, DCT scaling), then every
+frame is reduced by an integer factor in its integer mode (`Image.reduce` for 8-bit modes,
+`block_mean` for 16/32-bit ones, which `reduce` does not take) while its longer side stays
+>= `work_side`; only then are values mapped to [0, 1]. `DecodeInfo.height/width` are always
+the original, upright size.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +15,10 @@ import io
 import warnings
 
 import numpy as np
-from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
+from PIL import Image, ImageSequence, UnidentifiedImageError
 
 from .errors import CorruptFileError, ImageTooLargeError, UnsupportedImageError
+from .geometry import block_mean, shrink_factor
 from .intensity import luminance, percentile_window
 from .types import Decoded, DecodeInfo
 
@@ -17,47 +27,86 @@ from .types import Decoded, DecodeInfo
 if Image.MAX_IMAGE_PIXELS is None:
     Image.MAX_IMAGE_PIXELS = 89_478_485
 
+_GRAY_8 = frozenset({"L", "LA", "1"})
+_COLOUR_8 = frozenset({"P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"})
+_EXIF_ORIENTATION = 0x0112
+# EXIF orientation → the numpy view that makes the image upright (as ImageOps.exif_transpose)
+_UPRIGHT = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: np.rot90(a, 2).swapaxes(0, 1),
+    8: lambda a: np.rot90(a, 1),
+}
 
-def _frame_to_unit(frame: Image.Image) -> tuple[np.ndarray, str, int]:
-    """One PIL frame → floats in [0, 1], the windowing used, and the source bit depth."""
+
+def _frame_to_unit(frame: Image.Image, factor: int) -> tuple[np.ndarray, str, int]:
+    """One PIL frame, shrunk by `factor` → floats in [0, 1], the windowing used, and the
+    source bit depth."""
     mode = frame.mode
-    if mode in ("L", "LA", "1", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"):
-        if mode in ("L", "LA", "1"):
-            gray = np.asarray(frame.convert("L"), dtype=np.float64)
-            return gray / 255.0, "none", 8
-        rgb = np.asarray(frame.convert("RGB"))
-        return luminance(rgb) / 255.0, "colour", 8
-    if mode.startswith("I;16") or mode == "I":
+    if mode in _GRAY_8 or mode in _COLOUR_8:
+        target = "L" if mode in _GRAY_8 else "RGB"
+        image = frame if mode == target else frame.convert(target)
+        if factor > 1:
+            image = image.reduce(factor)
+        if target == "L":
+            return np.asarray(image, dtype=np.float64) / 255.0, "none", 8
+        return luminance(np.asarray(image)) / 255.0, "colour", 8
+    if mode.startswith("I;16") or mode in ("I", "F"):
         # 16-bit PNGs often hold 10-12 bit detector data in a 16-bit container: mapping the
         # full 0..65535 range would give a black image, so use robust percentiles (loudly:
         # the windowing is recorded as 'percentile').
-        values = np.asarray(frame, dtype=np.float64)
-        return percentile_window(values), "percentile", 16
-    if mode == "F":
-        return percentile_window(np.asarray(frame, dtype=np.float64)), "percentile", 32
+        values = block_mean(np.asarray(frame), factor)
+        return percentile_window(values), "percentile", 32 if mode == "F" else 16
     raise UnsupportedImageError(f"image mode {mode!r} not handled")
 
 
-def decode_pil(data: bytes, *, max_pixels: int) -> Decoded:
-    """Decode PNG/JPEG bytes; refuse bombs before decoding and truncation while decoding."""
+def _orientation(image: Image.Image, fmt: str) -> int:
+    """The EXIF orientation of a JPEG (1 = upright; other formats are left as stored)."""
+    if fmt != "jpeg":
+        return 1
+    value = image.getexif().get(_EXIF_ORIENTATION, 1)
+    return value if isinstance(value, int) and value in _UPRIGHT else 1
+
+
+def _check_pixels(width: int, height: int, n_frames: int, max_pixels: int) -> None:
+    if width * height * n_frames > max_pixels:
+        raise ImageTooLargeError(
+            f"{width}x{height} px x {n_frames} frame(s) = {width * height * n_frames:,}"
+            f" px exceeds the limit of {max_pixels:,} px"
+        )
+
+
+def _decode_frames(
+    image: Image.Image, fmt: str, orientation: int, work_side: int | None
+) -> tuple[list[np.ndarray], str, int]:
+    width, height = image.size
+    factor = shrink_factor(height, width, work_side)
+    if factor > 1 and fmt == "jpeg":
+        image.draft(image.mode, (-(-width // factor), -(-height // factor)))
+    frames, windowing, bits = [], "none", 8
+    for page in ImageSequence.Iterator(image):
+        page.load()
+        unit, windowing, bits = _frame_to_unit(page, shrink_factor(*page.size[::-1], work_side))
+        frames.append(_UPRIGHT[orientation](unit) if orientation != 1 else unit)
+    return frames, windowing, bits
+
+
+def decode_pil(data: bytes, *, max_pixels: int, work_side: int | None = None) -> Decoded:
+    """Decode PNG/JPEG bytes; refuse bombs before decoding and truncation while decoding.
+
+    `work_side`: shrink while decoding, the longer side kept >= work_side (module doc)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             fmt = (image.format or "unknown").lower()
             width, height = image.size
-            n_frames = int(getattr(image, "n_frames", 1) or 1)
-            if width * height * n_frames > max_pixels:
-                raise ImageTooLargeError(
-                    f"{width}x{height} px x {n_frames} frame(s) = {width * height * n_frames:,}"
-                    f" px exceeds the limit of {max_pixels:,} px"
-                )
-            frames, windowing, bits = [], "none", 8
-            for page in ImageSequence.Iterator(image):
-                page.load()
-                upright = ImageOps.exif_transpose(page) if fmt == "jpeg" else page
-                unit, windowing, bits = _frame_to_unit(upright)
-                frames.append(unit)
+            _check_pixels(width, height, int(getattr(image, "n_frames", 1) or 1), max_pixels)
+            orientation = _orientation(image, fmt)
+            frames, windowing, bits = _decode_frames(image, fmt, orientation, work_side)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLargeError(f"PIL decompression-bomb guard: {exc}") from exc
     except UnidentifiedImageError as exc:
@@ -67,7 +116,8 @@ def decode_pil(data: bytes, *, max_pixels: int) -> Decoded:
         raise CorruptFileError(f"damaged image ({type(exc).__name__}: {exc})") from exc
     if not frames:
         raise CorruptFileError("image has no frames")
-    h, w = frames[0].shape
+    if orientation >= 5:
+        width, height = height, width
     info = DecodeInfo(
         format=fmt,
         photometric="RGB" if windowing == "colour" else "MONOCHROME2",
@@ -75,7 +125,7 @@ def decode_pil(data: bytes, *, max_pixels: int) -> Decoded:
         transfer_syntax=None,
         windowing=windowing,
         inverted=False,
-        height=h,
-        width=w,
+        height=height,
+        width=width,
     )
     return Decoded.from_unit(frames, info)
