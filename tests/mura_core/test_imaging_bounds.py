@@ -200,8 +200,8 @@ def measure(path: Path, how: str, *, trace: bool = True) -> dict[str, object]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def assert_cheap(figures: dict[str, object]) -> None:
-    assert figures["seconds"] < MAX_SECONDS, figures
+def assert_cheap(figures: dict[str, object], seconds: float = MAX_SECONDS) -> None:
+    assert figures["seconds"] < seconds, figures
     assert figures["rss_mb"] < MAX_EXTRA_MB, figures
     assert figures["traced_mb"] < MAX_EXTRA_MB, figures
 
@@ -269,7 +269,9 @@ def test_millions_of_tiny_elements_stop_at_the_read_budget(bombs: dict[str, Path
         f"too_large: DICOM dataset holds too many elements: parsing stopped after "
         f"{MAX_PARSE_READS:,} reads (the limit)"
     )
-    assert_cheap(figures)
+    # the budget costs ~0.4 s of pydicom parsing on an idle core (2M elements took 19 s
+    # before it): a shared, loaded machine gets some leeway
+    assert_cheap(figures, seconds=3.0)
 
 
 def test_pydicom_deflated_file_lists_and_decodes_as_before() -> None:
