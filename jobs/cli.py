@@ -33,7 +33,14 @@ from . import (
     submit,
     train,
 )
-from .common import add_source_arguments, add_verbose, pacs_options, progress, run_command
+from .common import (
+    access_policy,
+    add_source_arguments,
+    add_verbose,
+    pacs_options,
+    progress,
+    run_command,
+)
 
 
 def _body_parts(text: str | None) -> tuple[BodyPart, ...]:
@@ -87,7 +94,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         pacs.check()
         print(format_summary(list_pacs(pacs, options.query, args.labels).listing))
         return 0
-    print(format_summary(list_source(args.source, kind=args.kind, labels=args.labels)))
+    listing = list_source(
+        args.source, kind=args.kind, labels=args.labels, access=access_policy(args)
+    )
+    print(format_summary(listing))
     return 0
 
 

@@ -2,6 +2,8 @@
 
 `list_source` detects the kind (or takes it), and returns a `Listing` in which every file
 below the root is accounted for: an image reference, a problem with its reason, or junk.
+Every lister walks and opens the archive through `mura_core.archive` (regular files only,
+inside the root, a read cap: the `AccessPolicy`).
 """
 
 from __future__ import annotations
@@ -10,10 +12,11 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..archive import AccessPolicy, ArchiveFiles
 from ..imaging import IMAGE_SUFFIXES
 from ..records import MURA_BODY_PARTS, BodyPart, Listing
 from . import mura
-from .common import SourceError, require_dir, walk_files
+from .common import SourceError, require_dir
 from .dicom_tree import list_dicom, sniff_dicom
 from .folder import list_folder
 
@@ -22,7 +25,7 @@ PACS_KINDS: tuple[str, ...] = ("dicomweb", "dimse")  # a listing's kind when rea
 _SNIFF_LIMIT = 5000
 
 
-def detect_kind(root: str | Path) -> str:
+def detect_kind(root: str | Path, access: AccessPolicy | None = None) -> str:
     """'mura' for the MURA layout, else 'dicom' or 'folder' by what the files are.
 
     A tree holding both DICOM and PNG/JPEG files is ambiguous: refuse and ask for a kind,
@@ -31,15 +34,16 @@ def detect_kind(root: str | Path) -> str:
     path = require_dir(root)
     if mura.find_root(path) is not None:
         return "mura"
+    files = ArchiveFiles.at(path, access)
     dicom = images = 0
-    for seen, (file, junk) in enumerate(walk_files(path)):
+    for seen, entry in enumerate(files.walk()):
         if seen >= _SNIFF_LIMIT:
             break
-        if junk:
+        if not entry.usable:
             continue
-        if file.name.lower().endswith(IMAGE_SUFFIXES):
+        if entry.path.name.lower().endswith(IMAGE_SUFFIXES):
             images += 1
-        elif sniff_dicom(file):
+        elif sniff_dicom(files, entry.path):
             dicom += 1
     if dicom and images:
         raise SourceError(
@@ -54,22 +58,27 @@ def detect_kind(root: str | Path) -> str:
 
 
 def list_source(
-    root: str | Path, *, kind: str | None = None, labels: str | Path | None = None
+    root: str | Path,
+    *,
+    kind: str | None = None,
+    labels: str | Path | None = None,
+    access: AccessPolicy | None = None,
 ) -> Listing:
     """List an archive's image references; `kind` None means detect it."""
     path = require_dir(root)
-    kind = kind or detect_kind(path)
+    kind = kind or detect_kind(path, access)
     labels_path = Path(labels).expanduser().resolve() if labels is not None else None
     if labels_path is not None and not labels_path.is_file():
         raise SourceError(f"labels file not found: {labels_path}")
+    files = ArchiveFiles.at(path, access)
     if kind == "mura":
         if labels_path is not None:
             raise SourceError("a MURA archive takes its labels from its own CSVs, not --labels")
-        return mura.list_mura(path)
+        return mura.list_mura(files)
     if kind == "dicom":
-        return list_dicom(path, labels_path)
+        return list_dicom(files, labels_path)
     if kind == "folder":
-        return list_folder(path, labels_path)
+        return list_folder(files, labels_path)
     raise SourceError(f"unknown source kind {kind!r}: choose one of {', '.join(KINDS)}")
 
 

@@ -1,22 +1,22 @@
-"""Shared pieces of the sources: walking a tree, junk files, labels, whole-run errors."""
+"""Shared pieces of the sources: labels, CSVs read through the archive layer, whole-run
+errors. Walking a tree and opening its files is `mura_core.archive`'s."""
 
 from __future__ import annotations
 
 import csv
-import os
-from collections.abc import Iterator
+import io
 from pathlib import Path
+from typing import TextIO
 
+from ..archive import ArchiveFiles, read_regular
 from ..errors import MuraError
+from ..imaging.errors import ImagingError
 
 
 class SourceError(MuraError):
     """A whole-run problem (missing root, empty archive, unreadable CSV): fail before work."""
 
 
-# Files that are never inputs: macOS resource forks and folder metadata, Windows thumbnails.
-_JUNK_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini", ".directory", "DICOMDIR"}
-_JUNK_DIRS = {"__MACOSX", ".git", ".svn", ".Trashes", ".Spotlight-V100", ".fseventsd"}
 # Documentation and side-car files that can sit in an archive without being images.
 DOC_SUFFIXES = (
     ".txt",
@@ -33,24 +33,6 @@ DOC_SUFFIXES = (
     ".pdf",
     ".rtf",
 )
-
-
-def is_junk(name: str) -> bool:
-    """macOS `._*` / `.DS_Store` and friends: skipped and counted, never quarantined."""
-    return name.startswith("._") or name in _JUNK_NAMES
-
-
-def walk_files(root: Path) -> Iterator[tuple[Path, bool]]:
-    """Every file below `root` in a stable (sorted) order, with a flag: is it junk?
-
-    Files inside junk folders (`__MACOSX`, `.git`...) count as junk too, so that a zip
-    extracted on a Mac does not double the archive with resource-fork copies.
-    """
-    for dirpath, dirnames, filenames in os.walk(root):
-        junk_dir = any(part in _JUNK_DIRS for part in Path(dirpath).relative_to(root).parts)
-        dirnames.sort()
-        for name in sorted(filenames):
-            yield Path(dirpath) / name, junk_dir or is_junk(name)
 
 
 def require_dir(root: str | Path) -> Path:
@@ -79,10 +61,31 @@ def parse_label(value: str | None) -> int | None:
     raise ValueError(f"unrecognised label {value!r} (use 0/1, normal/abnormal)")
 
 
-def read_header_csv(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
+CSV_MAX_BYTES = 256 * 1024 * 1024  # MURA's largest CSV is 3 MB
+
+
+def open_csv(path: Path, files: ArchiveFiles | None = None) -> TextIO:
+    """A CSV's text, read through the archive layer: a regular file (a FIFO never blocks the
+    listing), inside the archive when `files` is given (a `labels.csv` linking out of it is
+    refused), of bounded size; a refusal is a one-line SourceError."""
+    try:
+        if files is not None:
+            data = files.read(path)
+        else:
+            data = read_regular(path, max_bytes=CSV_MAX_BYTES)
+        return io.StringIO(data.decode("utf-8-sig"), newline="")
+    except ImagingError as exc:
+        raise SourceError(f"cannot read {path}: {exc.reason}") from exc
+    except UnicodeDecodeError as exc:
+        raise SourceError(f"cannot read {path}: not UTF-8 text ({exc.reason})") from exc
+
+
+def read_header_csv(
+    path: Path, required: tuple[str, ...], files: ArchiveFiles | None = None
+) -> list[dict[str, str]]:
     """A CSV with a header row, column names lower-cased; missing columns fail fast."""
     try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
+        with open_csv(path, files) as handle:
             reader = csv.DictReader(handle)
             fields = [f.strip().lower() for f in (reader.fieldnames or [])]
             missing = [c for c in required if c not in fields]

@@ -3,135 +3,201 @@
 Study = StudyInstanceUID, patient = PatientID, body part = BodyPartExamined, else keywords
 of the Study/Series Description or Protocol Name. Only headers are read while listing
 (`stop_before_pixels`), so listing a large archive costs a fraction of decoding it. Labels,
-which DICOM does not carry, may come from a `labels.csv` (study_instance_uid,label).
+which DICOM does not carry, may come from a `labels.csv` (study_instance_uid,label); a study
+labelled twice, differently, is a problem `conflicting_labels` and left unlabelled.
+
+Every file is opened through the archive layer (`mura_core.archive`), and a header is
+bounded before it is believed: a deflated dataset is inflated only as far as its header
+(`read_header`), and frames x rows x columns x samples must fit the pixel limit
+(`check_geometry`) before any frame is listed. A second file with an instance UID already
+listed is a problem `duplicate_instance`: the image counts once in its study.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..imaging.dicom import looks_like_dicom, read_header
+from pydicom.dataset import Dataset
+
+from ..archive import ArchiveFiles
+from ..imaging import DEFAULT_MAX_PIXELS, ImagingError
+from ..imaging.dicom import check_geometry, looks_like_dicom, read_header
 from ..records import BodyPart, ImageRef, Listing, Problem, body_part_from_text
-from .common import DOC_SUFFIXES, SourceError, parse_label, read_header_csv, walk_files
+from ..studies import CONFLICTING_LABELS
+from .common import DOC_SUFFIXES, SourceError, parse_label, read_header_csv
 
 KIND = "dicom"
 DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
 LABELS_FILE = "labels.csv"
 
 
-def _head(path: Path) -> bytes:
-    try:
-        with path.open("rb") as handle:
-            return handle.read(132)
-    except OSError:
-        return b""
-
-
-def sniff_dicom(path: Path) -> bool:
+def sniff_dicom(files: ArchiveFiles, path: Path) -> bool:
     """True if the file has the DICOM preamble or a DICOM suffix."""
-    return path.name.lower().endswith(DICOM_SUFFIXES) or looks_like_dicom(_head(path))
+    return path.name.lower().endswith(DICOM_SUFFIXES) or looks_like_dicom(files.head(path, 132))
 
 
-def _labels(path: Path | None) -> dict[str, int]:
+@dataclass
+class _Labels:
+    """The labels CSV: label per study key, the studies labelled twice differently, and
+    one problem for each of those."""
+
+    by_study: dict[str, int] = field(default_factory=dict)
+    conflicted: set[str] = field(default_factory=set)
+    problems: list[Problem] = field(default_factory=list)
+
+
+def _labels(path: Path | None, files: ArchiveFiles, inside: bool) -> _Labels:
+    out = _Labels()
     if path is None:
-        return {}
-    rows = read_header_csv(path, ("label",))
+        return out
+    rows = read_header_csv(path, ("label",), files if inside else None)
     columns = rows[0].keys() if rows else ()
     key_col = next((c for c in ("study_instance_uid", "study", "study_key") if c in columns), None)
     if rows and key_col is None:
         raise SourceError(f"{path}: needs a study_instance_uid column beside label")
-    out: dict[str, int] = {}
+    first_line: dict[str, int] = {}
     for line_no, row in enumerate(rows, start=2):
         try:
             label = parse_label(row["label"])
         except ValueError as exc:
             raise SourceError(f"{path} line {line_no}: {exc}") from exc
-        if label is not None and key_col is not None:
-            out[row[key_col]] = label
+        if label is None or key_col is None:
+            continue
+        key = row[key_col]
+        if key in out.by_study and out.by_study[key] != label and key not in out.conflicted:
+            out.conflicted.add(key)
+            out.problems.append(
+                Problem(
+                    path.name,
+                    "list",
+                    CONFLICTING_LABELS,
+                    f"lines {first_line[key]} and {line_no} label one study differently: "
+                    "the study is left unlabelled",
+                )
+            )
+        out.by_study.setdefault(key, label)
+        first_line.setdefault(key, line_no)
     return out
 
 
-def list_dicom(root: Path, labels: Path | None = None) -> Listing:
-    """Image references of every DICOM image below `root` (one per frame)."""
-    labels_path = (
-        labels
-        if labels is not None
-        else (root / LABELS_FILE if (root / LABELS_FILE).is_file() else None)
+def _header(files: ArchiveFiles, path: Path, rel: str) -> Dataset | Problem:
+    """The file's header, bounded and checked, or the problem that refuses it."""
+    has_preamble = looks_like_dicom(files.head(path, 132))
+    if not has_preamble and not path.name.lower().endswith(DICOM_SUFFIXES):
+        return Problem(
+            rel, "list", "not_dicom", "not a DICOM file (no 'DICM' preamble, no .dcm suffix)"
+        )
+    try:
+        with files.open(path) as handle:
+            ds = read_header(handle, force=not has_preamble)
+        if any(k in ds for k in ("Rows", "Columns", "NumberOfFrames")):
+            check_geometry(ds, DEFAULT_MAX_PIXELS)
+    except ImagingError as exc:
+        return Problem(rel, "list", exc.error_type, exc.reason)
+    except Exception as exc:  # pydicom raises many types on damaged headers
+        return Problem(
+            rel, "list", "corrupt", f"DICOM header unreadable ({type(exc).__name__}: {exc})"
+        )
+    if not str(ds.get("StudyInstanceUID", "") or "").strip():
+        return Problem(
+            rel,
+            "list",
+            "missing_study_uid",
+            "DICOM header has no StudyInstanceUID: cannot group it",
+        )
+    return ds
+
+
+def _frames(ds: Dataset) -> int:
+    try:
+        return max(1, int(ds.get("NumberOfFrames") or 1))
+    except (TypeError, ValueError):
+        return 1
+
+
+def _refs(ds: Dataset, path: Path, rel: str, label: int | None) -> list[ImageRef]:
+    """One reference per frame of a checked header."""
+    study_uid = str(ds.get("StudyInstanceUID")).strip()
+    patient = str(ds.get("PatientID", "") or "").strip() or f"unknown-patient:{study_uid}"
+    body_part = body_part_from_text(
+        ds.get("BodyPartExamined"),
+        ds.get("StudyDescription"),
+        ds.get("SeriesDescription"),
+        ds.get("ProtocolName"),
     )
-    study_labels = _labels(labels_path)
+    view = str(ds.get("ViewPosition", "") or "").strip() or None
+    sop_uid = str(ds.get("SOPInstanceUID", "") or "").strip() or rel
+    n_frames = _frames(ds)
+    return [
+        ImageRef(
+            path=str(path),
+            relpath=rel,
+            image_id=sop_uid if n_frames == 1 else f"{sop_uid}#{frame}",
+            study_key=study_uid,
+            patient_key=patient,
+            body_part=BodyPart(body_part),
+            view=view,
+            label=label,
+            split=None,
+            frame=frame,
+        )
+        for frame in range(n_frames)
+    ]
+
+
+def _duplicate(rel: str) -> Problem:
+    return Problem(
+        rel,
+        "list",
+        "duplicate_instance",
+        "another file of the archive holds the same SOPInstanceUID: the image counts once",
+    )
+
+
+def list_dicom(files: ArchiveFiles, labels: Path | None = None) -> Listing:
+    """Image references of every DICOM image below the archive root (one per frame)."""
+    root = Path(files.root)
+    inside = labels is None
+    labels_path = labels if labels is not None else root / LABELS_FILE
+    if inside and not labels_path.is_file():
+        labels_path = None
+    study_labels = _labels(labels_path, files, inside)
     refs: list[ImageRef] = []
-    problems: list[Problem] = []
+    problems: list[Problem] = list(study_labels.problems)
     accessions: dict[str, str] = {}
+    instances: set[str] = set()
     junk = 0
-    for path, is_junk in walk_files(root):
-        rel = path.relative_to(root).as_posix()
-        if labels_path is not None and path == labels_path:
+    for entry in files.walk():
+        if labels_path is not None and entry.path == labels_path:
             continue
-        if is_junk or path.name.lower().endswith(DOC_SUFFIXES):
+        if entry.problem is not None:
+            problems.append(entry.problem)
+            continue
+        if entry.junk or entry.path.name.lower().endswith(DOC_SUFFIXES):
             junk += 1
             continue
-        has_preamble = looks_like_dicom(_head(path))
-        if not has_preamble and not path.name.lower().endswith(DICOM_SUFFIXES):
-            problems.append(
-                Problem(
-                    rel,
-                    "list",
-                    "not_dicom",
-                    "not a DICOM file (no 'DICM' preamble, no .dcm suffix)",
-                )
-            )
+        ds = _header(files, entry.path, entry.rel)
+        if isinstance(ds, Problem):
+            problems.append(ds)
             continue
-        try:
-            ds = read_header(str(path), force=not has_preamble)
-        except Exception as exc:  # pydicom raises many types on damaged headers
-            problems.append(
-                Problem(
-                    rel, "list", "corrupt", f"DICOM header unreadable ({type(exc).__name__}: {exc})"
-                )
-            )
+        sop_uid = str(ds.get("SOPInstanceUID", "") or "").strip()
+        if sop_uid and sop_uid in instances:
+            problems.append(_duplicate(entry.rel))
             continue
-        study_uid = str(ds.get("StudyInstanceUID", "") or "").strip()
-        if not study_uid:
-            problems.append(
-                Problem(
-                    rel,
-                    "list",
-                    "missing_study_uid",
-                    "DICOM header has no StudyInstanceUID: cannot group it",
-                )
-            )
-            continue
-        patient = str(ds.get("PatientID", "") or "").strip() or f"unknown-patient:{study_uid}"
+        instances.add(sop_uid)
+        study_uid = str(ds.get("StudyInstanceUID")).strip()
         if accession := str(ds.get("AccessionNumber", "") or "").strip():
             accessions.setdefault(study_uid, accession)
-        body_part = body_part_from_text(
-            ds.get("BodyPartExamined"),
-            ds.get("StudyDescription"),
-            ds.get("SeriesDescription"),
-            ds.get("ProtocolName"),
+        label = (
+            None if study_uid in study_labels.conflicted else study_labels.by_study.get(study_uid)
         )
-        view = str(ds.get("ViewPosition", "") or "").strip() or None
-        sop_uid = str(ds.get("SOPInstanceUID", "") or "").strip() or rel
-        try:
-            n_frames = max(1, int(ds.get("NumberOfFrames") or 1))
-        except (TypeError, ValueError):
-            n_frames = 1
-        for frame in range(n_frames):
-            refs.append(
-                ImageRef(
-                    path=str(path),
-                    relpath=rel,
-                    image_id=sop_uid if n_frames == 1 else f"{sop_uid}#{frame}",
-                    study_key=study_uid,
-                    patient_key=patient,
-                    body_part=BodyPart(body_part),
-                    view=view,
-                    label=study_labels.get(study_uid),
-                    split=None,
-                    frame=frame,
-                )
-            )
-    notes = (f"labels from {labels_path.name}: {len(study_labels)} studies",) if labels_path else ()
+        refs.extend(_refs(ds, entry.path, entry.rel, label))
+    notes = (
+        (f"labels from {labels_path.name}: {len(study_labels.by_study)} studies",)
+        if labels_path
+        else ()
+    )
     return Listing(
         kind=KIND,
         root=str(root),

@@ -3,94 +3,143 @@
 Without a CSV every image is its own study, unlabelled, body part guessed from its path
 ("…/wrist/img1.png" → XR_WRIST). The CSV (header row; `path` required, then any of `label`,
 `study`, `patient`, `body_part`, `view`, `split`) labels images and groups them into studies.
+A CSV path that leaves the archive root is a problem `outside_archive` (never looked at); an
+image listed twice with two labels is a problem `conflicting_labels`, and so is a study
+whose images are labelled differently: either study is left unlabelled.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..archive import ArchiveFiles, OutsideArchiveError
 from ..imaging import IMAGE_SUFFIXES
 from ..records import ImageRef, Listing, Problem, Split, body_part_from_text
-from .common import DOC_SUFFIXES, SourceError, parse_label, read_header_csv, walk_files
+from ..studies import CONFLICTING_LABELS, settle_labels
+from .common import DOC_SUFFIXES, SourceError, parse_label, read_header_csv
 
 KIND = "folder"
 LABELS_FILE = "labels.csv"
 
 
-def _rows_by_path(labels_path: Path, root: Path) -> tuple[dict[str, dict[str, str]], list[Problem]]:
-    rows: dict[str, dict[str, str]] = {}
-    problems: list[Problem] = []
-    for line_no, row in enumerate(read_header_csv(labels_path, ("path",)), start=2):
+@dataclass
+class _Rows:
+    """The labels CSV: its rows by relative path, the problems, and the paths whose rows
+    disagree on the label."""
+
+    by_path: dict[str, dict[str, str]] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+    conflicted: set[str] = field(default_factory=set)
+    lines: dict[str, int] = field(default_factory=dict)
+
+
+def _check_row(row: dict[str, str], where: str) -> None:
+    try:
+        parse_label(row.get("label"))
+        if row.get("split"):
+            Split(row["split"].lower())
+    except ValueError as exc:
+        raise SourceError(f"{where}: {exc}") from exc
+
+
+def _rows_by_path(labels_path: Path, files: ArchiveFiles, inside: bool) -> _Rows:
+    out = _Rows()
+    rows = read_header_csv(labels_path, ("path",), files if inside else None)
+    for line_no, row in enumerate(rows, start=2):
         rel = row["path"].replace("\\", "/").removeprefix("./")
         where = f"{labels_path.name} line {line_no}"
+        _check_row(row, f"{labels_path} line {line_no}")
         try:
-            parse_label(row.get("label"))
-            if row.get("split"):
-                Split(row["split"].lower())
-        except ValueError as exc:
-            raise SourceError(f"{labels_path} line {line_no}: {exc}") from exc
-        if not (root / rel).is_file():
-            problems.append(
+            path = files.locate(rel)
+        except OutsideArchiveError as exc:
+            out.problems.append(Problem(rel, "list", exc.error_type, f"{where}: {exc.reason}"))
+            continue
+        if not path.is_file():
+            out.problems.append(
                 Problem(rel, "list", "missing_file", f"{where} names an image that is not on disk")
             )
             continue
-        rows[rel] = row
-    return rows, problems
+        earlier = out.by_path.get(rel)
+        if earlier is not None and parse_label(earlier.get("label")) != parse_label(
+            row.get("label")
+        ):
+            if rel not in out.conflicted:
+                out.conflicted.add(rel)
+                out.problems.append(
+                    Problem(
+                        rel,
+                        "list",
+                        CONFLICTING_LABELS,
+                        f"{labels_path.name} lines {out.lines[rel]} and {line_no} label this "
+                        "image differently: its study is left unlabelled",
+                    )
+                )
+            continue
+        out.by_path[rel] = row
+        out.lines.setdefault(rel, line_no)
+    return out
 
 
-def list_folder(root: Path, labels: Path | None = None) -> Listing:
-    """Image references of every PNG/JPEG below `root`."""
-    labels_path = (
-        labels
-        if labels is not None
-        else (root / LABELS_FILE if (root / LABELS_FILE).is_file() else None)
+def _ref(path: Path, rel: str, row: dict[str, str]) -> ImageRef:
+    study = row.get("study") or rel.rsplit(".", 1)[0]
+    split = row.get("split")
+    return ImageRef(
+        path=str(path),
+        relpath=rel,
+        image_id=rel,
+        study_key=study,
+        patient_key=row.get("patient") or study,
+        body_part=body_part_from_text(row.get("body_part"), rel),
+        view=row.get("view") or None,
+        label=parse_label(row.get("label")),
+        split=Split(split.lower()) if split else None,
     )
-    rows, problems = _rows_by_path(labels_path, root) if labels_path else ({}, [])
+
+
+def list_folder(files: ArchiveFiles, labels: Path | None = None) -> Listing:
+    """Image references of every PNG/JPEG below the archive root."""
+    root = Path(files.root)
+    inside = labels is None
+    labels_path = labels if labels is not None else root / LABELS_FILE
+    if inside and not labels_path.is_file():
+        labels_path = None
+    rows = _rows_by_path(labels_path, files, inside) if labels_path else _Rows()
+    problems = list(rows.problems)
     refs: list[ImageRef] = []
     junk = 0
-    for path, is_junk in walk_files(root):
-        rel = path.relative_to(root).as_posix()
-        if labels_path is not None and path == labels_path:
+    for entry in files.walk():
+        if labels_path is not None and entry.path == labels_path:
             continue
-        if is_junk or path.name.lower().endswith(DOC_SUFFIXES):
+        if entry.problem is not None:
+            problems.append(entry.problem)
+            continue
+        if entry.junk or entry.path.name.lower().endswith(DOC_SUFFIXES):
             junk += 1
             continue
-        if not path.name.lower().endswith(IMAGE_SUFFIXES):
+        if not entry.path.name.lower().endswith(IMAGE_SUFFIXES):
             problems.append(
                 Problem(
-                    rel,
+                    entry.rel,
                     "list",
                     "not_an_image",
-                    f"not a PNG/JPEG file ({path.suffix or 'no suffix'})",
+                    f"not a PNG/JPEG file ({entry.path.suffix or 'no suffix'})",
                 )
             )
             continue
-        row = rows.get(rel, {})
-        study = row.get("study") or rel.rsplit(".", 1)[0]
-        split = row.get("split")
-        refs.append(
-            ImageRef(
-                path=str(path),
-                relpath=rel,
-                image_id=rel,
-                study_key=study,
-                patient_key=row.get("patient") or study,
-                body_part=body_part_from_text(row.get("body_part"), rel),
-                view=row.get("view") or None,
-                label=parse_label(row.get("label")),
-                split=Split(split.lower()) if split else None,
-            )
-        )
+        refs.append(_ref(entry.path, entry.rel, rows.by_path.get(entry.rel, {})))
+    conflicted = {r.study_key for r in refs if r.relpath in rows.conflicted}
+    settled, conflicts = settle_labels(refs, unlabel=conflicted)
     notes = (
-        (f"labels from {labels_path.name}: {len(rows)} images",)
+        (f"labels from {labels_path.name}: {len(rows.by_path)} images",)
         if labels_path
         else ("no labels CSV: one image = one unlabelled study",)
     )
     return Listing(
         kind=KIND,
         root=str(root),
-        refs=tuple(refs),
-        problems=tuple(problems),
+        refs=settled,
+        problems=tuple(problems + conflicts),
         junk_skipped=junk,
         notes=notes,
     )

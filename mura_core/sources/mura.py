@@ -5,18 +5,25 @@ Labels and splits come from the four CSVs when they are present, and from the
 several public copies add one (`Img_Path,Label`): a first row that names no path is taken
 as a header, skipped, and said so in the notes ("CSVs used: …"). A CSV row naming a file
 that is not on disk becomes a problem (a quarantine row later), never a crash: copies of
-MURA are often partial.
+MURA are often partial. A CSV path that leaves the archive (`..` beyond the root, or a link
+out of it) is a problem `outside_archive`, never looked at; a study the CSVs label twice,
+differently, is a problem `conflicting_labels` and left unlabelled (its folder name is not
+taken instead: two sources disagree already).
 """
 
 from __future__ import annotations
 
 import csv
+import os
+import posixpath
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..archive import ArchiveFiles, Entry, OutsideArchiveError
 from ..records import BodyPart, ImageRef, Listing, Problem, Split
-from .common import SourceError, walk_files
+from ..studies import CONFLICTING_LABELS
+from .common import SourceError, open_csv
 
 KIND = "mura"
 ROOT_NAME = "MURA-v1.1"
@@ -70,9 +77,9 @@ def _is_header(row: list[str]) -> bool:
     return "/" not in first and "\\" not in first and label not in ("0", "1")
 
 
-def _read_csv(path: Path) -> _CsvFile:
+def _read_csv(path: Path, files: ArchiveFiles) -> _CsvFile:
     try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
+        with open_csv(path, files) as handle:
             reader = csv.reader(handle)
             rows = tuple(
                 (reader.line_num, row) for row in reader if row and any(c.strip() for c in row)
@@ -87,21 +94,35 @@ def _read_csv(path: Path) -> _CsvFile:
 class _Csvs:
     """What the four CSVs say, keyed by paths relative to the MURA root."""
 
-    def __init__(self, base: Path, mura_root: Path) -> None:
+    def __init__(self, base: Path, mura_root: Path, files: ArchiveFiles) -> None:
         self.study_labels: dict[str, int] = {}
         self.study_split: dict[str, Split] = {}
         self.image_split: dict[str, Split] = {}
+        self.conflicted: set[str] = set()
         self.problems: list[Problem] = []
         self.present: list[str] = []
+        self._files = files
+        self._prefix = os.path.relpath(mura_root, files.root).replace(os.sep, "/")
+        self._where: dict[str, str] = {}
         for split in SPLITS:
             labelled = _find_csv(base, mura_root, f"{split}_labeled_studies.csv")
             if labelled is not None:
-                self._labelled(_read_csv(labelled), split, mura_root)
+                self._labelled(_read_csv(labelled, files), split)
             images = _find_csv(base, mura_root, f"{split}_image_paths.csv")
             if images is not None:
-                self._images(_read_csv(images), split, mura_root)
+                self._images(_read_csv(images, files), split)
 
-    def _labelled(self, csv_file: _CsvFile, split: Split, mura_root: Path) -> None:
+    def _locate(self, listed: str, rel: str, where: str) -> tuple[str, Path] | None:
+        """`rel` (relative to the MURA root, from a CSV) normalized, and its path; None and
+        a problem when it leads out of the archive."""
+        try:
+            path = self._files.locate(posixpath.join(self._prefix, rel))
+        except OutsideArchiveError as exc:
+            self.problems.append(Problem(listed, "list", exc.error_type, f"{where}: {exc.reason}"))
+            return None
+        return posixpath.normpath(rel), path
+
+    def _labelled(self, csv_file: _CsvFile, split: Split) -> None:
         self.present.append(csv_file.shown)
         for line_no, row in csv_file.rows:
             rel = _rel_to_mura(row[0])
@@ -116,8 +137,11 @@ class _Csvs:
                     )
                 )
                 continue
-            rel = rel.rstrip("/")
-            if not (mura_root / rel).is_dir():
+            located = self._locate(row[0], rel.rstrip("/"), where)
+            if located is None:
+                continue
+            rel, path = located
+            if not path.is_dir():
                 self.problems.append(
                     Problem(
                         row[0],
@@ -127,10 +151,28 @@ class _Csvs:
                     )
                 )
                 continue
-            self.study_labels[rel] = int(row[1].strip())
+            self._label(row[0], rel, int(row[1].strip()), where)
             self.study_split[rel] = split
 
-    def _images(self, csv_file: _CsvFile, split: Split, mura_root: Path) -> None:
+    def _label(self, listed: str, rel: str, label: int, where: str) -> None:
+        """A study's label from a CSV row; a second row that disagrees makes a conflict."""
+        if rel in self.study_labels and self.study_labels[rel] != label:
+            if rel not in self.conflicted:
+                self.conflicted.add(rel)
+                self.problems.append(
+                    Problem(
+                        listed,
+                        "list",
+                        CONFLICTING_LABELS,
+                        f"{self._where[rel]} and {where} label this study differently: "
+                        "the study is left unlabelled",
+                    )
+                )
+            return
+        self.study_labels.setdefault(rel, label)
+        self._where.setdefault(rel, where)
+
+    def _images(self, csv_file: _CsvFile, split: Split) -> None:
         self.present.append(csv_file.shown)
         for line_no, row in csv_file.rows:
             rel = _rel_to_mura(row[0])
@@ -141,7 +183,12 @@ class _Csvs:
                         row[0], "list", "bad_csv_row", f"{where}: not a MURA image path: {row[0]!r}"
                     )
                 )
-            elif not (mura_root / rel).is_file():
+                continue
+            located = self._locate(row[0], rel, where)
+            if located is None:
+                continue
+            rel, path = located
+            if not path.is_file():
                 self.problems.append(
                     Problem(
                         row[0],
@@ -161,80 +208,84 @@ def _find_csv(base: Path, mura_root: Path, name: str) -> Path | None:
     return None
 
 
-def list_mura(root: Path) -> Listing:
+def _image(entry: Entry, rel: str, csvs: _Csvs, split: Split) -> ImageRef | Problem:
+    """A walked file at `rel` (relative to the MURA root): its reference, or the problem."""
+    parts = rel.split("/")
+    match = _STUDY_DIR.match(parts[3]) if len(parts) == 5 else None
+    if match is None or not parts[1].startswith("XR_"):
+        return Problem(
+            entry.rel,
+            "list",
+            "unexpected_layout",
+            "not at split/XR_*/patient*/study*/image* in MURA",
+        )
+    if not entry.path.name.lower().endswith(_IMAGE_SUFFIXES):
+        return Problem(
+            entry.rel,
+            "list",
+            "not_an_image",
+            f"unexpected file type {entry.path.suffix or '(none)'}",
+        )
+    try:
+        body_part = BodyPart(parts[1])
+    except ValueError:
+        return Problem(
+            entry.rel, "list", "unknown_body_part", f"{parts[1]} is not a MURA study type"
+        )
+    study_rel = "/".join(parts[:4])
+    folder_label = {"positive": 1, "negative": 0}.get(match.group(2) or "")
+    label = None if study_rel in csvs.conflicted else csvs.study_labels.get(study_rel, folder_label)
+    return ImageRef(
+        path=str(entry.path),
+        relpath=entry.rel,
+        image_id=rel,
+        study_key=f"{parts[0]}/{parts[1]}/{parts[2]}/study{match.group(1)}",
+        patient_key=parts[2],
+        body_part=body_part,
+        view=None,
+        label=label,
+        split=csvs.image_split.get(rel, csvs.study_split.get(study_rel, split)),
+    )
+
+
+def _folder_label(ref: ImageRef) -> int | None:
+    match = _STUDY_DIR.match(ref.image_id.split("/")[3])
+    return {"positive": 1, "negative": 0}.get((match.group(2) if match else None) or "")
+
+
+def list_mura(files: ArchiveFiles) -> Listing:
     """Image references of a MURA-v1.1 archive; see the module docstring for the rules."""
+    root = Path(files.root)
     mura_root = find_root(root)
     if mura_root is None:
         raise SourceError(f"{root}: no MURA layout (expected {ROOT_NAME}/train/XR_*/...)")
-    csvs = _Csvs(root, mura_root)
+    csvs = _Csvs(root, mura_root, files)
     refs: list[ImageRef] = []
     problems = list(csvs.problems)
+    junk = 0
+    for split in SPLITS:
+        split_dir = mura_root / str(split)
+        if not split_dir.is_dir():
+            continue
+        for entry in files.walk(split_dir):
+            if entry.junk:
+                junk += 1
+            elif entry.problem is not None:
+                problems.append(entry.problem)
+            else:
+                rel = os.path.relpath(entry.path, mura_root).replace(os.sep, "/")
+                found = _image(entry, rel, csvs, split)
+                (refs if isinstance(found, ImageRef) else problems).append(found)
     notes = [
         f"CSVs used: {', '.join(csvs.present)}"
         if csvs.present
         else "no MURA CSVs found: labels and splits from folder names"
     ]
-    junk = 0
-    disagreements = 0
-    for split in SPLITS:
-        split_dir = mura_root / str(split)
-        if not split_dir.is_dir():
-            continue
-        for path, is_junk in walk_files(split_dir):
-            if is_junk:
-                junk += 1
-                continue
-            rel = path.relative_to(mura_root).as_posix()
-            shown = path.relative_to(root).as_posix()
-            parts = rel.split("/")
-            match = _STUDY_DIR.match(parts[3]) if len(parts) == 5 else None
-            if match is None or not parts[1].startswith("XR_"):
-                problems.append(
-                    Problem(
-                        shown,
-                        "list",
-                        "unexpected_layout",
-                        "not at split/XR_*/patient*/study*/image* in MURA",
-                    )
-                )
-                continue
-            if not path.name.lower().endswith(_IMAGE_SUFFIXES):
-                problems.append(
-                    Problem(
-                        shown,
-                        "list",
-                        "not_an_image",
-                        f"unexpected file type {path.suffix or '(none)'}",
-                    )
-                )
-                continue
-            try:
-                body_part = BodyPart(parts[1])
-            except ValueError:
-                problems.append(
-                    Problem(
-                        shown, "list", "unknown_body_part", f"{parts[1]} is not a MURA study type"
-                    )
-                )
-                continue
-            study_rel = "/".join(parts[:4])
-            folder_label = {"positive": 1, "negative": 0}.get(match.group(2) or "")
-            label = csvs.study_labels.get(study_rel, folder_label)
-            if folder_label is not None and label != folder_label:
-                disagreements += 1
-            refs.append(
-                ImageRef(
-                    path=str(path),
-                    relpath=shown,
-                    image_id=rel,
-                    study_key=f"{parts[0]}/{parts[1]}/{parts[2]}/study{match.group(1)}",
-                    patient_key=parts[2],
-                    body_part=body_part,
-                    view=None,
-                    label=label,
-                    split=csvs.image_split.get(rel, csvs.study_split.get(study_rel, split)),
-                )
-            )
+    disagreements = sum(
+        1
+        for r in refs
+        if r.label is not None and (f := _folder_label(r)) is not None and f != r.label
+    )
     if disagreements:
         notes.append(f"{disagreements} image(s): CSV label differs from folder name; CSV used")
     return Listing(

@@ -3,11 +3,17 @@
 Every row comes out, either with pixels (`problem` null) or with its problem (pixels zero):
 errors are caught per row here, never by dropping blocks, so found = ingested + quarantined
 holds by construction and is checked again at the end.
+
+Files are read through the archive layer (`ArchiveFiles`: regular files inside the root, a
+read cap), PACS instances fetched for the whole batch. Memory stays bounded: one file is
+decoded at a time, at a working size of twice the output (`WORK_FACTOR`), and reduced to
+its rows' size x size frames before the next; a batch holds at most `BATCH_PIXELS` output
+pixels (`rows_per_batch`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
 
@@ -15,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from mura_core import imaging
+from mura_core.archive import DEFAULT_MAX_BYTES, ArchiveFiles, read_regular
 from mura_core.pacs.client import Locator, Pacs
 from mura_core.shards import encode_pixels, image_schema
 
@@ -22,6 +29,13 @@ from ..progress import ProgressSink
 
 PROBLEM_TYPE = pa.struct([("error_type", pa.string()), ("reason", pa.string())])
 _DECODED = ("orig_height", "orig_width", "windowing", "inverted")
+WORK_FACTOR = 2  # decoders may shrink an image while its longer side stays >= 2 x size
+BATCH_PIXELS = 16 * 512 * 512  # output pixels of one decode batch (16 images at 512 px)
+
+
+def rows_per_batch(size: int, requested: int) -> int:
+    """A decode batch sized by pixels: at most `requested` rows, at most BATCH_PIXELS."""
+    return max(1, min(requested, BATCH_PIXELS // (size * size)))
 
 
 def staging_schema(size: int) -> pa.Schema:
@@ -38,22 +52,50 @@ def _guarded(decode: Callable[[], imaging.Decoded]) -> imaging.Decoded | imaging
         return imaging.ImagingError(f"unexpected {type(exc).__name__}: {exc}")
 
 
+def _reader(
+    path: str,
+    files: ArchiveFiles | None,
+    fetched: dict[Locator, bytes | imaging.ImagingError] | None,
+) -> Callable[[], bytes]:
+    """How to get one input's bytes: a PACS instance already fetched, or a file read
+    through the archive layer (`files`; None: a file given by hand, read with the cap)."""
+    if fetched is not None:
+
+        def from_pacs() -> bytes:
+            data = fetched[Locator.parse(path)]
+            if isinstance(data, imaging.ImagingError):
+                raise data
+            return data
+
+        return from_pacs
+    if files is not None:
+        return partial(files.read, path)
+    return partial(read_regular, path, max_bytes=DEFAULT_MAX_BYTES)
+
+
+def _decode_one(
+    read: Callable[[], bytes], name: str, size: int | None
+) -> imaging.Decoded | imaging.ImagingError:
+    """Read and decode one input (at a working size for `size`), or the reason it fails."""
+    work = None if size is None else WORK_FACTOR * size
+    return _guarded(lambda: imaging.decode_bytes(read(), name, work_side=work))
+
+
 def decode_paths(
-    paths: list[str], pacs: Pacs | None = None
-) -> dict[str, imaging.Decoded | imaging.ImagingError]:
-    """Decode each path once (a multi-frame file has one row per frame): files from disk,
-    or, for a PACS source, instances fetched by their locators (one request or association
-    for the batch), whose bytes `mura_core.imaging` decodes exactly as a file's."""
+    paths: list[str],
+    pacs: Pacs | None = None,
+    files: ArchiveFiles | None = None,
+    size: int | None = None,
+) -> Iterator[tuple[str, imaging.Decoded | imaging.ImagingError]]:
+    """Each path decoded once, one at a time (a multi-frame file has one row per frame):
+    files through the archive layer, or, for a PACS source, instances fetched by their
+    locators (one request or association for the batch), whose bytes `mura_core.imaging`
+    decodes exactly as a file's."""
     unique = list(dict.fromkeys(paths))
-    if pacs is None:
-        return {p: _guarded(partial(imaging.decode, p)) for p in unique}
-    fetched = pacs.fetch([Locator.parse(p) for p in unique])
-    return {
-        p: data
-        if isinstance(data := fetched[Locator.parse(p)], imaging.ImagingError)
-        else _guarded(partial(imaging.decode_bytes, data, "instance.dcm"))
-        for p in unique
-    }
+    fetched = pacs.fetch([Locator.parse(p) for p in unique]) if pacs is not None else None
+    for path in unique:
+        name = "instance.dcm" if pacs is not None else path
+        yield path, _decode_one(_reader(path, files, fetched), name, size)
 
 
 def decode_batch(
@@ -63,36 +105,51 @@ def decode_batch(
     progress: ProgressSink | None = None,
     total: int = 0,
     pacs: Pacs | None = None,
+    files: ArchiveFiles | None = None,
 ) -> pa.Table:
     """Ray Data `map_batches` function (batch_format='pyarrow'): refs in, staging rows out
     (and, given a `progress` sink, the batch's rows counted on the driver's console).
-    With `pacs`, the rows' paths are PACS locators, fetched inside this task."""
+    With `pacs`, the rows' paths are PACS locators, fetched inside this task; else files
+    read through `files`."""
     rows: list[dict[str, Any]] = batch.to_pylist()
     if progress is not None:
         progress.advance("ingest", len(rows), total)
     pixels = np.zeros((len(rows), size, size), dtype=np.uint8)
-    decoded = decode_paths([row["path"] for row in rows], pacs)
+    by_path: dict[str, list[int]] = {}
     for i, row in enumerate(rows):
-        result = decoded[row["path"]]
-        if isinstance(result, imaging.Decoded):
-            try:
-                pixels[i] = imaging.select_frame(result, int(row["frame"] or 0), size)
-                info = result.info
-                row.update(
-                    orig_height=info.height,
-                    orig_width=info.width,
-                    windowing=info.windowing,
-                    inverted=info.inverted,
-                    problem=None,
-                )
-                continue
-            except imaging.ImagingError as exc:
-                result = exc
-        row.update(
-            dict.fromkeys(_DECODED),
-            problem={"error_type": result.error_type, "reason": result.reason},
-        )
+        by_path.setdefault(row["path"], []).append(i)
+    for path, result in decode_paths(list(by_path), pacs, files, size):
+        for i in by_path[path]:
+            _fill(rows[i], pixels, i, result, size)
     schema = staging_schema(size)
     columns = {name: [row.get(name) for row in rows] for name in schema.names if name != "pixels"}
     columns["pixels"] = encode_pixels(pixels)
     return pa.table({name: columns[name] for name in schema.names}, schema=schema)
+
+
+def _fill(
+    row: dict[str, Any],
+    pixels: np.ndarray,
+    i: int,
+    result: imaging.Decoded | imaging.ImagingError,
+    size: int,
+) -> None:
+    """Row `i`'s frame into `pixels` and its decode columns, or its problem."""
+    if isinstance(result, imaging.Decoded):
+        try:
+            pixels[i] = imaging.select_frame(result, int(row["frame"] or 0), size)
+            info = result.info
+            row.update(
+                orig_height=info.height,
+                orig_width=info.width,
+                windowing=info.windowing,
+                inverted=info.inverted,
+                problem=None,
+            )
+            return
+        except imaging.ImagingError as exc:
+            result = exc
+    row.update(
+        dict.fromkeys(_DECODED),
+        problem={"error_type": result.error_type, "reason": result.reason},
+    )

@@ -20,6 +20,7 @@ import ray.data
 from pydicom.dataset import Dataset
 
 from mura_core import imaging
+from mura_core.archive import AccessPolicy, ArchiveFiles
 from mura_core.pacs.address import is_pacs_address
 from mura_core.pacs.client import Pacs, PacsOptions
 from mura_core.privacy import Pseudonymizer, pseudonym_columns, read_reidentify
@@ -31,7 +32,7 @@ from mura_core.sources.pacs import list_pacs
 from mura_core.splits import SplitConfig
 
 from ..console import console
-from ..ingest.decode import decode_batch, decode_paths
+from ..ingest.decode import decode_batch, decode_paths, rows_per_batch
 from ..ingest.rows import (
     digest_lines,
     digest_studies,
@@ -78,6 +79,7 @@ class ScreenInput:
     headers: dict[str, Dataset] | None = None  # PACS: SOP Instance UID → listed header
     notes: tuple[str, ...] = ()  # what listing said (studies matched, instances skipped)
     contents: dict[str, str] | None = None  # raw: image id → digest of its content line
+    files: ArchiveFiles | None = None  # a raw folder: how its files are read
     skip: frozenset[str] = frozenset()  # shards: image ids (as stored) scored before
 
     def only_studies(self, keys: set[str]) -> ScreenInput:
@@ -146,10 +148,12 @@ def open_raw(
     kind: str | None = None,
     labels: Path | None = None,
     pseudonymize: str = "always",
+    access: AccessPolicy | None = None,
 ) -> ScreenInput:
     """List a raw archive and prepare its rows (pseudonymized, with the real paths)."""
-    listing = list_source(source, kind=kind, labels=labels)
-    return _from_listing(listing, source, pseudonymize)
+    listing = list_source(source, kind=kind, labels=labels, access=access)
+    files = ArchiveFiles.at(listing.root, access)
+    return _from_listing(listing, source, pseudonymize, files=files)
 
 
 def open_pacs(
@@ -218,6 +222,7 @@ def open_input(
     labels: Path | None = None,
     pseudonymize: str = "always",
     pacs: PacsOptions | None = None,
+    access: AccessPolicy | None = None,
 ) -> ScreenInput:
     """A PACS address, a shards folder or a raw archive (shards: by marker/manifest)."""
     if is_pacs_address(source):
@@ -231,7 +236,7 @@ def open_input(
         if kind is not None or labels is not None:
             raise SourceError(f"{root} is a shards folder: --kind and --labels do not apply")
         return open_shards(root, pseudonymize=pseudonymize != "never")
-    return open_raw(root, kind=kind, labels=labels, pseudonymize=pseudonymize)
+    return open_raw(root, kind=kind, labels=labels, pseudonymize=pseudonymize, access=access)
 
 
 def input_dataset(inp: ScreenInput, size: int, *, decode_batch_size: int = 16) -> ray.data.Dataset:
@@ -244,13 +249,14 @@ def input_dataset(inp: ScreenInput, size: int, *, decode_batch_size: int = 16) -
             ds = ds.map_batches(_drop_ids, batch_format="pyarrow", fn_kwargs={"ids": ids})
         return ds
     n, cpus = len(inp.rows), cluster_cpus()
+    decode_batch_size = rows_per_batch(size, decode_batch_size)
     blocks = max(1, min(max(-(-n // ROWS_PER_BLOCK), 2 * cpus), -(-n // decode_batch_size)))
     ds = ray.data.from_items([row.to_dict() for row in inp.rows], override_num_blocks=blocks)
     return ds.map_batches(
         decode_batch,
         batch_size=decode_batch_size,
         batch_format="pyarrow",
-        fn_kwargs={"size": size, "pacs": inp.pacs},
+        fn_kwargs={"size": size, "pacs": inp.pacs, "files": inp.files},
         num_cpus=1,
     )
 
@@ -266,17 +272,17 @@ def load_pixels(inp: ScreenInput, image_ids: list[str], size: int) -> dict[str, 
         return {}
     if inp.rows is not None:
         by_id = {r.image_id: r for r in inp.rows}
-        decoded = decode_paths([by_id[i].path for i in image_ids], inp.pacs)
-        out = {}
+        by_path: dict[str, list[str]] = {}
         for image_id in image_ids:
-            row = by_id[image_id]
-            try:
-                result = decoded[row.path]
-                if isinstance(result, imaging.ImagingError):
+            by_path.setdefault(by_id[image_id].path, []).append(image_id)
+        out = {}
+        for path, result in decode_paths(list(by_path), inp.pacs, inp.files, size):
+            for image_id in by_path[path]:
+                try:
+                    if not isinstance(result, imaging.ImagingError):
+                        out[image_id] = imaging.select_frame(result, by_id[image_id].frame, size)
+                except imaging.ImagingError:
                     continue
-                out[image_id] = imaging.select_frame(result, row.frame, size)
-            except imaging.ImagingError:
-                continue
         return out
     original = {p: o for k, p, o in inp.reidentify if k == "image"} if inp.pseudonymizer else {}
     wanted = {original.get(i, i): i for i in image_ids}

@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 from mura_core.pacs.client import RetrieveError
 from mura_core.records import PartCounts, QuarantineRow
 from mura_core.screen_report import ReportStudy
+from mura_core.studies import label_from_range
 
 from .models import ScreeningModel
 
@@ -46,10 +47,16 @@ def aggregate(images: pa.Table) -> pa.Table:
     cluster, failed the run when the read was scheduled on it.)
     """
     grouped = images.group_by(["study_key", "patient_key", "body_part"]).aggregate(
-        [("prob", "count"), ("prob", "mean"), ("prob", "max"), ("label", "max")]
+        [("prob", "count"), ("prob", "mean"), ("prob", "max"), ("label", "min"), ("label", "max")]
     )
     names = {"prob_count": "images", "prob_mean": "mean_prob", "prob_max": "max_prob"}
-    names["label_max"] = "label"
+    label = label_from_range(
+        pc.fill_null(grouped["label_min"], -1).to_numpy(zero_copy_only=False),
+        pc.fill_null(grouped["label_max"], -1).to_numpy(zero_copy_only=False),
+    )
+    grouped = grouped.drop(["label_min", "label_max"]).append_column(
+        "label", pa.array(np.where(label < 0, None, label).tolist(), pa.int64())
+    )
     return grouped.rename_columns([names.get(n, n) for n in grouped.column_names])
 
 

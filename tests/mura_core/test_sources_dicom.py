@@ -9,6 +9,7 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
+from mura_core import imaging
 from mura_core.records import BodyPart
 from mura_core.sources import SourceError, detect_kind, list_source
 from mura_core.synth import SynthArchive, accession_number, study_uid
@@ -49,19 +50,18 @@ def test_body_part_falls_back_to_descriptions(dicom_archive: SynthArchive) -> No
     assert all(r.body_part is not BodyPart.OTHER for r in empties)
 
 
-def test_headers_only_while_listing(
-    dicom_archive: SynthArchive, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    calls: list[bool] = []
-    real = pydicom.dcmread
-
-    def spy(*args, **kwargs):
-        calls.append(bool(kwargs.get("stop_before_pixels")))
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(pydicom, "dcmread", spy)
-    list_source(dicom_archive.root)
-    assert calls and all(calls)
+def test_headers_only_while_listing(dicom_archive: SynthArchive, tmp_path: Path) -> None:
+    """Listing stops before the pixel data: a file whose pixel data is cut off half-way
+    still lists (from its header) and is refused only when decoded."""
+    root = tmp_path / "tree"
+    shutil.copytree(dicom_archive.root, root)
+    victim = next(Path(r.path) for r in list_source(root).refs if r.frame == 0)
+    data = victim.read_bytes()
+    victim.write_bytes(data[: len(data) - len(pydicom.dcmread(victim).PixelData) // 2])
+    listing = list_source(root)
+    assert str(victim) in {r.path for r in listing.refs}
+    with pytest.raises(imaging.ImagingError):
+        imaging.decode(victim)
 
 
 def test_real_tree_any_depth_with_junk_and_problems(shared_dicom: Path, tmp_path: Path) -> None:
