@@ -38,7 +38,7 @@ def sniff_dicom(files: ArchiveFiles, path: Path) -> bool:
 
 
 @dataclass
-class _Labels:
+class StudyLabels:
     """The labels CSV: label per study key, the studies labelled twice differently, and
     one problem for each of those."""
 
@@ -47,11 +47,14 @@ class _Labels:
     problems: list[Problem] = field(default_factory=list)
 
 
-def _labels(path: Path | None, files: ArchiveFiles, inside: bool) -> _Labels:
-    out = _Labels()
+def labels_by_study(path: Path | None, files: ArchiveFiles | None = None) -> StudyLabels:
+    """A `labels.csv` (study_instance_uid,label) read through the archive layer (`files`:
+    the archive's own; None: a file the user named); a study labelled twice, differently,
+    is unlabelled and said once."""
+    out = StudyLabels()
     if path is None:
         return out
-    rows = read_header_csv(path, ("label",), files if inside else None)
+    rows = read_header_csv(path, ("label",), files)
     columns = rows[0].keys() if rows else ()
     key_col = next((c for c in ("study_instance_uid", "study", "study_key") if c in columns), None)
     if rows and key_col is None:
@@ -162,7 +165,7 @@ def list_dicom(files: ArchiveFiles, labels: Path | None = None) -> Listing:
     labels_path = labels if labels is not None else root / LABELS_FILE
     if inside and not labels_path.is_file():
         labels_path = None
-    study_labels = _labels(labels_path, files, inside)
+    study_labels = labels_by_study(labels_path, files if inside else None)
     refs: list[ImageRef] = []
     problems: list[Problem] = list(study_labels.problems)
     accessions: dict[str, str] = {}

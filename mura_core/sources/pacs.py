@@ -31,7 +31,7 @@ from ..pacs.address import PacsQuery
 from ..pacs.client import Locator, Pacs, addressable
 from ..records import BodyPart, ImageRef, Listing, body_part_from_text
 from ..results import is_own_result
-from .dicom_tree import _labels
+from .dicom_tree import labels_by_study
 
 LIST_THREADS = 8
 
@@ -106,7 +106,7 @@ def _refs(ds: Dataset, label: int | None) -> list[ImageRef]:
 
 def list_pacs(pacs: Pacs, query: PacsQuery, labels: Path | None = None) -> PacsListing:
     """Every instance of the matching studies: a reference, or skipped with its kind."""
-    study_labels = _labels(labels)
+    study_labels = labels_by_study(labels)
     matched = pacs.find_studies(query)
     studies = [uid for uid in matched if addressable(uid)]
     with ThreadPoolExecutor(LIST_THREADS) as pool:
@@ -121,7 +121,8 @@ def list_pacs(pacs: Pacs, query: PacsQuery, labels: Path | None = None) -> PacsL
             if reason is not None:
                 skipped[reason] += 1
                 continue
-            new = _refs(ds, study_labels.get(study))
+            label = None if study in study_labels.conflicted else study_labels.by_study.get(study)
+            new = _refs(ds, label)
             if query.body_part is not None and new[0].body_part != query.body_part:
                 skipped[f"body part {new[0].body_part}"] += 1
                 continue
@@ -140,11 +141,12 @@ def list_pacs(pacs: Pacs, query: PacsQuery, labels: Path | None = None) -> PacsL
             "skipped, never fetched: " + ", ".join(f"{k} {v}" for k, v in sorted(skipped.items()))
         )
     if labels is not None:
-        notes.append(f"labels from {labels.name}: {len(study_labels)} studies")
+        notes.append(f"labels from {labels.name}: {len(study_labels.by_study)} studies")
     listing = Listing(
         kind=pacs.address.protocol,
         root=str(pacs.address),
         refs=tuple(refs),
+        problems=tuple(study_labels.problems),
         junk_skipped=sum(skipped.values()),
         notes=tuple(notes),
         accessions=accessions,
