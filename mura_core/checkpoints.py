@@ -5,14 +5,26 @@ loading a checkpoint never runs pickled code) and `model.json` (model name, inpu
 normalization, threshold, recipe). Training checkpoints add `train_state.pt` (optimizer and
 scheduler state, tensors and numbers only) and `history.json`. The same folder layout is
 shipped inside every logged MLflow model, which is how screening rebuilds a model.
+
+Reading a bundle refuses, in one `BundleError` line that names the file, whatever no model
+could safely be built or fed from: a model.json that is not JSON, misses a key or holds a
+value out of range (checked by `ModelInfo` itself, before any model is built or allocated),
+and a weights file that is not a plain state dict of tensors fitting the model (a pickle
+carrying code or other objects, which the tensors-only reader stops before anything runs;
+a truncated or foreign file; non-tensor values; missing, unexpected or mis-shaped keys).
+torch's own message is never passed on: it advises loading the file unsafely.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import pickle
+import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +32,7 @@ import torch
 from torch import nn
 
 from .errors import MuraError
-from .models import Ensemble, build_model  # Ensemble: also imported from here
+from .models import Ensemble, build_model, is_model_name, model_names  # Ensemble: re-exported
 from .recipes import Recipe
 from .transforms import EvalPreset
 
@@ -28,10 +40,12 @@ WEIGHTS = "weights.pt"
 MODEL_JSON = "model.json"
 MEMBERS = "members"
 FORMAT_VERSION = 1
+MIN_SIZE, MAX_SIZE = 16, 2048  # input sizes (px) a bundle may declare; also ingest's --size
+REQUIRED_KEYS = ("format_version", "model", "size", "mean", "std")
 
 
 class BundleError(MuraError, ValueError):
-    """A folder that is not a model bundle, or a bundle of another format version."""
+    """A folder that is not a model bundle, or a bundle file refused (see the module doc)."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +61,20 @@ class ModelInfo:
     extra: dict[str, Any] | None = None
     temperature: float = 1.0  # logits are divided by it (temperature scaling; 1: none)
     part_thresholds: dict[str, float] | None = None  # per body part; others: `threshold`
+
+    def __post_init__(self) -> None:
+        """Refuse (BundleError) any value no model could be built or fed from; numbers are
+        then stored as plain ints and floats."""
+        problem = _info_problem(self)
+        if problem:
+            raise BundleError(problem)
+        parts = {k: float(v) for k, v in (self.part_thresholds or {}).items()}
+        object.__setattr__(self, "size", int(self.size))
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        object.__setattr__(self, "threshold", float(self.threshold))
+        object.__setattr__(self, "temperature", float(self.temperature))
+        object.__setattr__(self, "part_thresholds", parts or None)
 
     def threshold_for(self, body_part: str | None) -> float:
         """The operating threshold of a study of this body part."""
@@ -70,23 +98,28 @@ class ModelInfo:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> ModelInfo:
-        version = data.get("format_version")
+    def from_json(cls, data: Any) -> ModelInfo:
+        """The parsed model.json, checked: a one-line BundleError for a missing key, another
+        format version or a value out of range (the line does not name the file)."""
+        if not isinstance(data, dict):
+            raise BundleError(f"not a JSON object but a {type(data).__name__}")
+        missing = [key for key in REQUIRED_KEYS if key not in data]
+        if missing:
+            raise BundleError(f"misses the key(s) {', '.join(missing)}")
+        version = data["format_version"]
         if version != FORMAT_VERSION:
-            raise BundleError(f"model bundle format {version!r} is not {FORMAT_VERSION}")
+            raise BundleError(f"model bundle format {_show(version)} is not {FORMAT_VERSION}")
+        mean, std = data["mean"], data["std"]
         return cls(
             model=data["model"],
-            size=int(data["size"]),
-            mean=tuple(data["mean"]),
-            std=tuple(data["std"]),
-            threshold=float(data.get("threshold", 0.5)),
+            size=data["size"],
+            mean=tuple(mean) if isinstance(mean, list) else mean,
+            std=tuple(std) if isinstance(std, list) else std,
+            threshold=data.get("threshold", 0.5),
             recipe=data.get("recipe"),
             extra=data.get("extra") or {},
-            temperature=float(data.get("temperature", 1.0)),
-            part_thresholds={
-                str(k): float(v) for k, v in (data.get("part_thresholds") or {}).items()
-            }
-            or None,
+            temperature=data.get("temperature", 1.0),
+            part_thresholds=data.get("part_thresholds") or None,
         )
 
     @classmethod
@@ -99,6 +132,58 @@ class ModelInfo:
             recipe=recipe.to_dict(),
             **kwargs,
         )
+
+
+def _show(value: object) -> str:
+    """A value as the one line of an error shows it (repr, at most 60 characters)."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _real(value: object) -> bool:
+    """A finite number, numpy's included (a bool is not one)."""
+    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _unit(value: object) -> bool:
+    """A number within 0..1."""
+    return isinstance(value, Real) and _real(value) and 0 <= value <= 1
+
+
+def _triple(value: object) -> bool:
+    return isinstance(value, tuple) and len(value) == 3 and all(_real(v) for v in value)
+
+
+def _info_problem(info: ModelInfo) -> str | None:
+    """The first value of `info` no model could be built or fed from, or None."""
+    if not is_model_name(info.model):
+        return (
+            f"model {_show(info.model)} is not a known architecture "
+            f"({', '.join(model_names())} or a torchvision classification model)"
+        )
+    size = info.size
+    if not isinstance(size, Integral) or isinstance(size, bool) or not MIN_SIZE <= size <= MAX_SIZE:
+        return f"size {_show(size)} is not an integer within {MIN_SIZE}..{MAX_SIZE}"
+    if not _triple(info.mean):
+        return f"mean {_show(info.mean)} is not three finite numbers"
+    if not _triple(info.std) or min(info.std) <= 0:
+        return f"std {_show(info.std)} is not three finite numbers > 0"
+    if not _unit(info.threshold):
+        return f"threshold {_show(info.threshold)} is not a number within 0..1"
+    if not _real(info.temperature) or info.temperature <= 0:
+        return f"temperature {_show(info.temperature)} is not a finite number > 0"
+    parts = info.part_thresholds
+    if parts is not None and not isinstance(parts, dict):
+        return f"part_thresholds {_show(parts)} is not an object"
+    for part, value in (parts or {}).items():
+        if not isinstance(part, str):
+            return f"part_thresholds key {_show(part)} is not a body part name (a string)"
+        if not _unit(value):
+            return f"part_thresholds {part!r}: {_show(value)} is not a threshold within 0..1"
+    for key in ("recipe", "extra"):
+        if not isinstance(getattr(info, key), dict | None):
+            return f"{key} {_show(getattr(info, key))} is not an object"
+    return None
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -155,30 +240,129 @@ def write_info(folder: Path, info: ModelInfo) -> None:
         path.write_text(text)
 
 
+def _read_info_file(path: Path) -> ModelInfo:
+    """A model.json, checked (see `ModelInfo`), or one BundleError line that names it."""
+    try:
+        data = json.loads(path.read_bytes())
+    except OSError as exc:
+        raise BundleError(f"{path} cannot be read: {exc.strerror or exc}") from exc
+    except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8 text
+        reason = " ".join(str(exc).split())[:120]
+        raise BundleError(f"{path} refused: not JSON ({reason})") from None
+    try:
+        return ModelInfo.from_json(data)
+    except BundleError as exc:
+        raise BundleError(f"{path} refused: {exc}") from None
+
+
 def read_info(folder: Path) -> ModelInfo:
-    """A bundle's model.json alone (no weights loaded)."""
-    return ModelInfo.from_json(json.loads((Path(folder) / MODEL_JSON).read_text()))
+    """A bundle's model.json alone (no weights loaded), checked; or one BundleError line."""
+    return _read_info_file(Path(folder) / MODEL_JSON)
+
+
+_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def _load_tensors(path: Path, map_location: str | torch.device = "cpu") -> Any:
+    """`torch.load(weights_only=True)`: tensors, containers and numbers, never pickled code;
+    any failure is one BundleError line naming the file (torch's text is left out: it
+    advises loading the file unsafely)."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = _GLOBAL.search(str(exc))
+        what = (
+            f"a pickle carrying code or objects ({found.group(1)})"
+            if found
+            else "a pickle the tensors-only reader cannot read (code, objects or another format)"
+        )
+        raise BundleError(
+            f"{path} refused: {what}, not a state dict of tensors; nothing in it was run"
+        ) from None
+    except OSError as exc:
+        raise BundleError(f"{path} cannot be read: {exc.strerror or exc}") from exc
+    except Exception as exc:  # foreign bytes fail with many types: RuntimeError, KeyError, ...
+        raise BundleError(
+            f"{path} refused: not a readable torch weights file (truncated, corrupt or "
+            "another format)"
+        ) from exc
+
+
+def _few(keys: Sequence[str]) -> str:
+    return ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+
+
+def _state_problem(state: object, own: Mapping[str, torch.Tensor], label: str) -> str | None:
+    """Why `state` is not a plain state dict of tensors fitting a model whose own state dict
+    is `own` (`label` names it), or None."""
+    if not isinstance(state, dict):
+        return f"it holds a {type(state).__name__}, not a state dict of tensors"
+    for key, value in state.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            kind = type(value).__name__
+            return f"it holds {_show(key)}: {kind}, not a state dict of tensors only"
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        return (
+            f"its keys do not fit {label}: {len(missing)} missing ({_few(missing)}), "
+            f"{len(unexpected)} unexpected ({_few(unexpected)})"
+        )
+    for key, mine in own.items():
+        if state[key].shape != mine.shape:
+            theirs = "x".join(map(str, state[key].shape)) or "scalar"
+            need = "x".join(map(str, mine.shape)) or "scalar"
+            return f"it does not fit {label}: {key} is {theirs}, the model's is {need}"
+    return None
+
+
+def load_weights(
+    model: nn.Module,
+    path: Path,
+    *,
+    map_location: str | torch.device = "cpu",
+    label: str | None = None,
+) -> None:
+    """Load a weights file into `model`: only a plain state dict of tensors whose keys and
+    shapes are the model's own; anything else is refused in one BundleError line."""
+    state = _load_tensors(path, map_location)
+    problem = _state_problem(state, model.state_dict(), label or type(model).__name__)
+    if problem:
+        raise BundleError(f"{path} refused: {problem}")
+    model.load_state_dict(state)
+
+
+def _build(info: ModelInfo, path: Path) -> nn.Module:
+    """The (checked) model.json's model, or a BundleError when it cannot be built."""
+    try:
+        return build_model(info.model, size=info.size)
+    except RuntimeError as exc:  # e.g. the seed CNN's 3 conv+pool stages at too small a size
+        reason = " ".join(str(exc).split())[:120]
+        raise BundleError(
+            f"{path} refused: {info.model} cannot be built at {info.size}px ({reason})"
+        ) from exc
 
 
 def load_bundle(
     folder: Path, *, map_location: str | torch.device = "cpu"
 ) -> tuple[nn.Module, ModelInfo]:
-    """Rebuild the model (or ensemble) of a bundle folder, in eval mode, and its info."""
+    """Rebuild the model (or ensemble) of a bundle folder, in eval mode, and its info; a
+    refused or missing file is one BundleError line (see the module doc)."""
     folder = Path(folder)
     if (folder / MEMBERS).is_dir():
+        info = _read_info_file(folder / MODEL_JSON)
         members = sorted(
             (p for p in (folder / MEMBERS).iterdir() if p.is_dir()),
             key=lambda p: int(p.name) if p.name.isdigit() else p.name,
         )
         loaded = [load_bundle(p, map_location=map_location) for p in members]
-        info = ModelInfo.from_json(json.loads((folder / MODEL_JSON).read_text()))
         return Ensemble([m for m, _ in loaded]).eval(), info
     if not (folder / MODEL_JSON).is_file() or not (folder / WEIGHTS).is_file():
         raise BundleError(f"{folder} is not a model bundle (needs {MODEL_JSON} and {WEIGHTS})")
-    info = ModelInfo.from_json(json.loads((folder / MODEL_JSON).read_text()))
-    model = build_model(info.model, size=info.size)
-    state = torch.load(folder / WEIGHTS, map_location=map_location, weights_only=True)
-    model.load_state_dict(state)
+    info = _read_info_file(folder / MODEL_JSON)
+    model = _build(info, folder / MODEL_JSON)
+    label = f"{info.model} at {info.size}px"
+    load_weights(model, folder / WEIGHTS, map_location=map_location, label=label)
     return model.eval(), info
 
 
@@ -210,10 +394,13 @@ def save_training_checkpoint(
 
 
 def load_training_checkpoint(folder: Path, model: nn.Module) -> TrainingState:
-    """Load a training checkpoint's weights into `model`; the rest is returned."""
+    """Load a training checkpoint's weights into `model` (refused like a bundle's, one
+    BundleError line); the rest is returned."""
     folder = Path(folder)
-    model.load_state_dict(torch.load(folder / WEIGHTS, map_location="cpu", weights_only=True))
-    saved = torch.load(folder / TRAIN_STATE, map_location="cpu", weights_only=True)
+    load_weights(model, folder / WEIGHTS)
+    saved = _load_tensors(folder / TRAIN_STATE)
+    if not isinstance(saved, dict) or not {"epoch", "optimizer", "scheduler"} <= saved.keys():
+        raise BundleError(f"{folder / TRAIN_STATE} refused: not a training state")
     return TrainingState(
         epoch=int(saved["epoch"]),
         optimizer=saved["optimizer"],

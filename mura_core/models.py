@@ -222,6 +222,18 @@ def model_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def is_model_name(name: object) -> bool:
+    """Whether `build_model` knows `name`: a registered name or a torchvision classification
+    model (torchvision is imported only for a name outside the registry)."""
+    if not isinstance(name, str):
+        return False
+    if name in _REGISTRY:
+        return True
+    import torchvision
+
+    return name in torchvision.models.list_models(module=torchvision.models)
+
+
 def build_model(
     name: str,
     *,

@@ -4,6 +4,7 @@ A logged model is MLflow's PyTorch flavour (pt2, loadable with `mlflow.pytorch.l
 plus the project's own bundle (`weights.pt` + `model.json`, see `mura_core.checkpoints`) as
 `extra_files/bundle.tar`, which is what evaluation and screening rebuild from: tensors and
 JSON only, no unpickling, and the threshold chosen at training travels with the weights.
+A model.json that `mura_core.checkpoints` refuses makes `resolve_model` fail in one line.
 """
 
 from __future__ import annotations
@@ -20,7 +21,14 @@ import numpy as np
 import torch
 from mlflow.tracking import MlflowClient
 
-from mura_core.checkpoints import MODEL_JSON, ModelInfo, is_bundle, load_bundle, read_info
+from mura_core.checkpoints import (
+    MODEL_JSON,
+    BundleError,
+    ModelInfo,
+    is_bundle,
+    load_bundle,
+    read_info,
+)
 from mura_core.errors import MuraError
 
 BUNDLE_TAR = "bundle.tar"
@@ -122,8 +130,8 @@ def resolve_model(spec: str, *, cache: Path | None = None) -> ResolvedModel:
         if is_bundle(local):
             try:
                 info = read_info(local)
-            except (ValueError, KeyError) as exc:
-                raise ModelSpecError(f"{spec}: unreadable {MODEL_JSON}: {exc}") from exc
+            except BundleError as exc:  # its one line names the file
+                raise ModelSpecError(str(exc)) from exc
             return ResolvedModel(local.resolve(), info, str(local.resolve()))
         raise ModelSpecError(
             f"{spec}: not a model URI (models:/…, runs:/…) and not a model "
@@ -145,7 +153,10 @@ def resolve_model(spec: str, *, cache: Path | None = None) -> ResolvedModel:
     name = version = run_id = None
     if spec.startswith("models:/") and not spec.startswith("models:/m-"):
         name, version, run_id = _registry_lookup(spec)
-    info = read_info(folder)
+    try:
+        info = read_info(folder)
+    except BundleError as exc:
+        raise ModelSpecError(f"model {spec}: {exc}") from exc
     return ResolvedModel(
         folder, info, spec, name, version, run_id or (info.extra or {}).get("run_id")
     )

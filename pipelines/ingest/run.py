@@ -84,8 +84,10 @@ class IngestConfig:
     access: AccessPolicy = AccessPolicy()  # a folder source: links, read cap
 
     def __post_init__(self) -> None:
-        if not 16 <= self.size <= 2048:
-            raise ConfigError(f"size must be between 16 and 2048 px, got {self.size}")
+        from mura_core.checkpoints import MAX_SIZE, MIN_SIZE  # the bounds bundles obey too
+
+        if not MIN_SIZE <= self.size <= MAX_SIZE:
+            raise ConfigError(f"size must be between {MIN_SIZE} and {MAX_SIZE} px, got {self.size}")
         if self.rows_per_shard < 1 or self.batch_size < 1:
             raise ConfigError("rows_per_shard and batch_size must be >= 1")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from mura_core.checkpoints import ModelInfo, load_bundle, save_ensemble_folders
+from mura_core.checkpoints import BundleError, ModelInfo, load_bundle, save_ensemble_folders
 
 from ..model_store import ModelSpecError, ResolvedModel, resolve_model
 
@@ -62,6 +62,8 @@ def split_specs(specs: Sequence[str]) -> list[str]:
 def _check_forward(folder: Path, info: ModelInfo, uri: str) -> None:
     try:
         model, _ = load_bundle(folder)
+    except BundleError:
+        raise  # a refused file: its one line names it (and never echoes torch's advice)
     except (RuntimeError, ValueError, KeyError, OSError) as exc:
         raise ModelSpecError(
             f"model {uri}: its weights do not load into {info.model} at {info.size}px: "
