@@ -49,6 +49,12 @@ class OutsideArchiveError(FileRefusedError):
     error_type = "outside_archive"
 
 
+class BadPathError(FileRefusedError):
+    """A listed path no file system can hold (a NUL byte)."""
+
+    error_type = "bad_path"
+
+
 class FileTooLargeError(FileRefusedError):
     """More bytes than the read cap."""
 
@@ -172,8 +178,10 @@ class ArchiveFiles:
     def locate(self, listed: str) -> Path:
         """A path as a CSV names it (relative to the root) → the file's path, or
         OutsideArchiveError when it leaves the root: absolute, `..` beyond the root (never
-        looked at), or through a link out of it."""
+        looked at), or through a link out of it; BadPathError for a NUL byte."""
         text = listed.strip().replace("\\", "/")
+        if "\0" in text:
+            raise BadPathError("the path holds a NUL byte")
         if text.startswith("/") or _DRIVE.match(text):
             raise OutsideArchiveError("an absolute path: archive paths are relative to its root")
         norm = posixpath.normpath(text)

@@ -95,7 +95,8 @@ def read_header_csv(
                     f"(found: {', '.join(fields) or 'none'})"
                 )
             return [
-                {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
+                # cells beyond the header (DictReader's key None) are not columns: ignored
+                {k.strip().lower(): (v or "").strip() for k, v in row.items() if k is not None}
                 for row in reader
             ]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:

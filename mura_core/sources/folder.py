@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..archive import ArchiveFiles, OutsideArchiveError
+from ..archive import ArchiveFiles, FileRefusedError
 from ..imaging import IMAGE_SUFFIXES
 from ..records import ImageRef, Listing, Problem, Split, body_part_from_text
 from ..studies import CONFLICTING_LABELS, settle_labels
@@ -52,7 +52,7 @@ def _rows_by_path(labels_path: Path, files: ArchiveFiles, inside: bool) -> _Rows
         _check_row(row, f"{labels_path} line {line_no}")
         try:
             path = files.locate(rel)
-        except OutsideArchiveError as exc:
+        except FileRefusedError as exc:
             out.problems.append(Problem(rel, "list", exc.error_type, f"{where}: {exc.reason}"))
             continue
         if not path.is_file():

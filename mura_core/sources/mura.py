@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..archive import ArchiveFiles, Entry, OutsideArchiveError
+from ..archive import ArchiveFiles, Entry, FileRefusedError
 from ..records import BodyPart, ImageRef, Listing, Problem, Split
 from ..studies import CONFLICTING_LABELS
 from .common import SourceError, open_csv
@@ -117,7 +117,7 @@ class _Csvs:
         a problem when it leads out of the archive."""
         try:
             path = self._files.locate(posixpath.join(self._prefix, rel))
-        except OutsideArchiveError as exc:
+        except FileRefusedError as exc:
             self.problems.append(Problem(listed, "list", exc.error_type, f"{where}: {exc.reason}"))
             return None
         return posixpath.normpath(rel), path

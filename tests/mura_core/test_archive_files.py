@@ -12,6 +12,7 @@ import pytest
 from mura_core.archive import (
     AccessPolicy,
     ArchiveFiles,
+    BadPathError,
     FileTooLargeError,
     NotARegularFileError,
     OutsideArchiveError,
@@ -123,3 +124,9 @@ def test_locate_keeps_paths_inside(tree: Path) -> None:
     assert files.locate("a/./x/../good.png") == tree.resolve() / "a" / "good.png"
     assert files.locate("a\\good.png") == tree.resolve() / "a" / "good.png"
     assert ArchiveFiles.at(tree, AccessPolicy(follow_links=True)).locate("a/out.png")
+
+
+def test_a_nul_byte_in_a_listed_path_is_refused(tree: Path) -> None:
+    """Found by fuzzing (tests/fuzz): a labels.csv path with a NUL byte crashed realpath."""
+    with pytest.raises(BadPathError):
+        ArchiveFiles.at(tree).locate("a/good\x00.png")

@@ -59,3 +59,11 @@ def test_bad_label_value_fails_fast(tmp_path: Path) -> None:
     (tmp_path / "labels.csv").write_text("file,label\na.png,1\n")
     with pytest.raises(SourceError, match="missing column"):
         list_source(tmp_path)
+
+
+def test_a_row_with_more_cells_than_the_header_lists(tmp_path: Path) -> None:
+    """Found by fuzzing (tests/fuzz): `path\\nimg.png,0` crashed the CSV reader."""
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "img.png")
+    (tmp_path / "labels.csv").write_text("path\nimg.png,0,extra\n")
+    listing = list_source(tmp_path)
+    assert [r.relpath for r in listing.refs] == ["img.png"] and listing.problems == ()
