@@ -30,7 +30,13 @@ DESCRIPTION = (
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_source_arguments(p)
-    p.add_argument("--out", type=Path, required=True, help="shards folder (created)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="shards folder (created; locked while a run writes it: a second run into it "
+        "fails at once)",
+    )
     p.add_argument("--size", type=int, default=320, help="pixel size of the square (default 320)")
     p.add_argument(
         "--address",

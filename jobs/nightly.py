@@ -41,7 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--state",
         type=Path,
         required=True,
-        help="state folder: ledger.parquet and reports/ (created)",
+        help="state folder: ledger.parquet and reports/ (created, with the marker "
+        ".mura-state; one holding anything mura nightly did not make is refused, nothing "
+        "in it is deleted)",
     )
     add_model_arguments(p)
 

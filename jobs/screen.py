@@ -142,7 +142,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=Path,
         required=True,
         help="report folder (new, empty, or an earlier report, which is replaced; a run "
-        "killed part-way resumes there: only images without a score are scored)",
+        "killed part-way resumes there: only images without a score are scored; locked "
+        "while a run writes it: a second run into it fails at once)",
     )
     add_model_arguments(p)
 

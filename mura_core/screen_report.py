@@ -12,7 +12,6 @@ import base64
 import html
 import io
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from .outputs import write_text_atomic
 from .records import (
     MonitoringSummary,
     PartCounts,
@@ -78,7 +78,8 @@ def thumbnail_png(pixels: np.ndarray, size: int = 160) -> bytes:
 
 
 def write_summary(folder: Path, summary: ScreenSummary) -> Path:
-    """`folder/summary.json`, atomically: written last, its presence marks a complete report."""
+    """`folder/summary.json`, atomically: written last, its presence marks a complete report
+    (an OSError: one line naming it, no temporary file left)."""
     path = Path(folder) / SUMMARY_FILE
     write_json_atomic(path, summary.to_json())
     return path
@@ -114,13 +115,9 @@ def render_html(summary: ScreenSummary, studies: Sequence[ReportStudy]) -> str:
 
 
 def write_html(path: Path, summary: ScreenSummary, studies: Sequence[ReportStudy]) -> Path:
-    """Render and write atomically (tmp + rename): a reader never sees half a page."""
-    path = Path(path)
-    page = render_html(summary, studies)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    """Render and write atomically (tmp + rename): a reader never sees half a page; an
+    OSError (a full disk) is one line naming `path`, and no temporary file is left."""
+    return write_text_atomic(Path(path), render_html(summary, studies))
 
 
 def _by_probability(study: ReportStudy) -> tuple[float, float, str]:

@@ -7,6 +7,8 @@ SHARDS/
   manifest.json        `Manifest`: counts, source, sizes; written last: its presence means
                        complete, and every reader checks it (`Manifest.read`)
   reidentify.csv       pseudonym → original identifier (DICOM only, 0600, never logged)
+  .mura-shards         the marker (the source's name): the folder is ours (`mura_core.outputs`)
+  .lock                held by the `mura ingest` writing it (one run at a time)
 ```
 Training and screening read `images/`; plain pyarrow can too (`read_images`).
 """
@@ -14,8 +16,6 @@ Training and screening read `images/`; plain pyarrow can too (`read_images`).
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from . import __version__
 from .errors import MuraError
+from .outputs import write_text_atomic
 from .records import QuarantineRow
 from .splits import SplitConfig
 
@@ -271,17 +272,7 @@ def encode_pixels(images: np.ndarray) -> pa.Array:
     return pa.Array.from_buffers(pa.binary(height * width), rows, [None, buffer])
 
 
-def make_writable_dir(folder: Path) -> None:
-    """Create `folder` and prove it writable with a probe file (raises OSError): outputs are
-    checked before any work starts, not discovered unwritable at the end."""
-    folder.mkdir(parents=True, exist_ok=True)
-    probe = folder / f".write-probe-{uuid.uuid4().hex}"
-    probe.write_text("")
-    probe.unlink()
-
-
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    """Write then rename, so a reader never sees half a manifest."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
+    """Write then rename, so a reader never sees half a manifest; an OSError is one line
+    naming `path` (`outputs.OutputError`) and leaves no temporary file."""
+    write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")

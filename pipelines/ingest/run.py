@@ -1,7 +1,9 @@
 """`mura ingest`: any archive → Parquet shards with Ray Data, every input accounted for.
 
-The recipe, top to bottom: check the output folder and list the source (fail fast, before
-any work) → prepare rows (splits, pseudonyms) → the staging folder of this exact input
+The recipe, top to bottom: list the source and check the output folder (fail fast, writing
+nothing) → prepare rows (splits, pseudonyms) → claim OUT (created with its marker
+`.mura-shards`, locked for the whole run: a second run into the same OUT fails at once with
+one line and changes nothing) → the staging folder of this exact input
 (named by a digest of its rows and file sizes, the size and pseudonymization) and the images
 an interrupted run already wrote there → Ray Data: from_items → map_batches(decode) →
 write_parquet of the other images into it → move problem rows to the quarantine → swap the
@@ -10,7 +12,9 @@ staging folder into place and write, last, the manifest.
 A run killed at any point leaves either the previous complete set or a folder without a
 manifest. The re-run of the same input keeps every whole file the killed run staged (each
 Ray write task's file is whole or unreadable: Parquet's footer is written last) and decodes
-only the images in none of them; a changed input starts over. Ray Data's own checkpointing
+only the images in none of them; a changed input starts over. A write that fails (a full
+disk) is one line naming the file, `cannot write PATH: No space left on device`, and leaves
+no temporary file of ours (`mura_core.outputs`). Ray Data's own checkpointing
 was considered and does not apply: it needs a plan that starts from a file `Read`, not the
 driver's listing (see `pipelines.screen.parts`).
 """
@@ -18,8 +22,10 @@ driver's listing (see `pipelines.screen.parts`).
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import hashlib
 import json
+import os
 import shutil
 import time
 import uuid
@@ -35,15 +41,16 @@ import ray.data
 
 from mura_core.archive import AccessPolicy
 from mura_core.errors import ConfigError, MuraError
+from mura_core.outputs import atomic, check_writable, claimed, is_empty, writing
 from mura_core.pacs.address import is_pacs_address
 from mura_core.pacs.client import Pacs, PacsOptions
 from mura_core.privacy import write_reidentify
 from mura_core.records import Listing, QuarantineRow
 from mura_core.shards import (
+    MARKER_FILE,
     Manifest,
     ManifestCounts,
     ShardsLayout,
-    make_writable_dir,
     quarantine_table,
 )
 from mura_core.sources import SourceError, list_source
@@ -58,6 +65,7 @@ from .decode import decode_batch
 from .rows import PreparedRows, image_lines, prepare_rows
 
 STAGING_PREFIX = ".staging-"
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # a Ray write task's OSError, by errno
 COMPRESSION = "lz4"
 
 
@@ -103,12 +111,13 @@ class IngestResult:
 
 
 def _check_out(cfg: IngestConfig, source: Path | str) -> ShardsLayout:
-    """OUT must be new, empty, or shards of this same source (unless --force)."""
+    """OUT must be new, empty, or shards of this same source (unless --force), and
+    writable: checked without writing anything (`run_ingest` claims it after)."""
     layout = ShardsLayout(cfg.out.expanduser().resolve())
     root = layout.root
     if root.exists() and not root.is_dir():
         raise IngestError(f"output {root} exists and is not a folder")
-    if root.is_dir() and any(root.iterdir()) and not layout.marker.is_file():
+    if root.is_dir() and not is_empty(root) and not layout.marker.is_file():
         raise IngestError(
             f"output {root} is not empty and holds no shards: choose a new or "
             "empty folder (nothing is overwritten)"
@@ -120,10 +129,7 @@ def _check_out(cfg: IngestConfig, source: Path | str) -> ShardsLayout:
                 f"output {root} holds shards of another source ({previous}): "
                 "choose another folder, or pass --force to replace them"
             )
-    try:
-        make_writable_dir(root)
-    except OSError as exc:
-        raise IngestError(f"cannot write to {root}: {exc.strerror or exc}") from exc
+    check_writable(root, IngestError)
     return layout
 
 
@@ -222,8 +228,9 @@ def _collect_quarantine(staging: Path, listing_problems: list[QuarantineRow]) ->
             problem = row["problem"]
             rows.append(QuarantineRow.decode_failure(row, problem["error_type"], problem["reason"]))
         good = table.filter(pc.is_null(table["problem"]))
-        if good.num_rows:
-            pq.write_table(good, path, compression=COMPRESSION)
+        if good.num_rows:  # whole or as it was: a killed or failed write leaves the file
+            with atomic(path, IngestError) as tmp:
+                pq.write_table(good, tmp, compression=COMPRESSION)
         else:
             path.unlink()
     return quarantine_table(rows)
@@ -262,25 +269,61 @@ def _swap_into_place(
         layout.images.rename(old)
         shutil.rmtree(old, ignore_errors=True)
     staging.rename(layout.images)
-    tmp = layout.root / f".{layout.quarantine.name}.tmp"
-    pq.write_table(quarantine, tmp)
-    tmp.replace(layout.quarantine)
-    if prepared.pseudonymized:
-        write_reidentify(layout.reidentify, prepared.reidentify)
+    with atomic(layout.quarantine, IngestError) as tmp:
+        pq.write_table(quarantine, tmp)
+    if prepared.pseudonymized:  # its own temporary: swept by `claimed` on a failure
+        with writing(layout.reidentify, IngestError):
+            write_reidentify(layout.reidentify, prepared.reidentify)
     else:
         layout.reidentify.unlink(missing_ok=True)
 
 
 def run_ingest(cfg: IngestConfig) -> IngestResult:
-    """Ingest `cfg.source` into `cfg.out`; raises IngestError/SourceError before any work."""
+    """Ingest `cfg.source` into `cfg.out`; whole-run problems raise (IngestError,
+    SourceError) before anything is written, then OUT is claimed for the whole run."""
     start = time.perf_counter()
     started_at = dt.datetime.now(dt.UTC)
     source, listing, pacs = _list(cfg)
     layout = _check_out(cfg, source)
     prepared = prepare_rows(listing, cfg.splits, pseudonymize=cfg.pseudonymize)
+    marker = str(source) + "\n"
+    with claimed(layout.root, MARKER_FILE, marker, "mura ingest run", IngestError):
+        with writing(layout.root / "logs", IngestError):
+            console.keep_log(layout.root, "ingest")  # beside the shards (the marker makes it ours)
+        staging, done = _decode(cfg, layout, source, prepared, pacs)
+        quarantine = _collect_quarantine(staging, prepared.problems)
+        _swap_into_place(layout, staging, quarantine, prepared)
+        counts, by_part, by_split = _check_counts(layout, listing, prepared, quarantine)
+        seconds = time.perf_counter() - start
+        manifest = Manifest(
+            source=str(source),
+            kind=listing.kind,
+            size=cfg.size,
+            rows_per_shard=cfg.rows_per_shard,
+            shards=len(layout.image_files()),
+            counts=counts,
+            by_body_part_and_label=by_part,
+            by_split=by_split,
+            quarantine_by_type=dict(Counter(quarantine.column("error_type").to_pylist())),
+            splits=cfg.splits,
+            pseudonymized=prepared.pseudonymized,
+            notes=listing.notes,
+            started_at=started_at.isoformat(timespec="seconds"),
+            seconds=round(seconds, 2),
+        )
+        manifest.write(layout.root)
+    return IngestResult(layout.root, manifest, seconds, resumed=len(done))
 
-    layout.marker.write_text(str(source) + "\n")
-    console.keep_log(layout.root, "ingest")  # beside the shards (the marker makes it ours)
+
+def _decode(
+    cfg: IngestConfig,
+    layout: ShardsLayout,
+    source: Path | str,
+    prepared: PreparedRows,
+    pacs: Pacs | None,
+) -> tuple[Path, set[str]]:
+    """Decode what an interrupted run did not stage into this input's staging folder:
+    the folder, and the image ids that run had staged (kept)."""
     staging, done = _staging(layout, _input_key(cfg, source, prepared))
     todo = replace(prepared, rows=[r for r in prepared.rows if r.image_id not in done])
     if done:
@@ -292,11 +335,47 @@ def run_ingest(cfg: IngestConfig) -> IngestResult:
     if todo.rows:
         ensure_ray(cfg.address)
         with progress_feed(expect=("ingest", len(todo.rows), "images")) as sink:
-            _run_ray(todo, cfg, staging, sink, pacs)
-    staging.mkdir(exist_ok=True)
-    quarantine = _collect_quarantine(staging, prepared.problems)
-    _swap_into_place(layout, staging, quarantine, prepared)
+            try:
+                _run_ray(todo, cfg, staging, sink, pacs)
+            except Exception as exc:
+                _raise_write_failure(exc, staging)
+                raise
+    with writing(staging, IngestError):
+        staging.mkdir(exist_ok=True)
+    return staging, done
 
+
+def _raise_write_failure(exc: BaseException, staging: Path) -> None:
+    """A Ray write task that failed for want of space (its OSError, however Ray wrapped
+    it): one line naming the staging folder, which keeps only its whole files (the re-run
+    decodes the rest). Anything else is left to propagate."""
+    number = None
+    seen: list[BaseException] = []
+    err: BaseException | None = exc
+    while err is not None and err not in seen and number is None:
+        seen.append(err)
+        if isinstance(err, OSError) and err.errno in _DISK_FULL:
+            number = err.errno
+        err = getattr(err, "cause", None) or err.__cause__
+    text = " ".join(str(exc).split())
+    for candidate in _DISK_FULL:
+        if number is None and f"errno {candidate}]" in text.lower():
+            number = candidate
+    if number is None:
+        return
+    for path in staging.glob("*.parquet"):  # cut off by the full disk: unreadable
+        try:
+            pq.read_metadata(path)
+        except (pa.ArrowInvalid, OSError):
+            path.unlink(missing_ok=True)
+    raise IngestError(f"cannot write {staging}: {os.strerror(number)}") from exc
+
+
+def _check_counts(
+    layout: ShardsLayout, listing: Listing, prepared: PreparedRows, quarantine: pa.Table
+) -> tuple[ManifestCounts, dict[str, dict[str, int]], dict[str, int]]:
+    """Every input in exactly one place (a shard row or the quarantine), else IngestError
+    and no manifest; the counts, per body part × label and per split."""
     ingested, by_part, by_split, ids = _image_counts(layout.images)
     counts = ManifestCounts(
         found=len(prepared.rows) + len(prepared.problems),
@@ -312,25 +391,7 @@ def run_ingest(cfg: IngestConfig) -> IngestResult:
             f"quarantined {counts.quarantined} (or image ids differ); "
             "no manifest written"
         )
-    seconds = time.perf_counter() - start
-    manifest = Manifest(
-        source=str(source),
-        kind=listing.kind,
-        size=cfg.size,
-        rows_per_shard=cfg.rows_per_shard,
-        shards=len(layout.image_files()),
-        counts=counts,
-        by_body_part_and_label=by_part,
-        by_split=by_split,
-        quarantine_by_type=dict(Counter(quarantine.column("error_type").to_pylist())),
-        splits=cfg.splits,
-        pseudonymized=prepared.pseudonymized,
-        notes=listing.notes,
-        started_at=started_at.isoformat(timespec="seconds"),
-        seconds=round(seconds, 2),
-    )
-    manifest.write(layout.root)
-    return IngestResult(layout.root, manifest, seconds, resumed=len(done))
+    return counts, by_part, by_split
 
 
 def format_result(result: IngestResult) -> str:

@@ -1,15 +1,26 @@
 """`mura nightly`: screen only the studies not screened before, exactly once each.
 
-State folder: `ledger.parquet` (one row per study ever screened: pseudonymized study key,
-digest of its image set, the report that holds it) and `reports/<time>-<id>/`. A run lists
-the archive, keeps the studies that are new or whose image set changed, writes their keys to
-the new report's `pending.parquet`, screens them, and only after the report is complete
-(`summary.json` written last) rewrites the ledger atomically. A run killed at any point is
-repaired by the next one: an incomplete report is deleted (its studies were never recorded,
-so they are screened again), but the image scores it had written (`.scores`, see
-`parts`) go into the next report, which scores only the images without one; a complete
-report missing from the ledger is recorded without screening again. A lock keeps two runs
-(an overlapping cron) apart.
+State folder: `.mura-state` (the marker: the folder is ours), `ledger.parquet` (one row per
+study ever screened: pseudonymized study key, digest of its image set, the report that holds
+it), `reports/<time>-<id>/` (each with the report marker `.mura-report` from its creation),
+`.lock`, `logs/`, `watermark.json`, `outbox/`, `feedback/` (`mura feedback`).
+
+The recipe, top to bottom: check, writing nothing — the state folder holds nothing we did not
+make (`check_state`: a file or folder not ours by name, or a folder under reports/ without
+the report marker, is refused with one line naming it; a state of the previous version, with
+no state marker but only our names and marked reports, is accepted and gets the marker), the
+flags, MLflow and the model (`preflight`), the archive listed → claim the state (created,
+marked, locked: an overlapping cron run fails at once) → repair what a killed run left
+(`_recover`) → a new report folder, marked → deliver the outbox → keep the studies that are
+new or whose image set changed, write their keys to the report's `pending.parquet`, screen
+them, and only after the report is complete (`summary.json` written last) rewrite the ledger
+atomically.
+
+A run killed at any point is repaired by the next one: an incomplete report of ours is
+deleted (its studies were never recorded, so they are screened again), but the image scores
+it had written (`.scores`, see `parts`) go into the next report, which scores only the images
+without one; a complete report missing from the ledger is recorded without screening again.
+Nothing without our marker is ever deleted.
 
 From a PACS, a run queries StudyDate from `watermark.json` (when the last successful run
 started) minus an overlap (default 2 days: images that arrive late), compares each study's
@@ -21,9 +32,9 @@ refused objects wait in `STATE/outbox`, delivered first by the next run.
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -35,23 +46,64 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from mura_core.outputs import (
+    LOCK_FILE,
+    atomic,
+    check_writable,
+    is_empty,
+    locked,
+    mark_folder,
+    reason,
+    remove_temporaries,
+    write_marker,
+    writing,
+)
 from mura_core.pacs.address import is_pacs_address
 from mura_core.screen_report import read_summary
-from mura_core.shards import make_writable_dir, write_json_atomic
+from mura_core.shards import write_json_atomic
 
 from ..console import console
 from .inputs import ScreenInput, open_pacs, open_raw
 from .parts import FOLDER as SCORES
-from .run import SUMMARY, ScreenConfig, ScreenError, ScreenResult, execute, preflight
+from .run import (
+    MARKER,
+    MARKER_TEXT,
+    SUMMARY,
+    Prepared,
+    ScreenConfig,
+    ScreenError,
+    ScreenResult,
+    deliver,
+    execute,
+    preflight,
+)
 from .writeback import Delivered
 
 LEDGER = "ledger.parquet"
 PENDING = "pending.parquet"
 REPORTS = "reports"
-LOCK = ".lock"
 WATERMARK = "watermark.json"
 OUTBOX = "outbox"
 INTERRUPTED = ".scores-interrupted"  # an interrupted report's image scores, for the next
+STATE_MARKER = ".mura-state"
+STATE_TEXT = "mura nightly state\n"
+# what a state folder of ours may hold: our names, our temporaries (`outputs.atomic`, and
+# the probe files and ledger temporary of earlier versions), `mura feedback`'s folder
+OURS = {
+    LEDGER,
+    REPORTS,
+    LOCK_FILE,
+    WATERMARK,
+    OUTBOX,
+    INTERRUPTED,
+    STATE_MARKER,
+    "logs",
+    "feedback",
+}
+OUR_TEMPORARY = re.compile(
+    r"^(\.(ledger\.parquet|watermark\.json)\.tmp(-.*)?|\.write-probe-[0-9a-f]+)$"
+)
+LEGACY_REPORT = {PENDING, SCORES}  # an interrupted report of the previous version: unmarked
 DEFAULT_OVERLAP_DAYS = 2.0
 LEDGER_SCHEMA = pa.schema(
     [
@@ -73,32 +125,16 @@ class NightlyResult:
     report: ScreenResult | None
 
 
-@contextmanager
-def _locked(state: Path) -> Iterator[None]:
-    handle = (state / LOCK).open("a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError as exc:
-        handle.close()
-        raise ScreenError(f"another nightly run is using {state} (lock {state / LOCK})") from exc
-    try:
-        yield
-    finally:
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        handle.close()
-
-
 def read_ledger(state: Path) -> pa.Table:
     path = state / LEDGER
     return pq.read_table(path) if path.is_file() else LEDGER_SCHEMA.empty_table()
 
 
 def _write_ledger(state: Path, table: pa.Table) -> None:
-    tmp = state / f".{LEDGER}.tmp"
-    pq.write_table(table.cast(LEDGER_SCHEMA), tmp)
-    with tmp.open("rb") as handle:
-        os.fsync(handle.fileno())
-    tmp.replace(state / LEDGER)
+    with atomic(state / LEDGER) as tmp:
+        pq.write_table(table.cast(LEDGER_SCHEMA), tmp)
+        with tmp.open("rb") as handle:
+            os.fsync(handle.fileno())
 
 
 def _record(state: Path, report: Path) -> int:
@@ -143,13 +179,89 @@ def _by_report(studies: dict[str, str]) -> dict[str, set[str]]:
     return out
 
 
+def _report_is_ours(report: Path, legacy: bool = False) -> bool:
+    """A folder under reports/ that is ours: it carries the report marker, or holds nothing
+    (a run killed as it made it); in a state of the previous version also an interrupted
+    report holding only our names (that version marked a report once screening began)."""
+    if report.is_symlink() or not report.is_dir():
+        return False
+    if (report / MARKER).is_file() or is_empty(report):
+        return True
+    return legacy and {entry.name for entry in report.iterdir()} <= LEGACY_REPORT
+
+
+def not_ours(state: Path) -> list[str]:
+    """What in `state` the project did not make, by name relative to it (none: a new or
+    empty folder, or a state of ours)."""
+    if not state.is_dir():
+        return []
+    legacy = not (state / STATE_MARKER).is_file()
+    found = [
+        entry.name
+        for entry in sorted(state.iterdir())
+        if entry.name not in OURS and not OUR_TEMPORARY.match(entry.name)
+    ]
+    reports = state / REPORTS
+    if reports.is_symlink() or (reports.exists() and not reports.is_dir()):
+        found.append(REPORTS)
+    elif reports.is_dir():
+        found += [
+            f"{REPORTS}/{report.name}"
+            for report in sorted(reports.iterdir())
+            if not _report_is_ours(report, legacy)
+        ]
+    return found
+
+
+def check_state(state: Path) -> Path:
+    """STATE, resolved and checked without writing anything: new, empty, or ours only;
+    anything else is refused with one line naming it (and nothing is deleted)."""
+    state = state.expanduser().resolve()
+    if state.exists() and not state.is_dir():
+        raise ScreenError(f"state {state} exists and is not a folder")
+    found = not_ours(state)
+    if found:
+        shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+        raise ScreenError(
+            f"state folder {state} holds what mura nightly did not make: {shown} (nothing "
+            "was changed): choose a new or empty folder, or move those out of it"
+        )
+    check_writable(state, ScreenError)
+    return state
+
+
+@contextmanager
+def _claimed_state(state: Path) -> Iterator[None]:
+    """STATE created and locked for the block, with its marker; a state of the previous
+    version gets it too, after its interrupted reports got theirs. Our temporaries go when
+    the block fails."""
+    try:
+        state.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ScreenError(f"cannot write to state folder {state}: {reason(exc)}") from exc
+    with locked(state, "mura nightly run", ScreenError):
+        if not (state / STATE_MARKER).is_file():
+            for report in sorted((state / REPORTS).glob("*")):
+                if _report_is_ours(report, legacy=True) and not (report / MARKER).is_file():
+                    write_marker(report / MARKER, MARKER_TEXT, ScreenError)
+            write_marker(state / STATE_MARKER, STATE_TEXT, ScreenError)
+        with writing(state / REPORTS, ScreenError):
+            (state / REPORTS).mkdir(exist_ok=True)
+        try:
+            yield
+        except BaseException:
+            remove_temporaries(state)
+            raise
+
+
 def _recover(state: Path) -> int:
     """Repair after a killed run; returns studies recorded from complete reports. The image
-    scores of the newest incomplete report are kept in STATE for the next report."""
+    scores of the newest incomplete report are kept in STATE for the next report. Only
+    reports of ours are touched (`check_state` refused a state holding others)."""
     recovered = 0
     recorded = set(read_ledger(state)["report"].to_pylist())
     for report in sorted((state / REPORTS).glob("*")):
-        if not report.is_dir() or report.name in recorded:
+        if report.name in recorded or not _report_is_ours(report):
             continue
         if (report / SUMMARY).is_file() and (report / PENDING).is_file():
             recovered += _record(state, report)
@@ -204,13 +316,19 @@ def _open(cfg: ScreenConfig, state: Path, overlap_days: float) -> tuple[ScreenCo
     return cfg, inp
 
 
-def _check_state(state: Path) -> Path:
-    state = state.expanduser().resolve()
-    try:
-        make_writable_dir(state / REPORTS)
-    except OSError as exc:
-        raise ScreenError(f"cannot write to state folder {state}: {exc.strerror or exc}") from exc
-    return state
+def _write_pending(report: Path, digests: dict[str, str], new: set[str], now: dt.datetime) -> None:
+    """The studies this report screens, as the ledger rows they become once it completes."""
+    rows = [
+        {
+            "study_key": k,
+            "image_set": digests[k],
+            "report": report.name,
+            "screened_at": now.isoformat(timespec="seconds"),
+        }
+        for k in sorted(new)
+    ]
+    with atomic(report / PENDING) as tmp:
+        pq.write_table(pa.Table.from_pylist(rows, schema=LEDGER_SCHEMA), tmp)
 
 
 def run_nightly(
@@ -218,57 +336,47 @@ def run_nightly(
 ) -> NightlyResult:
     """Screen the new or changed studies of `cfg.source`; `cfg.out` is ignored (a new report
     folder under `state/reports` is used). A PACS is queried from the last successful
-    run's watermark minus `overlap_days`; the watermark moves only when a run completes."""
-    state = _check_state(state)
-    console.keep_log(state, "nightly")
-    with _locked(state):
-        recovered = _recover(state)
-        now = dt.datetime.now(dt.UTC)
-        name = f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
-        screen_cfg = replace(cfg, out=state / REPORTS / name, job="nightly")
-        if screen_cfg.write_back is not None and screen_cfg.outbox is None:
-            screen_cfg = replace(screen_cfg, outbox=state / OUTBOX)
-        prepared = preflight(screen_cfg)
-        _carry_scores(state, prepared.out)
-        recovered += _record_delivered(state, prepared.delivered)
-        screen_cfg, inp = _open(screen_cfg, state, overlap_days)
-        known = dict(
-            zip(
-                (ledger := read_ledger(state))["study_key"].to_pylist(),
-                ledger["image_set"].to_pylist(),
-                strict=True,
-            )
-        )
-        digests = inp.study_digests or {}
-        new = {k for k, d in digests.items() if known.get(k) != d}
-        if not new:
-            shutil.rmtree(prepared.out)
-            _write_watermark(state, now)
-            return NightlyResult(state, 0, len(digests), recovered, ledger.num_rows, None)
-        pending = pa.Table.from_pylist(
-            [
-                {
-                    "study_key": k,
-                    "image_set": digests[k],
-                    "report": name,
-                    "screened_at": now.isoformat(timespec="seconds"),
-                }
-                for k in sorted(new)
-            ],
-            schema=LEDGER_SCHEMA,
-        )
-        pq.write_table(pending, prepared.out / PENDING)
-        result = execute(screen_cfg, prepared, inp.only_studies(new))
-        _record(state, prepared.out)
+    run's watermark minus `overlap_days`; the watermark moves only when a run completes.
+    Every check runs before anything is written; see the module docstring."""
+    state = check_state(state)
+    now = dt.datetime.now(dt.UTC)
+    name = f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+    screen_cfg = replace(cfg, out=state / REPORTS / name, job="nightly")
+    if screen_cfg.write_back is not None and screen_cfg.outbox is None:
+        screen_cfg = replace(screen_cfg, outbox=state / OUTBOX)
+    prepared = preflight(screen_cfg)
+    screen_cfg, inp = _open(screen_cfg, state, overlap_days)
+    with _claimed_state(state):
+        with writing(state / "logs", ScreenError):
+            console.keep_log(state, "nightly")
+        return _screen_new(screen_cfg, prepared, inp, state, now)
+
+
+def _screen_new(
+    cfg: ScreenConfig, prepared: Prepared, inp: ScreenInput, state: Path, now: dt.datetime
+) -> NightlyResult:
+    """In the claimed state: repair, a new marked report, the outbox, then screen what the
+    ledger does not hold (or holds with another image set)."""
+    recovered = _recover(state)
+    out = mark_folder(prepared.out, MARKER, MARKER_TEXT, ScreenError)
+    _carry_scores(state, out)
+    prepared = deliver(prepared)
+    recovered += _record_delivered(state, prepared.delivered)
+    ledger = read_ledger(state)
+    known = dict(zip(ledger["study_key"].to_pylist(), ledger["image_set"].to_pylist(), strict=True))
+    digests = inp.study_digests or {}
+    new = {k for k, d in digests.items() if known.get(k) != d}
+    if not new:
+        shutil.rmtree(out)
         _write_watermark(state, now)
-        return NightlyResult(
-            state,
-            len(new),
-            len(digests) - len(new),
-            recovered,
-            read_ledger(state).num_rows,
-            result,
-        )
+        return NightlyResult(state, 0, len(digests), recovered, ledger.num_rows, None)
+    _write_pending(out, digests, new, now)
+    result = execute(cfg, prepared, inp.only_studies(new))
+    _record(state, out)
+    _write_watermark(state, now)
+    return NightlyResult(
+        state, len(new), len(digests) - len(new), recovered, read_ledger(state).num_rows, result
+    )
 
 
 def format_nightly(result: NightlyResult) -> str:

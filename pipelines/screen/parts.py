@@ -3,9 +3,11 @@
 While a screening scores, the driver writes every row that comes back (scored, or quarantined
 with its reason) to `OUT/.scores/part-<run>-<n>.parquet`, every `every` rows or every
 `seconds`, whichever comes first: written to a temporary name and renamed, so a part is whole
-or absent. Each row carries `content`, a digest of what it was made from (its file's relative
-path, frame and size; for shards, their manifest). `.scores/key.json` names what every score
-depends on: the model bundle's digest, the pseudonymization, the kind and root of the input.
+or absent (a write that fails, a full disk, is one line naming the part and leaves no
+temporary file: `mura_core.outputs`). Each row carries `content`, a digest of what it was
+made from (its file's relative path, frame and size; for shards, their manifest).
+`.scores/key.json` names what every score depends on: the model bundle's digest, the
+pseudonymization, the kind and root of the input.
 
 A run killed part-way leaves its parts. The re-run with the same OUT (and `mura nightly`,
 which carries the parts of an interrupted report into the next) reads them, keeps each row
@@ -34,6 +36,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from mura_core.outputs import atomic, write_text_atomic, writing
 
 from ..scoring import IMAGE_SCHEMA
 
@@ -98,7 +102,7 @@ class ScoreParts:
                 tables.append(pq.read_table(path, schema=PART_SCHEMA))
             except (pa.ArrowInvalid, OSError):
                 path.unlink()  # its images are scored again
-        for tmp in self.folder.glob("*.tmp"):
+        for tmp in [*self.folder.glob("*.tmp"), *self.folder.glob(".*.tmp-*")]:
             tmp.unlink()
         if not tables:
             return Earlier(PART_SCHEMA.empty_table(), note=note)
@@ -114,9 +118,10 @@ class ScoreParts:
         if key_file.is_file() and json.loads(key_file.read_text()) != asdict(self.key):
             shutil.rmtree(self.folder)
             note = "scores of an interrupted run were made by another model or input: not used"
-        self.folder.mkdir(exist_ok=True)
+        with writing(self.folder):
+            self.folder.mkdir(exist_ok=True)
         if not key_file.is_file():
-            key_file.write_text(json.dumps(asdict(self.key), indent=1) + "\n")
+            write_text_atomic(key_file, json.dumps(asdict(self.key), indent=1) + "\n")
         return note
 
     def add(self, batch: pa.Table, content: Callable[[str], str | None]) -> None:
@@ -135,9 +140,8 @@ class ScoreParts:
             return
         table = pa.concat_tables(self._buffer)
         path = self.folder / f"part-{self.run}-{self._parts:05d}.parquet"
-        tmp = path.with_name(path.name + ".tmp")
-        pq.write_table(table, tmp, compression="zstd")
-        tmp.replace(path)
+        with atomic(path) as tmp:  # a full disk: one line naming the part, no temporary left
+            pq.write_table(table, tmp, compression="zstd")
         self._written.append(table)
         self._parts += 1
         self._buffer, self._buffered = [], 0

@@ -1,18 +1,25 @@
 """`mura screen`: score a whole archive with Ray Data, aggregate to studies, write a report.
 
-The recipe, top to bottom: fail fast (OUT writable, MLflow reachable, model resolves and
-runs on a 3×S×S batch, input not empty and of the model's size) → Ray Data: read or decode
-→ `map_batches(ScreenPredictor)` on an actor pool (GPUs when the cluster has them) → stream
+The recipe, top to bottom: fail fast, writing nothing (`preflight`: OUT new, empty or a
+report of ours, and writable; MLflow reachable; model resolves and runs on a 3×S×S batch;
+then the input listed, not empty and of the model's size) → claim OUT (`claim`: created
+with its marker `.mura-report`, locked for the whole run: a second run into the same OUT
+fails at once with one line and changes nothing) → deliver the outbox → Ray Data: read or
+decode → `map_batches(ScreenPredictor)` on an actor pool (GPUs when the cluster has them) → stream
 image scores to `images.parquet` on the driver (rows without pixels: bounded memory) →
 group by study on the driver (mean, max, count; `studies`) → flag at the threshold →
 drop studies a PACS did not hand every image of → with `--write-back`, build their SR and
 Secondary Captures (`writeback`) → pictures and CAMs of the top flagged studies → store the
 results (what fails waits in the outbox) → report files → MLflow run (`runlog`) →
 `summary.json`, written last, marks the report complete.
+
+A write that fails (a full disk, a quota) is one line naming the file, `cannot write PATH:
+No space left on device`, exit 1, and leaves no temporary file of ours (`mura_core.outputs`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import shutil
 import time
@@ -27,6 +34,7 @@ import ray.data
 from mura_core.archive import AccessPolicy
 from mura_core.errors import ConfigError, MuraError
 from mura_core.monitoring.drift import Bands
+from mura_core.outputs import atomic, check_writable, claimed, is_empty, writing
 from mura_core.pacs.client import Pacs, PacsOptions
 from mura_core.privacy import write_reidentify
 from mura_core.records import (
@@ -39,7 +47,7 @@ from mura_core.records import (
     WriteBackSummary,
 )
 from mura_core.screen_report import SUMMARY_FILE, ReportStudy, write_html, write_summary
-from mura_core.shards import REIDENTIFY_FILE, make_writable_dir, quarantine_table
+from mura_core.shards import REIDENTIFY_FILE, quarantine_table
 
 from ..console import console
 from ..predict import bundle_bytes, predict
@@ -76,6 +84,7 @@ from .writeback import (
 )
 
 MARKER = ".mura-report"
+MARKER_TEXT = "mura screening report\n"
 SUMMARY = SUMMARY_FILE
 SCORED_SCHEMA = pa.schema([f for f in IMAGE_SCHEMA if f.name not in ("error_type", "reason")])
 
@@ -146,24 +155,23 @@ class ScreenResult:
 
 
 def check_out(out: Path) -> Path:
-    """OUT must be new, empty, or an earlier report (replaced); and writable."""
+    """OUT must be new, empty, or a report of ours (replaced), and writable: checked
+    without writing anything (`claim` creates it once every check has passed)."""
     out = out.expanduser().resolve()
     if out.exists() and not out.is_dir():
         raise ScreenError(f"output {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
+    if out.is_dir() and not is_empty(out) and not (out / MARKER).is_file():
         raise ScreenError(
             f"output {out} is not empty and holds no screening report: choose a new or "
             "empty folder (nothing is overwritten)"
         )
-    try:
-        make_writable_dir(out)
-    except OSError as exc:
-        raise ScreenError(f"cannot write to {out}: {exc.strerror or exc}") from exc
+    check_writable(out, ScreenError)
     return out
 
 
 def preflight(cfg: ScreenConfig) -> Prepared:
-    """Every whole-run check that needs no input: OUT, MLflow, the model."""
+    """Every whole-run check that needs no input (OUT, MLflow, the model, the write-back
+    destination), writing nothing: the outbox is delivered by `deliver`, under the lock."""
     out = check_out(cfg.out)
     uri = None
     if cfg.track or any(s.startswith(("models:", "runs:", "@")) for s in cfg.models):
@@ -174,8 +182,20 @@ def preflight(cfg: ScreenConfig) -> Prepared:
     if cfg.write_back is None:
         return prepared
     dest = destination(cfg.source, cfg.write_back, cfg.pacs)
-    outbox = Outbox(cfg.outbox or default_outbox(dest))
-    return replace(prepared, dest=dest, outbox=outbox, delivered=outbox.deliver(dest))
+    return replace(prepared, dest=dest, outbox=Outbox(cfg.outbox or default_outbox(dest)))
+
+
+def claim(out: Path) -> contextlib.AbstractContextManager[Path]:
+    """OUT created with its marker and locked for the block (a second run: one line)."""
+    return claimed(out, MARKER, MARKER_TEXT, "mura screen run", ScreenError)
+
+
+def deliver(prepared: Prepared) -> Prepared:
+    """With --write-back: what waits in the outbox, stored first (it writes: under the
+    lock, after every check)."""
+    if prepared.dest is None or prepared.outbox is None:
+        return prepared
+    return replace(prepared, delivered=prepared.outbox.deliver(prepared.dest))
 
 
 def check_fits(model: ScreeningModel, inp: ScreenInput) -> None:
@@ -270,9 +290,8 @@ def _scores(
     rows = pa.concat_tables([earlier.rows, parts.this_run()])
     images, failed = scored_and_problems(rows)
     images = images.select(SCORED_SCHEMA.names).cast(SCORED_SCHEMA)
-    tmp = out / ".images.parquet.tmp"
-    pq.write_table(images, tmp, compression="zstd")
-    tmp.replace(out / "images.parquet")
+    with atomic(out / "images.parquet") as tmp:
+        pq.write_table(images, tmp, compression="zstd")
     problems = [
         QuarantineRow.decode_failure(row, row["error_type"], row["reason"])
         for row in failed.drop(["prob", "content"]).to_pylist()
@@ -310,19 +329,24 @@ class _Laps:
 def _write_tables(
     out: Path, studies: pa.Table, quarantine: list[QuarantineRow], inp: ScreenInput
 ) -> None:
-    pq.write_table(studies, out / "studies.parquet")
-    studies.to_pandas().to_csv(out / "studies.csv", index=False)
-    pq.write_table(quarantine_table(quarantine), out / "quarantine.parquet")
-    write_reidentify(out / REIDENTIFY_FILE, inp.reidentify)
+    with atomic(out / "studies.parquet") as tmp:
+        pq.write_table(studies, tmp)
+    with atomic(out / "studies.csv") as tmp:
+        studies.to_pandas().to_csv(tmp, index=False)
+    with atomic(out / "quarantine.parquet") as tmp:
+        pq.write_table(quarantine_table(quarantine), tmp)
+    with writing(out / REIDENTIFY_FILE):  # its own temporary: swept by `claim` on a failure
+        write_reidentify(out / REIDENTIFY_FILE, inp.reidentify)
 
 
 def _start(cfg: ScreenConfig, prepared: Prepared, inp: ScreenInput) -> int:
-    """Mark OUT as a report in progress, start (or join) Ray: the GPUs to use."""
+    """Mark OUT's report as in progress (no summary), keep the log there, start (or join)
+    Ray: the GPUs to use. OUT is claimed (created, marked, locked)."""
     out = prepared.out
     check_fits(prepared.model, inp)
     (out / SUMMARY).unlink(missing_ok=True)
-    (out / MARKER).write_text("mura screening report\n")
-    console.keep_log(out, cfg.job)
+    with writing(out / "logs"):
+        console.keep_log(out, cfg.job)
     ensure_ray(cfg.address)
     return _gpus(cfg)
 
@@ -442,7 +466,8 @@ def _finish(
 
 
 def run_screen(cfg: ScreenConfig) -> ScreenResult:
-    """Screen `cfg.source` into `cfg.out`; whole-run problems raise before any work."""
+    """Screen `cfg.source` into `cfg.out`; whole-run problems raise before anything is
+    written, then OUT is claimed (created, marked, locked) for the whole run."""
     prepared = preflight(cfg)
     inp = open_input(
         cfg.source,
@@ -452,7 +477,8 @@ def run_screen(cfg: ScreenConfig) -> ScreenResult:
         pacs=cfg.pacs,
     )
     check_fits(prepared.model, inp)
-    return execute(cfg, prepared, inp)
+    with claim(prepared.out):
+        return execute(cfg, deliver(prepared), inp)
 
 
 def format_result(result: ScreenResult) -> str:
