@@ -308,7 +308,11 @@ def _open(cfg: ScreenConfig, state: Path, overlap_days: float) -> tuple[ScreenCo
     """The archive (a folder) or the PACS window, listed; write-back's outbox in STATE."""
     if not is_pacs_address(cfg.source):
         inp = open_raw(
-            Path(cfg.source), kind=cfg.kind, labels=cfg.labels, pseudonymize=cfg.pseudonymize
+            Path(cfg.source),
+            kind=cfg.kind,
+            labels=cfg.labels,
+            pseudonymize=cfg.pseudonymize,
+            access=cfg.access,
         )
         return cfg, inp
     cfg = pacs_window(cfg, state, overlap_days)

@@ -475,6 +475,7 @@ def run_screen(cfg: ScreenConfig) -> ScreenResult:
         labels=cfg.labels,
         pseudonymize=cfg.pseudonymize,
         pacs=cfg.pacs,
+        access=cfg.access,
     )
     check_fits(prepared.model, inp)
     with claim(prepared.out):
