@@ -84,32 +84,63 @@ def labels_by_study(path: Path | None, files: ArchiveFiles | None = None) -> Stu
     return out
 
 
-def _header(files: ArchiveFiles, path: Path, rel: str) -> Dataset | Problem:
+@dataclass(frozen=True, slots=True)
+class _Header:
+    """What listing takes from a header, read while the file is guarded (pydicom converts
+    an element only when it is read: a damaged one fails there)."""
+
+    study_uid: str
+    patient: str
+    accession: str
+    sop_uid: str
+    body_part: BodyPart
+    view: str | None
+    frames: int
+
+    @classmethod
+    def of(cls, ds: Dataset) -> _Header:
+        study_uid = _text(ds, "StudyInstanceUID")
+        return cls(
+            study_uid=study_uid,
+            patient=_text(ds, "PatientID") or f"unknown-patient:{study_uid}",
+            accession=_text(ds, "AccessionNumber"),
+            sop_uid=_text(ds, "SOPInstanceUID"),
+            body_part=body_part_from_text(
+                ds.get("BodyPartExamined"),
+                ds.get("StudyDescription"),
+                ds.get("SeriesDescription"),
+                ds.get("ProtocolName"),
+            ),
+            view=_text(ds, "ViewPosition") or None,
+            frames=_frames(ds),
+        )
+
+
+def _text(ds: Dataset, keyword: str) -> str:
+    return str(ds.get(keyword, "") or "").strip()
+
+
+def _header(files: ArchiveFiles, path: Path, rel: str) -> _Header | Problem:
     """The file's header, bounded and checked, or the problem that refuses it."""
     has_preamble = looks_like_dicom(files.head(path, 132))
     if not has_preamble and not path.name.lower().endswith(DICOM_SUFFIXES):
-        return Problem(
-            rel, "list", "not_dicom", "not a DICOM file (no 'DICM' preamble, no .dcm suffix)"
-        )
+        reason = "not a DICOM file (no 'DICM' preamble, no .dcm suffix)"
+        return Problem(rel, "list", "not_dicom", reason)
     try:
         with files.open(path) as handle:
             ds = read_header(handle, force=not has_preamble)
         if any(k in ds for k in ("Rows", "Columns", "NumberOfFrames")):
             check_geometry(ds, DEFAULT_MAX_PIXELS)
+        header = _Header.of(ds)
     except ImagingError as exc:
         return Problem(rel, "list", exc.error_type, exc.reason)
-    except Exception as exc:  # pydicom raises many types on damaged headers
-        return Problem(
-            rel, "list", "corrupt", f"DICOM header unreadable ({type(exc).__name__}: {exc})"
-        )
-    if not str(ds.get("StudyInstanceUID", "") or "").strip():
-        return Problem(
-            rel,
-            "list",
-            "missing_study_uid",
-            "DICOM header has no StudyInstanceUID: cannot group it",
-        )
-    return ds
+    except Exception as exc:  # pydicom raises many types on damaged headers and values
+        reason = f"DICOM header unreadable ({type(exc).__name__}: {exc})"
+        return Problem(rel, "list", "corrupt", reason)
+    if not header.study_uid:
+        reason = "DICOM header has no StudyInstanceUID: cannot group it"
+        return Problem(rel, "list", "missing_study_uid", reason)
+    return header
 
 
 def _frames(ds: Dataset) -> int:
@@ -119,33 +150,23 @@ def _frames(ds: Dataset) -> int:
         return 1
 
 
-def _refs(ds: Dataset, path: Path, rel: str, label: int | None) -> list[ImageRef]:
+def _refs(header: _Header, path: Path, rel: str, label: int | None) -> list[ImageRef]:
     """One reference per frame of a checked header."""
-    study_uid = str(ds.get("StudyInstanceUID")).strip()
-    patient = str(ds.get("PatientID", "") or "").strip() or f"unknown-patient:{study_uid}"
-    body_part = body_part_from_text(
-        ds.get("BodyPartExamined"),
-        ds.get("StudyDescription"),
-        ds.get("SeriesDescription"),
-        ds.get("ProtocolName"),
-    )
-    view = str(ds.get("ViewPosition", "") or "").strip() or None
-    sop_uid = str(ds.get("SOPInstanceUID", "") or "").strip() or rel
-    n_frames = _frames(ds)
+    sop_uid = header.sop_uid or rel
     return [
         ImageRef(
             path=str(path),
             relpath=rel,
-            image_id=sop_uid if n_frames == 1 else f"{sop_uid}#{frame}",
-            study_key=study_uid,
-            patient_key=patient,
-            body_part=BodyPart(body_part),
-            view=view,
+            image_id=sop_uid if header.frames == 1 else f"{sop_uid}#{frame}",
+            study_key=header.study_uid,
+            patient_key=header.patient,
+            body_part=header.body_part,
+            view=header.view,
             label=label,
             split=None,
             frame=frame,
         )
-        for frame in range(n_frames)
+        for frame in range(header.frames)
     ]
 
 
@@ -180,22 +201,20 @@ def list_dicom(files: ArchiveFiles, labels: Path | None = None) -> Listing:
         if entry.junk or entry.path.name.lower().endswith(DOC_SUFFIXES):
             junk += 1
             continue
-        ds = _header(files, entry.path, entry.rel)
-        if isinstance(ds, Problem):
-            problems.append(ds)
+        header = _header(files, entry.path, entry.rel)
+        if isinstance(header, Problem):
+            problems.append(header)
             continue
-        sop_uid = str(ds.get("SOPInstanceUID", "") or "").strip()
-        if sop_uid and sop_uid in instances:
+        if header.sop_uid and header.sop_uid in instances:
             problems.append(_duplicate(entry.rel))
             continue
-        instances.add(sop_uid)
-        study_uid = str(ds.get("StudyInstanceUID")).strip()
-        if accession := str(ds.get("AccessionNumber", "") or "").strip():
-            accessions.setdefault(study_uid, accession)
-        label = (
-            None if study_uid in study_labels.conflicted else study_labels.by_study.get(study_uid)
-        )
-        refs.extend(_refs(ds, entry.path, entry.rel, label))
+        instances.add(header.sop_uid)
+        if header.accession:
+            accessions.setdefault(header.study_uid, header.accession)
+        label = study_labels.by_study.get(header.study_uid)
+        if header.study_uid in study_labels.conflicted:
+            label = None
+        refs.extend(_refs(header, entry.path, entry.rel, label))
     notes = (
         (f"labels from {labels_path.name}: {len(study_labels.by_study)} studies",)
         if labels_path

@@ -103,3 +103,20 @@ def test_mixed_tree_asks_for_a_kind(dicom_archive: SynthArchive, tmp_path: Path)
     with pytest.raises(SourceError, match="--kind"):
         detect_kind(root)
     assert list_source(root, kind="dicom").kind == "dicom"
+
+
+def test_a_damaged_value_representation_is_a_problem_not_a_crash(
+    dicom_archive: SynthArchive, tmp_path: Path
+) -> None:
+    """Found by fuzzing (tests/fuzz): a SOPInstanceUID whose VR reads 'U\\x00' parsed, then
+    failed when listing read the value (pydicom converts values lazily)."""
+    root = tmp_path / "tree"
+    shutil.copytree(dicom_archive.root, root)
+    victim = Path(list_source(root).refs[0].path)
+    data = bytearray(victim.read_bytes())
+    at = data.index(b"\x08\x00\x18\x00UI") + 5  # (0008,0018) UI: the VR's second byte
+    data[at] = 0
+    victim.write_bytes(bytes(data))
+    listing = list_source(root)
+    rel = victim.relative_to(root.resolve()).as_posix()
+    assert [p.error_type for p in listing.problems if p.path == rel] == ["corrupt"]
