@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_OUT ?= demo-out
 
-.PHONY: help install demo test test-fast lint clean
+.PHONY: help install demo test test-fast fuzz lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -36,6 +36,12 @@ test: $(STAMP)  ## the whole test suite, slow tests included (what CI runs)
 
 test-fast: $(STAMP)  ## the test suite without the tests marked slow
 	$(BIN)/python -m pytest -m 'not slow'
+
+# the long fuzzing run: FUZZ_EXAMPLES mutated inputs per target (make test runs a short one)
+FUZZ_EXAMPLES ?= 20000
+fuzz: $(STAMP)  ## fuzz the decoders and listers long (FUZZ_EXAMPLES=20000 per target)
+	MURA_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest tests/fuzz -q -p no:cacheprovider \
+		-o timeout=0 --hypothesis-show-statistics
 
 lint: $(STAMP)  ## ruff
 	$(BIN)/ruff check .

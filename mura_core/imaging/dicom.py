@@ -107,7 +107,14 @@ def _check_is_image(ds: Dataset) -> None:
 def _transfer_syntax(ds: Dataset) -> UID | None:
     meta = getattr(ds, "file_meta", None)
     uid = meta.get("TransferSyntaxUID") if meta is not None else None
-    return UID(str(uid)) if uid else None
+    if not uid:
+        return None
+    uid = UID(str(uid))
+    if not uid.is_transfer_syntax:  # a SOP class or any other UID: pydicom raises on it
+        raise UnsupportedTransferSyntaxError(
+            f"Transfer Syntax UID {str(uid)[:64]!r} is not a transfer syntax pydicom knows"
+        )
+    return uid
 
 
 def _check_decodable(ds: Dataset, ts: UID | None) -> None:

@@ -18,7 +18,10 @@ The recipe, for a header (`read_header`) and for a whole file (`read_dataset`):
    inflates at most what the header's geometry needs (`_pixel_bytes` + `HEADER_BOUND` +
    `INFLATE_SLACK`); a stream that goes on is refused too.
 4. Any other transfer syntax: pydicom's `read_partial` (stop before pixels for a header).
-5. `check_geometry`: frames × rows × columns × samples against the pixel limit, before
+5. Every element is converted at once (`_settle`): a damaged public element is a
+   `CorruptFileError` here, not a pydicom exception wherever it is first read; a damaged
+   private one is dropped.
+6. `check_geometry`: frames × rows × columns × samples against the pixel limit, before
    anything is listed per frame, inflated or decoded.
 
 Every failure is an `ImagingError`: `CorruptFileError` for what cannot be parsed,
@@ -247,11 +250,33 @@ def _at_pixels(tag: BaseTag, vr: str | None, length: int) -> bool:
     return tag in _PIXEL_TAGS
 
 
+def _settle(ds: Dataset) -> None:
+    """Convert every element now (pydicom converts lazily, on first access, where a damaged
+    value would raise far from here): a private element that cannot be read is dropped (we
+    never use one), a public one makes the file corrupt."""
+    for tag in list(ds.keys()):
+        try:
+            elem = ds[tag]
+            items = elem.value if elem.VR == "SQ" else ()
+        except PARSE_ERRORS as exc:
+            if tag.is_private:
+                del ds[tag]
+                continue
+            raise CorruptFileError(
+                f"DICOM element {tag} unreadable ({type(exc).__name__}: {exc})"
+            ) from exc
+        for item in items:
+            _settle(item)
+
+
 def _guarded(source: Source, force: bool, header_only: bool, max_pixels: int) -> FileDataset:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return _read(source, force, header_only, max_pixels)
+            ds = _read(source, force, header_only, max_pixels)
+            _settle(ds.file_meta)
+            _settle(ds)
+            return ds
     except PARSE_ERRORS as exc:
         raise _corrupt(exc) from exc
 

@@ -27,6 +27,8 @@ from .types import Decoded, DecodeInfo
 if Image.MAX_IMAGE_PIXELS is None:
     Image.MAX_IMAGE_PIXELS = 89_478_485
 
+# Pixels of a 16/32-bit frame converted to numpy at once when it is shrunk.
+_STRIP_PIXELS = 1 << 20
 _GRAY_8 = frozenset({"L", "LA", "1"})
 _COLOUR_8 = frozenset({"P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"})
 _EXIF_ORIENTATION = 0x0112
@@ -58,9 +60,23 @@ def _frame_to_unit(frame: Image.Image, factor: int) -> tuple[np.ndarray, str, in
         # 16-bit PNGs often hold 10-12 bit detector data in a 16-bit container: mapping the
         # full 0..65535 range would give a black image, so use robust percentiles (loudly:
         # the windowing is recorded as 'percentile').
-        values = block_mean(np.asarray(frame), factor)
-        return percentile_window(values), "percentile", 32 if mode == "F" else 16
+        bits = 32 if mode == "F" else 16
+        return percentile_window(_deep_block_mean(frame, factor)), "percentile", bits
     raise UnsupportedImageError(f"image mode {mode!r} not handled")
+
+
+def _deep_block_mean(frame: Image.Image, factor: int) -> np.ndarray:
+    """A 16/32-bit frame's block means, converted to numpy a strip of rows at a time (a
+    whole-frame `np.asarray` would copy it twice more at full resolution)."""
+    if factor <= 1:
+        return np.asarray(frame)
+    width, height = frame.size
+    step = factor * max(1, _STRIP_PIXELS // (width * factor))
+    strips = [
+        block_mean(np.asarray(frame.crop((0, top, width, min(top + step, height)))), factor)
+        for top in range(0, height, step)
+    ]
+    return np.concatenate(strips, axis=0)
 
 
 def _orientation(image: Image.Image, fmt: str) -> int:

@@ -1,0 +1,91 @@
+"""Every crasher the decoder fuzzer found, as the minimal input that triggered it (built
+here as bytes, never a binary file), each now ending as a typed `ImagingError`.
+
+The inputs are tiny hand-written Part 10 files: preamble, file meta, and an Explicit VR
+Little Endian dataset of a 2x2 8-bit image, with one thing wrong — the thing hypothesis
+shrank the crash down to.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from mura_core import imaging
+from mura_core.imaging import (
+    CorruptFileError,
+    UnsupportedTransferSyntaxError,
+)
+
+EXPLICIT_LE = b"1.2.840.10008.1.2.1\x00"
+MR_STORAGE = b"1.2.840.10008.5.1.4.1.1.4\x00"
+
+
+def element(group: int, elem: int, vr: bytes, value: bytes) -> bytes:
+    """One Explicit VR Little Endian element (a 4-byte length for OB/OW/UN/SQ/UT)."""
+    if vr in (b"OB", b"OW", b"UN", b"SQ", b"UT"):
+        return struct.pack("<HH2sHL", group, elem, vr, 0, len(value)) + value
+    return struct.pack("<HH2sH", group, elem, vr, len(value)) + value
+
+
+def part10(syntax: bytes, body: bytes) -> bytes:
+    meta = element(2, 0x0001, b"OB", b"\x00\x01") + element(2, 0x0010, b"UI", syntax)
+    group_length = element(2, 0x0000, b"UL", struct.pack("<L", len(meta)))
+    return b"\x00" * 128 + b"DICM" + group_length + meta + body
+
+
+def image_body(sop_uid_vr: bytes = b"UI") -> bytes:
+    """A 2x2 8-bit MONOCHROME2 image."""
+    return b"".join(
+        (
+            element(0x0008, 0x0016, b"UI", MR_STORAGE),
+            element(0x0008, 0x0018, sop_uid_vr, b"1.2.3.4\x00"),
+            element(0x0028, 0x0002, b"US", struct.pack("<H", 1)),
+            element(0x0028, 0x0004, b"CS", b"MONOCHROME2 "),
+            element(0x0028, 0x0010, b"US", struct.pack("<H", 2)),
+            element(0x0028, 0x0011, b"US", struct.pack("<H", 2)),
+            element(0x0028, 0x0100, b"US", struct.pack("<H", 8)),
+            element(0x0028, 0x0101, b"US", struct.pack("<H", 8)),
+            element(0x0028, 0x0102, b"US", struct.pack("<H", 7)),
+            element(0x0028, 0x0103, b"US", struct.pack("<H", 0)),
+            element(0x7FE0, 0x0010, b"OB", bytes([0, 64, 128, 255])),
+        )
+    )
+
+
+def test_the_hand_written_image_decodes() -> None:
+    decoded = imaging.decode_bytes(part10(EXPLICIT_LE, image_body()), "x.dcm")
+    assert decoded.frames[0].shape == (2, 2)
+
+
+def test_a_transfer_syntax_uid_that_is_no_transfer_syntax() -> None:
+    # Crasher 1 (test_fuzz_dicom_decode, seed MR_small.dcm, Transfer Syntax UID replaced by
+    # a SOP class UID): pydicom's UID.is_compressed raised ValueError("UID is not a transfer
+    # syntax.") inside the decoder. Fixed in dicom._transfer_syntax.
+    data = part10(MR_STORAGE, image_body())
+    with pytest.raises(UnsupportedTransferSyntaxError, match="is not a transfer syntax"):
+        imaging.decode_bytes(data, "x.dcm")
+
+
+def test_a_public_element_with_an_unknown_vr_in_a_listed_header() -> None:
+    # Crasher 2 (test_fuzz_dicom_header_as_listing_reads_it, seed SC_rgb_small_odd.dcm, the VR
+    # of SOP Instance UID flipped to b'U\x1a'): read_header returned, then listing's
+    # ds.get('SOPInstanceUID') raised NotImplementedError("Unknown Value Representation")
+    # from pydicom's lazy conversion. Fixed in dicom_header._settle: every element is
+    # converted inside read_header / decode, a damaged public one is CorruptFileError.
+    data = part10(EXPLICIT_LE, image_body(sop_uid_vr=b"U\x1a"))
+    with pytest.raises(CorruptFileError, match=r"\(0008,0018\) unreadable"):
+        imaging.read_header(data)
+    with pytest.raises(CorruptFileError, match=r"\(0008,0018\) unreadable"):
+        imaging.decode_bytes(data, "x.dcm")
+
+
+def test_a_private_element_with_an_unknown_vr_is_dropped() -> None:
+    private = element(0x0009, 0x0010, b"U\x1a", b"ab")
+    body = image_body()
+    at = body.index(b"\x28\x00\x02\x00")  # after the SOP UIDs, in tag order
+    data = part10(EXPLICIT_LE, body[:at] + private + body[at:])
+    ds = imaging.read_header(data)
+    assert 0x00090010 not in ds and ds.SOPInstanceUID == "1.2.3.4"
+    assert imaging.decode_bytes(data, "x.dcm").frames[0].shape == (2, 2)
