@@ -59,6 +59,8 @@ _NON_IMAGE_MODALITIES = {
     "RWV",
 }
 _GRAY = {"MONOCHROME1", "MONOCHROME2"}
+# What pydicom's LUT functions raise on damaged descriptors and tables.
+LUT_ERRORS = (ValueError, TypeError, IndexError, KeyError, AttributeError, struct.error)
 # JPEG start-of-frame markers (SOF0-SOF15 but DHT, JPG and DAC) and JPEG-LS SOF55
 _JPEG_SOF = frozenset({*range(0xC0, 0xD0)} - {0xC4, 0xC8, 0xCC} | {0xF7})
 _COLOUR = {
@@ -164,20 +166,65 @@ def _first(value: Any) -> float:
     return float(value)
 
 
-def _gray_to_unit(ds: Dataset, frame: np.ndarray) -> tuple[np.ndarray, str]:
-    """Modality LUT then VOI (LUT, window, or robust percentiles) → floats in [0, 1]."""
-    values = apply_modality_lut(frame, ds)
-    if "VOILUTSequence" in ds and len(ds.VOILUTSequence):
-        lut_item = ds.VOILUTSequence[0]
+def _number(ds: Dataset, keyword: str, default: float) -> float:
+    """A single finite number (RescaleSlope/Intercept); empty means `default`."""
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as exc:
+        raise CorruptFileError(f"DICOM {keyword} is not a number: {str(value)[:40]!r}") from exc
+    if not np.isfinite(number):
+        raise CorruptFileError(f"DICOM {keyword} is not finite: {number}")
+    return number
+
+
+def _lut_bits(descriptor: Any, what: str) -> int:
+    """The bit depth (third value) of a LUT descriptor: 1..16 per PS3.3 C.11."""
+    try:
+        bits = int(descriptor[2])
+    except (TypeError, ValueError, IndexError) as exc:
+        raise CorruptFileError(f"{what} descriptor unreadable: {descriptor!r}"[:200]) from exc
+    if not 1 <= bits <= 16:
+        raise CorruptFileError(f"{what} descriptor gives {bits} bits (1..16 allowed)")
+    return bits
+
+
+def _modality(ds: Dataset, frame: np.ndarray) -> np.ndarray:
+    """Modality LUT or rescale (PS3.3 C.11.1), as pydicom's apply_modality_lut, with damaged
+    values refused instead of raised from inside numpy."""
+    if ds.get("ModalityLUTSequence"):
+        _lut_bits(ds.ModalityLUTSequence[0].get("LUTDescriptor"), "Modality LUT")
+        try:
+            return apply_modality_lut(frame, ds)
+        except LUT_ERRORS as exc:
+            raise CorruptFileError(f"Modality LUT unusable ({type(exc).__name__}: {exc})") from exc
+    if "RescaleSlope" in ds and "RescaleIntercept" in ds:
+        slope = _number(ds, "RescaleSlope", 1.0)
+        return frame.astype(np.float64) * slope + _number(ds, "RescaleIntercept", 0.0)
+    return frame
+
+
+def _voi_lut(ds: Dataset, values: np.ndarray) -> np.ndarray:
+    bits = _lut_bits(ds.VOILUTSequence[0].get("LUTDescriptor") or [0, 0, 16], "VOI LUT")
+    try:
         out = apply_voi_lut(
             values.astype(np.float64) if values.dtype.kind == "f" else values,
             ds,
             index=0,
             prefer_lut=True,
         )
-        descriptor = lut_item.get("LUTDescriptor") or [0, 0, 16]
-        bits = int(descriptor[2]) if len(descriptor) > 2 else 16
-        return range_window(out, 0.0, float(2**bits - 1)), "voi_lut"
+    except LUT_ERRORS as exc:
+        raise CorruptFileError(f"VOI LUT unusable ({type(exc).__name__}: {exc})") from exc
+    return range_window(out, 0.0, float(2**bits - 1))
+
+
+def _gray_to_unit(ds: Dataset, frame: np.ndarray) -> tuple[np.ndarray, str]:
+    """Modality LUT then VOI (LUT, window, or robust percentiles) → floats in [0, 1]."""
+    values = _modality(ds, frame)
+    if "VOILUTSequence" in ds and len(ds.VOILUTSequence):
+        return _voi_lut(ds, values), "voi_lut"
     center, width = ds.get("WindowCenter"), ds.get("WindowWidth")
     if center not in (None, "") and width not in (None, ""):
         try:
@@ -194,10 +241,18 @@ def _gray_to_unit(ds: Dataset, frame: np.ndarray) -> tuple[np.ndarray, str]:
 
 def _colour_to_unit(ds: Dataset, frame: np.ndarray, photometric: str) -> np.ndarray:
     if photometric == "PALETTE COLOR":
-        frame = apply_color_lut(frame, ds)
+        for colour in ("Red", "Green", "Blue"):
+            descriptor = ds.get(f"{colour}PaletteColorLookupTableDescriptor")
+            _lut_bits(descriptor, f"{colour} palette")
+        try:
+            frame = apply_color_lut(frame, ds)
+        except LUT_ERRORS as exc:
+            raise CorruptFileError(f"palette unusable ({type(exc).__name__}: {exc})") from exc
         bits = 16 if frame.dtype.itemsize > 1 else 8
     else:
         bits = int(ds.get("BitsStored") or ds.BitsAllocated)
+        if not 1 <= bits <= 32:
+            raise CorruptFileError(f"DICOM BitsStored {bits} is not between 1 and 32")
     return range_window(luminance(frame), 0.0, float(2**bits - 1))
 
 

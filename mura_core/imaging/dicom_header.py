@@ -62,9 +62,11 @@ DEFLATED_TRANSFER_SYNTAXES = frozenset(
 _FIRST_PREFIX = 64 * 1024
 _CHUNK = 64 * 1024
 _PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00009, 0x7FE00008})
-# What pydicom raises on damaged bytes while parsing or converting an element's value.
+# What pydicom raises on damaged bytes while parsing or converting an element's value
+# (AttributeError: resolving an ambiguous VR looks up an element that is not there).
 PARSE_ERRORS = (
     InvalidDicomError,
+    AttributeError,
     BytesLengthException,
     OSError,
     EOFError,

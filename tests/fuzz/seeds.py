@@ -25,7 +25,7 @@ import pydicom
 from PIL import Image
 from pydicom.data import get_testdata_file
 from pydicom.filebase import DicomBytesIO
-from pydicom.filereader import data_element_generator, read_preamble
+from pydicom.filereader import data_element_generator, read_preamble, read_sequence
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 
 
@@ -147,6 +147,15 @@ INTERESTING_TAGS = frozenset(
         0x00281052,  # RescaleIntercept
         0x00281053,  # RescaleSlope
         0x00282110,  # LossyImageCompression
+        0x00281054,  # RescaleType
+        0x00281056,  # VOILUTFunction
+        0x00282050,  # PresentationLUTShape
+        0x00281101,  # Red Palette Color LUT Descriptor
+        0x00281102,  # Green Palette Color LUT Descriptor
+        0x00281103,  # Blue Palette Color LUT Descriptor
+        0x00281201,  # Red Palette Color LUT Data
+        0x00283002,  # LUTDescriptor (in Modality / VOI LUT Sequence items)
+        0x00283006,  # LUTData
     }
 )
 
@@ -157,26 +166,51 @@ def _element_spans(
     """Fields and elements of a dataset in `data` from `start`; also where it ended."""
     fp = DicomBytesIO(data)
     fp.seek(start)
-    order = "<" if little else ">"
     stop = (lambda tag, vr, length: tag >> 16 != 2) if meta else None
+    elems = list(data_element_generator(fp, implicit, little, stop_when=stop))
+    fields, elements = _spans(elems, data, implicit, little)
+    return fields, elements, fp.tell()
+
+
+def _spans(
+    elems: list, data: bytes, implicit: bool, little: bool
+) -> tuple[list[Field], list[Element]]:
+    """Fields and elements of parsed elements, into sequence items (their LUTs, ...)."""
+    order = "<" if little else ">"
     fields: list[Field] = []
     elements: list[Element] = []
-    for elem in data_element_generator(fp, implicit, little, stop_when=stop):
-        value_at = getattr(elem, "value_tell", None)
+    for elem in elems:
+        value_at = getattr(elem, "value_tell", None) or getattr(elem, "file_tell", None)
         if value_at is None:
             continue
-        vr = getattr(elem, "VR", None)
+        vr, tag = getattr(elem, "VR", None), int(elem.tag)
+        size = getattr(elem, "length", 0xFFFFFFFF)  # a parsed sequence: undefined length
         long = implicit or vr in EXPLICIT_VR_LENGTH_32
         length = Field(value_at - (4 if long else 2), 4 if long else 2, order, "length")
         fields.append(length)
-        tag = int(elem.tag)
-        if tag in INTERESTING_TAGS and elem.length != 0xFFFFFFFF:
-            elements.append(Element(value_at, elem.length, length, tag))
-            if vr in ("US", "SS", "UL", "SL") or (implicit and elem.length in (2, 4)):
-                fields.append(Field(value_at, min(elem.length, 4), order, "value"))
-        if tag == 0x7FE00010 and elem.length == 0xFFFFFFFF and not meta:
+        if tag in INTERESTING_TAGS and size != 0xFFFFFFFF:
+            elements.append(Element(value_at, size, length, tag))
+            if vr in ("US", "SS", "UL", "SL") or (implicit and size in (2, 4)):
+                fields.append(Field(value_at, min(size, 4), order, "value"))
+        if tag == 0x7FE00010 and size == 0xFFFFFFFF:
             fields += _fragment_fields(data, value_at)
-    return fields, elements, fp.tell()
+        for item in _items(elem, data, value_at, implicit, little):
+            more_fields, more_elements = _spans(list(item._dict.values()), data, implicit, little)
+            fields += more_fields
+            elements += more_elements
+    return fields, elements
+
+
+def _items(elem: object, data: bytes, at: int, implicit: bool, little: bool) -> list:
+    """The items of a sequence element (parsed already, or parsed here from `data`)."""
+    value = getattr(elem, "value", None)
+    if isinstance(value, pydicom.Sequence):
+        return list(value)
+    if getattr(elem, "VR", None) != "SQ":
+        return []
+    fp = DicomBytesIO(data)
+    fp.seek(at)
+    return list(read_sequence(fp, implicit, little, elem.length, "iso8859"))  # type: ignore[attr-defined]
 
 
 def _fragment_fields(data: bytes, offset: int) -> list[Field]:
@@ -298,10 +332,52 @@ def image_seeds() -> tuple[Seed, ...]:
     return tuple(seeds)
 
 
+def _saved(ds: pydicom.Dataset) -> bytes:
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def _cropped(name: str, side: int = 16) -> pydicom.Dataset:
+    """One of pydicom's files cut to side x side native pixels (LUTs and palettes kept)."""
+    ds = pydicom.dcmread(get_testdata_file(name))
+    pixels = np.ascontiguousarray(ds.pixel_array[:side, :side])
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    ds.Rows, ds.Columns = pixels.shape[:2]
+    ds.PixelData = pixels.tobytes()
+    return ds
+
+
+def derived_seeds() -> list[Seed]:
+    """Small files for the branches pydicom's small test files do not reach: VOI and
+    Modality LUT sequences, a palette, a sigmoid window with rescale, MONOCHROME1 with an
+    INVERSE presentation LUT, and a multi-frame RLE file."""
+    sigmoid = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    sigmoid.VOILUTFunction = "SIGMOID"
+    sigmoid.WindowCenter, sigmoid.WindowWidth = [600, 300], [1600, 800]
+    sigmoid.RescaleSlope, sigmoid.RescaleIntercept = 2, -1024
+    inverse = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    inverse.PhotometricInterpretation = "MONOCHROME1"
+    inverse.PresentationLUTShape = "INVERSE"
+    frames = _cropped("MR_small.dcm")
+    stack = np.stack([frames.pixel_array + i for i in range(3)])
+    frames.NumberOfFrames = 3
+    frames.compress(pydicom.uid.RLELossless, stack)
+    built = {
+        "voi_lut": _cropped("vlut_04.dcm"),
+        "modality_lut": _cropped("mlut_18.dcm"),
+        "palette": _cropped("OBXXXX1A_rle.dcm"),
+        "sigmoid_rescale": sigmoid,
+        "monochrome1_inverse": inverse,
+        "rle_3frame": frames,
+    }
+    return [dicom_seed(label, _saved(ds)) for label, ds in built.items()]
+
+
 @cache
 def dicom_seeds() -> tuple[Seed, ...]:
     seeds = [
         dicom_seed(label, Path(get_testdata_file(name)).read_bytes())
         for label, name in DICOM_FILES.items()
     ]
-    return (*seeds, deflated_inside_seed())
+    return (*seeds, *derived_seeds(), deflated_inside_seed())

@@ -255,7 +255,7 @@ WORK_SIDES = st.sampled_from((None, None, 16, 64))
 # --- the targets ----------------------------------------------------------------------------
 
 
-@settings(FUZZ, max_examples=_examples(350))
+@settings(FUZZ, max_examples=_examples(800))
 @given(mutated(image_seeds()), WORK_SIDES, st.booleans())
 def test_fuzz_png_and_jpeg(
     case: tuple[str, str, bytes], work_side: int | None, named: bool
@@ -266,7 +266,7 @@ def test_fuzz_png_and_jpeg(
     check_decoded(bounded(lambda: _decode(data, name, work_side), what), what)
 
 
-@settings(FUZZ, max_examples=_examples(400))
+@settings(FUZZ, max_examples=_examples(1000))
 @given(mutated(dicom_seeds()), WORK_SIDES, st.booleans())
 def test_fuzz_dicom_decode(
     case: tuple[str, str, bytes], work_side: int | None, named: bool
@@ -299,7 +299,7 @@ def _list_like(data: bytes, as_file: bool) -> object:
     return [str(ds.get(keyword, "") or "") for keyword in LISTED]
 
 
-@settings(FUZZ, max_examples=_examples(400))
+@settings(FUZZ, max_examples=_examples(800))
 @given(mutated(dicom_seeds()), st.booleans())
 def test_fuzz_dicom_header_as_listing_reads_it(case: tuple[str, str, bytes], as_file: bool) -> None:
     label, _, data = case

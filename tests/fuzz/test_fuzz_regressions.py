@@ -35,14 +35,14 @@ def part10(syntax: bytes, body: bytes) -> bytes:
     return b"\x00" * 128 + b"DICM" + group_length + meta + body
 
 
-def image_body(sop_uid_vr: bytes = b"UI") -> bytes:
-    """A 2x2 8-bit MONOCHROME2 image."""
+def image_body(sop_uid_vr: bytes = b"UI", photometric: bytes = b"MONOCHROME2 ") -> bytes:
+    """A 2x2 8-bit image (MONOCHROME2 unless told)."""
     return b"".join(
         (
             element(0x0008, 0x0016, b"UI", MR_STORAGE),
             element(0x0008, 0x0018, sop_uid_vr, b"1.2.3.4\x00"),
             element(0x0028, 0x0002, b"US", struct.pack("<H", 1)),
-            element(0x0028, 0x0004, b"CS", b"MONOCHROME2 "),
+            element(0x0028, 0x0004, b"CS", photometric),
             element(0x0028, 0x0010, b"US", struct.pack("<H", 2)),
             element(0x0028, 0x0011, b"US", struct.pack("<H", 2)),
             element(0x0028, 0x0100, b"US", struct.pack("<H", 8)),
@@ -89,3 +89,63 @@ def test_a_private_element_with_an_unknown_vr_is_dropped() -> None:
     ds = imaging.read_header(data)
     assert 0x00090010 not in ds and ds.SOPInstanceUID == "1.2.3.4"
     assert imaging.decode_bytes(data, "x.dcm").frames[0].shape == (2, 2)
+
+
+def _with(extra: bytes, photometric: bytes = b"MONOCHROME2 ") -> bytes:
+    """The 2x2 image with `extra` elements inserted in tag order before Pixel Data."""
+    body = image_body(photometric=photometric)
+    at = body.index(b"\xe0\x7f\x10\x00")
+    return part10(EXPLICIT_LE, body[:at] + extra + body[at:])
+
+
+@pytest.mark.parametrize(
+    ("slope", "intercept"),
+    [(b"1 ", b"x "), (b"x ", b"0 "), (b"2\\3\\4 ", b"0 ")],
+    ids=["intercept not a number", "slope not a number", "slope multi-valued"],
+)
+def test_a_rescale_that_is_not_a_number(slope: bytes, intercept: bytes) -> None:
+    # Crashers 3-5 (test_fuzz_dicom_decode, seed: MR_small.dcm with a rescale, its
+    # RescaleSlope/Intercept overwritten): pydicom's apply_modality_lut multiplied the pixels
+    # by a str, None or a list: numpy's UFuncNoLoopError / UFuncOutputCastingError /
+    # TypeError. Fixed in dicom._modality: the values are read as single finite numbers.
+    extra = element(0x0028, 0x1052, b"DS", intercept) + element(0x0028, 0x1053, b"DS", slope)
+    with pytest.raises(CorruptFileError, match="Rescale"):
+        imaging.decode_bytes(_with(extra), "x.dcm")
+
+
+def test_an_empty_rescale_means_identity() -> None:
+    extra = element(0x0028, 0x1052, b"DS", b"") + element(0x0028, 0x1053, b"DS", b"")
+    plain = imaging.decode_bytes(part10(EXPLICIT_LE, image_body()), "x.dcm")
+    assert (imaging.decode_bytes(_with(extra), "x.dcm").frames[0] == plain.frames[0]).all()
+
+
+def _palette(bits: int, with_data: bool) -> bytes:
+    extra = b""
+    for elem in (0x1101, 0x1102, 0x1103):  # Red, Green, Blue descriptors: 256 entries from 0
+        extra += element(0x0028, elem, b"US", struct.pack("<3H", 256, 0, bits))
+    if with_data:
+        for elem in (0x1201, 0x1202, 0x1203):
+            extra += element(0x0028, elem, b"OW", bytes(512))
+    return _with(extra, photometric=b"PALETTE COLOR ")
+
+
+@pytest.mark.parametrize(("bits", "with_data"), [(0, True), (8, False)])
+def test_a_palette_with_a_broken_lut(bits: int, with_data: bool) -> None:
+    # Crashers 6-7 (test_fuzz_dicom_decode, seed: pydicom's OBXXXX1A palette cut to 16x16):
+    # a descriptor of 0 bits made pydicom's apply_color_lut ask numpy for 'uint0'
+    # (TypeError), and missing LUT data made it call len(None) (TypeError). Fixed in
+    # dicom._colour_to_unit: descriptors checked (1..16 bits), pydicom's LUT errors mapped.
+    with pytest.raises(CorruptFileError, match="palette"):
+        imaging.decode_bytes(_palette(bits, with_data), "x.dcm")
+
+
+def test_lut_data_outside_a_sequence_without_its_descriptor() -> None:
+    # Crasher 8, brought in by _settle's eager conversion and caught by the fuzzer before it
+    # was committed (test_fuzz_dicom_decode, seed MR_small.dcm, an element's tag rewritten to
+    # LUTData (0028,3006), VR UN): converting it made pydicom resolve its ambiguous VR (US or
+    # OW) from LUTDescriptor, which is not there: AttributeError. Fixed: AttributeError is
+    # one of dicom_header.PARSE_ERRORS, so the public element is CorruptFileError.
+    extra = element(0x0028, 0x3006, b"UN", b"\x00\x01\x00\x02")
+    data = _with(extra)
+    with pytest.raises(CorruptFileError, match=r"\(0028,3006\) unreadable"):
+        imaging.decode_bytes(data, "x.dcm")
