@@ -1,6 +1,7 @@
 """PNG / JPEG (the MURA release is PNG) → uint8 grayscale frames.
 
-The recipe: refuse bombs from the header (pixels × frames against the limit) before
+The recipe: only PIL's PNG and JPEG plugins parse anything (a TIFF or GIF named .png is
+refused); bombs are refused from the header (pixels × frames against the limit) before
 decoding; with `work_side`, shrink while decoding so that no full-resolution float copy is
 made: a JPEG is decoded at 1/2, 1/4 or 1/8 scale (`Image.draft`, DCT scaling), then every
 frame is reduced by an integer factor in its integer mode (`Image.reduce` for 8-bit modes,
@@ -27,6 +28,17 @@ from .types import Decoded, DecodeInfo
 if Image.MAX_IMAGE_PIXELS is None:
     Image.MAX_IMAGE_PIXELS = 89_478_485
 
+# Only these PIL plugins ever parse a file (MPO, multi-picture JPEG, opens through JPEG): a
+# TIFF, GIF, PSD ... named .png is refused, not handed to a decoder nobody meant to expose.
+_FORMATS = ("PNG", "JPEG")
+_OTHER_MAGIC = (
+    (b"GIF8", "GIF"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"RIFF", "RIFF (WebP?)"),
+    (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"),
+)
 # Pixels of a 16/32-bit frame converted to numpy at once when it is shrunk.
 _STRIP_PIXELS = 1 << 20
 _GRAY_8 = frozenset({"L", "LA", "1"})
@@ -79,6 +91,11 @@ def _deep_block_mean(frame: Image.Image, factor: int) -> np.ndarray:
     return np.concatenate(strips, axis=0)
 
 
+def _other_format(data: bytes) -> str | None:
+    """The name of a well-known image format that is not PNG or JPEG, by its magic bytes."""
+    return next((name for magic, name in _OTHER_MAGIC if data.startswith(magic)), None)
+
+
 def _orientation(image: Image.Image, fmt: str) -> int:
     """The EXIF orientation of a JPEG (1 = upright; other formats are left as stored)."""
     if fmt != "jpeg":
@@ -117,7 +134,7 @@ def decode_pil(data: bytes, *, max_pixels: int, work_side: int | None = None) ->
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=_FORMATS)
             fmt = (image.format or "unknown").lower()
             width, height = image.size
             _check_pixels(width, height, int(getattr(image, "n_frames", 1) or 1), max_pixels)
@@ -126,6 +143,8 @@ def decode_pil(data: bytes, *, max_pixels: int, work_side: int | None = None) ->
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLargeError(f"PIL decompression-bomb guard: {exc}") from exc
     except UnidentifiedImageError as exc:
+        if other := _other_format(data):
+            raise UnsupportedImageError(f"a {other} image: only PNG and JPEG are read") from exc
         raise CorruptFileError("not a readable PNG/JPEG image (unidentified format)") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         # truncated files: OSError('image file is truncated'); broken chunks: SyntaxError

@@ -464,3 +464,12 @@ def test_work_side_keeps_exif_orientation_and_the_upright_size(tmp_path: Path) -
 def test_work_side_must_be_positive() -> None:
     with pytest.raises(ValueError, match="work_side"):
         imaging.decode_bytes(b"x", "x.png", work_side=0)
+
+
+@pytest.mark.parametrize(("fmt", "name"), [("TIFF", "TIFF"), ("GIF", "GIF"), ("BMP", "BMP")])
+def test_only_png_and_jpeg_parsers_ever_run(tmp_path: Path, fmt: str, name: str) -> None:
+    # PIL opens some forty formats; a TIFF named .png must not reach libtiff
+    path = tmp_path / "x.png"
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(path, format=fmt)
+    with pytest.raises(imaging.UnsupportedImageError, match=f"a {name} image: only PNG and JPEG"):
+        imaging.decode(path)
