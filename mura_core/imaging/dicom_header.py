@@ -5,9 +5,9 @@ The recipe, for a header (`read_header`) and for a whole file (`read_dataset`):
 
 1. The source (bytes, or a binary file object at the file's start) is wrapped in a
    `_BoundedReader`: a read never asks for more than what is left of the source (an element
-   claiming 4 GB in a 26 KB file allocates nothing), and reads are counted
-   (`MAX_PARSE_READS`): a crafted file of millions of tiny elements is refused, not parsed
-   for minutes into gigabytes of Python objects.
+   claiming 4 GB in a 26 KB file allocates nothing), and small reads (each element's header
+   is one) are counted (`MAX_PARSE_READS`): a crafted file of millions of tiny elements is
+   refused, not parsed for minutes into gigabytes of Python objects.
 2. Preamble and file meta (group 0002, always Explicit VR Little Endian) with pydicom's own
    filereader helpers (`read_preamble`, `_read_file_meta_info`).
 3. A deflated transfer syntax (the whole dataset is one deflate stream): pydicom would
@@ -51,7 +51,7 @@ from .errors import CorruptFileError, ImageTooLargeError
 HEADER_BOUND = 4 * 1024 * 1024
 # Inflated bytes allowed beyond header + pixels (trailing padding, digital signatures).
 INFLATE_SLACK = 1024 * 1024
-# Reads while parsing one file (1-3 per element): ~0.4 s and ~20 MB of elements at most;
+# Small reads while parsing one file (1-3 per element): ~0.4 s, ~20 MB of elements at most;
 # real headers take hundreds, an enhanced multi-frame header some 80 per frame (1,200 frames).
 MAX_PARSE_READS = 100_000
 # Transfer syntaxes whose dataset is one deflate stream (PS3.5 A.5; JPIP ...Deflate).
@@ -59,6 +59,7 @@ DEFLATED_TRANSFER_SYNTAXES = frozenset(
     {"1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.4.95", "1.2.840.10008.1.2.4.205"}
 )
 
+_SMALL_READ = 1024
 _FIRST_PREFIX = 64 * 1024
 _CHUNK = 64 * 1024
 _PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00009, 0x7FE00008})
@@ -83,7 +84,8 @@ Source = bytes | BinaryIO
 
 
 class _BoundedReader:
-    """A binary source that never reads past its end and that counts its reads."""
+    """A binary source that never reads past its end and that counts its small reads (every
+    element costs at least one, its header; big reads are bounded by the size already)."""
 
     def __init__(self, raw: BinaryIO, budget: int = MAX_PARSE_READS) -> None:
         self._raw, self._left, self.exhausted = raw, budget, False
@@ -94,10 +96,11 @@ class _BoundedReader:
             self.name = name
 
     def read(self, size: int | None = -1) -> bytes:
-        if self._left <= 0:
-            self.exhausted = True
-            return b""
-        self._left -= 1
+        if size is not None and 0 <= size < _SMALL_READ:  # element headers, small values
+            if self._left <= 0:
+                self.exhausted = True
+                return b""
+            self._left -= 1
         left = self._end - self._pos
         data = self._raw.read(left if size is None or size < 0 or size > left else size)
         self._pos += len(data)
