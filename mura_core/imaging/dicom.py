@@ -319,6 +319,13 @@ def _check_codestreams(ds: Dataset, ts: UID | None) -> None:
             )
 
 
+def _check_samples(photometric: str, samples: int) -> None:
+    """Grayscale and palette images have one sample per pixel (an RGB with one sample is
+    read as gray, as before: mislabelled files exist)."""
+    if samples != 1 and (photometric in _GRAY or photometric == "PALETTE COLOR"):
+        raise CorruptFileError(f"{photometric} image with {samples} samples per pixel (not 1)")
+
+
 def _frames(ds: Dataset, pixels: np.ndarray, n_frames: int) -> np.ndarray:
     samples = int(ds.get("SamplesPerPixel") or 1)
     frames = pixels if n_frames > 1 else pixels[np.newaxis]
@@ -340,9 +347,10 @@ def decode_dicom(data: bytes, *, max_pixels: int, work_side: int | None = None) 
     photometric = str(ds.PhotometricInterpretation).upper().strip()
     if photometric not in _GRAY | _COLOUR:
         raise UnsupportedImageError(f"photometric interpretation {photometric!r} not handled")
+    samples = int(ds.get("SamplesPerPixel") or 1)
+    _check_samples(photometric, samples)
     _check_codestreams(ds, ts)
     frames = _frames(ds, _decode_pixels(ds, ts), n_frames)
-    samples = int(ds.get("SamplesPerPixel") or 1)
     is_colour = photometric in _COLOUR and (samples >= 3 or photometric == "PALETTE COLOR")
     height, width = int(ds.Rows), int(ds.Columns)
     factor = 1 if photometric == "PALETTE COLOR" else shrink_factor(height, width, work_side)

@@ -35,21 +35,24 @@ def part10(syntax: bytes, body: bytes) -> bytes:
     return b"\x00" * 128 + b"DICM" + group_length + meta + body
 
 
-def image_body(sop_uid_vr: bytes = b"UI", photometric: bytes = b"MONOCHROME2 ") -> bytes:
-    """A 2x2 8-bit image (MONOCHROME2 unless told)."""
+def image_body(
+    sop_uid_vr: bytes = b"UI", photometric: bytes = b"MONOCHROME2 ", samples: int = 1
+) -> bytes:
+    """A 2x2 8-bit image (MONOCHROME2, one sample per pixel, unless told)."""
     return b"".join(
         (
             element(0x0008, 0x0016, b"UI", MR_STORAGE),
             element(0x0008, 0x0018, sop_uid_vr, b"1.2.3.4\x00"),
-            element(0x0028, 0x0002, b"US", struct.pack("<H", 1)),
+            element(0x0028, 0x0002, b"US", struct.pack("<H", samples)),
             element(0x0028, 0x0004, b"CS", photometric),
+            element(0x0028, 0x0006, b"US", b"\x00\x00") if samples > 1 else b"",
             element(0x0028, 0x0010, b"US", struct.pack("<H", 2)),
             element(0x0028, 0x0011, b"US", struct.pack("<H", 2)),
             element(0x0028, 0x0100, b"US", struct.pack("<H", 8)),
             element(0x0028, 0x0101, b"US", struct.pack("<H", 8)),
             element(0x0028, 0x0102, b"US", struct.pack("<H", 7)),
             element(0x0028, 0x0103, b"US", struct.pack("<H", 0)),
-            element(0x7FE0, 0x0010, b"OB", bytes([0, 64, 128, 255])),
+            element(0x7FE0, 0x0010, b"OB", bytes([0, 64, 128, 255]) * samples),
         )
     )
 
@@ -148,4 +151,14 @@ def test_lut_data_outside_a_sequence_without_its_descriptor() -> None:
     extra = element(0x0028, 0x3006, b"UN", b"\x00\x01\x00\x02")
     data = _with(extra)
     with pytest.raises(CorruptFileError, match=r"\(0028,3006\) unreadable"):
+        imaging.decode_bytes(data, "x.dcm")
+
+
+def test_a_grayscale_image_with_three_samples_per_pixel() -> None:
+    # Crasher 9 (test_fuzz_dicom_decode, 20,000-example run, seed SC_rgb_jpeg_gdcm.dcm with
+    # its photometric interpretation rewritten to a grayscale one): no exception, but a
+    # Decoded whose frame was (100, 100, 3), not the 2-D grayscale every caller relies on.
+    # Fixed in dicom._check_samples: MONOCHROME1/2 and PALETTE COLOR need one sample.
+    data = part10(EXPLICIT_LE, image_body(samples=3))
+    with pytest.raises(CorruptFileError, match="MONOCHROME2 image with 3 samples per pixel"):
         imaging.decode_bytes(data, "x.dcm")
