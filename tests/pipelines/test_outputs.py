@@ -205,6 +205,26 @@ def test_nightly_refuses_a_state_holding_the_users_folders(
     assert not (tmp_path / "fresh").exists()
 
 
+def test_a_missing_model_leaves_no_report_folder(
+    mura_archive: SynthArchive, tmp_path: Path
+) -> None:
+    out = tmp_path / "new" / "report"
+    line = one_error_line(
+        mura(
+            "screen",
+            str(mura_archive.root),
+            "--out",
+            str(out),
+            "--model",
+            str(tmp_path / "no-such-model"),
+            "--tracking-uri",
+            f"sqlite:///{tmp_path / 'mlflow.db'}",
+        )
+    )
+    assert "no-such-model" in line
+    assert not (tmp_path / "new").exists()
+
+
 def _ledger_of_everything(archive: Path, state: Path) -> None:
     """A ledger that holds every study of `archive` as screened (so a run screens nothing
     and needs no Ray): the keys and image sets as the listing gives them."""
