@@ -182,7 +182,8 @@ def preflight(cfg: ScreenConfig) -> Prepared:
     if cfg.write_back is None:
         return prepared
     dest = destination(cfg.source, cfg.write_back, cfg.pacs)
-    return replace(prepared, dest=dest, outbox=Outbox(cfg.outbox or default_outbox(dest)))
+    outbox = Outbox(cfg.outbox or default_outbox(dest)).check()
+    return replace(prepared, dest=dest, outbox=outbox)
 
 
 def claim(out: Path) -> contextlib.AbstractContextManager[Path]:

@@ -27,6 +27,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from mura_core.errors import ConfigError
+from mura_core.outputs import mark_folder
 from mura_core.pacs.address import is_pacs_address
 from mura_core.pacs.client import Locator, Pacs, PacsOptions
 from mura_core.records import WriteBackFailure, WriteBackSummary
@@ -77,6 +79,9 @@ def destination(source: object, dest: str, options: PacsOptions) -> Pacs:
     return pacs
 
 
+_STUDY_DIR = re.compile(r"[0-9a-f]{24}")
+
+
 def default_outbox(pacs: Pacs) -> Path:
     """Per destination, under $MURA_OUTBOX or ~/.local/state/mura/outbox."""
     root = Path(os.environ.get(OUTBOX_ENV) or "~/.local/state/mura/outbox").expanduser()
@@ -103,15 +108,41 @@ class Delivered:
 
 class Outbox:
     """Results waiting for a destination, one owner-only folder per study: its objects as
-    Part 10 files and `study.json` (its report key, the report it was screened in)."""
+    Part 10 files and `study.json` (its report key, the report it was screened in). The
+    folder carries its marker (`.mura-outbox`): delivery stores and deletes study folders,
+    so a folder holding anything else (`--outbox` naming a folder of the user's) is
+    refused by `check`, before any work."""
+
+    MARKER = ".mura-outbox"
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+
+    def check(self) -> Outbox:
+        """Without writing: the folder is new, ours (marked), or holds only study folders
+        of ours (an outbox of the previous version); else one line naming what is there."""
+        if not self.folder.exists() or (self.folder / self.MARKER).is_file():
+            return self
+        if not self.folder.is_dir():
+            raise ConfigError(f"outbox {self.folder} exists and is not a folder")
+        foreign = sorted(
+            p.name
+            for p in self.folder.iterdir()
+            if not (_STUDY_DIR.fullmatch(p.name) and (p / "study.json").is_file())
+        )
+        if foreign:
+            raise ConfigError(
+                f"outbox {self.folder} holds what mura did not put there: "
+                f"{', '.join(foreign[:5])} (nothing was changed): choose another --outbox"
+            )
+        return self
 
     def _study_dir(self, study_key: str) -> Path:
         return self.folder / hashlib.sha256(study_key.encode()).hexdigest()[:24]
 
     def put(self, study_key: str, report: str, datasets: Sequence[Dataset]) -> None:
+        if not (self.folder / self.MARKER).is_file():
+            mark_folder(self.folder, self.MARKER, "mura outbox: results waiting for a PACS\n")
         folder = self._study_dir(study_key)
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         for part in (self.folder, folder):
