@@ -30,6 +30,7 @@ from mlflow.tracking import MlflowClient
 
 from mura_core.errors import MuraError
 from mura_core.monitoring.drift import Bands
+from mura_core.outputs import write_text_atomic
 
 DEFAULT_EXPERIMENT = "mura-screen"
 EXIT_ALERT = 3
@@ -353,8 +354,7 @@ def write_html(points: Sequence[Point], bands: Bands, path: Path) -> Path:
         f'{state}<img alt="trends" src="data:image/png;base64,{image}">'
         f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></body></html>\n"
     )
-    Path(path).write_text(page, encoding="utf-8")
-    return Path(path)
+    return write_text_atomic(Path(path), page)  # one line, no temporary left, on a full disk
 
 
 _CSS = (
