@@ -94,11 +94,12 @@ def decode_bytes(
 def decode(
     path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, work_side: int | None = None
 ) -> Decoded:
-    """Decode a file on disk into all its frames (multi-frame DICOM → one image per frame)."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise CorruptFileError(f"cannot read file: {exc.strerror or exc}") from exc
+    """Decode a file on disk into all its frames (multi-frame DICOM → one image per frame),
+    read through the archive layer's safe read (a regular file, at most its default cap;
+    an archive's files go through `mura_core.archive.ArchiveFiles`, which adds the root)."""
+    from ..archive.files import DEFAULT_MAX_BYTES, read_regular  # archive imports imaging
+
+    data = read_regular(path, max_bytes=DEFAULT_MAX_BYTES)
     return decode_bytes(data, str(path), max_pixels=max_pixels, work_side=work_side)
 
 
