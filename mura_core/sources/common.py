@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
@@ -78,6 +79,26 @@ def open_csv(path: Path, files: ArchiveFiles | None = None) -> TextIO:
         raise SourceError(f"cannot read {path}: {exc.reason}") from exc
     except UnicodeDecodeError as exc:
         raise SourceError(f"cannot read {path}: not UTF-8 text ({exc.reason})") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class LabelsFile:
+    """The labels CSV of a folder or DICOM tree: the one the user named (`--labels`, read as
+    given) or the archive's own `labels.csv` (read through the archive layer), or none."""
+
+    path: Path | None
+    files: ArchiveFiles | None  # the archive's: its own labels.csv; None: the user's file
+
+    @classmethod
+    def find(cls, files: ArchiveFiles, named: Path | None, name: str = "labels.csv") -> LabelsFile:
+        if named is not None:
+            return cls(named, None)
+        own = Path(files.root) / name
+        return cls(own if own.is_file() else None, files)
+
+    def is_listed(self, path: Path) -> bool:
+        """Whether a walked file is this CSV (not an input)."""
+        return self.path is not None and path == self.path
 
 
 def read_header_csv(

@@ -25,7 +25,7 @@ from ..imaging import DEFAULT_MAX_PIXELS, ImagingError
 from ..imaging.dicom import check_geometry, looks_like_dicom, read_header
 from ..records import BodyPart, ImageRef, Listing, Problem, body_part_from_text
 from ..studies import CONFLICTING_LABELS
-from .common import DOC_SUFFIXES, SourceError, parse_label, read_header_csv
+from .common import DOC_SUFFIXES, LabelsFile, SourceError, parse_label, read_header_csv
 
 KIND = "dicom"
 DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
@@ -182,18 +182,15 @@ def _duplicate(rel: str) -> Problem:
 def list_dicom(files: ArchiveFiles, labels: Path | None = None) -> Listing:
     """Image references of every DICOM image below the archive root (one per frame)."""
     root = Path(files.root)
-    inside = labels is None
-    labels_path = labels if labels is not None else root / LABELS_FILE
-    if inside and not labels_path.is_file():
-        labels_path = None
-    study_labels = labels_by_study(labels_path, files if inside else None)
+    labels_file = LabelsFile.find(files, labels, LABELS_FILE)
+    study_labels = labels_by_study(labels_file.path, labels_file.files)
     refs: list[ImageRef] = []
     problems: list[Problem] = list(study_labels.problems)
     accessions: dict[str, str] = {}
     instances: set[str] = set()
     junk = 0
     for entry in files.walk():
-        if labels_path is not None and entry.path == labels_path:
+        if labels_file.is_listed(entry.path):
             continue
         if entry.problem is not None:
             problems.append(entry.problem)
@@ -216,8 +213,8 @@ def list_dicom(files: ArchiveFiles, labels: Path | None = None) -> Listing:
             label = None
         refs.extend(_refs(header, entry.path, entry.rel, label))
     notes = (
-        (f"labels from {labels_path.name}: {len(study_labels.by_study)} studies",)
-        if labels_path
+        (f"labels from {labels_file.path.name}: {len(study_labels.by_study)} studies",)
+        if labels_file.path
         else ()
     )
     return Listing(

@@ -17,7 +17,7 @@ from ..archive import ArchiveFiles, FileRefusedError
 from ..imaging import IMAGE_SUFFIXES
 from ..records import ImageRef, Listing, Problem, Split, body_part_from_text
 from ..studies import CONFLICTING_LABELS, settle_labels
-from .common import DOC_SUFFIXES, SourceError, parse_label, read_header_csv
+from .common import DOC_SUFFIXES, LabelsFile, SourceError, parse_label, read_header_csv
 
 KIND = "folder"
 LABELS_FILE = "labels.csv"
@@ -43,15 +43,18 @@ def _check_row(row: dict[str, str], where: str) -> None:
         raise SourceError(f"{where}: {exc}") from exc
 
 
-def _rows_by_path(labels_path: Path, files: ArchiveFiles, inside: bool) -> _Rows:
+def _rows_by_path(labels: LabelsFile, archive: ArchiveFiles) -> _Rows:
     out = _Rows()
-    rows = read_header_csv(labels_path, ("path",), files if inside else None)
+    if labels.path is None:
+        return out
+    labels_path = labels.path
+    rows = read_header_csv(labels_path, ("path",), labels.files)
     for line_no, row in enumerate(rows, start=2):
         rel = row["path"].replace("\\", "/").removeprefix("./")
         where = f"{labels_path.name} line {line_no}"
         _check_row(row, f"{labels_path} line {line_no}")
         try:
-            path = files.locate(rel)
+            path = archive.locate(rel)
         except FileRefusedError as exc:
             out.problems.append(Problem(rel, "list", exc.error_type, f"{where}: {exc.reason}"))
             continue
@@ -100,16 +103,13 @@ def _ref(path: Path, rel: str, row: dict[str, str]) -> ImageRef:
 def list_folder(files: ArchiveFiles, labels: Path | None = None) -> Listing:
     """Image references of every PNG/JPEG below the archive root."""
     root = Path(files.root)
-    inside = labels is None
-    labels_path = labels if labels is not None else root / LABELS_FILE
-    if inside and not labels_path.is_file():
-        labels_path = None
-    rows = _rows_by_path(labels_path, files, inside) if labels_path else _Rows()
+    labels_file = LabelsFile.find(files, labels, LABELS_FILE)
+    rows = _rows_by_path(labels_file, files)
     problems = list(rows.problems)
     refs: list[ImageRef] = []
     junk = 0
     for entry in files.walk():
-        if labels_path is not None and entry.path == labels_path:
+        if labels_file.is_listed(entry.path):
             continue
         if entry.problem is not None:
             problems.append(entry.problem)
@@ -131,8 +131,8 @@ def list_folder(files: ArchiveFiles, labels: Path | None = None) -> Listing:
     conflicted = {r.study_key for r in refs if r.relpath in rows.conflicted}
     settled, conflicts = settle_labels(refs, unlabel=conflicted)
     notes = (
-        (f"labels from {labels_path.name}: {len(rows.by_path)} images",)
-        if labels_path
+        (f"labels from {labels_file.path.name}: {len(rows.by_path)} images",)
+        if labels_file.path
         else ("no labels CSV: one image = one unlabelled study",)
     )
     return Listing(
