@@ -27,7 +27,7 @@ from mura_core.records import Listing
 from mura_core.sources import SourceError, list_source
 from mura_core.synth import SynthArchive, SynthConfig, synthesize
 
-EXAMPLES = int(os.environ.get("MURA_FUZZ_EXAMPLES", "60"))
+EXAMPLES = int(os.environ.get("MURA_FUZZ_EXAMPLES", "300"))
 CPU_SECONDS = 5.0  # per listing; CPU time, so a busy machine does not fail it
 KNOWN = {
     "bad_csv_row",
