@@ -20,6 +20,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from mura_core.checkpoints import ModelInfo, save_bundle
+from mura_core.models import build_model
 from mura_core.sources import list_source
 from mura_core.synth import SynthArchive, SynthConfig, synthesize
 from tests import hostile
@@ -258,3 +260,26 @@ def test_dicom_ingest_counts_a_copied_instance_once(dicom_tree: Path, tmp_path: 
     assert {"duplicate_instance", "conflicting_labels"} <= set(kinds)
     ids = pq.read_table(out / "images", columns=["image_id"]).column("image_id").to_pylist()
     assert len(ids) == len(set(ids))
+
+
+@pytest.mark.slow
+def test_dicom_screen_counts_a_copied_instance_once(dicom_tree: Path, tmp_path: Path) -> None:
+    """`mura screen` of the hostile tree (an untrained model: what is counted, not what is
+    found): the copied instance is not scored, each study's mean counts each image once, the
+    bombs are quarantined."""
+    size = 32
+    info = ModelInfo(model="cnn", size=size, mean=(0.5,) * 3, std=(0.25,) * 3)
+    bundle = save_bundle(tmp_path / "bundle", build_model("cnn", size=size), info)
+    out = tmp_path / "report"
+    result = _mura(
+        "screen", str(dicom_tree), "--model", str(bundle), "--out", str(out), "--gpus", "0",
+        "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    scorable = [r for r in list_source(dicom_tree).refs if r.relpath != "bomb.dcm"]
+    images = pq.read_table(out / "images.parquet", columns=["image_id"]).column("image_id")
+    assert len(images) == len(set(images.to_pylist())) == len(scorable)
+    studies = pq.read_table(out / "studies.parquet", columns=["images"]).column("images")
+    assert sum(studies.to_pylist()) == len(scorable)
+    kinds = pq.read_table(out / "quarantine.parquet").column("error_type").to_pylist()
+    assert kinds.count("duplicate_instance") == 1 and kinds.count("too_large") == 2
