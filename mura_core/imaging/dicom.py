@@ -59,8 +59,17 @@ _NON_IMAGE_MODALITIES = {
     "RWV",
 }
 _GRAY = {"MONOCHROME1", "MONOCHROME2"}
-# What pydicom's LUT functions raise on damaged descriptors and tables.
-LUT_ERRORS = (ValueError, TypeError, IndexError, KeyError, AttributeError, struct.error)
+# What pydicom's LUT functions raise on damaged descriptors and tables (OverflowError: a
+# first mapped value that does not fit the pixels' dtype).
+LUT_ERRORS = (
+    ValueError,
+    TypeError,
+    IndexError,
+    KeyError,
+    AttributeError,
+    OverflowError,
+    struct.error,
+)
 # JPEG start-of-frame markers (SOF0-SOF15 but DHT, JPG and DAC) and JPEG-LS SOF55
 _JPEG_SOF = frozenset({*range(0xC0, 0xD0)} - {0xC4, 0xC8, 0xCC} | {0xF7})
 _COLOUR = {

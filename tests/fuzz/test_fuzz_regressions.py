@@ -162,3 +162,21 @@ def test_a_grayscale_image_with_three_samples_per_pixel() -> None:
     data = part10(EXPLICIT_LE, image_body(samples=3))
     with pytest.raises(CorruptFileError, match="MONOCHROME2 image with 3 samples per pixel"):
         imaging.decode_bytes(data, "x.dcm")
+
+
+def _voi_lut(first_mapped: int) -> bytes:
+    """The 2x2 image with a VOI LUT Sequence of one 256-entry, 8-bit LUT."""
+    item = element(0x0028, 0x3002, b"US", struct.pack("<3H", 256, first_mapped, 8))
+    item += element(0x0028, 0x3006, b"OW", struct.pack("<256H", *range(256)))
+    items = struct.pack("<HHL", 0xFFFE, 0xE000, len(item)) + item
+    return _with(element(0x0028, 0x3010, b"SQ", items))
+
+
+def test_a_voi_lut_whose_first_mapped_value_does_not_fit_the_pixels() -> None:
+    # Crasher 10 (make fuzz, 20,000-example run; test_fuzz_dicom_decode, seed pydicom's
+    # vlut_04 cut to 16x16, LUTDescriptor rewritten to first mapped value 65535 on 8-bit
+    # pixels): pydicom's apply_voi_lut computed `arr - first_map` in uint8: OverflowError.
+    # Fixed: OverflowError is one of dicom.LUT_ERRORS, mapped to CorruptFileError.
+    assert imaging.decode_bytes(_voi_lut(0), "x.dcm").info.windowing == "voi_lut"
+    with pytest.raises(CorruptFileError, match="VOI LUT unusable"):
+        imaging.decode_bytes(_voi_lut(65535), "x.dcm")
