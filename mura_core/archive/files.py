@@ -114,7 +114,12 @@ def read_regular(path: str | os.PathLike[str], *, max_bytes: int) -> bytes:
     """The whole content of a regular file of at most `max_bytes` (see `open_regular`)."""
     with open_regular(path, max_bytes=max_bytes) as handle:
         try:
-            data = handle.read(max_bytes + 1)
+            # ask for what the file holds (+1 to see it grow), not the cap: read(n)
+            # allocates n bytes before it reads
+            size = os.fstat(handle.fileno()).st_size
+            data = handle.read(min(size, max_bytes) + 1)
+            if len(data) > size:  # it grew while being read: read on, to the cap
+                data += handle.read(max_bytes + 1 - len(data))
         except OSError as exc:
             raise CorruptFileError(f"cannot read file: {exc.strerror or exc}") from exc
     if len(data) > max_bytes:  # it grew while being read
