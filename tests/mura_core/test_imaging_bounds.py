@@ -173,17 +173,17 @@ def run():
 
 
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-start = time.perf_counter()
+start, cpu = time.perf_counter(), time.process_time()
 outcome = run()
-seconds = time.perf_counter() - start
+seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
 extra = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base
 traced = 0
 if trace:  # a second run: allocations never touched (no RSS) still show here
     tracemalloc.start()
     run()
     traced = tracemalloc.get_traced_memory()[1]
-print(json.dumps({"outcome": outcome, "seconds": seconds, "rss_mb": extra / 1024,
-                  "traced_mb": traced / 2**20}))
+print(json.dumps({"outcome": outcome, "seconds": seconds, "cpu_seconds": cpu,
+                  "rss_mb": extra / 1024, "traced_mb": traced / 2**20}))
 """
 
 
@@ -201,7 +201,10 @@ def measure(path: Path, how: str, *, trace: bool = True) -> dict[str, object]:
 
 
 def assert_cheap(figures: dict[str, object], seconds: float = MAX_SECONDS) -> None:
-    assert figures["seconds"] < seconds, figures
+    """CPU seconds (a loaded, shared machine stretches wall time, not CPU time) and a
+    wall-time bound ten times looser that still catches a read that blocks."""
+    assert figures["cpu_seconds"] < seconds, figures
+    assert figures["seconds"] < 10 * seconds, figures
     assert figures["rss_mb"] < MAX_EXTRA_MB, figures
     assert figures["traced_mb"] < MAX_EXTRA_MB, figures
 
@@ -269,9 +272,8 @@ def test_millions_of_tiny_elements_stop_at_the_read_budget(bombs: dict[str, Path
         f"too_large: DICOM dataset holds too many elements: parsing stopped after "
         f"{MAX_PARSE_READS:,} reads (the limit)"
     )
-    # the budget costs ~0.4 s of pydicom parsing on an idle core (2M elements took 19 s
-    # before it): a shared, loaded machine gets some leeway
-    assert_cheap(figures, seconds=3.0)
+    # the budget costs ~0.3 s of pydicom parsing (2M elements took 19 s before it)
+    assert_cheap(figures, seconds=MAX_SECONDS)
 
 
 def test_pydicom_deflated_file_lists_and_decodes_as_before() -> None:
