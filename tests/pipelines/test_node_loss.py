@@ -11,6 +11,7 @@ worker node joins, so the next test starts from three nodes again.
 from __future__ import annotations
 
 import contextlib
+import re
 import sqlite3
 import subprocess
 import sys
@@ -190,7 +191,9 @@ def test_train_survives_a_node_killed_in_an_epoch(
     kill = _kill_when_working(cluster, job, "RayTrainWorker")
     output, end = _finish(cluster, job, f"{kill.node.name}-again")
     said = kill.said(started, end)
-    assert "failed: WorkerHealthCheckFailedError" in output, output[-3000:]  # and went on
+    # the loss is said (which error names it depends on who notices first: the health check,
+    # or the surviving worker's gloo connection reset) and training went on
+    assert re.search(r"worker \d failed: \w+", output), output[-3000:]
     for key in ("train_loss", "val_loss"):
         assert _epochs_logged(db, key) == [1, 2, 3], (key, output[-3000:])
     print(said)
