@@ -99,8 +99,16 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def test_inspect_ends_on_a_fifo_and_refuses_links_out(folder: Path) -> None:
-    result = _mura("inspect", str(folder), timeout=120)
+@pytest.fixture(scope="module")
+def folder_inspected(folder: Path) -> subprocess.CompletedProcess[str]:
+    """`mura inspect` of the hostile folder (it must end: a timeout fails the test)."""
+    return _mura("inspect", str(folder), timeout=120)
+
+
+def test_inspect_ends_on_a_fifo_and_refuses_links_out(
+    folder: Path, folder_inspected: subprocess.CompletedProcess[str]
+) -> None:
+    result = folder_inspected
     assert result.returncode == 0, result.stderr
     problems = _problems(result.stdout)
     assert problems["hand/image9.png"] == "not_a_regular_file"
@@ -113,8 +121,10 @@ def test_inspect_ends_on_a_fifo_and_refuses_links_out(folder: Path) -> None:
     assert capped["hand/big.png"] == "too_large"
 
 
-def test_csv_paths_out_of_the_archive_say_nothing_of_what_is_there(folder: Path) -> None:
-    result = _mura("inspect", str(folder), timeout=120)
+def test_csv_paths_out_of_the_archive_say_nothing_of_what_is_there(
+    folder_inspected: subprocess.CompletedProcess[str],
+) -> None:
+    result = folder_inspected
     lines = [line for line in result.stdout.splitlines() if "outside" in line and ".png" in line]
     existing = next(line for line in lines if "secret.png" in line and "line 7" in line)
     missing = next(line for line in lines if "nothing.png" in line)
@@ -223,12 +233,23 @@ def dicom_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def test_dicom_header_bombs_cost_milliseconds_and_little_memory(
-    dicom_tree: Path, tmp_path: Path
-) -> None:
-    hostile.png(tmp_path / "tiny" / "a.png")
-    _, baseline_mib = _measured("inspect", str(tmp_path / "tiny"))  # the CLI's own imports
+@pytest.fixture(scope="module")
+def dicom_inspected(
+    dicom_tree: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[subprocess.CompletedProcess[str], int, int]:
+    """`mura inspect` of the hostile tree with its peak memory, and the CLI's own peak on a
+    one-image folder (its imports) as the baseline."""
+    tiny = tmp_path_factory.mktemp("tiny")
+    hostile.png(tiny / "a.png")
+    _, baseline_mib = _measured("inspect", str(tiny))
     result, peak_mib = _measured("inspect", str(dicom_tree))
+    return result, peak_mib, baseline_mib
+
+
+def test_dicom_header_bombs_cost_milliseconds_and_little_memory(
+    dicom_tree: Path, dicom_inspected: tuple[subprocess.CompletedProcess[str], int, int]
+) -> None:
+    result, peak_mib, baseline_mib = dicom_inspected
     assert result.returncode == 0, result.stderr
     problems = _problems(result.stdout)
     assert problems["frames.dcm"] == "too_large"
@@ -242,9 +263,10 @@ def test_dicom_header_bombs_cost_milliseconds_and_little_memory(
     assert time.process_time() - cpu < 5  # CPU seconds: the same on a busy machine
 
 
-def test_dicom_duplicates_and_conflicting_labels(dicom_tree: Path) -> None:
-    result = _mura("inspect", str(dicom_tree), timeout=120)
-    problems = _problems(result.stdout)
+def test_dicom_duplicates_and_conflicting_labels(
+    dicom_inspected: tuple[subprocess.CompletedProcess[str], int, int],
+) -> None:
+    problems = _problems(dicom_inspected[0].stdout)
     assert problems["zzz/copy-of-first.dcm"] == "duplicate_instance"
     assert problems["labels.csv"] == "conflicting_labels"
 
