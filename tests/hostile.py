@@ -6,22 +6,21 @@ DICOM bombs are streamed through zlib so a test never holds what they inflate to
 
 from __future__ import annotations
 
-import io
 import os
 import zlib
 from pathlib import Path
 
 import numpy as np
-import pydicom
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.filewriter import write_dataset, write_file_meta_info
+from pydicom.dataset import Dataset
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
     ExplicitVRLittleEndian,
     SecondaryCaptureImageStorage,
     generate_uid,
 )
+
+from tests.mura_core.test_imaging_bounds import _explicit_le, _preamble_and_meta
 
 
 def png(path: Path, size: int = 64, seed: int = 0) -> Path:
@@ -60,31 +59,12 @@ def _header(rows: int, columns: int, frames: int, study: str, bits: int = 8) -> 
     return ds
 
 
-def _part10(ds: Dataset, syntax: str) -> bytes:
-    """Preamble and file meta of `ds` (its body is written by the caller)."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    meta.TransferSyntaxUID = syntax
-    out = io.BytesIO()
-    out.write(b"\0" * 128 + b"DICM")
-    write_file_meta_info(out, meta, enforce_standard=True)
-    return out.getvalue()
-
-
-def _body(ds: Dataset) -> bytes:
-    out = pydicom.filebase.DicomBytesIO()
-    out.is_little_endian, out.is_implicit_VR = True, False
-    write_dataset(out, ds)
-    return out.getvalue()
-
-
 def many_frames(path: Path, frames: int = 2_000_000, study: str | None = None) -> Path:
     """A ~26 KB DICOM whose header claims `frames` frames of 100 x 100 (the pixel data holds
     only a little of it)."""
     ds = _header(100, 100, frames, study or generate_uid())
     ds.PixelData = b"\0" * 26_000
-    path.write_bytes(_part10(ds, ExplicitVRLittleEndian) + _body(ds))
+    path.write_bytes(_preamble_and_meta(ds, ExplicitVRLittleEndian) + _explicit_le(ds))
     return path
 
 
@@ -98,13 +78,13 @@ def deflate_bomb(
     packer = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
     chunk = b"\0" * (16 << 20)
     element = b"\xe0\x7f\x10\x00OB\0\0" + inflated.to_bytes(4, "little")
-    parts = [packer.compress(_body(ds) + element)]
+    parts = [packer.compress(_explicit_le(ds) + element)]
     left = inflated
     while left > 0:
         parts.append(packer.compress(chunk[: min(left, len(chunk))]))
         left -= len(chunk)
     parts.append(packer.flush())
-    path.write_bytes(_part10(ds, DeflatedExplicitVRLittleEndian) + b"".join(parts))
+    path.write_bytes(_preamble_and_meta(ds, DeflatedExplicitVRLittleEndian) + b"".join(parts))
     return path
 
 
