@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from mura_core.splits import SplitConfig
+from mura_core.splits import SplitConfig, read_split_file
 from pipelines.console import console
 from pipelines.ingest import (
     PSEUDONYMIZE_CHOICES,
@@ -50,7 +50,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="most rows in one Parquet file (default 1024)",
     )
     p.add_argument("--batch-size", type=int, default=16, help="images per decode task batch")
-    p.add_argument("--seed", type=int, default=0, help="seed of the patient split (default 0)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the patient split, stratified by label and body part (default 0)",
+    )
+    p.add_argument(
+        "--split-file",
+        type=Path,
+        default=None,
+        metavar="CSV",
+        help="the split to use instead: a CSV path,split (train, val or test) naming every "
+        "image, as ingest writes beside its shards (split.csv)",
+    )
     p.add_argument(
         "--val-fraction",
         type=float,
@@ -75,6 +88,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
+    split_file = None
+    if args.split_file is not None:
+        split_file = str(args.split_file.expanduser().resolve())
+        read_split_file(split_file)  # a bad file fails before the archive is listed
     cfg = IngestConfig(
         source=args.source,
         out=args.out,
@@ -85,7 +102,10 @@ def command(args: argparse.Namespace) -> int:
         rows_per_shard=args.rows_per_shard,
         batch_size=args.batch_size,
         splits=SplitConfig(
-            seed=args.seed, val_fraction=args.val_fraction, test_fraction=args.test_fraction
+            seed=args.seed,
+            val_fraction=args.val_fraction,
+            test_fraction=args.test_fraction,
+            split_file=split_file,
         ),
         pseudonymize=args.pseudonymize,
         force=args.force,

@@ -17,6 +17,7 @@ import numpy as np
 from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
 
 from .errors import ConfigError
+from .records import part_order
 from .studies import Predictions, aggregate
 
 N_BOOTSTRAP = 1000
@@ -189,7 +190,7 @@ def choose_part_thresholds(
     p = np.asarray(study_probs, dtype=np.float64)
     parts = np.asarray(body_parts, dtype=object)
     chosen, notes = {}, []
-    for part in sorted(set(parts.tolist())):
+    for part in part_order(parts.tolist()):
         m = parts == part
         if len(np.unique(y[m])) < 2:
             notes.append(f"{part}: one class in val, the overall threshold applies")
@@ -235,7 +236,7 @@ def evaluate(
     image = binary_metrics(y, p, t_image, groups=keys, seed=seed)
     study = binary_metrics(studies.label, studies.prob, t_study, seed=seed)
     image_by, study_by = {}, {}
-    for part in sorted(set(parts.tolist())):
+    for part in part_order(parts.tolist()):
         m, t = parts == part, by_part.get(part, threshold)
         image_by[part] = binary_metrics(y[m], p[m], t, groups=keys[m], seed=seed)
         s = studies.body_part == part

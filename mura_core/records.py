@@ -23,7 +23,13 @@ Pseudonym = Callable[[str, str], str]
 
 
 class BodyPart(StrEnum):
-    """The seven MURA study types, plus OTHER for anything else (hip, chest, tibia...)."""
+    """The seven MURA study types, plus OTHER for an image nothing names.
+
+    A body part outside MURA's seven that a source names explicitly (a labels CSV's
+    `body_part`, DICOM BodyPartExamined: `leg`, `hip`, `KNEE`) keeps its own name, lower
+    case (`body_part_named`), so per-part tables never lump it silently into OTHER. Body
+    parts are therefore plain strings everywhere; this enum names the ones MURA knows.
+    """
 
     ELBOW = "XR_ELBOW"
     FINGER = "XR_FINGER"
@@ -53,6 +59,33 @@ _PATTERNS = tuple(
     (part, re.compile(r"\b(" + "|".join(re.escape(w) for w in words) + r")s?\b"))
     for part, words in _KEYWORDS
 )
+
+
+def part_order(parts: Iterable[str]) -> list[str]:
+    """Body parts in table order: MURA's seven, other named parts A–Z, then OTHER."""
+    mura = [str(p) for p in MURA_BODY_PARTS]
+    present = set(parts)
+    named = sorted(present - set(mura) - {str(BodyPart.OTHER)})
+    return [p for p in (*mura, *named, str(BodyPart.OTHER)) if p in present]
+
+
+_NAME = re.compile(r"[^a-z0-9]+")
+NAME_MAX = 32
+
+
+def body_part_named(named: str | None, *hints: str | None) -> str:
+    """The body part of an image whose source names one (`named`) and gives other text.
+
+    A MURA part found in `named` or the `hints` (in that order) wins, as in
+    `body_part_from_text` (a `BodyPart`, itself a str); otherwise `named` itself, lower
+    case, runs of other characters as `_` (`"Lower Leg"` → `lower_leg`, at most 32
+    characters); with no name, OTHER.
+    """
+    part = body_part_from_text(named, *hints)
+    if part is not BodyPart.OTHER or not named:
+        return part
+    name = _NAME.sub("_", str(named).lower()).strip("_")[:NAME_MAX]
+    return name or BodyPart.OTHER
 
 
 def body_part_from_text(*texts: str | None) -> BodyPart:
@@ -94,7 +127,7 @@ class ImageRef:
     image_id: str
     study_key: str
     patient_key: str
-    body_part: BodyPart
+    body_part: str
     view: str | None = None
     label: int | None = None
     split: Split | None = None
@@ -123,7 +156,7 @@ class ImageRef:
             image_id=str(row["image_id"]),
             study_key=str(row["study_key"]),
             patient_key=str(row["patient_key"]),
-            body_part=BodyPart(row["body_part"]),
+            body_part=str(row["body_part"]),
             view=row.get("view"),
             label=None if label is None else int(label),
             split=None if split is None else Split(split),
@@ -156,7 +189,7 @@ class ImageRow:
     image_id: str
     study_key: str
     patient_key: str
-    body_part: BodyPart
+    body_part: str
     view: str | None
     label: int | None
     split: str

@@ -36,6 +36,7 @@ IMAGES_DIR = "images"
 QUARANTINE_FILE = "quarantine.parquet"
 MANIFEST_FILE = "manifest.json"
 REIDENTIFY_FILE = "reidentify.csv"
+SPLIT_FILE = "split.csv"  # path,split of every listed image (mura_core.splits)
 MARKER_FILE = ".mura-shards"
 
 
@@ -112,6 +113,10 @@ class ShardsLayout:
     @property
     def reidentify(self) -> Path:
         return self.root / REIDENTIFY_FILE
+
+    @property
+    def split_file(self) -> Path:
+        return self.root / SPLIT_FILE
 
     @property
     def marker(self) -> Path:

@@ -18,7 +18,6 @@ import pyarrow.parquet as pq
 import ray.data
 from ray.data.expressions import Expr, col
 
-from mura_core.records import BodyPart
 from mura_core.shards import Manifest, ShardsLayout, pixels_array
 
 
@@ -80,12 +79,12 @@ def read_split(
     return ds.select_columns(columns).filter(expr=split_filter(split, body_part))
 
 
-BODY_PART_INDEX = {str(p): i for i, p in enumerate(BodyPart)}
 READ_COLUMNS = ["pixels", "label", "body_part", "study_key", "split"]
 
 
-def study_index(keys: list[str]) -> np.ndarray:
-    """Stable int64 ids for study keys (same on every worker and every run)."""
+def stable_index(keys: list[str]) -> np.ndarray:
+    """Stable int64 ids for string keys (same on every worker and every run): study keys,
+    and body parts (any name a source gives: `leg` as well as XR_WRIST)."""
     return np.array(
         [
             int.from_bytes(hashlib.blake2b(k.encode(), digest_size=8).digest(), "little") >> 1
@@ -95,10 +94,15 @@ def study_index(keys: list[str]) -> np.ndarray:
     )
 
 
+def part_index(part: str) -> int:
+    """A body part's id in a `TrainingBatch` (the key of the loss weights)."""
+    return int(stable_index([part])[0])
+
+
 @dataclass(frozen=True)
 class TrainingBatch:
     """What a training or validation step reads: (N, S, S) uint8 pixels, labels as floats
-    (-1 unknown), body-part indices (BODY_PART_INDEX) and stable study ids. Ray Data moves it
+    (-1 unknown), body-part ids (`part_index`) and stable study ids. Ray Data moves it
     between processes as a dict of its fields (`to_training_batch` makes that dict, `of`
     reads it back as torch tensors on a worker)."""
 
@@ -125,9 +129,7 @@ def to_training_batch(batch: pa.Table) -> dict[str, np.ndarray]:
     out = TrainingBatch(
         pixels=pixels_array(batch.column("pixels")),
         label=np.nan_to_num(labels.astype(np.float32), nan=-1.0),
-        body_part=np.array(
-            [BODY_PART_INDEX[p] for p in batch.column("body_part").to_pylist()], dtype=np.int64
-        ),
-        study=study_index(batch.column("study_key").to_pylist()),
+        body_part=stable_index(batch.column("body_part").to_pylist()),
+        study=stable_index(batch.column("study_key").to_pylist()),
     )
     return {f.name: getattr(out, f.name) for f in fields(out)}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..archive import AccessPolicy, ArchiveFiles
 from ..imaging import IMAGE_SUFFIXES
-from ..records import MURA_BODY_PARTS, BodyPart, Listing
+from ..records import Listing, part_order
 from . import mura
 from .common import SourceError, require_dir
 from .dicom_tree import list_dicom, sniff_dicom
@@ -93,7 +93,8 @@ class PartSummary:
 
 
 def summarize(listing: Listing) -> dict[str, PartSummary]:
-    """Per body part counts (study-level labels), MURA's seven parts first, then OTHER."""
+    """Per body part counts (study-level labels): MURA's seven parts first, then the other
+    named parts (`leg`, `hip` …) alphabetically, then OTHER."""
     studies = listing.studies()
     by_part: dict[str, Counter[str]] = {}
     for refs in studies.values():
@@ -103,7 +104,7 @@ def summarize(listing: Listing) -> dict[str, PartSummary]:
         label = refs[0].label
         counter["positive"] += int(label == 1)
         counter["unlabelled"] += int(label is None)
-    order = [str(p) for p in (*MURA_BODY_PARTS, BodyPart.OTHER)]
+    order = part_order(by_part)
     return {
         part: PartSummary(
             by_part[part]["studies"],

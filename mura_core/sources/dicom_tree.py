@@ -23,7 +23,7 @@ from pydicom.dataset import Dataset
 from ..archive import ArchiveFiles
 from ..imaging import DEFAULT_MAX_PIXELS, ImagingError
 from ..imaging.dicom import check_geometry, looks_like_dicom, read_header
-from ..records import BodyPart, ImageRef, Listing, Problem, body_part_from_text
+from ..records import ImageRef, Listing, Problem, body_part_named
 from ..studies import CONFLICTING_LABELS
 from .common import DOC_SUFFIXES, LabelsFile, SourceError, parse_label, read_header_csv
 
@@ -93,7 +93,7 @@ class _Header:
     patient: str
     accession: str
     sop_uid: str
-    body_part: BodyPart
+    body_part: str
     view: str | None
     frames: int
 
@@ -105,8 +105,8 @@ class _Header:
             patient=_text(ds, "PatientID") or f"unknown-patient:{study_uid}",
             accession=_text(ds, "AccessionNumber"),
             sop_uid=_text(ds, "SOPInstanceUID"),
-            body_part=body_part_from_text(
-                ds.get("BodyPartExamined"),
+            body_part=body_part_named(
+                _text(ds, "BodyPartExamined"),
                 ds.get("StudyDescription"),
                 ds.get("SeriesDescription"),
                 ds.get("ProtocolName"),

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..archive import ArchiveFiles, FileRefusedError
 from ..imaging import IMAGE_SUFFIXES
-from ..records import ImageRef, Listing, Problem, Split, body_part_from_text
+from ..records import ImageRef, Listing, Problem, Split, body_part_named
 from ..studies import CONFLICTING_LABELS, settle_labels
 from .common import DOC_SUFFIXES, LabelsFile, SourceError, parse_label, read_header_csv
 
@@ -93,7 +93,7 @@ def _ref(path: Path, rel: str, row: dict[str, str]) -> ImageRef:
         image_id=rel,
         study_key=study,
         patient_key=row.get("patient") or study,
-        body_part=body_part_from_text(row.get("body_part"), rel),
+        body_part=body_part_named(row.get("body_part"), rel),
         view=row.get("view") or None,
         label=parse_label(row.get("label")),
         split=Split(split.lower()) if split else None,

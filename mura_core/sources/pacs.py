@@ -29,7 +29,7 @@ from pydicom.uid import UID
 
 from ..pacs.address import PacsQuery
 from ..pacs.client import Locator, Pacs, addressable
-from ..records import BodyPart, ImageRef, Listing, body_part_from_text
+from ..records import ImageRef, Listing, body_part_named
 from ..results import is_own_result
 from .dicom_tree import labels_by_study
 
@@ -80,8 +80,8 @@ def _refs(ds: Dataset, label: int | None) -> list[ImageRef]:
         frames = max(1, int(ds.get("NumberOfFrames") or 1))
     except (TypeError, ValueError):
         frames = 1
-    part = body_part_from_text(
-        ds.get("BodyPartExamined"),
+    part = body_part_named(
+        _text(ds, "BodyPartExamined"),
         ds.get("StudyDescription"),
         ds.get("SeriesDescription"),
         ds.get("ProtocolName"),
@@ -94,7 +94,7 @@ def _refs(ds: Dataset, label: int | None) -> list[ImageRef]:
             image_id=loc.sop if frames == 1 else f"{loc.sop}#{frame}",
             study_key=loc.study,
             patient_key=patient,
-            body_part=BodyPart(part),
+            body_part=part,
             view=_text(ds, "ViewPosition") or None,
             label=label,
             split=None,

@@ -41,7 +41,7 @@ import ray.data
 
 from mura_core.archive import AccessPolicy, ArchiveFiles
 from mura_core.errors import ConfigError, MuraError
-from mura_core.outputs import atomic, check_writable, claimed, is_empty, writing
+from mura_core.outputs import atomic, check_writable, claimed, is_empty, write_text_atomic, writing
 from mura_core.pacs.address import is_pacs_address
 from mura_core.pacs.client import Pacs, PacsOptions
 from mura_core.privacy import write_reidentify
@@ -56,7 +56,7 @@ from mura_core.shards import (
 from mura_core.sources import SourceError, list_source
 from mura_core.sources.common import require_dir
 from mura_core.sources.pacs import list_pacs
-from mura_core.splits import SplitConfig
+from mura_core.splits import SplitConfig, split_lines
 
 from ..console import console
 from ..progress import ProgressSink, progress_feed
@@ -279,6 +279,9 @@ def _swap_into_place(
     staging.rename(layout.images)
     with atomic(layout.quarantine, IngestError) as tmp:
         pq.write_table(quarantine, tmp)
+    rows = prepared.rows
+    text = split_lines((r.relpath for r in rows), (r.split for r in rows))
+    write_text_atomic(layout.split_file, text, IngestError)
     if prepared.pseudonymized:  # its own temporary: swept by `claimed` on a failure
         with writing(layout.reidentify, IngestError):
             write_reidentify(layout.reidentify, prepared.reidentify)

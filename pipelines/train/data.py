@@ -12,7 +12,7 @@ from pathlib import Path
 
 import ray.data
 
-from ..shardsets import BODY_PART_INDEX, READ_COLUMNS, ShardStats, read_split, to_training_batch
+from ..shardsets import READ_COLUMNS, ShardStats, part_index, read_split, to_training_batch
 
 
 def split_dataset(shards: Path, split: str, body_part: str | None) -> ray.data.Dataset:
@@ -24,7 +24,7 @@ def split_dataset(shards: Path, split: str, body_part: str | None) -> ray.data.D
 
 def positive_weights(stats: ShardStats, body_part: str | None) -> dict[int, tuple[float, float]]:
     """MURA paper's per-study-type BCE weights from the training split's images:
-    w+ = |N| / (|A| + |N|), w- = |A| / (|A| + |N|), keyed by body-part index."""
+    w+ = |N| / (|A| + |N|), w- = |A| / (|A| + |N|), keyed by `part_index`."""
     out = {}
     for part in stats.body_parts("train"):
         if body_part is not None and part != body_part:
@@ -32,5 +32,5 @@ def positive_weights(stats: ShardStats, body_part: str | None) -> dict[int, tupl
         labels = stats.labels("train", part)
         a, n = labels.get(1, 0), labels.get(0, 0)
         if a + n:
-            out[BODY_PART_INDEX[part]] = (n / (a + n), a / (a + n))
+            out[part_index(part)] = (n / (a + n), a / (a + n))
     return out

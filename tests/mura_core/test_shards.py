@@ -68,7 +68,12 @@ def test_manifest_writes_the_documented_keys_and_reads_back(tmp_path: Path) -> N
     assert set(data) == MANIFEST_KEYS
     assert data["counts"] == {"found": 5, "ingested": 4, "quarantined": 1, "junk_skipped": 2}
     assert data["law_holds"] is True and data["schema_version"] == SCHEMA_VERSION
-    assert data["splits"] == {"seed": 3, "val_fraction": 0.07, "test_fraction": 0.2}
+    assert data["splits"] == {
+        "seed": 3,
+        "val_fraction": 0.07,
+        "test_fraction": 0.2,
+        "split_file": None,
+    }
     assert Manifest.read(tmp_path) == manifest
     assert [p.name for p in tmp_path.iterdir()] == ["manifest.json"]  # no temporary left
 

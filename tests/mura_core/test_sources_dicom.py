@@ -79,8 +79,8 @@ def test_real_tree_any_depth_with_junk_and_problems(shared_dicom: Path, tmp_path
     assert listing.junk_skipped == 2
     by_name = {Path(r.path).name: r for r in listing.refs}
     assert set(by_name) == {"IMG1", "rg2.dcm", "plan.dcm"}  # plan is refused by imaging later
-    assert by_name["IMG1"].body_part is BodyPart.OTHER  # EXTREMITY, "distal tibia"
-    assert by_name["rg2.dcm"].body_part is BodyPart.OTHER  # HIP
+    assert by_name["IMG1"].body_part == "extremity"  # its own name: it names no MURA part
+    assert by_name["rg2.dcm"].body_part == "hip"  # BodyPartExamined HIP: its own row
     assert by_name["IMG1"].study_key != by_name["rg2.dcm"].study_key
     errors = {Path(p.path).name: p.error_type for p in listing.problems}
     assert errors["garbage.bin"] == "not_dicom"

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from mura_core.records import BodyPart, Split
-from mura_core.sources import SourceError, detect_kind, list_source
+from mura_core.sources import SourceError, detect_kind, list_source, summarize
 
 
 def _png(path: Path) -> None:
@@ -67,3 +67,26 @@ def test_a_row_with_more_cells_than_the_header_lists(tmp_path: Path) -> None:
     (tmp_path / "labels.csv").write_text("path\nimg.png,0,extra\n")
     listing = list_source(tmp_path)
     assert [r.relpath for r in listing.refs] == ["img.png"] and listing.problems == ()
+
+
+def test_body_parts_outside_muras_seven_keep_their_names(tmp_path: Path) -> None:
+    """FracAtlas names `leg`, `hip` and `mixed`: each is its own row of the table, never
+    lumped into OTHER; a MURA part in any spelling is still the MURA part."""
+    for name in ("a", "b", "c", "d", "e"):
+        _png(tmp_path / f"{name}.png")
+    (tmp_path / "labels.csv").write_text(
+        "path,label,body_part\n"
+        "a.png,1,leg\nb.png,0,Hip\nc.png,0,Lower Leg\nd.png,1,hand\ne.png,0,\n"
+    )
+    listing = list_source(tmp_path)
+    parts = {r.relpath: r.body_part for r in listing.refs}
+    assert parts == {
+        "a.png": "leg",
+        "b.png": "hip",
+        "c.png": "lower_leg",
+        "d.png": BodyPart.HAND,
+        "e.png": BodyPart.OTHER,
+    }
+    table = summarize(listing)
+    assert list(table) == ["XR_HAND", "hip", "leg", "lower_leg", "OTHER"]
+    assert table["leg"].positive == 1 and table["hip"].studies == 1

@@ -120,7 +120,7 @@ def test_preflight_refuses_bad_input_before_any_worker(
     )
     with pytest.raises(TrainError, match="matches no training image"):
         preflight(TrainConfig(**{**good, "body_part": "XR_WRIST"}))
-    with pytest.raises(TrainError, match="unknown body part"):
+    with pytest.raises(TrainError, match="XR_KNEE matches no training image"):
         preflight(TrainConfig(**{**good, "body_part": "XR_KNEE"}))
     with pytest.raises(TrackingError, match="127.0.0.1:9"):
         preflight(TrainConfig(**{**good, "tracking_uri": "http://127.0.0.1:9"}))
