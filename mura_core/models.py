@@ -6,6 +6,15 @@ output parameters. `build_model(name, size=..., weights=...)` is the only constr
 pipelines call; a checkpoint stores the name and size (as JSON), never a pickled object.
 `Ensemble` averages its members' probabilities (the MURA paper's 5 best checkpoints).
 
+Grayscale from scratch: `build_model(..., in_channels=1)` gives a torchvision backbone whose
+stem (the first convolution: resnet `conv1`, densenet `features.conv0`, efficientnet
+`features.0.0`) takes one channel, its kernel the sum of the 3-channel kernel over the input
+channels: on a gray image replicated to 3 channels it computes exactly what the 3-channel
+network does (so ImageNet weights, when there are any, carry over), with a third of the
+stem's input work. It also accepts (B, 3, S, S) (the channels averaged), so the existing
+3-channel presets still feed it. `FlipTTA` averages the probabilities of an image and its
+mirror (test-time augmentation), as a module a bundle can hold.
+
 Initial weights, as the papers did it: a `--weights` spec is `imagenet` (torchvision's own
 `IMAGENET1K_V1` entry for the network, read from the torch hub cache, `$TORCH_HOME/hub/
 checkpoints/`, or downloaded there), `none` (random init) or a state_dict FILE.
@@ -91,14 +100,37 @@ class SeedCNN(nn.Module):
 
 
 class Backbone(nn.Module):
-    """A torchvision classifier with its last layer replaced by one logit."""
+    """A torchvision classifier with its last layer replaced by one logit.
 
-    def __init__(self, net: nn.Module) -> None:
+    `in_channels=1`: the stem was made one-channel (`one_channel_stem`); a 3-channel input
+    (gray replicated by a 3-channel preset) is averaged to one channel first."""
+
+    def __init__(self, net: nn.Module, in_channels: int = 3) -> None:
         super().__init__()
         self.net = net
+        self.in_channels = in_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.in_channels == 1 and x.shape[1] == 3:
+            x = x.mean(1, keepdim=True)
         return self.net(x).squeeze(-1)
+
+
+class FlipTTA(nn.Module):
+    """Test-time augmentation: the mean of the probabilities of x and its left-right mirror,
+    returned as a logit (kept off 0 and 1), so it drops in wherever a model's logits go.
+
+    Its state_dict is the wrapped model's with a `model.` prefix (no parameters of its own).
+    For radiographs a mirror is another valid film (left and right limbs, either
+    orientation on the detector); up and down are not, so only x.flip(-1) is averaged."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probs = [torch.sigmoid(self.model(v).float()) for v in (x, x.flip(-1))]
+        return torch.logit(Ensemble.combine(probs))
 
 
 class Ensemble(nn.Module):
@@ -198,22 +230,76 @@ def _torchvision_net(name: str) -> nn.Module:
         raise ConfigError(f"unknown model {name!r}: {exc}") from exc
 
 
+def one_channel_stem(net: nn.Module) -> nn.Module:
+    """Replace the network's first Conv2d (its stem: torchvision builds it first) by a
+    one-channel copy whose kernel is the old one summed over its input channels."""
+    found = next(((n, m) for n, m in net.named_modules() if isinstance(m, nn.Conv2d)), None)
+    if found is None:
+        raise ConfigError(f"{type(net).__name__}: no convolution to make one-channel")
+    name, module = found
+    if module.in_channels == 1:
+        return net
+    if module.groups != 1:
+        raise ConfigError(f"{type(net).__name__}: the first convolution is grouped")
+    stem = nn.Conv2d(
+        1,
+        module.out_channels,
+        module.kernel_size,  # type: ignore[arg-type]
+        stride=module.stride,  # type: ignore[arg-type]
+        padding=module.padding,  # type: ignore[arg-type]
+        dilation=module.dilation,  # type: ignore[arg-type]
+        bias=module.bias is not None,
+        padding_mode=module.padding_mode,
+    )
+    with torch.no_grad():
+        stem.weight.copy_(module.weight.sum(1, keepdim=True))
+        if module.bias is not None:
+            stem.bias.copy_(module.bias)  # type: ignore[union-attr]
+    parent_name, _, attr = name.rpartition(".")
+    setattr(net.get_submodule(parent_name) if parent_name else net, attr, stem)
+    return net
+
+
 def torchvision_backbone(
-    name: str, *, weights: Path | Mapping[str, torch.Tensor] | None = None
+    name: str,
+    *,
+    weights: Path | Mapping[str, torch.Tensor] | None = None,
+    in_channels: int = 3,
 ) -> nn.Module:
     """Any torchvision classification model by name (densenet169, resnet50, ...), 1 logit,
-    from the ImageNet tensors in `weights` (a file or a state_dict) or random init (None)."""
+    from the ImageNet tensors in `weights` (a file or a state_dict) or random init (None);
+    `in_channels=1` makes its stem one-channel (after the weights are loaded)."""
+    if in_channels not in (1, 3):
+        raise ConfigError(f"in_channels must be 1 (grayscale) or 3, got {in_channels}")
     net = _torchvision_net(name)
     if weights is not None:
         _load_pretrained(net, weights)
-    return Backbone(_replace_head(net))
+    net = _replace_head(net)
+    if in_channels == 1:  # last: the same seed gives the 3-channel network's weights
+        one_channel_stem(net)
+    return Backbone(net, in_channels=in_channels)
 
 
+def _torchvision_entry(name: str) -> Callable[..., nn.Module]:
+    return lambda *, size, weights=None, in_channels=3: torchvision_backbone(
+        name, weights=weights, in_channels=in_channels
+    )
+
+
+def _seed_cnn(*, size: int, weights: object = None, in_channels: int = 3) -> nn.Module:
+    if in_channels != 3:
+        raise ConfigError("the seed CNN takes 3 channels (the paper's network)")
+    return SeedCNN(size=size)
+
+
+# the papers' networks, and the from-scratch candidates measured on FracAtlas
+# (bench/ablation.py); any other torchvision classification model works by name too
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {
-    "cnn": lambda *, size, weights=None: SeedCNN(size=size),
-    "densenet169": lambda *, size, weights=None: torchvision_backbone(
-        "densenet169", weights=weights
-    ),
+    "cnn": _seed_cnn,
+    **{
+        name: _torchvision_entry(name)
+        for name in ("densenet121", "densenet169", "efficientnet_b0", "resnet18", "resnet34")
+    },
 }
 
 
@@ -239,19 +325,21 @@ def build_model(
     *,
     size: int,
     weights: str | Path | Mapping[str, torch.Tensor] | None = None,
+    in_channels: int = 3,
 ) -> nn.Module:
-    """The model called `name` for (3, size, size) inputs; `weights` is a state_dict FILE or
-    the tensors `initial_weights` resolved (None: random init)."""
+    """The model called `name` for (in_channels, size, size) inputs; `weights` is a
+    state_dict FILE or the tensors `initial_weights` resolved (None: random init);
+    `in_channels=1`: a one-channel stem for grayscale (torchvision backbones)."""
     if isinstance(weights, str):
         weights = Path(weights)
     if name in _REGISTRY:
         if name == "cnn" and weights is not None:
             raise WeightsError("the seed CNN has no pretrained weights: pass --weights none")
-        return _REGISTRY[name](size=size, weights=weights)
+        return _REGISTRY[name](size=size, weights=weights, in_channels=in_channels)
     import torchvision
 
     if name in torchvision.models.list_models(module=torchvision.models):
-        return torchvision_backbone(name, weights=weights)
+        return torchvision_backbone(name, weights=weights, in_channels=in_channels)
     raise ConfigError(
         f"unknown model {name!r}: choose {', '.join(model_names())} or a "
         "torchvision classification model name"
