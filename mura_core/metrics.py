@@ -177,6 +177,46 @@ def choose_threshold(
     return float(np.nextafter(min(thresholds[ok[0]], 1.0), -np.inf))
 
 
+PAPER_THRESHOLD = 0.5
+
+
+@dataclass(frozen=True)
+class OperatingThreshold:
+    """The threshold a trained model carries, and the rule that chose it (logged)."""
+
+    value: float
+    rule: str
+
+
+def val_threshold(
+    y_true: Sequence[int],
+    prob: Sequence[float],
+    *,
+    target_sensitivity: float | None,
+    weighted_loss: bool,
+) -> OperatingThreshold:
+    """The operating threshold chosen on validation images.
+
+    A target sensitivity: the highest threshold reaching it (`choose_threshold`). Otherwise
+    the papers' 0.5 where the loss is class-weighted (its outputs are balanced around 0.5,
+    as in mura-paper); with an unweighted loss on imbalanced data 0.5 may leave every image
+    on one side, so the threshold maximizing Youden's J (sensitivity + specificity − 1) on
+    val is chosen — 0.5 when val has a single class.
+    """
+    if target_sensitivity is not None:
+        chosen = choose_threshold(y_true, prob, target_sensitivity)
+        return OperatingThreshold(chosen, f"sensitivity >= {target_sensitivity:g} on val")
+    y = np.asarray(y_true, dtype=np.int64)
+    if weighted_loss or len(np.unique(y)) < 2:
+        why = "class-weighted loss" if weighted_loss else "val has a single class"
+        return OperatingThreshold(PAPER_THRESHOLD, f"0.5 ({why})")
+    fpr, tpr, thresholds = roc_curve(y, np.asarray(prob, dtype=np.float64))
+    best = int(np.argmax(tpr - fpr))
+    # predictions use p > threshold; roc_curve's thresholds are inclusive (p >= t)
+    chosen = float(np.nextafter(min(thresholds[best], 1.0), -np.inf))
+    return OperatingThreshold(chosen, "Youden's J on val (unweighted loss)")
+
+
 def choose_part_thresholds(
     study_labels: Sequence[int],
     study_probs: Sequence[float],

@@ -2,9 +2,10 @@
 
 `calibrated`: with `--calibrate`, a temperature fitted on val (study-level NLL) and every
 split's probabilities as the calibrated model gives them. `operating_point`: the threshold
-(0.5, or the highest reaching `--target-sensitivity` on val images), the collapse check (a
-model whose outputs have no spread is not registered) and, with `--per-part-threshold`, one
-threshold per body part on val studies.
+chosen on val images (`metrics.val_threshold`: the highest reaching `--target-sensitivity`;
+else 0.5 for a class-weighted loss, Youden's J for an unweighted one), the collapse check (a
+model whose outputs have no spread, or are all one side without ranking, is not
+registered) and, with `--per-part-threshold`, one threshold per body part on val studies.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 
 from mura_core.calibration import apply_temperature, fit_temperature
 from mura_core.collapse import output_spread
-from mura_core.metrics import choose_part_thresholds, choose_threshold
+from mura_core.metrics import PAPER_THRESHOLD, choose_part_thresholds, val_threshold
 from mura_core.studies import Predictions
 
 from ..console import console
@@ -42,16 +43,24 @@ def operating_point(
     val: Predictions,
     target_sensitivity: float | None,
     per_part: bool,
+    weighted_loss: bool,
     client: Any,
     run_id: str,
 ) -> tuple[float, dict[str, float]]:
-    """The threshold (0.5, or the highest reaching --target-sensitivity on val images) and,
-    with --per-part-threshold, one per body part on val studies; a collapsed model raises."""
+    """The threshold chosen on val images (`val_threshold`) and, with --per-part-threshold,
+    one per body part on val studies; a collapsed model raises."""
     val = val.where(val.label >= 0)
-    threshold = 0.5
+    threshold = PAPER_THRESHOLD
     if np.isfinite(val.prob).all():  # a diverged model's NaNs: collapsed, nothing to choose
-        threshold = choose_threshold(val.label.tolist(), val.prob.tolist(), target_sensitivity)
-    spread = output_spread(val.prob, val.label, threshold)
+        chosen = val_threshold(
+            val.label.tolist(),
+            val.prob.tolist(),
+            target_sensitivity=target_sensitivity,
+            weighted_loss=weighted_loss,
+        )
+        threshold = chosen.value
+        client.set_tag(run_id, "mura.threshold_rule", chosen.rule)
+    spread = output_spread(val.prob, val.label, PAPER_THRESHOLD)
     client.log_metric(run_id, "val.logit_std", spread.logit_std)
     client.set_tag(run_id, "mura.collapsed", str(spread.collapsed).lower())
     if spread.collapsed:  # the per-epoch curves are in the run already; nothing else to log

@@ -165,7 +165,7 @@ def _params(
             "workers": str(cfg.workers),
             "gpu": str(cfg.gpu),
             "weights": weights,
-            "target_sensitivity": str(cfg.target_sensitivity or "none (threshold 0.5)"),
+            "target_sensitivity": str(cfg.target_sensitivity or "none"),
             "seed": str(cfg.seed),
             "max_failures": str(cfg.max_failures),
             "data.manifest_digest": file_digest(ShardsLayout(shards).manifest),
@@ -394,7 +394,12 @@ def _finish(
         log_calibration(client, run_id, predictions, temperature)
         predictions = scaled
     threshold, part_thresholds = operating_point(
-        predictions["val"], cfg.target_sensitivity, cfg.per_part_threshold, client, run_id
+        predictions["val"],
+        cfg.target_sensitivity,
+        cfg.per_part_threshold,
+        cfg.recipe.weighted_loss,
+        client,
+        run_id,
     )
     splits = evaluate_splits(predictions, threshold, seed=cfg.seed, part_thresholds=part_thresholds)
     extra = {
