@@ -52,6 +52,21 @@ def block_mean(image: np.ndarray, factor: int) -> np.ndarray:
     return out
 
 
+def pad_box(width: int, height: int, size: int) -> tuple[int, int, int, int]:
+    """Where `resize_pad` puts a width×height image in its size×size square:
+    (left, top, new_w, new_h) — the longer side scaled to `size` (each side rounded, at
+    least 1 px), the result centred (odd leftovers go right/bottom). The one place of this
+    rule: `resize_pad` and the localization masks (`mura_core.localization`) both use it."""
+    if max(width, height) < 1:
+        raise ValueError(f"an image needs a side >= 1 px, got {width}x{height}")
+    if size < 1:
+        raise ValueError(f"size must be >= 1, got {size}")
+    scale = size / max(height, width)
+    new_w = max(1, min(size, round(width * scale)))
+    new_h = max(1, min(size, round(height * scale)))
+    return (size - new_w) // 2, (size - new_h) // 2, new_w, new_h
+
+
 def resize_pad(image: np.ndarray, size: int) -> np.ndarray:
     """Scale the longer side to `size`, keep the aspect ratio, pad to size×size with black.
 
@@ -63,9 +78,7 @@ def resize_pad(image: np.ndarray, size: int) -> np.ndarray:
     if size < 1:
         raise ValueError(f"size must be >= 1, got {size}")
     height, width = image.shape
-    scale = size / max(height, width)
-    new_w = max(1, min(size, round(width * scale)))
-    new_h = max(1, min(size, round(height * scale)))
+    left, top, new_w, new_h = pad_box(width, height, size)
     if (new_h, new_w) != (height, width):
         # Pillow's BILINEAR widens its kernel when shrinking, so this is antialiased.
         resized = np.asarray(
@@ -74,6 +87,5 @@ def resize_pad(image: np.ndarray, size: int) -> np.ndarray:
     else:
         resized = image
     out = np.zeros((size, size), dtype=np.uint8)
-    top, left = (size - new_h) // 2, (size - new_w) // 2
     out[top : top + new_h, left : left + new_w] = resized
     return out
