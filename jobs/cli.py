@@ -29,6 +29,7 @@ from . import (
     mlflow_server,
     monitor,
     nightly,
+    pretrain,
     screen,
     submit,
     train,
@@ -181,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ingest.register(sub)
     train.register(sub)
+    pretrain.register(sub)
     evaluate.register(sub)
     compare.register(sub)
     screen.register(sub)

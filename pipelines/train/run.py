@@ -29,12 +29,13 @@ from ray.train.torch import TorchTrainer
 
 from mura_core import __version__
 from mura_core.checkpoints import ModelInfo, load_bundle, read_history, save_models, write_info
-from mura_core.models import InitialWeights, initial_weights
+from mura_core.models import InitialWeights
 from mura_core.recipes import Recipe
 from mura_core.shards import ShardsLayout
 
 from ..console import console
 from ..predict import bundle_bytes, predict_splits
+from ..pretrain.weights import resolve_initial_weights
 from ..progress import progress_feed
 from ..runtime import cluster_cpus, data_context, ensure_ray
 from ..shardsets import ShardStats, shard_stats
@@ -149,7 +150,7 @@ def preflight(cfg: TrainConfig) -> Checked:
     uri = resolve_tracking_uri(cfg.tracking_uri)
     check_tracking(uri)
     # last: it may download ~60 MB, not worth it before a cheap check fails
-    weights = initial_weights(cfg.recipe.weights, cfg.recipe.model)
+    weights = resolve_initial_weights(cfg.recipe.weights, cfg.recipe.model, uri)
     return Checked(stats, uri, weights)
 
 
