@@ -6,7 +6,8 @@ is the ReLU of the weighted sum of activations, upsampled to the input and divid
 peak. For DenseNet (global average pooling then one linear layer) this is exactly the classic
 CAM of Zhou et al.; for the seed CNN (flatten + dense layers) it is the gradient
 generalisation of it. An `Ensemble`'s map is the mean of its members' maps (each normalised
-by its own peak first), its probability the ensemble's.
+by its own peak first), its probability the ensemble's. A `FlipTTA` model's map is the mean
+of the map of the image and the mirrored map of its mirror, its probability the TTA's.
 
 The inputs go through in batches of `batch_size`. Only the layers after the block are
 differentiated: the block's output is cut from the graph (a fresh leaf), so the network
@@ -28,7 +29,7 @@ from matplotlib import colormaps  # noqa: E402
 from PIL import Image  # noqa: E402
 from torch import nn  # noqa: E402
 
-from .models import Ensemble, SeedCNN  # noqa: E402
+from .models import Ensemble, FlipTTA, SeedCNN  # noqa: E402
 
 CAM_BATCH = 4  # images per pass: bounds the driver's memory with DenseNet-169 at 320 px
 
@@ -77,7 +78,11 @@ def _grad_cam(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Te
 
 
 def _maps(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Maps and probabilities of one batch; an ensemble's are its members' means."""
+    """Maps and probabilities of one batch; an ensemble's are its members' means, a flip
+    TTA's the mean over the image and its mirror (that map mirrored back)."""
+    if isinstance(model, FlipTTA):
+        (plain, p_plain), (mirror, p_mirror) = _maps(model.model, x), _maps(model.model, x.flip(-1))
+        return (plain + mirror.flip(-1)) / 2, Ensemble.combine([p_plain, p_mirror])
     if not isinstance(model, Ensemble):
         return _grad_cam(model, x)
     parts = [_maps(member, x) for member in model.members]

@@ -32,7 +32,13 @@ import torch
 from torch import nn
 
 from .errors import MuraError
-from .models import Ensemble, build_model, is_model_name, model_names  # Ensemble: re-exported
+from .models import (  # Ensemble: re-exported
+    Ensemble,
+    FlipTTA,
+    build_model,
+    is_model_name,
+    model_names,
+)
 from .recipes import Recipe
 from .transforms import EvalPreset
 
@@ -61,6 +67,8 @@ class ModelInfo:
     extra: dict[str, Any] | None = None
     temperature: float = 1.0  # logits are divided by it (temperature scaling; 1: none)
     part_thresholds: dict[str, float] | None = None  # per body part; others: `threshold`
+    in_channels: int = 3  # 1: a one-channel stem, fed gray (the eval preset keeps 1 channel)
+    tta: bool = False  # the model is wrapped in `FlipTTA`: an image and its mirror averaged
 
     def __post_init__(self) -> None:
         """Refuse (BundleError) any value no model could be built or fed from; numbers are
@@ -81,7 +89,7 @@ class ModelInfo:
         return (self.part_thresholds or {}).get(body_part or "", self.threshold)
 
     def eval_preset(self) -> EvalPreset:
-        return EvalPreset(size=self.size, mean=self.mean, std=self.std)
+        return EvalPreset(size=self.size, mean=self.mean, std=self.std, channels=self.in_channels)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -95,6 +103,8 @@ class ModelInfo:
             "extra": self.extra or {},
             "temperature": self.temperature,
             "part_thresholds": dict(self.part_thresholds or {}),
+            "in_channels": self.in_channels,
+            "tta": self.tta,
         }
 
     @classmethod
@@ -120,6 +130,8 @@ class ModelInfo:
             extra=data.get("extra") or {},
             temperature=data.get("temperature", 1.0),
             part_thresholds=data.get("part_thresholds") or None,
+            in_channels=data.get("in_channels", 3),
+            tta=data.get("tta", False),
         )
 
     @classmethod
@@ -130,6 +142,8 @@ class ModelInfo:
             mean=recipe.mean,
             std=recipe.std,
             recipe=recipe.to_dict(),
+            in_channels=recipe.in_channels,
+            tta=recipe.tta,
             **kwargs,
         )
 
@@ -180,6 +194,10 @@ def _info_problem(info: ModelInfo) -> str | None:
             return f"part_thresholds key {_show(part)} is not a body part name (a string)"
         if not _unit(value):
             return f"part_thresholds {part!r}: {_show(value)} is not a threshold within 0..1"
+    if info.in_channels not in (1, 3) or isinstance(info.in_channels, bool):
+        return f"in_channels {_show(info.in_channels)} is not 1 or 3"
+    if not isinstance(info.tta, bool):
+        return f"tta {_show(info.tta)} is not true or false"
     for key in ("recipe", "extra"):
         if not isinstance(getattr(info, key), dict | None):
             return f"{key} {_show(getattr(info, key))} is not an object"
@@ -335,7 +353,7 @@ def load_weights(
 def _build(info: ModelInfo, path: Path) -> nn.Module:
     """The (checked) model.json's model, or a BundleError when it cannot be built."""
     try:
-        return build_model(info.model, size=info.size)
+        return build_model(info.model, size=info.size, in_channels=info.in_channels)
     except RuntimeError as exc:  # e.g. the seed CNN's 3 conv+pool stages at too small a size
         reason = " ".join(str(exc).split())[:120]
         raise BundleError(
@@ -363,7 +381,7 @@ def load_bundle(
     model = _build(info, folder / MODEL_JSON)
     label = f"{info.model} at {info.size}px"
     load_weights(model, folder / WEIGHTS, map_location=map_location, label=label)
-    return model.eval(), info
+    return (FlipTTA(model) if info.tta else model).eval(), info
 
 
 TRAIN_STATE = "train_state.pt"
@@ -378,6 +396,10 @@ class TrainingState:
     optimizer: dict[str, Any]
     scheduler: dict[str, Any]
     history: list[dict[str, float]]
+    # with weight EMA the bundle holds the averaged weights (the model that is evaluated);
+    # the trained weights and the EMA's update count are kept here to resume
+    trained: dict[str, torch.Tensor] | None = None
+    ema_updates: int = 0
 
 
 def save_training_checkpoint(
@@ -385,10 +407,10 @@ def save_training_checkpoint(
 ) -> Path:
     """A bundle plus the optimizer/scheduler state (tensors and numbers) and the history."""
     save_bundle(folder, model, info)
-    torch.save(
-        {"epoch": state.epoch, "optimizer": state.optimizer, "scheduler": state.scheduler},
-        folder / TRAIN_STATE,
-    )
+    saved = {"epoch": state.epoch, "optimizer": state.optimizer, "scheduler": state.scheduler}
+    if state.trained is not None:
+        saved |= {"trained": state.trained, "ema_updates": state.ema_updates}
+    torch.save(saved, folder / TRAIN_STATE)
     (folder / HISTORY).write_text(json.dumps(state.history))
     return folder
 
@@ -406,6 +428,8 @@ def load_training_checkpoint(folder: Path, model: nn.Module) -> TrainingState:
         optimizer=saved["optimizer"],
         scheduler=saved["scheduler"] or {},
         history=read_history(folder),
+        trained=saved.get("trained"),
+        ema_updates=int(saved.get("ema_updates", 0)),
     )
 
 

@@ -1,13 +1,16 @@
 """The per-worker training loop (Ray Train V2): reads top to bottom like a torchvision recipe.
 
 `train_loop_per_worker`: model (initial weights from the run's seed, or the tensors the driver
-resolved), optimizer, plateau scheduler → resume from `ray.train.get_checkpoint()` if there is
-one → for each epoch: `train_one_epoch` over this worker's shard (augmented, global RNG seeded
-per (seed, rank, epoch) for dropout, so a seeded run repeats and a resumed epoch sees the same
-draws), `evaluate` on rank 0 (the full val split, so study-level AUROC sees whole studies;
-with the spread of the outputs, `val_collapsed` when they have none), `ray.train.report` with
-the metrics and a checkpoint → stop early when val loss has not improved for the recipe's
-`early_stop` epochs. A lost worker costs at most the epoch in progress.
+resolved; a one-channel stem when the recipe says so), optimizer (Adam, or AdamW with decay on
+weights only), schedule (per epoch: plateau or constant; per step: warm-up + cosine), weight
+EMA when the recipe has one (the averaged weights are what is evaluated and checkpointed) →
+resume from `ray.train.get_checkpoint()` if there is one → for each epoch: `train_one_epoch`
+over this worker's shard (augmented, global RNG seeded per (seed, rank, epoch) for dropout,
+so a seeded run repeats and a resumed epoch sees the same draws), `evaluate` on rank 0 (the
+full val split, so study-level AUROC sees whole studies; with the spread of the outputs,
+`val_collapsed` when they have none), `ray.train.report` with the metrics and a checkpoint
+→ stop early when val loss has not improved for the recipe's `early_stop` epochs. A lost
+worker costs at most the epoch in progress.
 """
 
 from __future__ import annotations
@@ -35,8 +38,10 @@ from mura_core.checkpoints import (
     unwrap,
 )
 from mura_core.collapse import output_spread
+from mura_core.ema import ModelEMA
 from mura_core.models import build_model
 from mura_core.recipes import Recipe
+from mura_core.schedules import adamw, warmup_cosine
 from mura_core.studies import aggregate
 
 from ..progress import ProgressSink
@@ -148,7 +153,42 @@ def _broadcast(value: float, device: torch.device) -> float:
     return float(tensor.item())
 
 
-def _scheduler(recipe: Recipe, optimizer: torch.optim.Optimizer) -> Any:
+def _optimizer(recipe: Recipe, model: torch.nn.Module) -> torch.optim.Optimizer:
+    if recipe.optimizer == "adamw":
+        return adamw(model, lr=recipe.lr, weight_decay=recipe.weight_decay, betas=recipe.betas)
+    return torch.optim.Adam(
+        model.parameters(), lr=recipe.lr, betas=recipe.betas, weight_decay=recipe.weight_decay
+    )
+
+
+@dataclass
+class Stepping:
+    """What changes with every optimizer step besides the weights: a per-step schedule
+    (warm-up + cosine) and the weight EMA; either may be absent."""
+
+    schedule: Any = None
+    ema: ModelEMA | None = None
+
+    def after_step(self, model: torch.nn.Module) -> None:
+        if self.schedule is not None:
+            self.schedule.step()
+        if self.ema is not None:
+            self.ema.update(unwrap(model))
+
+
+def _steps_per_epoch(cfg: LoopConfig) -> int:
+    world = ray.train.get_context().get_world_size()
+    return max(1, math.ceil(cfg.train_images / world / cfg.recipe.batch_size))
+
+
+def _scheduler(recipe: Recipe, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> Any:
+    if recipe.schedule == "cosine":
+        return warmup_cosine(
+            optimizer,
+            epochs=recipe.epochs,
+            steps_per_epoch=steps_per_epoch,
+            warmup_epochs=recipe.warmup_epochs,
+        )
     if not recipe.plateau_patience:
         return None
     # Keras semantics (reduce after N stale epochs) = PyTorch patience N - 1
@@ -171,6 +211,7 @@ def train_one_epoch(
     cfg: LoopConfig,
     epoch: int,
     device: torch.device,
+    stepping: Stepping | None = None,
 ) -> dict[str, float]:
     """One augmented pass over this worker's shard; loss and accuracy over all workers."""
     recipe, rank = cfg.recipe, ray.train.get_context().get_world_rank()
@@ -199,6 +240,8 @@ def train_one_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if stepping is not None:
+            stepping.after_step(model)
         loss_sum += float(loss.detach()) * len(y)
         correct += int(((logits.detach() > 0) == (y > 0.5)).sum())
         n += len(y)
@@ -225,17 +268,53 @@ def stale_epochs(history: list[dict[str, float]]) -> int:
     return len(losses) - 1 - int(np.argmin(losses))
 
 
-def _resume(model: torch.nn.Module, optimizer: Any, scheduler: Any) -> tuple[int, list]:
-    """(first epoch to run, history so far) from Ray Train's checkpoint, if there is one."""
+def _resume(
+    model: torch.nn.Module, optimizer: Any, scheduler: Any, ema: ModelEMA | None
+) -> tuple[int, list]:
+    """(first epoch to run, history so far) from Ray Train's checkpoint, if there is one.
+    With EMA the bundle's weights are the average; the trained ones are in the state."""
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
         return 1, []
     with checkpoint.as_directory() as folder:
-        state = load_training_checkpoint(Path(folder), model)
+        state = load_training_checkpoint(Path(folder), model if ema is None else ema.module)
+    if ema is not None and state.trained is not None:
+        model.load_state_dict(state.trained)
+        ema.updates = state.ema_updates
     optimizer.load_state_dict(state.optimizer)
     if scheduler is not None and state.scheduler:
         scheduler.load_state_dict(state.scheduler)
     return state.epoch + 1, state.history
+
+
+def _build(cfg: LoopConfig) -> torch.nn.Module:
+    """The initial model: weights from the run's seed, without touching the process's
+    global RNG state, or the tensors the driver resolved (in the object store)."""
+    recipe = cfg.recipe
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        return build_model(
+            recipe.model,
+            size=recipe.size,
+            weights=None if cfg.weights is None else ray.get(cfg.weights),
+            in_channels=recipe.in_channels,
+        )
+
+
+def _state(
+    epoch: int, optimizer: Any, scheduler: Any, history: list, model: Any, ema: ModelEMA | None
+) -> TrainingState:
+    trained = None
+    if ema is not None:
+        trained = {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
+    return TrainingState(
+        epoch,
+        optimizer.state_dict(),
+        scheduler.state_dict() if scheduler is not None else {},
+        history,
+        trained=trained,
+        ema_updates=ema.updates if ema is not None else 0,
+    )
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -246,21 +325,16 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
     if device.type == "cpu" and cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
-    # initial weights from the run's seed, without touching the process's global RNG state
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        model = build_model(  # initial tensors: resolved by the driver, in the object store
-            recipe.model,
-            size=recipe.size,
-            weights=None if cfg.weights is None else ray.get(cfg.weights),
-        )
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=recipe.lr, betas=recipe.betas, weight_decay=recipe.weight_decay
-    )
-    scheduler = _scheduler(recipe, optimizer)
-    start_epoch, history = _resume(model, optimizer, scheduler)
+    model = _build(cfg)
+    optimizer = _optimizer(recipe, model)
+    scheduler = _scheduler(recipe, optimizer, _steps_per_epoch(cfg))
+    ema = ModelEMA(model, decay=recipe.ema_decay) if recipe.ema_decay else None
+    stepping = Stepping(scheduler if recipe.schedule == "cosine" else None, ema)
+    start_epoch, history = _resume(model, optimizer, scheduler, ema)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
+    if ema is not None:
+        ema.module.to(device)
     model = ray.train.torch.prepare_model(model)
     info = ModelInfo.from_recipe(recipe)
     train_shard = ray.train.get_dataset_shard("train")
@@ -268,24 +342,20 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     for epoch in range(start_epoch, recipe.epochs + 1):
         started = time.perf_counter()
         metrics: dict[str, float] = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
-        metrics.update(train_one_epoch(model, optimizer, train_shard, cfg, epoch, device))
+        metrics.update(train_one_epoch(model, optimizer, train_shard, cfg, epoch, device, stepping))
+        evaluated = unwrap(model) if ema is None else ema.module  # the model checkpointed
         if rank == 0:
-            metrics.update(evaluate(unwrap(model), val_shard, recipe, device, cfg.loss_weights))
+            metrics.update(evaluate(evaluated, val_shard, recipe, device, cfg.loss_weights))
         val_loss = _broadcast(metrics.get("val_loss", math.nan), device)
-        if scheduler is not None and math.isfinite(val_loss):
+        if stepping.schedule is None and scheduler is not None and math.isfinite(val_loss):
             scheduler.step(val_loss)
         metrics["epoch_seconds"] = time.perf_counter() - started
         history.append({**metrics, "val_loss": val_loss})
-        state = TrainingState(
-            epoch,
-            optimizer.state_dict(),
-            scheduler.state_dict() if scheduler is not None else {},
-            history,
-        )
+        state = _state(epoch, optimizer, scheduler, history, model, ema)
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
             if rank == 0:
-                save_training_checkpoint(Path(tmp), model, info, state)
+                save_training_checkpoint(Path(tmp), evaluated, info, state)
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=checkpoint)
         if recipe.early_stop and stale_epochs(history) >= recipe.early_stop:

@@ -29,7 +29,8 @@ from mura_core.checkpoints import (
     save_bundle,
     save_training_checkpoint,
 )
-from mura_core.models import build_model, is_model_name
+from mura_core.models import FlipTTA, build_model, is_model_name
+from mura_core.recipes import recipe
 
 SIZE = 32
 INFO = ModelInfo(model="cnn", size=SIZE, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
@@ -179,6 +180,8 @@ def _with(bundle: Path, **changes: Any) -> Path:
         ({"part_thresholds": {"XR_WRIST": 2}}, "part_thresholds 'XR_WRIST': 2 is not a thres"),
         ({"part_thresholds": [0.5]}, "part_thresholds [0.5] is not an object"),
         ({"extra": [1]}, "extra [1] is not an object"),
+        ({"in_channels": 2}, "in_channels 2 is not 1 or 3"),
+        ({"tta": "yes"}, "tta 'yes' is not true or false"),
         ({"format_version": 2}, "model bundle format 2 is not 1"),
     ],
 )
@@ -250,3 +253,27 @@ def test_ingest_takes_its_size_bounds_from_the_same_place() -> None:
         with pytest.raises(ConfigError, match=f"between {MIN_SIZE} and {MAX_SIZE} px"):
             IngestConfig(source=Path("."), out=Path("out"), size=size)
     assert IngestConfig(source=Path("."), out=Path("out"), size=MAX_SIZE).size == MAX_SIZE
+
+
+def test_a_scratch_model_carries_its_one_channel_stem_tta_and_ema_weights(tmp_path: Path) -> None:
+    """The `scratch` recipe's bundle says one channel and TTA; loading it gives the flip TTA
+    around the one-channel network, fed by a one-channel eval preset; a training checkpoint
+    with EMA keeps the trained weights beside the averaged ones (resume)."""
+    scratch = recipe("scratch").override(size=SIZE)
+    info = ModelInfo.from_recipe(scratch)
+    assert (info.in_channels, info.tta) == (1, True)
+    model = build_model("resnet18", size=SIZE, in_channels=1)
+    folder = save_bundle(tmp_path / "scratch", model, info)
+    loaded, read = load_bundle(folder)
+    assert isinstance(loaded, FlipTTA) and (read.in_channels, read.tta) == (1, True)
+    x = read.eval_preset()(torch.randint(0, 255, (2, SIZE, SIZE), dtype=torch.uint8))
+    assert x.shape == (2, 1, SIZE, SIZE)
+    with torch.no_grad():
+        mirrored = loaded(x.flip(-1))
+        assert torch.allclose(loaded(x), mirrored, atol=1e-5)  # a mirror gets the same score
+    trained = {k: v + 1 if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    state = TrainingState(1, {}, {}, [], trained=trained, ema_updates=7)
+    ckpt = save_training_checkpoint(tmp_path / "ckpt", model, info, state)
+    back = load_training_checkpoint(ckpt, build_model("resnet18", size=SIZE, in_channels=1))
+    assert back.ema_updates == 7 and back.trained is not None
+    assert torch.equal(back.trained["net.conv1.weight"], trained["net.conv1.weight"])
