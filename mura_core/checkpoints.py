@@ -205,10 +205,12 @@ def _info_problem(info: ModelInfo) -> str | None:
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The bare module under DistributedDataParallel / torch.compile wrappers."""
+    """The bare module under DistributedDataParallel / torch.compile wrappers, and under
+    `FlipTTA` (a bundle stores the network; its model.json says `tta`)."""
     while hasattr(model, "module") and isinstance(model.module, nn.Module):
         model = model.module
-    return getattr(model, "_orig_mod", model)
+    model = getattr(model, "_orig_mod", model)
+    return unwrap(model.model) if isinstance(model, FlipTTA) else model
 
 
 def save_bundle(folder: Path, model: nn.Module, info: ModelInfo) -> Path:

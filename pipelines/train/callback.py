@@ -29,7 +29,7 @@ def epoch_line(row: dict[str, Any], epochs: int, elapsed: float) -> str:
     """`epoch 3/32  train_loss 0.6849 … lr 1.00e-03  (29s)`, flagged when collapsed."""
     shown = "  ".join(f"{k} {row[k]:.4f}" for k in SHOWN if k in row)
     collapsed = (
-        "  (val outputs collapsed: no spread, or all one side and not ranking)"
+        "  (val outputs collapsed: no spread, or all one side and shown not to rank)"
         if row.get("val_collapsed")
         else ""
     )

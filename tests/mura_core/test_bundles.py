@@ -277,3 +277,5 @@ def test_a_scratch_model_carries_its_one_channel_stem_tta_and_ema_weights(tmp_pa
     back = load_training_checkpoint(ckpt, build_model("resnet18", size=SIZE, in_channels=1))
     assert back.ema_updates == 7 and back.trained is not None
     assert torch.equal(back.trained["net.conv1.weight"], trained["net.conv1.weight"])
+    again = save_bundle(tmp_path / "again", loaded, read)  # a loaded TTA model saved again
+    assert isinstance(load_bundle(again)[0], FlipTTA)
