@@ -56,7 +56,7 @@ IMAGE_COLUMNS: tuple[tuple[str, pa.DataType | None, str], ...] = (
     ("image_id", pa.string(), "unique image id (DICOM: pseudonym of SOPInstanceUID[#frame])"),
     ("study_key", pa.string(), "study id (DICOM: pseudonym of StudyInstanceUID)"),
     ("patient_key", pa.string(), "patient id (DICOM: pseudonym of PatientID)"),
-    ("body_part", pa.string(), "XR_ELBOW … XR_WRIST, or OTHER"),
+    ("body_part", pa.string(), "XR_ELBOW … XR_WRIST, another named part (`leg`, `hip`), or OTHER"),
     ("view", pa.string(), "view position if known (DICOM ViewPosition), else null"),
     ("label", pa.int8(), "study label: 1 abnormal, 0 normal, null unknown"),
     ("split", pa.string(), "train / val / test (by patient)"),

@@ -148,6 +148,10 @@ def decode_pil(data: bytes, *, max_pixels: int, work_side: int | None = None) ->
         raise CorruptFileError("not a readable PNG/JPEG image (unidentified format)") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         # truncated files: OSError('image file is truncated'); broken chunks: SyntaxError
+        if "truncated" in str(exc):  # never half-decoded (PIL's LOAD_TRUNCATED_IMAGES is off)
+            raise CorruptFileError(
+                f"truncated image: the file ends before its image data does ({exc})"
+            ) from exc
         raise CorruptFileError(f"damaged image ({type(exc).__name__}: {exc})") from exc
     if not frames:
         raise CorruptFileError("image has no frames")
