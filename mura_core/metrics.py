@@ -93,6 +93,30 @@ class BinaryMetrics:
         return asdict(self)
 
 
+def bootstrap_auroc_ci(
+    y_true: Sequence[int],
+    prob: Sequence[float],
+    *,
+    n_boot: int = N_BOOTSTRAP,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float] | None:
+    """Percentile CI of AUROC over `n_boot` resamples of the samples (studies: aggregate
+    first); resamples holding one class are skipped; None when fewer than half are left."""
+    y, p = np.asarray(y_true, dtype=np.int64), np.asarray(prob, dtype=np.float64)
+    if len(np.unique(y)) < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    scores = []
+    for draw in rng.integers(0, len(y), size=(n_boot, len(y))):
+        if y[draw].min() != y[draw].max():
+            scores.append(roc_auc_score(y[draw], p[draw]))
+    if len(scores) < n_boot // 2:
+        return None
+    alpha = (1.0 - level) / 2.0
+    return float(np.quantile(scores, alpha)), float(np.quantile(scores, 1.0 - alpha))
+
+
 def _ratio(num: float, den: float) -> float | None:
     return float(num / den) if den else None
 

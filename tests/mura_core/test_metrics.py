@@ -135,3 +135,20 @@ def test_a_part_with_one_class_keeps_the_overall_threshold() -> None:
         [1, 0, 1, 1], [0.9, 0.2, 0.7, 0.6], ["A", "A", "B", "B"], 0.9
     )
     assert set(chosen) == {"A"} and notes == ["B: one class in val, the overall threshold applies"]
+
+
+def test_the_auroc_interval_holds_the_auroc_and_narrows_with_more_samples() -> None:
+    from mura_core.metrics import bootstrap_auroc_ci
+
+    rng = np.random.default_rng(0)
+    widths = []
+    for n in (100, 1600):
+        y = (rng.random(n) < 0.2).astype(int)
+        p = rng.normal(y * 1.0, 1.0)
+        low, high = bootstrap_auroc_ci(y, p, n_boot=400)
+        from sklearn.metrics import roc_auc_score
+
+        assert low < roc_auc_score(y, p) < high
+        widths.append(high - low)
+    assert widths[1] < widths[0] / 2
+    assert bootstrap_auroc_ci([1, 1, 1], [0.2, 0.3, 0.4]) is None
