@@ -4,7 +4,7 @@
 the run's seed), AdamW with warm-up + cosine (`mura_core.schedules`), resume from
 `ray.train.get_checkpoint()` → for each epoch: two `TrainPreset` views of every batch (a
 local generator seeded per (seed, rank, epoch)), the VICReg loss — on several workers over
-the embeddings gathered from all of them, the paper's FullGatherLayer — a step per batch,
+the embeddings gathered from all of them (`gather`, the paper's FullGatherLayer) — a step per batch,
 then `ray.train.report` with the epoch's mean loss and terms and a checkpoint (rank 0).
 Labels are never read: the rows' pixels are all it uses. A lost worker costs at most the
 epoch in progress.
@@ -21,7 +21,6 @@ from typing import Any
 import ray.train
 import ray.train.torch
 import torch
-import torch.distributed as dist
 
 from mura_core.checkpoints import (
     ModelInfo,
@@ -41,6 +40,7 @@ from mura_core.ssl import (
 
 from ..progress import ProgressSink
 from ..shardsets import TrainingBatch
+from .gather import gather
 
 DATASET = "images"  # the one dataset the trainer gets: train + val pixels
 
@@ -64,31 +64,6 @@ class PretrainLoop:
     torch_threads: int | None = None
     images: int = 0  # all workers together (progress)
     progress: ProgressSink | None = None
-
-
-class _GatherAll(torch.autograd.Function):
-    """all_gather with a gradient (VICReg's FullGatherLayer): every rank gets every rank's
-    embeddings; backward sums the ranks' gradients and keeps this rank's slice (gloo has no
-    reduce_scatter, all_reduce works everywhere)."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        out = [torch.zeros_like(x) for _ in range(dist.get_world_size())]
-        dist.all_gather(out, x.contiguous())
-        return tuple(out)
-
-    @staticmethod
-    def backward(ctx: Any, *grads: torch.Tensor) -> torch.Tensor:
-        stacked = torch.stack(grads)
-        dist.all_reduce(stacked)
-        return stacked[dist.get_rank()]
-
-
-def gather(z: torch.Tensor) -> torch.Tensor:
-    """The embeddings of the whole global batch (this rank's alone when there is one)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return z
-    return torch.cat(_GatherAll.apply(z), dim=0)
 
 
 def _seed(seed: int, rank: int, epoch: int) -> int:

@@ -173,3 +173,25 @@ def test_preflight_refuses_in_one_line(
     with pytest.raises(Exception, match=message) as info:
         preflight(cfg)
     assert "\n" not in str(info.value)
+
+
+def test_gathered_loss_on_two_workers_is_the_global_batchs(tmp_path: Path) -> None:
+    """Each worker's loss is the loss of the whole batch, and its embeddings' gradient is
+    world × the global one (DDP's averaging then gives the global batch's step), as VICReg's
+    FullGatherLayer does."""
+    import torch.multiprocessing as mp
+
+    from mura_core.ssl import vicreg_loss
+    from tests.pipelines.ssl_ranks import embeddings, gathered_grad
+
+    init, out = (tmp_path / "rendezvous").as_uri(), str(tmp_path / "rank")
+    mp.spawn(gathered_grad, args=(2, init, out), nprocs=2, join=True)
+    z1, z2 = (z.clone().requires_grad_(True) for z in embeddings())
+    whole = vicreg_loss(z1, z2)
+    whole.loss.backward()
+    for rank in (0, 1):
+        got = torch.load(f"{out}{rank}", weights_only=True)
+        assert torch.allclose(got["loss"], whole.loss.detach(), atol=1e-5)
+        mine = slice(rank * 8, (rank + 1) * 8)
+        for grad, full in zip(got["grads"], (z1.grad, z2.grad), strict=True):
+            assert torch.allclose(grad, 2 * full[mine], atol=1e-5)
