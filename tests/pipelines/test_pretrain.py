@@ -82,6 +82,9 @@ def test_pretrained_encoder_is_registered_and_mura_train_starts_from_it(
     assert torch.equal(weights.state["conv1.weight"], local["conv1.weight"])
     from_folder = resolve_initial_weights(str(result.bundle), "resnet18", uri)
     assert from_folder.state is not None and set(from_folder.state) == set(weights.state)
+    client.set_registered_model_alias("test-encoder", "base", "1")
+    by_alias = resolve_initial_weights("models:/test-encoder@base", "resnet18", uri)
+    assert "test-encoder v1" in by_alias.label and by_alias.state is not None
     with pytest.raises(WeightsError, match="is a resnet18 encoder, this run trains resnet34"):
         resolve_initial_weights("models:/test-encoder/1", "resnet34", uri)
 
@@ -116,6 +119,9 @@ def test_pretrained_encoder_is_registered_and_mura_train_starts_from_it(
     ), trained.stderr[-3000:]
 
 
+# ray_local first: the session's shards are ingested on the fixture's Ray, not on one of
+# their own that the fixture would then find running
+@pytest.mark.usefixtures("ray_local")
 def test_weights_from_a_missing_registered_model_is_one_line(
     learnable_shards: Path, tmp_path: Path
 ) -> None:
@@ -164,6 +170,7 @@ def test_an_archive_or_pacs_instead_of_shards_is_one_line_saying_ingest(tmp_path
         ({"size": 8}, "--size must be within 32"),
     ],
 )
+@pytest.mark.usefixtures("ray_local")
 def test_preflight_refuses_in_one_line(
     learnable_shards: Path, tmp_path: Path, change: dict, message: str
 ) -> None:
