@@ -34,7 +34,7 @@ from mura_core.sources import KINDS
 from pipelines.console import console
 from pipelines.runtime import ray_for_a_command
 
-RAY_COMMANDS = {"ingest", "train", "evaluate", "screen", "nightly", "demo"}
+RAY_COMMANDS = {"ingest", "train", "pretrain", "evaluate", "screen", "nightly", "demo"}
 EX_SOFTWARE = 70  # sysexits.h: an internal software error
 
 

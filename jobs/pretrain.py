@@ -10,7 +10,6 @@ from pathlib import Path
 from mura_core.pacs.address import is_pacs_address
 from pipelines.console import console
 from pipelines.pretrain.run import PretrainConfig, PretrainError, run_pretraining
-from pipelines.runtime import ray_for_a_command
 
 from .common import job_main, wrapped_help
 
@@ -141,9 +140,7 @@ def config_from_args(args: argparse.Namespace) -> PretrainConfig:
 
 def command(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
-    # a Ray command: Ray's output to the run's log, and the local Ray it starts stopped
-    with console.capture("pretrain"), ray_for_a_command():
-        result = run_pretraining(cfg)
+    result = run_pretraining(cfg)  # a Ray command (RAY_COMMANDS): log captured, Ray stopped
     last = result.history[-1] if result.history else {}
     console.print()
     console.print(

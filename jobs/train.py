@@ -71,11 +71,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--weights",
         default=None,
-        metavar="imagenet|none|FILE",
+        metavar="imagenet|none|FILE|models:/NAME/VERSION",
         help="initial weights: imagenet (torchvision's IMAGENET1K_V1, from the torch hub cache "
-        "$TORCH_HOME/hub/checkpoints or downloaded there), none (random init) or a state_dict "
-        "file (default: the recipe's: imagenet for seed-densenet and mura-paper, none for "
-        "seed-cnn)",
+        "$TORCH_HOME/hub/checkpoints or downloaded there), none (random init), a state_dict "
+        "file, or a registered model (models:/NAME/VERSION, models:/NAME@alias: e.g. an "
+        "encoder from mura pretrain) (default: the recipe's: imagenet for seed-densenet and "
+        "mura-paper, none for seed-cnn and scratch)",
     )
     p.add_argument(
         "--target-sensitivity",

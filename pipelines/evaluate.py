@@ -9,7 +9,7 @@ from mura_core.errors import ConfigError
 from mura_core.metrics import Evaluation, evaluate_predictions
 
 from .console import console
-from .model_store import ResolvedModel, resolve_model
+from .model_store import ResolvedModel, scoring_model
 from .predict import bundle_bytes, predict_splits
 from .runtime import ensure_ray
 from .shardsets import shard_stats
@@ -47,7 +47,7 @@ def run_evaluation(
     if model_spec.startswith(("models:", "runs:", "@")):
         check_tracking(uri)
         use_tracking(uri)
-    model = resolve_model(model_spec)
+    model = scoring_model(model_spec)
     if model.info.size > stats.size:
         console.print(
             f"note: the model's input size {model.info.size} is larger than the shards' "

@@ -30,6 +30,7 @@ from mura_core.checkpoints import (
     read_info,
 )
 from mura_core.errors import MuraError
+from mura_core.ssl import is_encoder
 
 BUNDLE_TAR = "bundle.tar"
 
@@ -160,6 +161,19 @@ def resolve_model(spec: str, *, cache: Path | None = None) -> ResolvedModel:
     return ResolvedModel(
         folder, info, spec, name, version, run_id or (info.extra or {}).get("run_id")
     )
+
+
+def scoring_model(spec: str) -> ResolvedModel:
+    """`resolve_model` for scoring (evaluate, screen): a pretrained encoder from `mura
+    pretrain` (model.json extra.kind = encoder) is refused in one line — its head is zeros,
+    it would score every image 0.5."""
+    model = resolve_model(spec)
+    if is_encoder(model.info.extra):
+        raise ModelSpecError(
+            f"{spec} is a pretrained encoder (mura pretrain), not a classifier: fine-tune it "
+            f"first with mura train --weights {spec}"
+        )
+    return model
 
 
 def _registry_lookup(spec: str) -> tuple[str, str | None, str | None]:

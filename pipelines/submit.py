@@ -34,7 +34,7 @@ from pathlib import Path
 from mura_core.errors import MuraError
 
 PROJECT = Path(__file__).resolve().parents[1]
-JOBS = ("ingest", "train", "evaluate", "screen", "nightly")
+JOBS = ("ingest", "train", "pretrain", "evaluate", "screen", "nightly")
 FORWARDED_ENV = ("MLFLOW_TRACKING_URI",)
 # kept here: Ray logs a job's env_vars on its nodes (see above); nodes have their own
 CREDENTIAL_ENV = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")

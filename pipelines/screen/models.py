@@ -18,7 +18,7 @@ import torch
 
 from mura_core.checkpoints import BundleError, ModelInfo, load_bundle, save_ensemble_folders
 
-from ..model_store import ModelSpecError, ResolvedModel, resolve_model
+from ..model_store import ModelSpecError, ResolvedModel, scoring_model
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ def resolve_screening_model(specs: Sequence[str]) -> ScreeningModel:
     flat = split_specs(specs)
     if not flat:
         raise ModelSpecError("no model given: pass --model URI or a bundle folder")
-    members = tuple(resolve_model(spec) for spec in flat)
+    members = tuple(scoring_model(spec) for spec in flat)
     first = members[0].info
     for m in members[1:]:
         if (m.info.size, m.info.mean, m.info.std) != (first.size, first.mean, first.std):

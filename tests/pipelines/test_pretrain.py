@@ -16,7 +16,7 @@ from mura_core.checkpoints import load_bundle
 from mura_core.models import WeightsError
 from mura_core.shards import read_images
 from mura_core.ssl import ENCODER_FILE, is_encoder
-from pipelines.model_store import resolve_model
+from pipelines.model_store import ModelSpecError, resolve_model, scoring_model
 from pipelines.pretrain.run import PretrainConfig, PretrainError, preflight, run_pretraining
 from pipelines.pretrain.weights import resolve_initial_weights
 
@@ -71,6 +71,8 @@ def test_pretrained_encoder_is_registered_and_mura_train_starts_from_it(
     assert is_encoder(resolved.info.extra) and resolved.info.extra["method"] == "vicreg"
     assert (resolved.folder / ENCODER_FILE).is_file() and result.encoder_file.is_file()
     load_bundle(resolved.folder)
+    with pytest.raises(ModelSpecError, match="is a pretrained encoder .* not a classifier"):
+        scoring_model(str(resolved.folder))  # evaluate and screen refuse it in one line
     local = torch.load(result.encoder_file, weights_only=True)
     shipped = torch.load(resolved.folder / ENCODER_FILE, weights_only=True)
     assert all(torch.equal(local[k], shipped[k]) for k in local)
