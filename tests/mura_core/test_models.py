@@ -14,7 +14,7 @@ from torch import nn
 from mura_core.checkpoints import ModelInfo, load_bundle, save_bundle, save_ensemble
 from mura_core.errors import MuraError
 from mura_core.models import SeedCNN, WeightsError, build_model, initial_weights
-from mura_core.recipes import recipe
+from mura_core.recipes import RECIPES, recipe
 from mura_core.transforms import IMAGENET_MEAN, EvalPreset, TrainPreset
 
 
@@ -198,3 +198,16 @@ def test_the_model_carries_its_temperature_and_per_part_thresholds(tmp_path: Pat
     plain_info = ModelInfo.from_recipe(recipe("seed-cnn").override(size=32))
     _, plain = load_bundle(save_bundle(tmp_path / "p", model, plain_info))
     assert plain.temperature == 1.0 and plain.part_thresholds is None
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_every_recipe_builds_and_runs_from_64_px_up(name: str) -> None:
+    """A site may screen thumbnails: each recipe's network, fed by its own presets, gives
+    one logit per image at 64 px (and at the recipe's own size the model is the same)."""
+    r = recipe(name).override(size=64, weights="none")
+    model = build_model(r.model, size=r.size, in_channels=r.in_channels).eval()
+    pixels = torch.randint(0, 255, (2, 64, 64), dtype=torch.uint8)
+    x = r.train_preset()(pixels, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert model(x).shape == (2,)
+        assert model(r.train_preset().eval_preset()(pixels)).shape == (2,)
