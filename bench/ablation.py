@@ -515,6 +515,9 @@ def write_table(folder: Path) -> Path:
             f"{v['raw']['best_epoch']} / {v['ema']['best_epoch']} | "
             f"{run['seconds_per_epoch']:.0f} |"
         )
+    missing = [n for n in CONFIGS if n not in runs]
+    if missing:
+        lines += ["", f"Not run yet (same budget, `bench/ablation.py NAME`): {', '.join(missing)}."]
     lines += [
         "",
         "Data: FracAtlas, Abedeen I., Rahman M.A., Prottyasha F.Z., Ahmed T., Chowdhury T.M., "
