@@ -66,6 +66,7 @@ def subset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # ~3 min on an idle 2-core machine; 9 on a busy one
 def test_a_fracatlas_subset_through_inspect_ingest_train_evaluate_and_screen(
     subset: Path, tmp_path: Path
 ) -> None:
