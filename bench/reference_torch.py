@@ -155,6 +155,7 @@ def train(data: dict, args: argparse.Namespace) -> dict:
         low, high = bootstrap_ci(yt, p)
         key = "tta" if tta else "plain"
         out[key] = {"auroc": float(roc_auc_score(yt, p)), "ci": [low, high]}
+    out["roc"] = {"label": yt.astype(int).tolist(), "prob": [round(float(v), 5) for v in p]}
     return out
 
 
