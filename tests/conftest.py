@@ -8,14 +8,10 @@ from pathlib import Path
 import pytest
 
 from mura_core.synth import SynthArchive, SynthConfig, synthesize
+from tests.shared_data import RADIOGRAPHS_DICOM
 
 REPO = Path(__file__).resolve().parents[1]
-# beside the checkout (as on CI); MURA_SHARED_DATA overrides for clones made elsewhere
-SHARED_DICOM = (
-    Path(os.environ["MURA_SHARED_DATA"]) / "radiographs-dicom"
-    if os.environ.get("MURA_SHARED_DATA")
-    else REPO.parent / "shared" / "data" / "radiographs-dicom"
-)
+SHARED_DICOM = RADIOGRAPHS_DICOM  # ../shared/data, or $MURA_SHARED_DATA
 
 
 @pytest.fixture(autouse=True, scope="session")

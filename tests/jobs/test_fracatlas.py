@@ -25,7 +25,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-FRACATLAS = Path(__file__).resolve().parents[3] / "shared" / "data" / "fracatlas"
+from tests.shared_data import FRACATLAS
+
 TRUNCATED = ("images/Non_fractured/IMG0004028.jpg", "images/Non_fractured/IMG0004029.jpg")
 PER_STRATUM = 6
 

@@ -32,8 +32,8 @@ from mura_core.localization import (
 )
 from mura_core.models import build_model
 from mura_core.recipes import recipe
+from tests.shared_data import FRACATLAS
 
-FRACATLAS = Path(__file__).resolve().parents[3] / "shared" / "data" / "fracatlas"
 needs_fracatlas = pytest.mark.skipif(
     not (FRACATLAS / "boxes").is_dir(), reason=f"FracAtlas is not at {FRACATLAS}"
 )
