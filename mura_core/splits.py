@@ -87,18 +87,31 @@ def _cut(
                     name = wanted
                     break
             out[patient] = name
-    return _never_empty(out, seed, fractions, rest)
+    return _never_empty(out, strata, seed, fractions, rest)
 
 
 def _never_empty(
-    out: dict[str, str], seed: int, fractions: Sequence[tuple[str, float]], rest: str
+    out: dict[str, str],
+    strata: Mapping[str, Stratum],
+    seed: int,
+    fractions: Sequence[tuple[str, float]],
+    rest: str,
 ) -> dict[str, str]:
-    """A requested split is never silently empty on a small archive: it takes the
-    lowest-ranked patient of `rest` while `rest` keeps more than one."""
+    """A requested split is never silently empty on a small archive, nor without one of
+    the labels (val with a single class can neither rank nor choose a threshold): for each
+    label it lacks, it takes the lowest-ranked patient of `rest` with that label while
+    `rest` keeps more than one of them."""
+    labels = sorted({label for label, _ in strata.values()})
     for wanted, fraction in fractions:
-        remaining = sorted((p for p, s in out.items() if s == rest), key=lambda p: _rank(seed, p))
-        if fraction > 0 and wanted not in out.values() and len(remaining) > 1:
-            out[remaining[0]] = wanted
+        for label in labels:
+            if fraction <= 0 or any(s == wanted and strata[p][0] == label for p, s in out.items()):
+                continue
+            remaining = sorted(
+                (p for p, s in out.items() if s == rest and strata[p][0] == label),
+                key=lambda p: _rank(seed, p),
+            )
+            if len(remaining) > 1:
+                out[remaining[0]] = wanted
     return out
 
 

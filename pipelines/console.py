@@ -166,8 +166,10 @@ class Console:
         try:
             yield
         finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
+            # the log's disk may be full: what cannot be flushed is lost, the terminal is not
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(OSError):
+                    stream.flush()
             if self.bar is not None:
                 self.bar.close()
             os.dup2(saved[0], 1)

@@ -142,6 +142,12 @@ def preflight(cfg: TrainConfig) -> Checked:
         raise TrainError("--workers must be >= 1")
     if cfg.target_sensitivity is not None and not 0 < cfg.target_sensitivity <= 1:
         raise TrainError("--target-sensitivity must be in (0, 1]")
+    val_labels = stats.labels("val", cfg.body_part)
+    if cfg.target_sensitivity is not None and min(val_labels.get(0, 0), val_labels.get(1, 0)) == 0:
+        raise TrainError(
+            f"--target-sensitivity needs both classes in the val split ({dict(val_labels)}): "
+            "ingest with a larger --val-fraction or give a --split-file"
+        )
     if cfg.per_part_threshold and cfg.target_sensitivity is None:
         raise TrainError(
             "--per-part-threshold needs --target-sensitivity: the sensitivity "

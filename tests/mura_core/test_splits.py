@@ -71,6 +71,20 @@ def test_published_splits_and_patients_stay_whole() -> None:
     assert Counter(next(iter(s)) for s in by_patient.values())["val"] == 4
 
 
+def test_a_small_archive_still_gives_val_and_test_both_labels() -> None:
+    """A few negative patients among many positive ones (a 90-study synthetic archive has
+    such strata): the fractions alone would give val none of them, and val with a single
+    class can neither rank nor choose a threshold. Each requested split takes one."""
+    refs = _refs({("XR_WRIST", 1): 40, ("XR_WRIST", 0): 5})
+    splits = assign_splits(refs, SplitConfig(seed=0, val_fraction=0.07, test_fraction=0.1))
+    got = Counter((r.label, s) for r, s in zip(refs, splits, strict=True))
+    assert got[(0, "val")] == 1 and got[(0, "test")] == 1 and got[(0, "train")] == 3
+    assert got[(1, "val")] >= 1 and got[(1, "test")] >= 1
+    lone = _refs({("XR_WRIST", 1): 40, ("XR_WRIST", 0): 1})
+    alone = assign_splits(lone, SplitConfig(seed=0, val_fraction=0.07, test_fraction=0.1))
+    assert alone[-1] == "train"  # the only negative patient stays where it can be learnt
+
+
 def test_a_split_file_decides_and_round_trips(tmp_path: Path) -> None:
     refs = _refs({("leg", 0): 3})
     text = split_lines([r.relpath for r in refs], ["test", "train", "val"])

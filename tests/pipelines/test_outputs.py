@@ -387,6 +387,32 @@ def fill(disk: Path) -> None:
                 assert exc.errno == errno.ENOSPC, exc
 
 
+LOG_DISK_FILLS = """
+import os, sys
+from pipelines.console import console
+with open("/dev/full", "wb") as full, console.capture("screen"):
+    sys.stdout.write("Ray's chatter, not yet flushed")
+    os.dup2(full.fileno(), 1)  # the log's disk is full from here on: the flush fails
+    os.dup2(full.fileno(), 2)
+print("mura: error: said on the terminal", file=sys.stderr)
+"""
+
+
+def test_a_log_whose_disk_fills_still_gives_the_terminal_back() -> None:
+    """What made a full disk's `mura: error:` line vanish: the capture's closing flush
+    failed (ENOSPC) before fds 1 and 2 were restored, so the error went to the full log."""
+    buffered = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    said = subprocess.run(
+        [sys.executable, "-c", LOG_DISK_FILLS],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=buffered,
+    )
+    assert said.returncode == 0, said.stderr
+    assert said.stderr.strip().splitlines()[-1] == "mura: error: said on the terminal"
+
+
 @pytest.mark.slow
 def test_a_full_disk_while_screening_is_one_line_and_leaves_no_temporary(
     mura_archive: SynthArchive, bundle: Path, small_disk: Path, tmp_path: Path

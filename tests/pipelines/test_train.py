@@ -23,6 +23,7 @@ from mura_core.checkpoints import load_bundle
 from mura_core.models import WeightsError
 from mura_core.recipes import Recipe, recipe
 from mura_core.shards import ShardsLayout, pixels_array, read_images
+from mura_core.splits import SplitConfig
 from mura_core.synth import SynthArchive, SynthConfig, synthesize
 from pipelines.ingest import IngestConfig, run_ingest
 from pipelines.model_store import resolve_model
@@ -162,6 +163,40 @@ def test_preflight_refuses_empty_and_single_class_splits(
                 tracking_uri=f"sqlite:///{tmp_path / 'm.db'}",
             )
         )
+
+
+def test_preflight_refuses_a_target_sensitivity_on_a_single_class_val(
+    mura_archive: SynthArchive, tmp_path: Path
+) -> None:
+    """A user's split file may leave val with positives only: choosing a threshold for a
+    sensitivity then fails at the end of training, so it is refused before it starts."""
+    first = tmp_path / "s1"
+    run_ingest(IngestConfig(source=mura_archive.root, out=first, size=32))
+    lines = ShardsLayout(first).split_file.read_text().splitlines()
+    negative_val = [line for line in lines[1:] if line.endswith(",val") and "negative" in line]
+    assert negative_val, "the split gives val negative studies"
+    moved = [
+        line.removesuffix(",val") + ",train" if line in negative_val else line for line in lines
+    ]
+    split_file = tmp_path / "split.csv"
+    split_file.write_text("\n".join(moved) + "\n")
+    second = tmp_path / "s2"
+    run_ingest(
+        IngestConfig(
+            source=mura_archive.root,
+            out=second,
+            size=32,
+            splits=SplitConfig(split_file=str(split_file)),
+        )
+    )
+    cfg = TrainConfig(
+        shards=second,
+        recipe=recipe("seed-cnn"),
+        tracking_uri=f"sqlite:///{tmp_path / 'm.db'}",
+    )
+    preflight(cfg)  # no target sensitivity: 0.5, said as such
+    with pytest.raises(TrainError, match="needs both classes in the val split"):
+        preflight(TrainConfig(**{**cfg.__dict__, "target_sensitivity": 0.9}))
 
 
 @pytest.mark.slow
