@@ -1,7 +1,8 @@
 """Class activation maps: where the model looks (the seed paper's figures 12–14).
 
 One implementation, used by training, evaluation and screening. Grad-CAM on the last
-convolutional block: channel weights are the mean gradient of the abnormality logit, the map
+convolutional block — for a ResNet the one before it (`layer3`, stride 16; see
+`cam_target`) — : channel weights are the mean gradient of the abnormality logit, the map
 is the ReLU of the weighted sum of activations, upsampled to the input and divided by its own
 peak. For DenseNet (global average pooling then one linear layer) this is exactly the classic
 CAM of Zhou et al.; for the seed CNN (flatten + dense layers) it is the gradient
@@ -35,15 +36,20 @@ CAM_BATCH = 4  # images per pass: bounds the driver's memory with DenseNet-169 a
 
 
 def cam_target(model: nn.Module) -> nn.Module:
-    """The last convolutional feature block of a single model, where its maps are taken
-    (an `Ensemble` has one per member: `class_activation_maps` takes each in turn)."""
+    """The feature block of a single model where its maps are taken (an `Ensemble` has one
+    per member: `class_activation_maps` takes each in turn): the last one, except for a
+    ResNet, whose `layer3` (stride 16) is taken. Measured on FracAtlas's fractured val
+    images (scratch, ResNet-18 at 128 px, 73 with boxes): the peak within 15 px@224 of a
+    fracture box for 27 % of them from layer3, 15 % from layer4 (a 4 × 4 map at that size,
+    whose bilinear peak can sit at 16 places only), 8 % from layer2; on test, 0.27 vs 0.12
+    (strictly inside a box: 0.12 vs 0.00)."""
     if isinstance(model, SeedCNN):
         return model.features
     net = getattr(model, "net", model)
     if hasattr(net, "features"):
         return net.features
-    if hasattr(net, "layer4"):
-        return net.layer4
+    if hasattr(net, "layer3"):
+        return net.layer3
     raise ValueError(f"no known feature block in {type(net).__name__} for CAM")
 
 
