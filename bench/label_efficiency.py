@@ -116,7 +116,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ensure_ray(None)
     full = real.ingest_once(work, args.size)
     encoder, pretrain_seconds = real.pretrain(full, work, args)
-    out: dict[str, Any] = {"fractions": {}, "pretrain_seconds": round(pretrain_seconds, 1)}
+    out: dict[str, Any] = {
+        "fractions": {},
+        "pretrain_seconds": round(pretrain_seconds, 1),
+        "encoder": str(encoder),
+    }
     for fraction in args.fractions:
         shards = shards_for(fraction, full, work, args.size)
         runs = {"scratch": [], "pretrained": []}

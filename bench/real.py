@@ -13,17 +13,20 @@ CC BY 4.0): 4,083 real radiographs, 717 fractured, read from ../shared/data/frac
    below is trained, chosen and tested on these same images.
 2. Each model in MODELS is trained with `run_training` (Ray Train, SQLite MLflow in WORK,
    registered), from random init — no ImageNet weights here (air-gapped sites): the seed
-   CNN, DenseNet-169 under seed-densenet's and mura-paper's recipes (at --densenet-size and
-   --densenet-epochs: DenseNet-169 is ~6x slower than ResNet-18 on a CPU), and `scratch`.
-   Then `scratch` again from a VICReg encoder pretrained by `run_pretraining` on the train +
-   val images without their labels (--pretrain-epochs), fine-tuned with the same budget.
+   CNN, DenseNet-169 under seed-densenet's and mura-paper's recipes (at --densenet-size,
+   --densenet-epochs and --densenet-batch: DenseNet-169 is ~6x slower than ResNet-18 on a
+   CPU), and `scratch`. Then `scratch` again from a VICReg encoder pretrained by
+   `run_pretraining` on the train + val images without their labels (--pretrain-epochs; or
+   --encoder, one made before), fine-tuned with the same budget. --merge keeps the rows of
+   an earlier run that this one does not measure (each row says its size and epochs).
 3. Each registered model predicts val and test through the pipeline (`predict_splits`):
    test AUROC with a 95 % bootstrap CI; Cohen's kappa (CI), sensitivity and specificity at
    the threshold the model carries (chosen on val: `metrics.val_threshold`); seconds and
    training images/s; the per-epoch val AUROC (learning curve). `scratch` is also tested
    with its flip TTA switched off (the same weights).
 4. Localization: on the fractured test images with a box, Grad-CAM of each model; the
-   pointing game (CAM peak inside a fracture box, Wilson CI) and the CAM energy inside.
+   pointing game (CAM peak inside a fracture box, Wilson CI) and the CAM energy inside
+   (every row again at the end, with today's CAM, rows kept by --merge included).
 5. The plain-PyTorch reference (bench/reference_torch.py: a short torchvision script, no
    Ray, no MLflow) trains what `scratch` trains on the same split.csv, as a subprocess.
 6. bench/results/real.json, real_roc.png (test ROC curves) and real_learning.png (val AUROC
@@ -237,8 +240,7 @@ def row(entry: Entry, result: Any, seconds: float, bundle: Path, shards: Path, s
         "epochs_run": len(history),
         "val_auroc_per_epoch": history,
         "test": test_figures(bundle, shards),
-        "pointing": pointing(bundle, shards, read_info(bundle).size),
-        "version": result.version,
+        "version": result.version,  # the pointing game: `repoint`, once every row is in
     }
 
 
@@ -261,18 +263,34 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for entry in models(args):
         if args.only and entry.name not in args.only:
             continue
-        if entry.pretrained and encoder is None:
+        if entry.pretrained and encoder is None and args.encoder is not None:
+            encoder = args.encoder
+        elif entry.pretrained and encoder is None:
             encoder, out["pretrain_seconds"] = pretrain(shards, work, args)
         result, seconds = train(entry, shards, work, encoder if entry.pretrained else None)
         bundle = resolve_model(f"models:/fracatlas-{entry.name}/{result.version}").folder
         out["models"][entry.name] = row(entry, result, seconds, bundle, shards, args.size)
+        if entry.pretrained:
+            out["models"][entry.name]["encoder"] = str(encoder)
         if entry.name == "scratch":
             plain = without_tta(bundle, work / "scratch-no-tta")
             out["models"]["scratch-no-tta"] = {"test": test_figures(plain, shards)}
         print(json.dumps({entry.name: out["models"][entry.name]["test"]["auroc"]}), flush=True)
+    repoint(out["models"], shards)
     if not args.only or "reference" in args.only:
         out["reference"] = reference(shards, work, args)
     return out
+
+
+def repoint(rows: dict[str, Any], shards: Path) -> None:
+    """Every registered row's pointing game again, with today's CAM (a merged row may have
+    been scored by an earlier one): cheap, ~10 s a model."""
+    from pipelines.model_store import resolve_model
+
+    for name, figures in rows.items():
+        if "version" in figures:
+            bundle = resolve_model(f"models:/fracatlas-{name}/{figures['version']}").folder
+            figures["pointing"] = pointing(bundle, shards, read_info(bundle).size)
 
 
 def pictures(figures: dict[str, Any], into: Path) -> None:
@@ -353,6 +371,13 @@ def main() -> None:
         help="DenseNet-169's batch (the papers' 8 is ~3x slower an epoch on a 2-core CPU)",
     )
     p.add_argument("--pretrain-epochs", type=int, default=10)
+    p.add_argument(
+        "--encoder",
+        type=Path,
+        default=None,
+        help="an encoder's weights file (a pretraining's encoder.pt) instead of pretraining "
+        "here: e.g. the one bench/label_efficiency.py made (its JSON says where)",
+    )
     p.add_argument("--only", nargs="*", default=None, help="these models only (and 'reference')")
     p.add_argument("--work", type=Path, default=Path("/tmp/mura-real"))
     p.add_argument("--out", type=Path, default=RESULTS, help="where real.json and PNGs go")
