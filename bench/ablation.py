@@ -73,6 +73,7 @@ from mura_core.archive import ArchiveFiles  # noqa: E402
 from mura_core.ema import ModelEMA  # noqa: E402
 from mura_core.imaging import ImagingError, load_image  # noqa: E402
 from mura_core.models import FlipTTA, build_model  # noqa: E402
+from mura_core.recipes import recipe  # noqa: E402
 from mura_core.schedules import adamw, warmup_cosine  # noqa: E402
 from mura_core.sources.folder import list_folder  # noqa: E402
 from mura_core.splits import SplitConfig, assign_splits  # noqa: E402
@@ -116,7 +117,10 @@ class Config:
     seed: int = 0
 
     def preset(self) -> TrainPreset:
-        return TrainPreset(
+        """The augmentation, as the `scratch` recipe with this run's settings makes it (one
+        mapping from recipe fields to a preset: `Recipe.train_preset`)."""
+        changed = dataclasses.replace(  # not `override`: crop_scale=None means "no crop"
+            recipe("scratch"),
             size=self.size,
             rotation_deg=self.rotation_deg,
             hflip=self.hflip,
@@ -124,8 +128,9 @@ class Config:
             crop_scale=self.crop_scale,
             gamma=self.gamma,
             contrast=self.contrast,
-            channels=self.in_channels,
+            in_channels=self.in_channels,
         )
+        return changed.train_preset()
 
     @property
     def variant(self) -> str:
