@@ -276,6 +276,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             plain = without_tta(bundle, work / "scratch-no-tta")
             out["models"]["scratch-no-tta"] = {"test": test_figures(plain, shards)}
         print(json.dumps({entry.name: out["models"][entry.name]["test"]["auroc"]}), flush=True)
+        # every row kept as it lands: an hour cut short loses one row, not the table
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "real.partial.json").write_text(json.dumps(out, indent=1) + "\n")
     repoint(out["models"], shards)
     if not args.only or "reference" in args.only:
         out["reference"] = reference(shards, work, args)
