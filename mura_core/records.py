@@ -6,6 +6,11 @@ every input that cannot be used becomes one `QuarantineRow`; a screening run end
 `ScreenSummary` that the HTML report, the console summary and MLflow all read. Keeping
 typed records means a body part, label or count never gets re-derived (and
 re-interpreted) further down the pipeline.
+
+The records that are rows of a Parquet table are also its schema (`mura_core.schema`): a
+shard row is an `ImageRow`'s columns then a `DecodedImage`'s, `quarantine.parquet` holds
+`QuarantineRow`s, a screened image is a `ScoredImage` (then its `Failure`, if any). Their
+fields, in order and with their hints, are the columns; nothing else lists them.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from enum import StrEnum
 from typing import Any
 
 from .privacy import pseudonym_columns
+from .schema import Float32, Int8, Int32, column_names, not_written
 
 # (value, kind) → pseudonym: a `privacy.Pseudonymizer`, or ingest's remembering wrapper.
 Pseudonym = Callable[[str, str], str]
@@ -178,24 +184,22 @@ def _with_pseudonyms(record: Any, names: Iterable[str], pseudonym: Pseudonym) ->
 @dataclass(frozen=True, slots=True)
 class ImageRow:
     """An image reference as a dataset row, before decoding: the shard metadata columns
-    (`mura_core.shards.IMAGE_COLUMNS` up to `frame`) plus `path`, the real file the decoder
-    reads, which is never written to a shard, report or log.
-
-    `split` is the final split (train / val / test, by patient); `source_split` the
-    source's own (MURA: train / valid), else None.
+    (a shard row is these, then a `DecodedImage`'s) plus `path`, the real file the decoder
+    reads, which is never written to a shard, report or log. The schema table in
+    docs/ingest.md is these fields and `DecodedImage`'s.
     """
 
-    path: str
-    image_id: str
-    study_key: str
-    patient_key: str
-    body_part: str
-    view: str | None
-    label: int | None
-    split: str
-    source_split: Split | None
-    relpath: str
-    frame: int = 0
+    path: str = not_written()
+    image_id: str  # unique image id (DICOM: pseudonym of SOPInstanceUID[#frame])
+    study_key: str  # study id (DICOM: pseudonym of StudyInstanceUID)
+    patient_key: str  # patient id (DICOM: pseudonym of PatientID)
+    body_part: str  # XR_ELBOW … XR_WRIST, another named part (`leg`, `hip`), or OTHER
+    view: str | None  # view position if known (DICOM ViewPosition), else null
+    label: Int8 | None  # study label: 1 abnormal, 0 normal, null unknown
+    split: str  # train / val / test (by patient)
+    source_split: Split | None  # the source's own split (MURA: train / valid), else null
+    relpath: str  # path relative to the archive root (DICOM: pseudonym)
+    frame: Int32 = 0  # frame index in a multi-frame file, else 0
 
     @classmethod
     def from_ref(cls, ref: ImageRef, split: str) -> ImageRow:
@@ -215,7 +219,7 @@ class ImageRow:
 
     def pseudonymized(self, pseudonym: Pseudonym) -> ImageRow:
         """Identifiers replaced by pseudonyms; `path` is kept (it is read, never written)."""
-        return _with_pseudonyms(self, (f.name for f in fields(self) if f.name != "path"), pseudonym)
+        return _with_pseudonyms(self, column_names(ImageRow), pseudonym)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types only, for Ray Data's `from_items` (the decoder reads these keys)."""
@@ -223,6 +227,50 @@ class ImageRow:
         row["body_part"] = str(self.body_part)
         row["source_split"] = None if self.source_split is None else str(self.source_split)
         return row
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedImage:
+    """What decoding adds to an `ImageRow` in a shard row: the pixels and how they were made
+    (`mura_core.shards.image_schema`; `pixels` is size×size bytes, its width set there)."""
+
+    orig_height: Int32  # height before resizing
+    orig_width: Int32  # width before resizing
+    windowing: str  # how intensities were mapped: window, voi_lut, percentile, …
+    inverted: bool  # MONOCHROME1 / INVERSE was inverted so that bone is bright
+    pixels: bytes  # uint8 size×size row-major, aspect kept, black padding (fixed-size binary)
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """Why an image was not used: the decoder's error type and a one-line reason (the
+    `problem` of a staging row, the last columns of a screened row that failed)."""
+
+    error_type: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredImage:
+    """A screened image as the report's `images.parquet` holds it: keys, score, the decoded
+    pixels' statistics (input drift, not content) and how they were decoded. A screening
+    actor's row is these columns then a `Failure`'s (null where it scored; where it failed,
+    `prob` and the statistics are null)."""
+
+    image_id: str
+    study_key: str
+    patient_key: str
+    body_part: str
+    view: str | None
+    label: Int8 | None
+    relpath: str
+    prob: float | None
+    pixel_mean: Float32 | None
+    pixel_std: Float32 | None
+    windowing: str | None
+    inverted: bool | None
+    orig_height: Int32 | None
+    orig_width: Int32 | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,8 +288,8 @@ class Problem:
 
 @dataclass(frozen=True, slots=True)
 class QuarantineRow:
-    """One input that could not be used, and why: a row of a quarantine table (the columns
-    of `mura_core.shards.QUARANTINE_SCHEMA`, in its order).
+    """One input that could not be used, and why: a row of a quarantine table (its fields
+    are the columns: `mura_core.shards.QUARANTINE_SCHEMA`).
 
     `path` is the input as the archive names it (relative path, or its pseudonym);
     `image_id` and `study_key` are known when the input was listed as an image and failed

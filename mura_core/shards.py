@@ -10,7 +10,9 @@ SHARDS/
   .mura-shards         the marker (the source's name): the folder is ours (`mura_core.outputs`)
   .lock                held by the `mura ingest` writing it (one run at a time)
 ```
-Training and screening read `images/`; plain pyarrow can too (`read_images`).
+Training and screening read `images/`; plain pyarrow can too (`read_images`). The schemas
+are the records' (`mura_core.schema`): an image row is an `ImageRow`'s columns then a
+`DecodedImage`'s, a quarantine row a `QuarantineRow`.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ import pyarrow.parquet as pq
 from . import __version__
 from .errors import MuraError
 from .outputs import write_text_atomic
-from .records import QuarantineRow
+from .records import DecodedImage, ImageRow, QuarantineRow
+from .schema import arrow_schema, column_names, projection
 from .splits import SplitConfig
 
 SCHEMA_VERSION = 1
@@ -51,45 +54,19 @@ def pixels_type(size: int) -> pa.DataType:
     return pa.binary(size * size)
 
 
-# (name, type or None for pixels, description) — the schema table in docs/ingest.md is this list.
-IMAGE_COLUMNS: tuple[tuple[str, pa.DataType | None, str], ...] = (
-    ("image_id", pa.string(), "unique image id (DICOM: pseudonym of SOPInstanceUID[#frame])"),
-    ("study_key", pa.string(), "study id (DICOM: pseudonym of StudyInstanceUID)"),
-    ("patient_key", pa.string(), "patient id (DICOM: pseudonym of PatientID)"),
-    ("body_part", pa.string(), "XR_ELBOW … XR_WRIST, another named part (`leg`, `hip`), or OTHER"),
-    ("view", pa.string(), "view position if known (DICOM ViewPosition), else null"),
-    ("label", pa.int8(), "study label: 1 abnormal, 0 normal, null unknown"),
-    ("split", pa.string(), "train / val / test (by patient)"),
-    ("source_split", pa.string(), "the source's own split (MURA: train / valid), else null"),
-    ("relpath", pa.string(), "path relative to the archive root (DICOM: pseudonym)"),
-    ("frame", pa.int32(), "frame index in a multi-frame file, else 0"),
-    ("orig_height", pa.int32(), "height before resizing"),
-    ("orig_width", pa.int32(), "width before resizing"),
-    ("windowing", pa.string(), "how intensities were mapped: window, voi_lut, percentile, …"),
-    ("inverted", pa.bool_(), "MONOCHROME1 / INVERSE was inverted so that bone is bright"),
-    ("pixels", None, "uint8 size×size row-major, aspect kept, black padding (fixed-size binary)"),
-)
-
-QUARANTINE_SCHEMA = pa.schema(
-    [
-        ("path", pa.string()),
-        ("image_id", pa.string()),
-        ("study_key", pa.string()),
-        ("stage", pa.string()),
-        ("error_type", pa.string()),
-        ("reason", pa.string()),
-    ]
-)
+# A shard row: an `ImageRow`'s columns (not its `path`), then a `DecodedImage`'s.
+IMAGE_COLUMNS: tuple[str, ...] = column_names(ImageRow, DecodedImage)
+QUARANTINE_SCHEMA = arrow_schema(QuarantineRow)
 
 
 def image_schema(size: int) -> pa.Schema:
     """Schema of the rows in `images/` for a given pixel size."""
-    return pa.schema(
-        [
-            (name, dtype if dtype is not None else pixels_type(size))
-            for name, dtype, _ in IMAGE_COLUMNS
-        ]
-    )
+    return arrow_schema(ImageRow, DecodedImage, types={"pixels": pixels_type(size)})
+
+
+def image_columns(*names: str) -> list[str]:
+    """Chosen columns of the shard rows (a ValueError names any that is not one)."""
+    return projection(IMAGE_COLUMNS, *names)
 
 
 @dataclass(frozen=True)

@@ -16,30 +16,14 @@ import pyarrow.compute as pc
 
 from mura_core.monitoring.inputs import pixel_stats
 from mura_core.privacy import Pseudonymizer, pseudonym_columns
+from mura_core.records import Failure, ScoredImage
+from mura_core.schema import arrow_schema, column_names
 from mura_core.shards import pixels_array
 
 from .predict import Predictor
 
-IMAGE_SCHEMA = pa.schema(
-    [
-        ("image_id", pa.string()),
-        ("study_key", pa.string()),
-        ("patient_key", pa.string()),
-        ("body_part", pa.string()),
-        ("view", pa.string()),
-        ("label", pa.int8()),
-        ("relpath", pa.string()),
-        ("prob", pa.float64()),
-        ("pixel_mean", pa.float32()),  # of the decoded 8-bit pixels: input drift, not content
-        ("pixel_std", pa.float32()),
-        ("windowing", pa.string()),
-        ("inverted", pa.bool_()),
-        ("orig_height", pa.int32()),
-        ("orig_width", pa.int32()),
-        ("error_type", pa.string()),
-        ("reason", pa.string()),
-    ]
-)
+# one row per image: a `ScoredImage`'s columns, then a `Failure`'s (null where it scored)
+IMAGE_SCHEMA = arrow_schema(ScoredImage, Failure)
 _KEYS = pseudonym_columns(IMAGE_SCHEMA.names)
 
 
@@ -67,8 +51,8 @@ class ScreenPredictor(Predictor):
         if "problem" in names:
             problem = batch.column("problem").combine_chunks()
             ok = np.asarray(pc.is_null(problem).to_numpy(zero_copy_only=False), dtype=bool)
-            columns["error_type"] = pc.struct_field(problem, "error_type")
-            columns["reason"] = pc.struct_field(problem, "reason")
+            for name in column_names(Failure):
+                columns[name] = pc.struct_field(problem, name)
         else:
             ok = np.ones(n, dtype=bool)
         prob = np.zeros(n, dtype=np.float64)

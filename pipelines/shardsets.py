@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import ray.data
 from ray.data.expressions import Expr, col
 
-from mura_core.shards import Manifest, ShardsLayout, pixels_array
+from mura_core.shards import Manifest, ShardsLayout, image_columns, pixels_array
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,8 @@ def read_split(
     return ds.select_columns(columns).filter(expr=split_filter(split, body_part))
 
 
-READ_COLUMNS = ["pixels", "label", "body_part", "study_key", "split"]
+# what training reads of a shard row: a `TrainingBatch`'s sources, and the split it filters on
+READ_COLUMNS = image_columns("pixels", "label", "body_part", "study_key", "split")
 
 
 def stable_index(keys: list[str]) -> np.ndarray:

@@ -14,6 +14,7 @@ pixels (`rows_per_batch`).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import asdict
 from functools import partial
 from typing import Any
 
@@ -23,12 +24,14 @@ import pyarrow as pa
 from mura_core import imaging
 from mura_core.archive import DEFAULT_MAX_BYTES, ArchiveFiles, read_regular
 from mura_core.pacs.client import Locator, Pacs
+from mura_core.records import DecodedImage, Failure
+from mura_core.schema import arrow_schema, column_names
 from mura_core.shards import encode_pixels, image_schema
 
 from ..progress import ProgressSink
 
-PROBLEM_TYPE = pa.struct([("error_type", pa.string()), ("reason", pa.string())])
-_DECODED = ("orig_height", "orig_width", "windowing", "inverted")
+PROBLEM_TYPE = pa.struct(arrow_schema(Failure))
+_DECODED = tuple(name for name in column_names(DecodedImage) if name != "pixels")
 WORK_FACTOR = 2  # decoders may shrink an image while its longer side stays >= 2 x size
 BATCH_PIXELS = 16 * 512 * 512  # output pixels of one decode batch (16 images at 512 px)
 
@@ -151,5 +154,5 @@ def _fill(
             result = exc
     row.update(
         dict.fromkeys(_DECODED),
-        problem={"error_type": result.error_type, "reason": result.reason},
+        problem=asdict(Failure(result.error_type, result.reason)),
     )

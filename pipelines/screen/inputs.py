@@ -24,7 +24,8 @@ from mura_core.archive import AccessPolicy, ArchiveFiles
 from mura_core.pacs.address import is_pacs_address
 from mura_core.pacs.client import Pacs, PacsOptions
 from mura_core.privacy import Pseudonymizer, pseudonym_columns, read_reidentify
-from mura_core.records import ImageRow, Listing, QuarantineRow
+from mura_core.records import ImageRow, Listing, QuarantineRow, ScoredImage
+from mura_core.schema import column_names
 from mura_core.shards import IMAGE_COLUMNS, ShardsLayout, pixels_array, read_quarantine_rows
 from mura_core.sources import SourceError, list_source
 from mura_core.sources.common import require_dir
@@ -44,20 +45,8 @@ from ..runtime import cluster_cpus
 from ..shardsets import shard_stats
 from ..tracking import file_digest
 
-SHARD_COLUMNS = [
-    "pixels",
-    "image_id",
-    "study_key",
-    "patient_key",
-    "body_part",
-    "view",
-    "label",
-    "relpath",
-    "windowing",
-    "inverted",
-    "orig_height",
-    "orig_width",
-]
+# what the screening actor reads of a shard row: its pixels and the `ScoredImage` columns
+SHARD_COLUMNS = ["pixels", *(n for n in column_names(ScoredImage) if n in IMAGE_COLUMNS)]
 ROWS_PER_BLOCK = 256
 
 
@@ -177,7 +166,7 @@ def open_pacs(
 
 def _shard_reidentify(layout: ShardsLayout, pseudo: Pseudonymizer) -> list[tuple[str, str, str]]:
     entries: set[tuple[str, str, str]] = set()
-    columns = pseudonym_columns(name for name, _, _ in IMAGE_COLUMNS)
+    columns = pseudonym_columns(IMAGE_COLUMNS)
     for path in layout.image_files():
         table = pq.read_table(path, columns=list(columns))
         for name, kind in columns.items():

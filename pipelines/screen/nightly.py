@@ -59,6 +59,7 @@ from mura_core.outputs import (
     writing,
 )
 from mura_core.pacs.address import is_pacs_address
+from mura_core.schema import arrow_schema
 from mura_core.screen_report import read_summary
 from mura_core.shards import write_json_atomic
 
@@ -105,14 +106,19 @@ OUR_TEMPORARY = re.compile(
 )
 LEGACY_REPORT = {PENDING, SCORES}  # an interrupted report of the previous version: unmarked
 DEFAULT_OVERLAP_DAYS = 2.0
-LEDGER_SCHEMA = pa.schema(
-    [
-        ("study_key", pa.string()),
-        ("image_set", pa.string()),
-        ("report", pa.string()),
-        ("screened_at", pa.string()),
-    ]
-)
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    """A study screened: a row of `ledger.parquet` (and of a report's `pending.parquet`)."""
+
+    study_key: str  # the study's key, as its report holds it
+    image_set: str  # digest of the study's image set (a changed set is screened again)
+    report: str  # the report folder's name (under reports/) that holds it
+    screened_at: str  # ISO 8601, seconds
+
+
+LEDGER_SCHEMA = arrow_schema(LedgerRow)
 
 
 @dataclass(frozen=True)

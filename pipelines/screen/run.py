@@ -41,18 +41,20 @@ from mura_core.records import (
     SUMMARY_QUARANTINE_ROWS,
     ModelSummary,
     QuarantineRow,
+    ScoredImage,
     ScreenCounts,
     ScreenSummary,
     SourceSummary,
     WriteBackSummary,
 )
+from mura_core.schema import arrow_schema
 from mura_core.screen_report import SUMMARY_FILE, ReportStudy, write_html, write_summary
 from mura_core.shards import REIDENTIFY_FILE, quarantine_table
 
 from ..console import console
 from ..predict import bundle_bytes, predict
 from ..runtime import data_context, ensure_ray
-from ..scoring import IMAGE_SCHEMA, ScreenPredictor
+from ..scoring import ScreenPredictor
 from ..tracking import (
     check_tracking,
     resolve_tracking_uri,
@@ -86,7 +88,7 @@ from .writeback import (
 MARKER = ".mura-report"
 MARKER_TEXT = "mura screening report\n"
 SUMMARY = SUMMARY_FILE
-SCORED_SCHEMA = pa.schema([f for f in IMAGE_SCHEMA if f.name not in ("error_type", "reason")])
+SCORED_SCHEMA = arrow_schema(ScoredImage)  # images.parquet: the actor's rows less their failure
 
 
 class ScreenError(MuraError):

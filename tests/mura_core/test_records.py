@@ -91,7 +91,7 @@ def _fake_pseudonym(value: str, kind: str) -> str:
 
 def test_image_row_holds_the_shard_metadata_columns_plus_the_real_path() -> None:
     decoded = {"orig_height", "orig_width", "windowing", "inverted", "pixels"}
-    shard_columns = [name for name, _, _ in IMAGE_COLUMNS if name not in decoded]
+    shard_columns = [name for name in IMAGE_COLUMNS if name not in decoded]
     row = ImageRow.from_ref(_ref(), "test")
     assert sorted(row.to_dict()) == sorted([*shard_columns, "path"])
     assert row.to_dict()["body_part"] == "XR_HAND" and row.to_dict()["source_split"] == "valid"
