@@ -6,10 +6,11 @@
    Training logs it per split at study level, with a reliability diagram.
 2. `fit_temperature(labels, probs, groups)`: temperature scaling (Guo et al., 2017): the
    T > 0 that minimizes the binary cross-entropy of the validation studies' probabilities,
-   each the mean of its images' sigmoid(logit / T) (`scipy.optimize.minimize_scalar` over
-   log T). A model trained with `--calibrate` carries
-   T (`ModelInfo.temperature`) and every predictor divides its logits by it, so screening and
-   evaluation use the calibrated probabilities; T = 1 changes nothing.
+   each the mean of its images' sigmoid(logit / T), as `decisions.aggregate` makes a
+   study's probability (`scipy.optimize.minimize_scalar` over log T). A model trained with
+   `--calibrate` carries T (`ModelInfo.temperature`) and every predictor divides its logits
+   by it, so screening and evaluation use the calibrated probabilities; T = 1 changes
+   nothing.
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ def reliability(labels: Sequence[int], probs: Sequence[float], bins: int = BINS)
 
 
 def apply_temperature(probs: Sequence[float], temperature: float) -> np.ndarray:
-    """sigmoid(logit(p) / T): what the model's probabilities become with temperature T."""
+    """sigmoid(logit(p) / T): what the model's probabilities become with temperature T (the
+    model's own: `decisions.OperatingPoint.calibrated`)."""
     p = np.clip(np.asarray(probs, dtype=np.float64), _EPS, 1.0 - _EPS)
     return expit(logit(p) / temperature)
 

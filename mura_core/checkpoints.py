@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .decisions import OperatingPoint
 from .errors import MuraError
 from .models import (  # Ensemble: re-exported
     Ensemble,
@@ -84,9 +85,16 @@ class ModelInfo:
         object.__setattr__(self, "temperature", float(self.temperature))
         object.__setattr__(self, "part_thresholds", parts or None)
 
+    def operating_point(self, threshold: float | None = None) -> OperatingPoint:
+        """How this model decides (`mura_core.decisions`): its threshold, per-part thresholds
+        and temperature; a `threshold` given (`--threshold`) replaces every one of them."""
+        if threshold is not None:
+            return OperatingPoint(threshold, {}, self.temperature)
+        return OperatingPoint(self.threshold, self.part_thresholds or {}, self.temperature)
+
     def threshold_for(self, body_part: str | None) -> float:
         """The operating threshold of a study of this body part."""
-        return (self.part_thresholds or {}).get(body_part or "", self.threshold)
+        return self.operating_point().threshold_for(body_part)
 
     def eval_preset(self) -> EvalPreset:
         return EvalPreset(size=self.size, mean=self.mean, std=self.std, channels=self.in_channels)

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from .decisions import PAPER_THRESHOLD, flagged
+
 MIN_LOGIT_STD = 0.01
 MIN_RANKING_AUROC = 0.6  # a model whose AUROC is surely below this does not rank
 Z95 = 1.959964
@@ -90,7 +92,9 @@ def _logits(probs: np.ndarray) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
 
-def output_spread(probs: np.ndarray, labels: np.ndarray, threshold: float = 0.5) -> Spread:
+def output_spread(
+    probs: np.ndarray, labels: np.ndarray, threshold: float = PAPER_THRESHOLD
+) -> Spread:
     """Spread of probabilities `probs` over images with labels 0/1 (other labels ignored)."""
     probs, labels = np.asarray(probs, dtype=np.float64), np.asarray(labels)
     known = np.isin(labels, (0, 1))
@@ -100,9 +104,9 @@ def output_spread(probs: np.ndarray, labels: np.ndarray, threshold: float = 0.5)
     not_finite = int((~np.isfinite(probs)).sum())
     if not_finite:
         return Spread(float("nan"), False, int(probs.size), not_finite)
-    flagged = probs > threshold
+    flags = flagged(probs, threshold)  # the decision's rule (`decisions`)
     both_labels = labels.min() != labels.max()
-    one_sided = bool(both_labels and (flagged.all() or not flagged.any()))
+    one_sided = bool(both_labels and (flags.all() or not flags.any()))
     auroc = high = None
     if both_labels:
         auroc = float(roc_auc_score(labels, probs))

@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
 
+from .decisions import PAPER_THRESHOLD, OperatingPoint, aggregate, flagged, threshold_including
 from .errors import ConfigError
 from .records import part_order
-from .studies import Predictions, aggregate
+from .studies import Predictions
 
 N_BOOTSTRAP = 1000
 
@@ -147,7 +148,7 @@ def binary_metrics(
             [[None, None], [None, None]],
             ("no labelled samples",),
         )
-    pred = (p > threshold).astype(np.int64)
+    pred = flagged(p, threshold).astype(np.int64)
     tn, fp, fn, tp = confusion_matrix(y, pred, labels=[0, 1]).ravel().tolist()
     if len(np.unique(y)) < 2:
         auroc = None
@@ -186,7 +187,7 @@ def choose_threshold(
     """0.5 (the paper) when no target; else the highest threshold reaching the target
     sensitivity on these (validation) samples."""
     if target_sensitivity is None:
-        return 0.5
+        return PAPER_THRESHOLD
     if not 0.0 < target_sensitivity <= 1.0:
         raise ConfigError(f"target sensitivity must be in (0, 1], got {target_sensitivity}")
     y = np.asarray(y_true, dtype=np.int64)
@@ -197,11 +198,7 @@ def choose_threshold(
         )
     fpr, tpr, thresholds = roc_curve(y, np.asarray(prob, dtype=np.float64))
     ok = np.flatnonzero(tpr >= target_sensitivity)
-    # predictions use p > threshold; roc_curve's thresholds are inclusive (p >= t)
-    return float(np.nextafter(min(thresholds[ok[0]], 1.0), -np.inf))
-
-
-PAPER_THRESHOLD = 0.5
+    return threshold_including(thresholds[ok[0]])  # roc_curve's cuts are inclusive (p >= t)
 
 
 @dataclass(frozen=True)
@@ -236,8 +233,7 @@ def val_threshold(
         return OperatingThreshold(PAPER_THRESHOLD, f"0.5 ({why})")
     fpr, tpr, thresholds = roc_curve(y, np.asarray(prob, dtype=np.float64))
     best = int(np.argmax(tpr - fpr))
-    # predictions use p > threshold; roc_curve's thresholds are inclusive (p >= t)
-    chosen = float(np.nextafter(min(thresholds[best], 1.0), -np.inf))
+    chosen = threshold_including(thresholds[best])  # roc_curve's cuts are inclusive (p >= t)
     return OperatingThreshold(chosen, "Youden's J on val (unweighted loss)")
 
 
@@ -286,26 +282,27 @@ def evaluate(
     seed: int = 0,
     part_thresholds: Mapping[str, float] | None = None,
 ) -> Evaluation:
-    """Score labelled images and their studies (study prob = mean of its images'), each at
-    its body part's threshold when `part_thresholds` names it, else at `threshold`."""
+    """Score labelled images and their studies (`decisions`: study prob = mean of its
+    images'), each at its body part's threshold when `part_thresholds` names it, else at
+    `threshold`."""
     keep = np.array([v is not None for v in labels], dtype=bool)
     keys = np.asarray(study_keys, dtype=object)[keep]
     p = np.asarray(probs, dtype=np.float64)[keep]
     y = np.array([int(v) for v in np.asarray(labels, dtype=object)[keep]], dtype=np.int64)
     parts = np.asarray(body_parts, dtype=object)[keep]
-    studies = aggregate(list(keys), list(p), list(y), list(parts))
-    by_part = dict(part_thresholds or {})
-    t_image = np.array([by_part.get(b, threshold) for b in parts], dtype=np.float64)
-    t_study = np.array([by_part.get(b, threshold) for b in studies.body_part], dtype=np.float64)
-    image = binary_metrics(y, p, t_image, groups=keys, seed=seed)
-    study = binary_metrics(studies.label, studies.prob, t_study, seed=seed)
+    studies = aggregate(keys, p, y, parts)
+    point = OperatingPoint(threshold, part_thresholds or {})
+    image = binary_metrics(y, p, point.thresholds(parts), groups=keys, seed=seed)
+    study = binary_metrics(
+        studies.label, studies.prob, point.thresholds(studies.body_part), seed=seed
+    )
     image_by, study_by = {}, {}
     for part in part_order(parts.tolist()):
-        m, t = parts == part, by_part.get(part, threshold)
+        m, t = parts == part, point.threshold_for(part)
         image_by[part] = binary_metrics(y[m], p[m], t, groups=keys[m], seed=seed)
         s = studies.body_part == part
         study_by[part] = binary_metrics(studies.label[s], studies.prob[s], t, seed=seed)
-    return Evaluation(threshold, image, study, image_by, study_by, by_part)
+    return Evaluation(threshold, image, study, image_by, study_by, dict(point.part_thresholds))
 
 
 def evaluate_predictions(

@@ -1,11 +1,10 @@
-"""Study-level aggregation: MURA labels studies, so images are scored then averaged.
+"""Studies as listings and predictions carry them; how a study is decided is `decisions`.
 
-The MURA paper's rule: a study's probability is the arithmetic mean of its images'
-probabilities; abnormal when above the threshold (0.5 in the paper). Kept in one place so
-training-time evaluation and screening aggregate identically. A study's label is the one
-label its images agree on (`label_from_range`): images that disagree leave it unlabelled,
-said by the listing as a `conflicting_labels` problem (`settle_labels`), never guessed.
-`Predictions` is the shape image scores travel in from batch inference to evaluation.
+`settle_labels`: listed images with one label per study, by the one label rule
+(`decisions.study_label`): a study whose images are labelled differently is left
+unlabelled and said as a `conflicting_labels` problem, never guessed. `Predictions` is the
+shape image scores travel in from batch inference to evaluation; `Predictions.studies()`
+its study rows (`decisions.aggregate`: the mean of the images' probabilities).
 """
 
 from __future__ import annotations
@@ -16,26 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from .decisions import StudyScores, aggregate, study_label
 from .records import ImageRef, Problem
 
 CONFLICTING_LABELS = "conflicting_labels"
-
-
-def label_from_range(lowest: np.ndarray, highest: np.ndarray) -> np.ndarray:
-    """Per study, from the smallest and largest *known* label of its images (-1 where none is
-    known): that label where they agree, -1 (unlabelled) where they disagree or none is.
-    The one rule for a study's label, in listing, training and screening."""
-    lowest, highest = np.asarray(lowest), np.asarray(highest)
-    return np.where((lowest == highest) & (highest >= 0), highest, -1).astype(np.int64)
-
-
-def study_label(labels: Sequence[int | None]) -> int | None:
-    """One study's label from its images' labels (None: unknown or conflicting)."""
-    known = [int(v) for v in labels if v is not None and v >= 0]
-    if not known:
-        return None
-    label = int(label_from_range(np.array([min(known)]), np.array([max(known)]))[0])
-    return None if label < 0 else label
 
 
 def settle_labels(
@@ -67,48 +50,6 @@ def settle_labels(
     if not conflicted:
         return tuple(refs), problems
     return tuple(replace(r, label=None) if r.study_key in conflicted else r for r in refs), problems
-
-
-@dataclass(frozen=True)
-class StudyScores:
-    """Per-study arrays in a stable order (sorted by key)."""
-
-    keys: np.ndarray
-    prob: np.ndarray
-    max_prob: np.ndarray
-    images: np.ndarray
-    label: np.ndarray  # -1 where unknown
-    body_part: np.ndarray
-
-
-def aggregate(
-    study_keys: Sequence[str],
-    probs: Sequence[float],
-    labels: Sequence[int | None],
-    body_parts: Sequence[str],
-) -> StudyScores:
-    """Mean (and max) of image probabilities per study; label and body part of its images."""
-    keys = np.asarray(study_keys, dtype=object)
-    p = np.asarray(probs, dtype=np.float64)
-    lab = np.array([-1 if v is None else int(v) for v in labels], dtype=np.int64)
-    parts = np.asarray(body_parts, dtype=object)
-    if not (len(keys) == len(p) == len(lab) == len(parts)):
-        raise ValueError("study_keys, probs, labels and body_parts must have equal lengths")
-    order = np.argsort(keys.astype(str), kind="stable")
-    uniq, start, counts = np.unique(keys[order].astype(str), return_index=True, return_counts=True)
-    sums = np.add.reduceat(p[order], start) if len(p) else np.array([])
-    maxes = np.maximum.reduceat(p[order], start) if len(p) else np.array([])
-    known = lab[order]
-    lowest = np.minimum.reduceat(np.where(known < 0, 2, known), start) if len(p) else known
-    highest = np.maximum.reduceat(known, start) if len(p) else known
-    return StudyScores(
-        keys=uniq.astype(object),
-        prob=sums / np.maximum(counts, 1),
-        max_prob=maxes,
-        images=counts,
-        label=label_from_range(lowest, highest),
-        body_part=parts[order][start],
-    )
 
 
 @dataclass(frozen=True)
@@ -166,5 +107,6 @@ class Predictions:
         return [None if v < 0 else int(v) for v in self.label]
 
     def studies(self) -> StudyScores:
-        """Study-level scores (mean of each study's image probabilities)."""
-        return aggregate(list(self.study_key), list(self.prob), self.labels(), list(self.body_part))
+        """Study-level scores (`decisions.aggregate`: mean of each study's image
+        probabilities)."""
+        return aggregate(self.study_key, self.prob, self.label, self.body_part, self.patient_key)

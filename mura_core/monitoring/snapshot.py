@@ -35,18 +35,20 @@ class Snapshot:
         cls,
         prob: Sequence[float],
         body_part: Sequence[str],
+        flagged: Sequence[bool],
         threshold: float,
         inputs: Inputs | None = None,
-        *,
-        thresholds: Sequence[float] | None = None,
     ) -> Snapshot:
-        """`thresholds`: each study's own (per-part thresholds), else `threshold` for all."""
+        """From studies already decided (`flagged`: by the model's operating point,
+        `mura_core.decisions`); `threshold` is the model's overall one, as reported."""
         p = np.asarray(prob, dtype=np.float64)
-        t = np.asarray(thresholds, dtype=np.float64) if thresholds is not None else threshold
+        flags = np.asarray(flagged, dtype=bool)
+        if len(flags) != len(p):
+            raise ValueError(f"{len(p)} study probabilities but {len(flags)} flags")
         return cls(
             scores=sample(p),
             threshold=float(threshold),
-            flag_rate=float(np.mean(p > t)) if len(p) else None,
+            flag_rate=float(np.mean(flags)) if len(p) else None,
             studies=len(p),
             body_parts=dict(sorted(Counter(str(b) for b in body_part).items())),
             inputs=inputs,

@@ -16,6 +16,7 @@ import numpy as np
 import pydicom
 from pydicom.sr.codedict import codes
 
+from ..decisions import flagged
 from ..errors import MuraError
 
 RESULT_MANUFACTURER = "mura-screen"
@@ -113,7 +114,7 @@ class StudyFinding:
     def __post_init__(self) -> None:
         _check_probability("study probability", self.probability)
         _check_probability("threshold", self.threshold)
-        if self.flagged != (self.probability > self.threshold):
+        if self.flagged != bool(flagged(self.probability, self.threshold)):
             raise ValueError(
                 f"flagged={self.flagged} contradicts probability {self.probability} "
                 f"vs threshold {self.threshold} (flagged means probability > threshold)"

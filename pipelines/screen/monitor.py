@@ -39,9 +39,9 @@ def night_snapshot(studies: pa.Table, images: pa.Table, threshold: float) -> Sna
     return Snapshot.from_studies(
         studies["mean_prob"].to_numpy(zero_copy_only=False),
         studies["body_part"].to_pylist(),
+        studies["flagged"].to_numpy(zero_copy_only=False),  # as the study table decided
         threshold,
         inputs,
-        thresholds=studies["threshold"].to_numpy(zero_copy_only=False),
     )
 
 

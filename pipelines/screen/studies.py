@@ -1,9 +1,11 @@
-"""Image scores to study rows: a group-by, the threshold, the report's rows.
+"""Image scores to study rows: screening's Arrow side of `mura_core.decisions`.
 
-`aggregate` groups the image scores by study (count, mean and max probability, label);
-`study_table` flags at the threshold and orders flagged studies first, most probable on
-top; `unretrieved_studies` names the studies a PACS did not hand every image of, and
-`without` drops them (a partial result would stand under the whole study's result UIDs).
+`aggregate` turns the image scores (an Arrow table) into numpy columns, lets
+`decisions.aggregate` make the study rows (count, mean and max probability, label, body part)
+and turns them back into a table; `study_table` flags each study at its operating point
+(`decisions.OperatingPoint`) and orders flagged studies first, most probable on top;
+`unretrieved_studies` names the studies a PACS did not hand every image of, and `without`
+drops them (a partial result would stand under the whole study's result UIDs).
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mura_core.decisions import OperatingPoint
+from mura_core.decisions import aggregate as aggregate_studies
 from mura_core.pacs.client import RetrieveError
 from mura_core.records import PartCounts, QuarantineRow
 from mura_core.screen_report import ReportStudy
-from mura_core.studies import label_from_range
 
 from .models import ScreeningModel
 
@@ -37,27 +40,38 @@ STUDY_COLUMNS = [
 ]
 
 
-def aggregate(images: pa.Table) -> pa.Table:
-    """Study rows from the image scores: images, mean and max probability, label.
+def _numpy(column: pa.ChunkedArray) -> np.ndarray:
+    return column.to_numpy(zero_copy_only=False)
 
-    pyarrow's group_by on the driver: the table holds no pixels (about 100 bytes an image,
-    4 MB for MURA's 40,000), and it is a file on the driver's disk, which the nodes of a
-    cluster without shared storage cannot read. (Ray Data's groupby of it did, on one
-    machine: 0.8-2.5 s, and a node that died during scoring, not yet noticed by the
-    cluster, failed the run when the read was scheduled on it.)
+
+def aggregate(images: pa.Table) -> pa.Table:
+    """Study rows from the image scores: images, mean and max probability, label (null
+    where unknown), sorted by study key.
+
+    On the driver: the table holds no pixels (about 100 bytes an image, 4 MB for MURA's
+    40,000), and it is a file on the driver's disk, which the nodes of a cluster without
+    shared storage cannot read. (Ray Data's groupby of it did, on one machine: 0.8-2.5 s,
+    and a node that died during scoring, not yet noticed by the cluster, failed the run
+    when the read was scheduled on it.)
     """
-    grouped = images.group_by(["study_key", "patient_key", "body_part"]).aggregate(
-        [("prob", "count"), ("prob", "mean"), ("prob", "max"), ("label", "min"), ("label", "max")]
+    studies = aggregate_studies(
+        _numpy(images["study_key"]),
+        _numpy(images["prob"]),
+        _numpy(pc.fill_null(images["label"], -1)).astype(np.int64),
+        _numpy(images["body_part"]),
+        _numpy(images["patient_key"]),
     )
-    names = {"prob_count": "images", "prob_mean": "mean_prob", "prob_max": "max_prob"}
-    label = label_from_range(
-        pc.fill_null(grouped["label_min"], -1).to_numpy(zero_copy_only=False),
-        pc.fill_null(grouped["label_max"], -1).to_numpy(zero_copy_only=False),
+    return pa.table(
+        {
+            "study_key": pa.array(studies.keys.tolist(), pa.string()),
+            "patient_key": pa.array(studies.patient_key.tolist(), pa.string()),
+            "body_part": pa.array(studies.body_part.tolist(), pa.string()),
+            "images": pa.array(studies.images, pa.int64()),
+            "mean_prob": pa.array(studies.prob, pa.float64()),
+            "max_prob": pa.array(studies.max_prob, pa.float64()),
+            "label": pa.array(studies.label, pa.int64(), mask=studies.label < 0),
+        }
     )
-    grouped = grouped.drop(["label_min", "label_max"]).append_column(
-        "label", pa.array(np.where(label < 0, None, label).tolist(), pa.int64())
-    )
-    return grouped.rename_columns([names.get(n, n) for n in grouped.column_names])
 
 
 def study_table(
@@ -69,29 +83,25 @@ def study_table(
 ) -> pa.Table:
     """One row per study, flagged ones first: each study at its body part's threshold when
     `part_thresholds` names it, else at `threshold`."""
-    by_part = part_thresholds or {}
-    limits = np.array(
-        [by_part.get(p, threshold) for p in grouped["body_part"].to_pylist()], dtype=np.float64
-    )
-    mean = grouped["mean_prob"].to_numpy()
-    order = sorted(range(len(mean)), key=lambda i: (not mean[i] > limits[i], -mean[i]))
-    grouped = grouped.take(pa.array(order, type=pa.int64()))
-    limits = limits[order] if len(order) else limits
+    point = OperatingPoint(threshold, part_thresholds or {})
+    parts = _numpy(grouped["body_part"])
+    mean = _numpy(grouped["mean_prob"])
+    flags = point.flag(mean, parts)
+    order = np.lexsort((-mean, ~flags)) if len(mean) else np.array([], np.int64)
     n = grouped.num_rows
-    label = pc.cast(grouped["label"], pa.int8()) if n else pa.array([], pa.int8())
     return pa.table(
         {
-            "study_key": grouped["study_key"],
-            "patient_key": grouped["patient_key"],
-            "body_part": grouped["body_part"],
-            "images": pc.cast(grouped["images"], pa.int64()),
-            "mean_prob": grouped["mean_prob"],
-            "max_prob": grouped["max_prob"],
-            "flagged": pc.greater(grouped["mean_prob"], pa.array(limits, pa.float64())),
-            "label": label,
+            "study_key": grouped["study_key"].take(order),
+            "patient_key": grouped["patient_key"].take(order),
+            "body_part": grouped["body_part"].take(order),
+            "images": pc.cast(grouped["images"].take(order), pa.int64()),
+            "mean_prob": grouped["mean_prob"].take(order),
+            "max_prob": grouped["max_prob"].take(order),
+            "flagged": pa.array(flags[order], pa.bool_()),
+            "label": pc.cast(grouped["label"].take(order), pa.int8()),
             "model": pa.array([model.name] * n, pa.string()),
             "model_version": pa.array([model.version] * n, pa.string()),
-            "threshold": pa.array(limits, pa.float64()),
+            "threshold": pa.array(point.thresholds(parts)[order], pa.float64()),
             "screened_at": pa.array([screened_at] * n, pa.string()),
         }
     ).select(STUDY_COLUMNS)

@@ -229,12 +229,11 @@ def validation_reference(
     flag rate at the model's threshold(s), body-part mix and images' input statistics."""
     studies = val.studies()
     inputs = shard_inputs(shards, "val", body_part)
-    thresholds = [info.threshold_for(part) for part in studies.body_part]
+    flagged = info.operating_point().flag(studies.prob, studies.body_part)
     snapshot = Snapshot.from_studies(
-        studies.prob, studies.body_part, info.threshold, inputs, thresholds=thresholds
+        studies.prob, studies.body_part, flagged, info.threshold, inputs
     )
     known = studies.label >= 0
-    flagged = studies.prob > np.asarray(thresholds)
     found = realized(
         studies.label[known], studies.prob[known], flagged[known], figures=("sensitivity",)
     )

@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from mura_core.calibration import apply_temperature, fit_temperature
+from mura_core.calibration import fit_temperature
 from mura_core.collapse import output_spread
-from mura_core.metrics import PAPER_THRESHOLD, choose_part_thresholds, val_threshold
+from mura_core.decisions import PAPER_THRESHOLD, OperatingPoint
+from mura_core.metrics import choose_part_thresholds, val_threshold
 from mura_core.studies import Predictions
 
 from ..console import console
@@ -32,11 +33,12 @@ def calibrated(predictions: dict[str, Predictions]) -> tuple[dict[str, Predictio
         temperature = fit_temperature(val.label, val.prob, groups=val.study_key)
     except ValueError as exc:
         raise TrainError(f"--calibrate: {exc}") from None
+    point = OperatingPoint(temperature=temperature)
     scaled = {
-        split: dataclasses.replace(pred, prob=apply_temperature(pred.prob, temperature))
+        split: dataclasses.replace(pred, prob=point.calibrated(pred.prob))
         for split, pred in predictions.items()
     }
-    return scaled, temperature
+    return scaled, point.temperature
 
 
 def operating_point(

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from mura_core.decisions import flagged
 from mura_core.errors import ConfigError
 from mura_core.monitoring.drift import Bands, alerts, category_psi, drift, mix_test, psi
 from mura_core.monitoring.inputs import Inputs
@@ -25,7 +26,7 @@ def night(rng: np.random.Generator, studies: int, *, invert: bool = False, parts
     if invert:
         means = 255 - means
     inputs = Inputs.measure(means, rng.normal(50, 5, len(means)), ["percentile"] * len(means))
-    return Snapshot.from_studies(prob, body, 0.5, inputs)
+    return Snapshot.from_studies(prob, body, flagged(prob, 0.5), 0.5, inputs)
 
 
 def test_psi_is_zero_for_equal_samples_and_grows_with_a_shift() -> None:
