@@ -1,7 +1,15 @@
-"""Shared pipeline fixtures: a real local Ray (2 CPUs) and a model trained once per session."""
+"""Shared pipeline fixtures: a real local Ray (2 CPUs) and a model trained once per session.
+
+The session model's MLflow store is read by many modules; a module that writes runs (screens,
+nights, feedback, evaluations) takes `trained.own_store(folder)`: the same model in a private
+copy of the store, so nothing one module logs is seen by another.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
+import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +20,7 @@ import ray
 from mura_core.synth import synthesize
 from pipelines.ingest import IngestConfig, run_ingest
 from pipelines.runtime import start_local_ray
+from pipelines.tracking import sqlite_path
 from pipelines.train import TrainConfig, TrainResult, run_training
 from tests.pipelines import learning
 
@@ -30,6 +39,33 @@ class Trained:
     shards: Path
     uri: str
     storage: Path
+
+    def own_store(self, into: Path) -> Trained:
+        """The same model, its MLflow store copied into `into` (what a test logs stays there)."""
+        return dataclasses.replace(self, uri=copy_store(self.uri, into))
+
+
+def copy_store(uri: str, into: Path) -> str:
+    """A private copy of a SQLite store and its mlartifacts, paths inside rewritten."""
+    db = sqlite_path(uri)
+    assert db is not None
+    into.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(db) as src, sqlite3.connect(into / db.name) as dst:
+        src.backup(dst)
+    if (db.parent / "mlartifacts").is_dir():
+        shutil.copytree(db.parent / "mlartifacts", into / "mlartifacts")
+    old, new = f"{db.parent}/", f"{into}/"
+    with sqlite3.connect(into / db.name) as con:
+        tables = [r[0] for r in con.execute("select name from sqlite_master where type='table'")]
+        for table in tables:
+            for column in con.execute(f"pragma table_info('{table}')").fetchall():
+                name = column[1]
+                con.execute(
+                    f'update "{table}" set "{name}" = replace("{name}", ?, ?) '
+                    f'where typeof("{name}") = \'text\' and instr("{name}", ?) > 0',
+                    (old, new, old),
+                )
+    return f"sqlite:///{into / db.name}"
 
 
 @pytest.fixture(scope="session")

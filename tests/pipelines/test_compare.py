@@ -8,8 +8,6 @@ with a second run in a *copy* of its store, so the shared store other tests read
 from __future__ import annotations
 
 import json
-import shutil
-import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -234,34 +232,11 @@ def test_plot_writes_a_png(store: dict[str, str], tmp_path: Path) -> None:
         plot(rows, "test.image.auroc", tmp_path / "none.png")
 
 
-def copy_store(uri: str, into: Path) -> str:
-    """A private copy of a SQLite store and its mlartifacts, paths inside rewritten."""
-    db = sqlite_path(uri)
-    assert db is not None
-    into.mkdir(parents=True)
-    with sqlite3.connect(db) as src, sqlite3.connect(into / db.name) as dst:
-        src.backup(dst)
-    if (db.parent / "mlartifacts").is_dir():
-        shutil.copytree(db.parent / "mlartifacts", into / "mlartifacts")
-    old, new = f"{db.parent}/", f"{into}/"
-    with sqlite3.connect(into / db.name) as con:
-        tables = [r[0] for r in con.execute("select name from sqlite_master where type='table'")]
-        for table in tables:
-            for column in con.execute(f"pragma table_info('{table}')").fetchall():
-                name = column[1]
-                con.execute(
-                    f'update "{table}" set "{name}" = replace("{name}", ?, ?) '
-                    f'where typeof("{name}") = \'text\' and instr("{name}", ?) > 0',
-                    (old, new, old),
-                )
-    return f"sqlite:///{into / db.name}"
-
-
 @pytest.mark.slow
 def test_compare_and_promote_the_trained_run(
     trained: Trained, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    uri = copy_store(trained.uri, tmp_path / "store")
+    uri = trained.own_store(tmp_path / "store").uri
     client = client_of(uri)
     first = trained.result.run_id
     assert client.get_run(first).data.metrics == client_of(trained.uri).get_run(first).data.metrics

@@ -31,6 +31,13 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.usefixtures("ray_local")
 
 
+@pytest.fixture(scope="module")
+def trained(trained: Trained, tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    """The session's model in this module's own copy of its store: the runs written here
+    (feedback periods) are seen by no other module, and theirs not here."""
+    return trained.own_store(tmp_path_factory.mktemp("store"))
+
+
 def run(*argv: str) -> tuple[int, str]:
     out = io.StringIO()
     with contextlib.redirect_stdout(out):

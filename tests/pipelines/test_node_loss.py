@@ -15,6 +15,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -49,8 +50,9 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> SynthArchive:
     return synthesize(root, SynthConfig(studies=90, seed=21, size=192), workers=2)
 
 
-def _job(cluster: RayCluster, cwd: Path, *argv: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
+def _job(cluster: RayCluster, cwd: Path, *argv: str) -> Watch:
+    """`mura ARGV` against the cluster, its files in `cwd` (their changes are its progress)."""
+    job = subprocess.Popen(
         [sys.executable, "-m", "jobs.cli", *argv, "--address", cluster.address],
         cwd=cwd,
         env={**cluster.env, "PYTHONPATH": str(REPO)},
@@ -59,6 +61,7 @@ def _job(cluster: RayCluster, cwd: Path, *argv: str) -> subprocess.Popen[str]:
         text=True,
         start_new_session=True,
     )
+    return Watch(job, lambda: _files(cwd))
 
 
 @dataclass(frozen=True)
@@ -75,16 +78,13 @@ class Kill:
 
 
 def _kill_when_working(
-    cluster: RayCluster,
-    job: subprocess.Popen[str],
-    title: str,
-    ready: Callable[[], bool] = lambda: True,
-    timeout: float = 240,
+    cluster: RayCluster, watch: Watch, title: str, ready: Callable[[], bool] = lambda: True
 ) -> Kill:
     """Once `ready()`, wait until a worker node runs a Ray worker whose title holds `title`
     (past its constructor), then kill that node."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and job.poll() is None:
+    kills: list[Kill] = []
+
+    def kill_one() -> bool:
         for node in cluster.nodes[1:] if ready() else ():
             if node.killed or node.process.poll() is not None:
                 continue
@@ -92,24 +92,89 @@ def _kill_when_working(
             working = {pid: t for pid, t in titles if title in t and "__init__" not in t}
             if working:
                 node.kill()
-                return Kill(node, working, time.monotonic())
-        time.sleep(0.02)
-    output = job.communicate(timeout=30)[0] if job.poll() is not None else ""
-    raise AssertionError(f"no worker node ran {title!r} before the job ended:\n{output[-3000:]}")
+                kills.append(Kill(node, working, time.monotonic()))
+                return True
+        return False
+
+    watch.until(kill_one, every=0.02)
+    if not kills:
+        said = watch.end()[-3000:]
+        raise AssertionError(f"no worker node ran {title!r} before the job ended:\n{said}")
+    return kills[0]
 
 
-def _finish(cluster: RayCluster, job: subprocess.Popen[str], name: str) -> tuple[str, float]:
+def _files(root: Path) -> tuple[int, float]:
+    """How many entries under `root` and the newest change: a job's progress on disk."""
+    count, newest = 0, 0.0
+    for path in root.rglob("*"):
+        with contextlib.suppress(OSError):  # a temporary file gone between listing and stat
+            newest, count = max(newest, path.stat().st_mtime), count + 1
+    return count, newest
+
+
+# A job that still makes progress is waited for however busy the machine is; one that has
+# said nothing and changed nothing for this long is stuck (the bound is not a time budget
+# for the work, which on a loaded 2-core machine has taken 3x an idle one's).
+STALL_S = 300
+
+
+class Watch:
+    """A running job's output, read as it comes, and waits that last as long as the job
+    shows life: it prints a line, or `progress()` (a file, a database row) changes."""
+
+    def __init__(self, job: subprocess.Popen[str], progress: Callable[[], object]) -> None:
+        self.job, self.progress, self.lines = job, progress, list[str]()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.job.stdout or ():
+            self.lines.append(line)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def until(self, done: Callable[[], bool], every: float = 0.2) -> None:
+        """Return once `done()` (asked every `every` s) or the job has ended; fail when the
+        job is stuck (its signs of life are looked at once a second)."""
+        seen, moved = (len(self.lines), self.progress()), time.monotonic()
+        looked = moved
+        while not done() and self.job.poll() is None:
+            time.sleep(every)
+            if time.monotonic() - looked < 1:
+                continue
+            looked = time.monotonic()
+            now_seen = (len(self.lines), self.progress())
+            if now_seen != seen:
+                seen, moved = now_seen, looked
+            elif looked - moved > STALL_S:
+                self.job.kill()
+                self._reader.join(timeout=30)
+                raise AssertionError(
+                    f"the job said nothing and made no progress for {STALL_S} s:\n"
+                    + self.output[-3000:]
+                )
+
+    def end(self) -> str:
+        """The job's whole output once it has ended."""
+        self.until(lambda: False)
+        self._reader.join(timeout=60)
+        return self.output
+
+
+def _finish(cluster: RayCluster, watch: Watch, name: str) -> tuple[str, float]:
     """The job's output and end time (exit 0 required); a fresh node replaces the dead one
     whatever the job did, so the module's cluster is whole for the next test (or a rerun)."""
     try:
-        output = job.communicate(timeout=420)[0]
+        output = watch.end()
     finally:
-        if job.poll() is None:
-            job.kill()
+        if watch.job.poll() is None:
+            watch.job.kill()
         cluster.add_worker(name)
         cluster.wait_for(3, timeout=120)
     end = time.monotonic()
-    assert job.returncode == 0, output[-4000:]
+    assert watch.job.returncode == 0, output[-4000:]
     return output, end
 
 
@@ -118,15 +183,15 @@ def test_ingest_survives_a_node_killed_while_decoding(
 ) -> None:
     out = tmp_path / "shards"
     started = time.monotonic()
-    job = _job(
+    watch = _job(
         cluster,
         tmp_path,
         *("ingest", str(archive.root), "--out", str(out), "--size", "64"),
         *("--batch-size", "2", "--rows-per-shard", "6"),
     )
     staging = lambda: bool(list(out.glob(".staging-*/*.parquet")))  # noqa: E731
-    kill = _kill_when_working(cluster, job, "decode_batch", staging)
-    said = kill.said(started, _finish(cluster, job, f"{kill.node.name}-again")[1])
+    kill = _kill_when_working(cluster, watch, "decode_batch", staging)
+    said = kill.said(started, _finish(cluster, watch, f"{kill.node.name}-again")[1])
     counts = Manifest.read(out).counts
     assert counts.found == counts.ingested + counts.quarantined == archive.n_images
     ids = read_images(out, columns=["image_id"]).column("image_id").to_pylist()
@@ -143,15 +208,15 @@ def test_screen_survives_a_node_killed_while_scoring(
     bundle = random_bundle(tmp_path / "bundle", size=160)  # ~20 s of scoring: time to kill
     out = tmp_path / "report"
     started = time.monotonic()
-    job = _job(
+    watch = _job(
         cluster,
         tmp_path,
         *("screen", str(archive.root), "--model", str(bundle), "--out", str(out)),
         *("--actors", "3", "--batch-size", "2", "--tracking-uri", f"sqlite:///{tmp_path}/m.db"),
     )
     scoring = (out / ".scores").is_dir  # the driver is about to write scores
-    kill = _kill_when_working(cluster, job, "ScreenPredictor", scoring)
-    said = kill.said(started, _finish(cluster, job, f"{kill.node.name}-again")[1])
+    kill = _kill_when_working(cluster, watch, "ScreenPredictor", scoring)
+    said = kill.said(started, _finish(cluster, watch, f"{kill.node.name}-again")[1])
     images = pq.read_table(out / "images.parquet")
     studies = pq.read_table(out / "studies.parquet")
     ids = images["image_id"].to_pylist()
@@ -180,10 +245,10 @@ def test_train_survives_a_node_killed_in_an_epoch(
 ) -> None:
     shards, db = tmp_path / "shards", tmp_path / "mlflow.db"
     ingest = _job(cluster, tmp_path, "ingest", str(archive.root), "--out", str(shards), "--size=32")
-    ingested = ingest.communicate(timeout=300)[0]
-    assert ingest.returncode == 0, ingested[-3000:]
+    ingested = ingest.end()
+    assert ingest.job.returncode == 0, ingested[-3000:]
     started = time.monotonic()
-    job = _job(
+    watch = _job(
         cluster,
         tmp_path,
         *("train", str(shards), "--recipe", "seed-cnn", "--model", "resnet18", "--size", "32"),
@@ -191,11 +256,10 @@ def test_train_survives_a_node_killed_in_an_epoch(
         *("--workers", "2", "--tracking-uri", f"sqlite:///{db}"),
         *("--storage", str(tmp_path / "runs"), "--name", "node-loss"),
     )
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and job.poll() is None and not _epochs_logged(db, "val_loss"):
-        time.sleep(0.2)  # epoch 1 is done and checkpointed: the kill lands in a later one
-    kill = _kill_when_working(cluster, job, "RayTrainWorker")
-    output, end = _finish(cluster, job, f"{kill.node.name}-again")
+    # epoch 1 is done and checkpointed: the kill lands in a later one
+    watch.until(lambda: bool(_epochs_logged(db, "val_loss")))
+    kill = _kill_when_working(cluster, watch, "RayTrainWorker")
+    output, end = _finish(cluster, watch, f"{kill.node.name}-again")
     said = kill.said(started, end)
     # the loss is said (which error names it depends on who notices first: the health check,
     # or the surviving worker's gloo connection reset) and training went on

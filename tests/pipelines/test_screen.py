@@ -46,6 +46,15 @@ if TYPE_CHECKING:
     from tests.pipelines.conftest import Trained
 
 pytestmark = pytest.mark.usefixtures("ray_local")
+
+
+@pytest.fixture(scope="module")
+def trained(trained: Trained, tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    """The session's model in this module's own copy of its store: the runs written here
+    (screening runs) are seen by no other module, and theirs not here."""
+    return trained.own_store(tmp_path_factory.mktemp("store"))
+
+
 REPORT_FILES = {
     "studies.parquet",
     "studies.csv",

@@ -36,6 +36,13 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.usefixtures("ray_local")
 
 
+@pytest.fixture(scope="module")
+def trained(trained: Trained, tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    """The session's model in this module's own copy of its store: the runs written here
+    (evaluations) are seen by no other module, and theirs not here."""
+    return trained.own_store(tmp_path_factory.mktemp("store"))
+
+
 @pytest.mark.slow
 def test_seed_cnn_learns_study_level_auroc(trained: Trained) -> None:
     test = trained.result.splits["test"].evaluation
