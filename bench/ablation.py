@@ -465,9 +465,11 @@ def write_table(folder: Path) -> Path:
         "flip TTA) at the best val-AUROC epoch; every run the same budget as the baseline "
         "unless its row says otherwise; val AUROC: the same variant at its chosen epoch. "
         f"The CIs are of each run alone (test: {test}); differences "
-        "smaller than ~0.04 are within them, and one seed per row. Seconds: the whole run, "
-        "1 torch thread, two runs side by side on a 2-core machine shared with other work "
-        "(niced, load 8-25): timings are noisy and several times the idle machine's.",
+        "smaller than ~0.04 are within them, and one seed per row. Seconds: the whole run "
+        "on a 2-core machine shared with other work, niced (the first runs: 1 torch thread, "
+        "two side by side, load 8-25; architecture and resolution: 2 threads, one at a time "
+        "beside test suites, load 3-50): noisy, several times the idle machine's, and no "
+        "measure of one configuration's cost against another's.",
         "",
         "| ingredient | on (baseline) | off (this run) | test AUROC [95 % CI] | Δ vs baseline "
         "| val AUROC | seconds |",
