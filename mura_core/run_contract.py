@@ -247,6 +247,14 @@ def ci_names(metric: str) -> tuple[str, str]:
     return ".".join(low), ".".join(high)
 
 
+def logged_ci(metrics: Mapping[str, float], metric: str) -> tuple[float, float] | None:
+    """The 95 % CI logged beside `metric` (`….kappa` → `….kappa_ci_low|high`), if any."""
+    low, high = ci_names(metric)
+    if low in metrics and high in metrics:
+        return metrics[low], metrics[high]
+    return None
+
+
 def _figures(metrics: BinaryMetrics) -> dict[str, float]:
     values = {
         "accuracy": metrics.accuracy,
@@ -329,11 +337,7 @@ class TrainRunRecord:
         return self.metrics.get(metric_name(split, level, name, part))
 
     def ci(self, metric: str) -> tuple[float, float] | None:
-        """The 95 % CI logged beside `metric` (`….kappa` → `….kappa_ci_low|high`), if any."""
-        low, high = ci_names(metric)
-        if low in self.metrics and high in self.metrics:
-            return self.metrics[low], self.metrics[high]
-        return None
+        return logged_ci(self.metrics, metric)
 
     def by_part(self, split: str, level: str, name: str) -> dict[str, float]:
         """`test.study.kappa.<BODY_PART>` for each body part logged, sorted by part."""

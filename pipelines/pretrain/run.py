@@ -37,6 +37,7 @@ from ray.train.torch import TorchTrainer
 from mura_core import __version__
 from mura_core.checkpoints import MAX_SIZE, ModelInfo, load_training_checkpoint, save_bundle
 from mura_core.errors import MuraError
+from mura_core.run_contract import ModelVersionTags, PretrainEpochReport, pretrain_tags
 from mura_core.shards import ShardsLayout
 from mura_core.ssl import (
     ENCODER_FILE,
@@ -226,13 +227,14 @@ def _open_run(
     run_file = storage / name / MLFLOW_RUN_FILE
     if run_file.is_file():
         run_id = run_file.read_text().strip()
-        logged = tuple(int(m.step) for m in client.get_metric_history(run_id, "loss"))
+        history = client.get_metric_history(run_id, PretrainEpochReport.STEP_METRIC)
+        logged = tuple(int(m.step) for m in history)
         client.update_run(run_id, status="RUNNING")
         return run_id, logged
     run = client.create_run(
         ensure_experiment(client, cfg.experiment),
         run_name=name,
-        tags={"mura.kind": ENCODER_KIND, "mura.method": METHOD, "mura.model": cfg.model},
+        tags=pretrain_tags(ENCODER_KIND, METHOD, cfg.model),
     )
     for key, value in _params(cfg, checked, name).items():
         client.log_param(run.info.run_id, key, value)
@@ -379,7 +381,7 @@ def _finish(
         model_uri, version = log_bundle(
             folder,
             registered_name=cfg.registered_name,
-            tags={"run_id": run_id, "kind": ENCODER_KIND, "method": METHOD, "seed": str(cfg.seed)},
+            tags=ModelVersionTags(run_id, seed=str(cfg.seed), kind=ENCODER_KIND, method=METHOD),
         )
     return PretrainResult(
         run_id=run_id,

@@ -31,6 +31,7 @@ from mura_core import __version__
 from mura_core.checkpoints import ModelInfo, load_bundle, read_history, save_models, write_info
 from mura_core.models import InitialWeights
 from mura_core.recipes import Recipe
+from mura_core.run_contract import EpochReport, TrainRunParams
 from mura_core.shards import ShardsLayout
 
 from ..console import console
@@ -162,29 +163,23 @@ def preflight(cfg: TrainConfig) -> Checked:
 
 def _params(
     cfg: TrainConfig, stats: ShardStats, shards: Path, name: str, weights: str
-) -> dict[str, str]:
-    params = {f"recipe.{k}": str(v) for k, v in cfg.recipe.to_dict().items()}
-    params.update(
-        {
-            "recipe": cfg.recipe.name,
-            "model": cfg.recipe.model,
-            "body_part": cfg.body_part or "all",
-            "workers": str(cfg.workers),
-            "gpu": str(cfg.gpu),
-            "weights": weights,
-            "target_sensitivity": str(cfg.target_sensitivity or "none"),
-            "seed": str(cfg.seed),
-            "max_failures": str(cfg.max_failures),
-            "data.manifest_digest": file_digest(ShardsLayout(shards).manifest),
-            "data.shard_size": str(stats.size),
-            "git_commit": git_commit(),
-            "tool_version": __version__,
-            "ray_train_name": name,
-        }
+) -> TrainRunParams:
+    return TrainRunParams(
+        recipe=cfg.recipe,
+        body_part=cfg.body_part,
+        workers=cfg.workers,
+        gpu=cfg.gpu,
+        weights=weights,
+        target_sensitivity=cfg.target_sensitivity,
+        seed=cfg.seed,
+        max_failures=cfg.max_failures,
+        manifest_digest=file_digest(ShardsLayout(shards).manifest),
+        shard_size=stats.size,
+        images={split: stats.images(split, cfg.body_part) for split in SPLITS},
+        git_commit=git_commit(),
+        tool_version=__version__,
+        ray_train_name=name,
     )
-    for split in SPLITS:
-        params[f"data.{split}_images"] = str(stats.images(split, cfg.body_part))
-    return params
 
 
 def _scaling(cfg: TrainConfig) -> ray.train.ScalingConfig:
@@ -269,21 +264,16 @@ def _open_run(
     run_file = storage / name / MLFLOW_RUN_FILE
     if run_file.is_file():
         run_id = run_file.read_text().strip()
-        logged = tuple(int(m.step) for m in client.get_metric_history(run_id, "train_loss"))
+        history = client.get_metric_history(run_id, EpochReport.STEP_METRIC)
+        logged = tuple(int(m.step) for m in history)
         client.update_run(run_id, status="RUNNING")
         return run_id, logged
-    run = client.create_run(
-        ensure_experiment(client, cfg.experiment),
-        run_name=name,
-        tags={
-            "mura.recipe": cfg.recipe.name,
-            "mura.model": cfg.recipe.model,
-            "mura.body_part": cfg.body_part or "all",
-        },
-    )
     shards = cfg.shards.expanduser().resolve()
     params = _params(cfg, checked.stats, shards, name, checked.weights.label)
-    for key, value in params.items():
+    run = client.create_run(
+        ensure_experiment(client, cfg.experiment), run_name=name, tags=params.to_tags()
+    )
+    for key, value in params.to_params().items():
         client.log_param(run.info.run_id, key, value)
     run_file.parent.mkdir(parents=True, exist_ok=True)
     run_file.write_text(run.info.run_id + "\n")
