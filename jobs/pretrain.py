@@ -141,11 +141,11 @@ def config_from_args(args: argparse.Namespace) -> PretrainConfig:
 def command(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     result = run_pretraining(cfg)  # a Ray command (RAY_COMMANDS): log captured, Ray stopped
-    last = result.history[-1] if result.history else {}
+    last = result.history[-1].loss if result.history else None
     console.print()
     console.print(
         f"encoder {cfg.model}: {len(result.history)} epochs on {result.images} images, "
-        f"final loss {last.get('loss', float('nan')):.4f}"
+        f"final loss {float('nan') if last is None else last:.4f}"
     )
     console.print(f"encoder weights: {result.encoder_file} (mura train --weights FILE)")
     console.print(

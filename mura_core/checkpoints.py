@@ -41,6 +41,7 @@ from .models import (  # Ensemble: re-exported
     model_names,
 )
 from .recipes import Recipe
+from .run_contract import EpochReport, PretrainEpochReport
 from .transforms import EvalPreset
 
 WEIGHTS = "weights.pt"
@@ -396,6 +397,7 @@ def load_bundle(
 
 TRAIN_STATE = "train_state.pt"
 HISTORY = "history.json"
+EpochRow = EpochReport | PretrainEpochReport  # a history row: either run's report
 
 
 @dataclass(frozen=True)
@@ -405,7 +407,7 @@ class TrainingState:
     epoch: int
     optimizer: dict[str, Any]
     scheduler: dict[str, Any]
-    history: list[dict[str, float]]
+    history: Sequence[EpochRow]  # every epoch so far, as reported (`history.json`)
     # with weight EMA the bundle holds the averaged weights (the model that is evaluated);
     # the trained weights and the EMA's update count are kept here to resume
     trained: dict[str, torch.Tensor] | None = None
@@ -421,13 +423,15 @@ def save_training_checkpoint(
     if state.trained is not None:
         saved |= {"trained": state.trained, "ema_updates": state.ema_updates}
     torch.save(saved, folder / TRAIN_STATE)
-    (folder / HISTORY).write_text(json.dumps(state.history))
+    (folder / HISTORY).write_text(json.dumps([row.to_dict() for row in state.history]))
     return folder
 
 
-def load_training_checkpoint(folder: Path, model: nn.Module) -> TrainingState:
+def load_training_checkpoint(
+    folder: Path, model: nn.Module, report: type[EpochRow] = EpochReport
+) -> TrainingState:
     """Load a training checkpoint's weights into `model` (refused like a bundle's, one
-    BundleError line); the rest is returned."""
+    BundleError line); the rest is returned, its history as `report` rows."""
     folder = Path(folder)
     load_weights(model, folder / WEIGHTS)
     saved = _load_tensors(folder / TRAIN_STATE)
@@ -437,12 +441,14 @@ def load_training_checkpoint(folder: Path, model: nn.Module) -> TrainingState:
         epoch=int(saved["epoch"]),
         optimizer=saved["optimizer"],
         scheduler=saved["scheduler"] or {},
-        history=read_history(folder),
+        history=read_history(folder, report),
         trained=saved.get("trained"),
         ema_updates=int(saved.get("ema_updates", 0)),
     )
 
 
-def read_history(folder: Path) -> list[dict[str, float]]:
-    """The per-epoch metrics a training checkpoint carries."""
-    return json.loads((Path(folder) / HISTORY).read_text())
+def read_history(folder: Path, report: type[EpochRow] = EpochReport) -> list[EpochRow]:
+    """The per-epoch rows a training checkpoint carries (`mura train`'s `EpochReport`s,
+    or `mura pretrain`'s `PretrainEpochReport`s)."""
+    rows = json.loads((Path(folder) / HISTORY).read_text())
+    return [report.from_dict(row) for row in rows]

@@ -129,7 +129,7 @@ class PretrainResult:
     model_uri: str
     registered_name: str
     version: str | None
-    history: list[dict[str, float]]
+    history: list[PretrainEpochReport]
     tracking_uri: str
     bundle: Path  # the encoder bundle kept on disk
     encoder_file: Path  # its `--weights FILE` state dict
@@ -364,8 +364,8 @@ def _finish(
     with tempfile.TemporaryDirectory(prefix="mura-pretrain-") as tmp:
         ckpt = Path(result.checkpoint.to_directory(str(Path(tmp) / "ckpt")))
         model = build_ssl_model(cfg.model, size=checked.size, projector_dim=cfg.projector_dim)
-        state = load_training_checkpoint(ckpt, model)
-    last = state.history[-1] if state.history else {}
+        state = load_training_checkpoint(ckpt, model, PretrainEpochReport)
+    last = state.history[-1] if state.history else PretrainEpochReport(0)
     info = encoder_info(
         cfg,
         checked.size,
@@ -373,7 +373,7 @@ def _finish(
         epochs=state.epoch,
         images=checked.images,
         splits="+".join(SPLITS),
-        final_loss=float(last.get("loss", float("nan"))),
+        final_loss=float("nan") if last.loss is None else last.loss,
     )
     save_encoder_bundle(folder, model, info)
     use_tracking(checked.uri)
@@ -389,7 +389,7 @@ def _finish(
         model_uri=model_uri,
         registered_name=cfg.registered_name,
         version=version,
-        history=state.history,
+        history=list(state.history),
         tracking_uri=checked.uri,
         bundle=folder,
         encoder_file=folder / ENCODER_FILE,

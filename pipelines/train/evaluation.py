@@ -34,6 +34,7 @@ from mura_core.monitoring.snapshot import Snapshot, save_reference
 from mura_core.reports import confusion_plot, learning_curves, reliability_plot, roc_plot
 from mura_core.run_contract import (
     CALIBRATION_TEMPERATURE,
+    EpochReport,
     ModelVersionTags,
     ece_metric,
     evaluation_metrics,
@@ -190,7 +191,7 @@ def log_evaluation(
     run_id: str,
     bundle_dir: Path,
     splits: dict[str, SplitResult],
-    history: list[dict[str, float]],
+    history: list[EpochReport],
     predictions: dict[str, Predictions],
     shards: Path,
     cam_examples: int,
@@ -219,7 +220,7 @@ def log_evaluation(
         _write_table(table_rows(test, "study"), folder, "test_study_by_body_part")
         _write_table(table_rows(test, "image"), folder, "test_image_by_body_part")
         _write_table([table1_row(splits, model_name)], folder, "table1")
-        (folder / "history.json").write_text(json.dumps(history, indent=1))
+        (folder / "history.json").write_text(json.dumps([h.to_dict() for h in history], indent=1))
         cams = folder / "cam"
         cams.mkdir()
         _cam_examples(bundle_dir, shards, predictions["test"], cams, cam_examples)

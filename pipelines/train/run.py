@@ -104,7 +104,7 @@ class TrainResult:
     version: str | None
     threshold: float
     splits: dict[str, SplitResult]
-    history: list[dict[str, float]]
+    history: list[EpochReport]
     tracking_uri: str
     weights: str  # the initial weights, as logged: "none (random init)", "imagenet (...)", ...
 
@@ -243,13 +243,14 @@ def shuffle_rows(stats: ShardStats, body_part: str | None, batch_size: int) -> i
 
 def _best_bundles(result: ray.train.Result, keep: int, into: Path) -> list[Path]:
     """The `keep` best-val-loss checkpoints, copied to local folders, best first."""
+    reported = [(c, EpochReport.from_dict(m)) for c, m in result.best_checkpoints]
     ranked = sorted(
-        (c for c in result.best_checkpoints if "val_loss" in c[1]), key=lambda c: c[1]["val_loss"]
+        ((c, r) for c, r in reported if r.val_loss is not None), key=lambda c: c[1].val_loss
     )
     if not ranked and result.checkpoint is not None:
-        ranked = [(result.checkpoint, result.metrics or {})]
+        ranked = [(result.checkpoint, EpochReport.from_dict(result.metrics or {}))]
     folders = []
-    for i, (checkpoint, _metrics) in enumerate(ranked[:keep]):
+    for i, (checkpoint, _report) in enumerate(ranked[:keep]):
         folders.append(Path(checkpoint.to_directory(str(into / f"ckpt{i}"))))
     if not folders:
         raise TrainError("training reported no checkpoint")
@@ -351,7 +352,7 @@ def run_training(cfg: TrainConfig) -> TrainResult:
 
 
 def _say_how_it_ended(recipe: Recipe, result: ray.train.Result) -> None:
-    epoch = int((result.metrics or {}).get("epoch", 0))
+    epoch = EpochReport.from_dict(result.metrics or {}).epoch
     if recipe.early_stop and epoch < recipe.epochs:
         console.print(
             f"[train] stopped early after epoch {epoch}: val loss did not improve for "
@@ -361,7 +362,7 @@ def _say_how_it_ended(recipe: Recipe, result: ray.train.Result) -> None:
 
 def _final_bundle(
     cfg: TrainConfig, result: ray.train.Result, tmp: Path
-) -> tuple[Path, int, list[dict[str, float]]]:
+) -> tuple[Path, int, list[EpochReport]]:
     """The best checkpoint(s) as one bundle (an ensemble when the recipe keeps several),
     how many models it holds, and the run's per-epoch history."""
     folders = _best_bundles(result, cfg.recipe.keep_best, tmp)

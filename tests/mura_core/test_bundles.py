@@ -31,6 +31,7 @@ from mura_core.checkpoints import (
 )
 from mura_core.models import FlipTTA, build_model, is_model_name
 from mura_core.recipes import recipe
+from mura_core.run_contract import EpochReport
 
 SIZE = 32
 INFO = ModelInfo(model="cnn", size=SIZE, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
@@ -141,9 +142,14 @@ def test_weights_that_are_not_the_models_state_dict_are_refused(
 
 def test_a_training_checkpoint_is_checked_by_the_same_helper(tmp_path: Path) -> None:
     model = build_model("cnn", size=SIZE)
-    state = TrainingState(epoch=2, optimizer={}, scheduler={}, history=[{"val_loss": 1.0}])
+    history = [EpochReport(2, train_loss=0.5, val_loss=1.0)]
+    state = TrainingState(epoch=2, optimizer={}, scheduler={}, history=history)
     folder = save_training_checkpoint(tmp_path / "ckpt", model, INFO, state)
-    assert load_training_checkpoint(folder, build_model("cnn", size=SIZE)).epoch == 2
+    back = load_training_checkpoint(folder, build_model("cnn", size=SIZE))
+    assert back.epoch == 2 and back.history == history
+    assert json.loads((folder / "history.json").read_text()) == [
+        {"epoch": 2, "train_loss": 0.5, "val_loss": 1.0}
+    ]
     torch.save(dict(build_model("cnn", size=64).state_dict()), folder / WEIGHTS)
     line = refused(load_training_checkpoint, folder, build_model("cnn", size=SIZE), path=folder)
     assert "does not fit SeedCNN" in line, line
