@@ -161,9 +161,7 @@ def resolve_model(spec: str, *, cache: Path | None = None) -> ResolvedModel:
         info = read_info(folder)
     except BundleError as exc:
         raise ModelSpecError(f"model {spec}: {exc}") from exc
-    return ResolvedModel(
-        folder, info, spec, name, version, run_id or (info.extra or {}).get("run_id")
-    )
+    return ResolvedModel(folder, info, spec, name, version, run_id or info.extra.run_id)
 
 
 def scoring_model(spec: str) -> ResolvedModel:

@@ -59,7 +59,7 @@ class PretrainLoop:
     weight_decay: float
     warmup_epochs: float
     projector_dim: int
-    info: dict[str, Any]  # the checkpoints' model.json (ModelInfo.to_json)
+    info: ModelInfo  # the checkpoints' model.json
     steps_per_epoch: int = 1  # per worker: the schedule's length
     seed: int = 0
     shuffle_rows: int = 0
@@ -168,7 +168,7 @@ def pretrain_loop_per_worker(config: dict[str, Any]) -> None:
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     model = ray.train.torch.prepare_model(model)
-    info = ModelInfo.from_json(cfg.info)
+    info = cfg.info
     shard = ray.train.get_dataset_shard(DATASET)
     for epoch in range(start_epoch, cfg.epochs + 1):
         started = time.perf_counter()

@@ -35,7 +35,13 @@ from ray.data import ExecutionOptions, RandomSeedConfig
 from ray.train.torch import TorchTrainer
 
 from mura_core import __version__
-from mura_core.checkpoints import MAX_SIZE, ModelInfo, load_training_checkpoint, save_bundle
+from mura_core.checkpoints import (
+    MAX_SIZE,
+    ModelInfo,
+    ModelOrigin,
+    load_training_checkpoint,
+    save_bundle,
+)
 from mura_core.errors import MuraError
 from mura_core.run_contract import ModelVersionTags, PretrainEpochReport, pretrain_tags
 from mura_core.shards import ShardsLayout
@@ -192,7 +198,7 @@ def encoder_info(cfg: PretrainConfig, size: int, **extra: Any) -> ModelInfo:
         size=size,
         mean=GRAY_MEAN,
         std=GRAY_STD,
-        extra={"kind": ENCODER_KIND, "method": METHOD, **extra},
+        extra=ModelOrigin(kind=ENCODER_KIND, method=METHOD, **extra),
     )
 
 
@@ -285,7 +291,7 @@ def _trainer(
         weight_decay=cfg.weight_decay,
         warmup_epochs=cfg.warmup,
         projector_dim=cfg.projector_dim,
-        info=encoder_info(cfg, checked.size, checkpoint="vicreg encoder + projector").to_json(),
+        info=encoder_info(cfg, checked.size, checkpoint="vicreg encoder + projector"),
         steps_per_epoch=max(1, per_worker // cfg.batch_size),
         seed=cfg.seed,
         # the whole share when small, else as many rows as ~256 MB of pixels hold

@@ -28,7 +28,14 @@ from ray.data import ExecutionOptions, RandomSeedConfig
 from ray.train.torch import TorchTrainer
 
 from mura_core import __version__
-from mura_core.checkpoints import ModelInfo, load_bundle, read_history, save_models, write_info
+from mura_core.checkpoints import (
+    ModelInfo,
+    ModelOrigin,
+    load_bundle,
+    read_history,
+    save_models,
+    write_info,
+)
 from mura_core.models import InitialWeights
 from mura_core.recipes import Recipe
 from mura_core.run_contract import EpochReport, TrainRunParams
@@ -400,13 +407,13 @@ def _finish(
         run_id,
     )
     splits = evaluate_splits(predictions, threshold, seed=cfg.seed, part_thresholds=part_thresholds)
-    extra = {
-        "run_id": run_id,
-        "body_part": cfg.body_part or "all",
-        "ensemble_size": members,
-        "shard_size": checked.stats.size,
-        "weights": checked.weights.label,
-    }
+    extra = ModelOrigin(
+        run_id=run_id,
+        body_part=cfg.body_part or "all",
+        ensemble_size=members,
+        shard_size=checked.stats.size,
+        weights=checked.weights.label,
+    )
     info = ModelInfo.from_recipe(
         cfg.recipe,
         threshold=threshold,

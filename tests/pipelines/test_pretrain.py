@@ -68,7 +68,7 @@ def test_pretrained_encoder_is_registered_and_mura_train_starts_from_it(
 
     # the registered bundle says it is an encoder and loads; encoder.pt travels in it
     resolved = resolve_model("models:/test-encoder/1", cache=tmp_path / "resolved")
-    assert is_encoder(resolved.info.extra) and resolved.info.extra["method"] == "vicreg"
+    assert is_encoder(resolved.info.extra) and resolved.info.extra.method == "vicreg"
     assert (resolved.folder / ENCODER_FILE).is_file() and result.encoder_file.is_file()
     load_bundle(resolved.folder)
     with pytest.raises(ModelSpecError, match="is a pretrained encoder .* not a classifier"):
