@@ -127,6 +127,7 @@ class EpochReport(_Report):
     adds the val ones. `val_collapsed`: the val outputs have no spread (logged as 0/1)."""
 
     STEP_METRIC: ClassVar[str] = "train_loss"  # its logged steps are the epochs logged
+    CHECKPOINT_SCORE: ClassVar[str] = "val_loss"  # Ray Train keeps the lowest's checkpoints
     lr: float | None = None
     train_loss: float | None = None
     train_accuracy: float | None = None

@@ -14,7 +14,6 @@ nothing registered), log and register the model.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import tempfile
 from dataclasses import dataclass
@@ -23,7 +22,6 @@ from typing import Any
 
 import ray
 import ray.train
-from mlflow.entities import RunStatus
 from ray.data import ExecutionOptions, RandomSeedConfig
 from ray.train.torch import TorchTrainer
 
@@ -49,7 +47,6 @@ from ..runtime import cluster_cpus, data_context, ensure_ray
 from ..shardsets import ShardStats, shard_stats
 from ..tracking import (
     check_tracking,
-    ensure_experiment,
     file_digest,
     git_commit,
     resolve_tracking_uri,
@@ -68,10 +65,18 @@ from .evaluation import (
 )
 from .loop import LoopConfig, train_loop_per_worker
 from .operating import calibrated, operating_point
+from .session import (
+    OpenRun,
+    RunPlace,
+    finished,
+    new_run,
+    resumed_run,
+    run_config,
+    scaling,
+)
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
-MLFLOW_RUN_FILE = "mlflow_run_id"  # beside Ray Train's checkpoints: a rerun resumes the run
 
 
 @dataclass(frozen=True)
@@ -189,18 +194,6 @@ def _params(
     )
 
 
-def _scaling(cfg: TrainConfig) -> ray.train.ScalingConfig:
-    cpus = cluster_cpus()
-    if cfg.cpus_per_worker is not None:
-        per_worker = cfg.cpus_per_worker
-    else:
-        # leave a CPU to Ray Data's readers; fractions are fine (2 cores, 1 worker → 1 CPU)
-        per_worker = max(0.5, min(4.0, (cpus - 1) / cfg.workers))
-    return ray.train.ScalingConfig(
-        num_workers=cfg.workers, use_gpu=cfg.gpu, resources_per_worker={"CPU": per_worker}
-    )
-
-
 def _datasets(
     shards: Path, stats: ShardStats, body_part: str | None, seed: int, *, ordered: bool = True
 ) -> dict:
@@ -264,37 +257,19 @@ def _best_bundles(result: ray.train.Result, keep: int, into: Path) -> list[Path]
     return folders
 
 
-def _open_run(
-    cfg: TrainConfig, checked: Checked, client: Any, name: str, storage: Path
-) -> tuple[str, tuple[int, ...]]:
+def _open_run(cfg: TrainConfig, checked: Checked, client: Any, place: RunPlace) -> OpenRun:
     """The MLflow run: a new one with its params, or — same `--name` again, so Ray Train
     resumes — the earlier one, with the epochs it already logged."""
-    run_file = storage / name / MLFLOW_RUN_FILE
-    if run_file.is_file():
-        run_id = run_file.read_text().strip()
-        history = client.get_metric_history(run_id, EpochReport.STEP_METRIC)
-        logged = tuple(int(m.step) for m in history)
-        client.update_run(run_id, status="RUNNING")
-        return run_id, logged
+    found = resumed_run(client, place, EpochReport.STEP_METRIC)
+    if found is not None:
+        return found
     shards = cfg.shards.expanduser().resolve()
-    params = _params(cfg, checked.stats, shards, name, checked.weights.label)
-    run = client.create_run(
-        ensure_experiment(client, cfg.experiment), run_name=name, tags=params.to_tags()
-    )
-    for key, value in params.to_params().items():
-        client.log_param(run.info.run_id, key, value)
-    run_file.parent.mkdir(parents=True, exist_ok=True)
-    run_file.write_text(run.info.run_id + "\n")
-    return run.info.run_id, ()
+    params = _params(cfg, checked.stats, shards, place.name, checked.weights.label)
+    return new_run(client, place, cfg.experiment, params.to_tags(), params.to_params())
 
 
 def _trainer(
-    cfg: TrainConfig,
-    checked: Checked,
-    name: str,
-    storage: Path,
-    run: tuple[str, tuple[int, ...]],
-    sink: Any,
+    cfg: TrainConfig, checked: Checked, place: RunPlace, run: OpenRun, sink: Any
 ) -> TorchTrainer:
     """The TorchTrainer for this run (Ray started): loop config, scaling, checkpoints, data."""
     recipe, stats, shards = cfg.recipe, checked.stats, cfg.shards.expanduser().resolve()
@@ -312,17 +287,16 @@ def _trainer(
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"loop": loop},
-        scaling_config=_scaling(cfg),
-        run_config=ray.train.RunConfig(
-            name=name,
-            storage_path=str(storage),
-            failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(
+        scaling_config=scaling(cfg),
+        run_config=run_config(
+            cfg,
+            place,
+            ray.train.CheckpointConfig(
                 num_to_keep=max(recipe.keep_best, 1),
-                checkpoint_score_attribute="val_loss",
+                checkpoint_score_attribute=EpochReport.CHECKPOINT_SCORE,
                 checkpoint_score_order="min",
             ),
-            callbacks=[EpochLogger(checked.uri, *run, recipe.epochs, sink)],
+            EpochLogger(checked.uri, run.run_id, run.logged, recipe.epochs, sink),
         ),
         datasets=_datasets(shards, stats, cfg.body_part, cfg.seed),
         dataset_config=_data_config(),
@@ -333,29 +307,17 @@ def run_training(cfg: TrainConfig) -> TrainResult:
     """Train, evaluate, log and register; see the module docstring for the order."""
     checked = preflight(cfg)
     client = check_tracking(checked.uri)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
-    name = cfg.name or f"{cfg.recipe.name}-{cfg.recipe.model}-{stamp}"
-    storage = (cfg.storage or Path.cwd() / "ray_results").expanduser().resolve()
-    storage.mkdir(parents=True, exist_ok=True)
-    console.keep_log(storage / name, "train")
-    run = _open_run(cfg, checked, client, name, storage)
-    run_id = run[0]
+    place = RunPlace.of(cfg, f"{cfg.recipe.name}-{cfg.recipe.model}", "train")
+    run = _open_run(cfg, checked, client, place)
     console.print(f"[train] {cfg.recipe.model} weights: {checked.weights.label}")
-    try:
+    # a collapsed model is final: the same --name starts a new run rather than resume it
+    with finished(client, run.run_id, place, forget_on=(TrainCollapsed,)):
         ensure_ray(cfg.address)
         with progress_feed(summary=False) as sink:
-            result = _trainer(cfg, checked, name, storage, run, sink).fit()
+            result = _trainer(cfg, checked, place, run, sink).fit()
         _say_how_it_ended(cfg.recipe, result)
         with tempfile.TemporaryDirectory(prefix="mura-train-") as tmp:
-            out = _finish(cfg, result, Path(tmp), checked, client, run_id)
-    except BaseException as exc:
-        client.set_terminated(run_id, status=RunStatus.to_string(RunStatus.FAILED))
-        if isinstance(exc, TrainCollapsed):
-            (storage / name / MLFLOW_RUN_FILE).unlink(missing_ok=True)
-        raise
-    client.set_terminated(run_id, status="FINISHED")
-    (storage / name / MLFLOW_RUN_FILE).unlink(missing_ok=True)
-    return out
+            return _finish(cfg, result, Path(tmp), checked, client, run.run_id)
 
 
 def _say_how_it_ended(recipe: Recipe, result: ray.train.Result) -> None:
