@@ -531,16 +531,20 @@ class ScreenRunRecord:
         return self.figures.get(FLAG_RATE)
 
     def part_flag_rates(self) -> dict[str, float]:
-        """The flag rate of each body part screened."""
-        prefix = FLAG_RATE + "."
-        return {k.removeprefix(prefix): v for k, v in self.figures.items() if k.startswith(prefix)}
+        return part_flag_rates(self.figures)
 
 
 def _read_bool(text: str | None) -> bool | None:
     return None if text is None else text == "true"
 
 
-FLAG_RATE = "flag_rate"
+FLAG_RATE = "flag_rate"  # the monitoring figure: flagged studies / studies
+
+
+def part_flag_rates(figures: Mapping[str, float]) -> dict[str, float]:
+    """The flag rate of each body part screened (`flag_rate.<BODY_PART>`)."""
+    prefix = FLAG_RATE + "."
+    return {k.removeprefix(prefix): v for k, v in figures.items() if k.startswith(prefix)}
 
 
 # 5. Feedback periods ----------------------------------------------------------------------------

@@ -31,7 +31,14 @@ from mlflow.tracking import MlflowClient
 from mura_core.errors import MuraError
 from mura_core.monitoring.drift import Bands
 from mura_core.outputs import write_text_atomic
-from mura_core.run_contract import FLAG_RATE, FeedbackPeriod, Job, ScreenRunRecord, Tag
+from mura_core.run_contract import (
+    FLAG_RATE,
+    FeedbackPeriod,
+    Job,
+    ScreenRunRecord,
+    Tag,
+    part_flag_rates,
+)
 
 DEFAULT_EXPERIMENT = "mura-screen"
 EXIT_ALERT = 3
@@ -61,8 +68,7 @@ class Point:
 
     def parts(self) -> dict[str, float]:
         """Flag rate per body part."""
-        prefix = FLAG_RATE + "."
-        return {k.removeprefix(prefix): v for k, v in self.metrics.items() if k.startswith(prefix)}
+        return part_flag_rates(self.metrics)
 
 
 def parse_since(text: str | None) -> dt.datetime | None:
@@ -259,9 +265,9 @@ def _series(points: Sequence[Point], name: str) -> np.ndarray:
 def _panel_flag_rates(ax: Any, x: np.ndarray, points: Sequence[Point], bands: Bands) -> None:
     parts = sorted({part for p in points for part in p.parts()})
     for part in parts:
-        ax.plot(x, _series(points, f"flag_rate.{part}"), marker=".", lw=1, label=part)
-    ax.plot(x, _series(points, "flag_rate"), color="black", lw=2.2, marker="o", label="all")
-    reference = _series(points, "flag_rate") - _series(points, "drift.flag_rate_delta")
+        ax.plot(x, _series(points, f"{FLAG_RATE}.{part}"), marker=".", lw=1, label=part)
+    ax.plot(x, _series(points, FLAG_RATE), color="black", lw=2.2, marker="o", label="all")
+    reference = _series(points, FLAG_RATE) - _series(points, "drift.flag_rate_delta")
     if np.isfinite(reference).any():
         ax.fill_between(
             x,
