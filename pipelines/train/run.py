@@ -3,20 +3,22 @@
 The recipe, top to bottom: pre-flight checks (shards, splits, body part, classes, tracking
 store, then the initial weights: ImageNet from the torch hub cache or downloaded, a file, or
 none — found, loaded once and checked; all before any worker starts, and the tensors go to
-the workers through Ray's object store) → open the MLflow run and log params →
-TorchTrainer over the shards (reproducible data order; per-epoch metrics logged by a
-controller callback and shown as a progress bar per epoch; checkpoints kept by val loss;
-early stopping when the recipe asks) → rebuild the best checkpoint(s) → score
-train/val/test with Ray Data → threshold on val → metrics, plots, tables, CAMs → unless the
-model has collapsed (outputs without spread: the run fails, tagged `mura.collapsed=true`,
-nothing registered), log and register the model.
+the workers through Ray's object store) → open the MLflow run and log its tags and params
+(`mura_core.run_contract.TrainRunParams`; the run's place, resumption and end are
+`pipelines.train.session`'s, shared with `mura pretrain`) → TorchTrainer over the shards
+(reproducible data order; per-epoch `EpochReport`s logged by a controller callback and
+shown as a progress bar per epoch; checkpoints kept by val loss; early stopping when the
+recipe asks) → rebuild the best checkpoint(s) → score train/val/test with Ray Data →
+threshold on val → metrics, plots, tables, CAMs → unless the model has collapsed (outputs
+without spread: the run fails, tagged `mura.collapsed=true`, nothing registered), log and
+register the model.
 """
 
 from __future__ import annotations
 
 import logging
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,7 @@ from mura_core.models import InitialWeights
 from mura_core.recipes import Recipe
 from mura_core.run_contract import EpochReport, TrainRunParams
 from mura_core.shards import ShardsLayout
+from mura_core.studies import Predictions
 
 from ..console import console
 from ..predict import bundle_bytes, predict_splits
@@ -342,19 +345,12 @@ def _final_bundle(
     return final, len(models), read_history(history_dir)
 
 
-def _finish(
-    cfg: TrainConfig,
-    result: ray.train.Result,
-    tmp: Path,
-    checked: Checked,
-    client: Any,
-    run_id: str,
-) -> TrainResult:
-    """Rebuild the best model(s), evaluate every split, log artifacts; unless the model has
-    collapsed, log and register it."""
-    shards = cfg.shards.expanduser().resolve()
-    final, members, history = _final_bundle(cfg, result, tmp)
-    predictions = predict_splits(shards, SPLITS, bundle_bytes(final), body_part=cfg.body_part)
+def _decide(
+    cfg: TrainConfig, predictions: dict[str, Predictions], client: Any, run_id: str
+) -> tuple[dict[str, Predictions], ModelInfo]:
+    """How the model decides, chosen on val: the temperature (`--calibrate`; the splits'
+    probabilities as the calibrated model gives them), the threshold(s); a collapsed model
+    raises (`operating_point`)."""
     temperature = 1.0
     if cfg.calibrate:
         scaled, temperature = calibrated(predictions)
@@ -368,21 +364,41 @@ def _finish(
         client,
         run_id,
     )
-    splits = evaluate_splits(predictions, threshold, seed=cfg.seed, part_thresholds=part_thresholds)
-    extra = ModelOrigin(
-        run_id=run_id,
-        body_part=cfg.body_part or "all",
-        ensemble_size=members,
-        shard_size=checked.stats.size,
-        weights=checked.weights.label,
-    )
     info = ModelInfo.from_recipe(
         cfg.recipe,
         threshold=threshold,
-        extra=extra,
         temperature=temperature,
         part_thresholds=part_thresholds or None,
     )
+    return predictions, info
+
+
+def _finish(
+    cfg: TrainConfig,
+    result: ray.train.Result,
+    tmp: Path,
+    checked: Checked,
+    client: Any,
+    run_id: str,
+) -> TrainResult:
+    """Rebuild the best model(s), evaluate every split, log artifacts; unless the model has
+    collapsed, log and register it."""
+    shards = cfg.shards.expanduser().resolve()
+    final, members, history = _final_bundle(cfg, result, tmp)
+    predictions = predict_splits(shards, SPLITS, bundle_bytes(final), body_part=cfg.body_part)
+    predictions, info = _decide(cfg, predictions, client, run_id)
+    info = replace(
+        info,
+        extra=ModelOrigin(
+            run_id=run_id,
+            body_part=cfg.body_part or "all",
+            ensemble_size=members,
+            shard_size=checked.stats.size,
+            weights=checked.weights.label,
+        ),
+    )
+    threshold, part_thresholds = info.threshold, info.part_thresholds or {}
+    splits = evaluate_splits(predictions, threshold, seed=cfg.seed, part_thresholds=part_thresholds)
     write_info(final, info)
     reference = validation_reference(shards, predictions["val"], info, cfg.body_part)
     log_reference(client, run_id, final, reference)
