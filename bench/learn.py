@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO))
 
 from mura_core.recipes import Recipe, recipe  # noqa: E402
 from mura_core.records import BodyPart  # noqa: E402
-from mura_core.run_contract import EpochReport  # noqa: E402
+from mura_core.run_contract import EpochReport, TrainRunRecord  # noqa: E402
 from mura_core.splits import SplitConfig  # noqa: E402
 from mura_core.synth import SynthConfig, synthesize  # noqa: E402
 from pipelines.ingest import IngestConfig, run_ingest  # noqa: E402
@@ -111,14 +111,15 @@ def train(name: str, shards: Path, chosen: Recipe, seed: int, work: Path) -> Run
         collapsed, run_id = True, str(exc).split("MLflow run ")[1].split()[0]
     seconds = time.perf_counter() - start
     client = MlflowClient(uri)
-    metrics = client.get_run(run_id).data.metrics
+    run = client.get_run(run_id)
+    record = TrainRunRecord.from_run(run.data.metrics, run.data.tags, run.data.params)
     history = _history(client, run_id)
     return Run(
         name,
         seed,
         len(history),
-        metrics.get("test.study.auroc"),
-        metrics.get("test.study.kappa"),
+        record.figure("test", "study", "auroc"),
+        record.figure("test", "study", "kappa"),
         seconds,
         collapsed,
         history,
