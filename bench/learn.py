@@ -37,6 +37,7 @@ sys.path.insert(0, str(REPO))
 
 from mura_core.recipes import Recipe, recipe  # noqa: E402
 from mura_core.records import BodyPart  # noqa: E402
+from mura_core.run_contract import EpochReport, TrainRunRecord  # noqa: E402
 from mura_core.splits import SplitConfig  # noqa: E402
 from mura_core.synth import SynthConfig, synthesize  # noqa: E402
 from pipelines.ingest import IngestConfig, run_ingest  # noqa: E402
@@ -67,7 +68,7 @@ class Run:
     kappa: float | None
     seconds: float
     collapsed: bool
-    history: list[dict[str, float]]
+    history: list[EpochReport]
 
     def line(self) -> str:
         auroc = "n/a" if self.auroc is None else f"{self.auroc:.3f}"
@@ -80,12 +81,13 @@ class Run:
         )
 
 
-def _history(client: MlflowClient, run_id: str) -> list[dict[str, float]]:
+def _history(client: MlflowClient, run_id: str) -> list[EpochReport]:
+    """The run's epochs as its callback logged them (metric name = report field, step = epoch)."""
     rows: dict[int, dict[str, float]] = {}
     for key in ("train_loss", "val_loss", "val_study_auroc", "epoch_seconds"):
         for m in client.get_metric_history(run_id, key):
             rows.setdefault(int(m.step), {"epoch": int(m.step)})[key] = m.value
-    return [rows[k] for k in sorted(rows)]
+    return [EpochReport.from_dict(rows[k]) for k in sorted(rows)]
 
 
 def train(name: str, shards: Path, chosen: Recipe, seed: int, work: Path) -> Run:
@@ -109,14 +111,15 @@ def train(name: str, shards: Path, chosen: Recipe, seed: int, work: Path) -> Run
         collapsed, run_id = True, str(exc).split("MLflow run ")[1].split()[0]
     seconds = time.perf_counter() - start
     client = MlflowClient(uri)
-    metrics = client.get_run(run_id).data.metrics
+    run = client.get_run(run_id)
+    record = TrainRunRecord.from_run(run.data.metrics, run.data.tags, run.data.params)
     history = _history(client, run_id)
     return Run(
         name,
         seed,
         len(history),
-        metrics.get("test.study.auroc"),
-        metrics.get("test.study.kappa"),
+        record.figure("test", "study", "auroc"),
+        record.figure("test", "study", "kappa"),
         seconds,
         collapsed,
         history,
@@ -167,11 +170,11 @@ def plot(runs: list[Run], path: Path) -> None:
     fig, axes = plt.subplots(2, len(groups), figsize=(6 * len(groups), 8), squeeze=False)
     for col, (title, group) in enumerate(groups.items()):
         for r in group:
-            epochs = [h["epoch"] for h in r.history]
+            epochs = [h.epoch for h in r.history]
             cnn = r.name.startswith("seed-cnn")
             label = f"seed {r.seed}" if cnn else f"{r.name} s{r.seed}"
-            axes[0][col].plot(epochs, [h.get("val_loss") for h in r.history], label=label)
-            axes[1][col].plot(epochs, [h.get("val_study_auroc") for h in r.history], label=label)
+            axes[0][col].plot(epochs, [h.val_loss for h in r.history], label=label)
+            axes[1][col].plot(epochs, [h.val_study_auroc for h in r.history], label=label)
         axes[0][col].set_title(title)
         axes[0][col].set_ylabel("val loss")
         axes[1][col].set_ylabel("val study AUROC")

@@ -263,7 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     picked, cases = picked[: args.rows * args.cols], cases[: args.rows * args.cols]
     results = score(model, info, cases, tolerance=args.tolerance, device=args.device)
     hits = sum(r.hit for r in results)
-    name = (info.recipe or {}).get("name") or info.model
+    name = (info.recipe.name if info.recipe else None) or info.model
     draw(
         args.out,
         picked,

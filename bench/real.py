@@ -229,7 +229,7 @@ def reference(shards: Path, work: Path, args: argparse.Namespace) -> dict[str, A
 
 
 def row(entry: Entry, result: Any, seconds: float, bundle: Path, shards: Path, size: int) -> dict:
-    history = [h.get("val_study_auroc") for h in result.history]
+    history = [h.val_study_auroc for h in result.history]
     train_images = int(result.splits["train"].images)
     return {
         "recipe": entry.recipe,

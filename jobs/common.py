@@ -149,6 +149,44 @@ def pacs_options(args: argparse.Namespace) -> PacsOptions:
     )
 
 
+def add_worker_arguments(p: argparse.ArgumentParser) -> None:
+    """Ray Train's workers: `mura train` and `mura pretrain`."""
+    p.add_argument("--workers", type=int, default=1, help="Ray Train workers (default 1)")
+    p.add_argument("--gpu", action="store_true", help="GPU workers, bf16 autocast, channels_last")
+    p.add_argument(
+        "--cpus-per-worker",
+        type=float,
+        default=None,
+        help="CPUs reserved per worker (default: leave one CPU to Ray Data)",
+    )
+
+
+def add_run_arguments(
+    p: argparse.ArgumentParser, *, experiment: str, register: str, storage: str, seed: str
+) -> None:
+    """A Ray Train run and its MLflow run (`pipelines.train.session`): `mura train` and
+    `mura pretrain`; the words that differ are the command's (defaults, what is seeded)."""
+    p.add_argument("--experiment", default=experiment, help="MLflow experiment")
+    p.add_argument("--register", default=None, help=f"registered model name (default {register})")
+    p.add_argument("--tracking-uri", default=None, help="override MLFLOW_TRACKING_URI")
+    p.add_argument(
+        "--storage",
+        type=Path,
+        default=None,
+        help=f"Ray Train storage for {storage} (default ./ray_results)",
+    )
+    p.add_argument(
+        "--name",
+        default=None,
+        help="run name; the same name again resumes that run from its checkpoint",
+    )
+    p.add_argument(
+        "--max-failures", type=int, default=2, help="worker failures to recover from (default 2)"
+    )
+    p.add_argument("--seed", type=int, default=0, help=f"seed of {seed} (default 0)")
+    p.add_argument("--address", default=None, help="Ray cluster to join (default: local Ray)")
+
+
 def progress(label: str, unit: str = "studies") -> Callable[[int, int], None]:
     """A `progress(done, total)` callback drawing a console bar (for mura_core's loops)."""
     bar = None

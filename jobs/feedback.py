@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipelines.feedback import DEFAULT_EXPERIMENT, PERIODS, FeedbackResult, run_feedback
+from pipelines.monitor import REALIZED, realized_cell
 from pipelines.tracking import check_tracking, resolve_tracking_uri
 
 from .common import register_command, tool_main, wrapped_help
@@ -47,19 +48,9 @@ def format_result(result: FeedbackResult) -> str:
         lines.append(f"unmatched reads (not logged): {result.unmatched_file}")
     for problem in result.problems:
         lines.append(f"line {problem.line}: not used: {problem.reason}")
-    names = ("sensitivity", "specificity", "ppv", "npv", "auroc", "kappa")
-    lines.append(f"{'period':<10} {'studies':>7}  " + "  ".join(f"{n:<17}" for n in names))
+    lines.append(f"{'period':<10} {'studies':>7}  " + "  ".join(f"{n:<17}" for n in REALIZED))
     for period in result.periods:
-        cells = []
-        for name in names:
-            e = period.figures[name]
-            cells.append(
-                "-".ljust(17)
-                if e.value is None
-                else (
-                    f"{e.value:.2f}" + (f" [{e.low:.2f}-{e.high:.2f}]" if e.low is not None else "")
-                ).ljust(17)
-            )
+        cells = [realized_cell(period, name).ljust(17) for name in REALIZED]
         lines.append(f"{period.name:<10} {period.studies:>7}  " + "  ".join(cells))
         if period.alert:
             lines.append(f"ALERT {period.name}: {period.alert}")

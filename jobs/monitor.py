@@ -103,7 +103,7 @@ def command(args: argparse.Namespace) -> int:
     verdict = f"ALERT: {latest.alert}" if latest.alert else "in band"
     print(f"latest run {latest.run_id[:8]}: {verdict}")
     if realized and realized[-1].alert:
-        print(f"latest reads {realized[-1].period}: ALERT: {realized[-1].alert}")
+        print(f"latest reads {realized[-1].name}: ALERT: {realized[-1].alert}")
     return exit_status(points, realized)
 
 

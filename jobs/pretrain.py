@@ -11,7 +11,7 @@ from mura_core.pacs.address import is_pacs_address
 from pipelines.console import console
 from pipelines.pretrain.run import PretrainConfig, PretrainError, run_pretraining
 
-from .common import job_main, wrapped_help
+from .common import add_run_arguments, add_worker_arguments, job_main, wrapped_help
 
 HELP = "pretrain an encoder on unlabeled images (self-supervised, VICReg), register it"
 DESCRIPTION = (
@@ -72,42 +72,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=2048,
         help="width of VICReg's 3-layer projector (default 2048)",
     )
-    p.add_argument("--workers", type=int, default=1, help="Ray Train workers (default 1)")
-    p.add_argument("--gpu", action="store_true", help="GPU workers, bf16 autocast, channels_last")
-    p.add_argument(
-        "--cpus-per-worker",
-        type=float,
-        default=None,
-        help="CPUs reserved per worker (default: leave one CPU to Ray Data)",
+    add_worker_arguments(p)
+    add_run_arguments(
+        p,
+        experiment="mura-pretrain",
+        register="mura-encoder-<model>",
+        storage="checkpoints and the encoder bundle",
+        seed="the initial weights, data order and augmentation",
     )
-    p.add_argument("--experiment", default="mura-pretrain", help="MLflow experiment")
-    p.add_argument(
-        "--register",
-        default=None,
-        help="registered model name (default mura-encoder-<model>)",
-    )
-    p.add_argument("--tracking-uri", default=None, help="override MLFLOW_TRACKING_URI")
-    p.add_argument(
-        "--storage",
-        type=Path,
-        default=None,
-        help="Ray Train storage for checkpoints and the encoder bundle (default ./ray_results)",
-    )
-    p.add_argument(
-        "--name",
-        default=None,
-        help="run name; the same name again resumes that run from its checkpoint",
-    )
-    p.add_argument(
-        "--max-failures", type=int, default=2, help="worker failures to recover from (default 2)"
-    )
-    p.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help="seed of the initial weights, data order and augmentation (default 0)",
-    )
-    p.add_argument("--address", default=None, help="Ray cluster to join (default: local Ray)")
 
 
 def config_from_args(args: argparse.Namespace) -> PretrainConfig:
@@ -141,11 +113,11 @@ def config_from_args(args: argparse.Namespace) -> PretrainConfig:
 def command(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     result = run_pretraining(cfg)  # a Ray command (RAY_COMMANDS): log captured, Ray stopped
-    last = result.history[-1] if result.history else {}
+    last = result.history[-1].loss if result.history else None
     console.print()
     console.print(
         f"encoder {cfg.model}: {len(result.history)} epochs on {result.images} images, "
-        f"final loss {last.get('loss', float('nan')):.4f}"
+        f"final loss {float('nan') if last is None else last:.4f}"
     )
     console.print(f"encoder weights: {result.encoder_file} (mura train --weights FILE)")
     console.print(

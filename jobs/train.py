@@ -12,7 +12,7 @@ from mura_core.recipes import AUGMENT_MODES, RECIPES, recipe
 from pipelines.console import console
 from pipelines.train import TrainConfig, run_training, summary_text
 
-from .common import job_main
+from .common import add_run_arguments, add_worker_arguments, job_main
 
 HELP = "train a classifier on shards with Ray Train, log and register it in MLflow"
 DESCRIPTION = (
@@ -57,14 +57,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="recipe",
         help="recipe: the recipe's augmentation; flips: its flips only; none",
     )
-    p.add_argument("--workers", type=int, default=1, help="Ray Train workers (default 1)")
-    p.add_argument("--gpu", action="store_true", help="GPU workers, bf16 autocast, channels_last")
-    p.add_argument(
-        "--cpus-per-worker",
-        type=float,
-        default=None,
-        help="CPUs reserved per worker (default: leave one CPU to Ray Data)",
-    )
+    add_worker_arguments(p)
     p.add_argument(
         "--body-part", default=None, help="train on one study type, e.g. XR_WRIST (default: all)"
     )
@@ -98,31 +91,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="fit temperature scaling on val (study-level ECE before and after is logged); the "
         "model carries the temperature and screening and evaluation apply it",
     )
-    p.add_argument("--experiment", default="mura-train", help="MLflow experiment")
-    p.add_argument("--register", default=None, help="registered model name (default mura-<model>)")
-    p.add_argument("--tracking-uri", default=None, help="override MLFLOW_TRACKING_URI")
-    p.add_argument(
-        "--storage",
-        type=Path,
-        default=None,
-        help="Ray Train storage for checkpoints (default ./ray_results)",
+    add_run_arguments(
+        p,
+        experiment="mura-train",
+        register="mura-<model>",
+        storage="checkpoints",
+        seed="the initial weights, data order, augmentation and dropout: the same seed, "
+        "data and --workers give the same run",
     )
-    p.add_argument(
-        "--name",
-        default=None,
-        help="run name; the same name again resumes that run from its checkpoint",
-    )
-    p.add_argument(
-        "--max-failures", type=int, default=2, help="worker failures to recover from (default 2)"
-    )
-    p.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help="seed of the initial weights, data order, augmentation and dropout: the same seed, "
-        "data and --workers give the same run (default 0)",
-    )
-    p.add_argument("--address", default=None, help="Ray cluster to join (default: local Ray)")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

@@ -2,8 +2,10 @@
 
 A folder with `weights.pt` (a state_dict of tensors, read back with `weights_only=True`, so
 loading a checkpoint never runs pickled code) and `model.json` (model name, input size,
-normalization, threshold, recipe). Training checkpoints add `train_state.pt` (optimizer and
-scheduler state, tensors and numbers only) and `history.json`. The same folder layout is
+normalization, threshold; the `Recipe` that trained it and the model's `ModelOrigin`: its
+training run, data and initial weights, or an encoder's pretraining). Training checkpoints
+add `train_state.pt` (optimizer and scheduler state, tensors and numbers only) and
+`history.json` (the epochs' report rows, `mura_core.run_contract`). The same folder layout is
 shipped inside every logged MLflow model, which is how screening rebuilds a model.
 
 Reading a bundle refuses, in one `BundleError` line that names the file, whatever no model
@@ -23,7 +25,7 @@ import pickle
 import re
 import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,7 @@ from .models import (  # Ensemble: re-exported
     model_names,
 )
 from .recipes import Recipe
+from .run_contract import EpochReport, PretrainEpochReport
 from .transforms import EvalPreset
 
 WEIGHTS = "weights.pt"
@@ -56,16 +59,53 @@ class BundleError(MuraError, ValueError):
 
 
 @dataclass(frozen=True)
+class ModelOrigin:
+    """Where a bundle's model came from: model.json's `extra` object. Every key is optional;
+    keys this version does not know are kept as read (`others`) and written back."""
+
+    run_id: str | None = None  # the MLflow run that trained it
+    body_part: str | None = None  # what it was trained on ("all": every body part)
+    ensemble_size: int | None = None  # the best checkpoints it averages (`keep_best`)
+    shard_size: int | None = None  # the side of the shards it was trained on
+    weights: str | None = None  # the initial weights, as the training run logged them
+    kind: str | None = None  # "encoder": a pretrained encoder (`mura pretrain`), no classifier
+    method: str | None = None  # an encoder's pretraining method ("vicreg")
+    checkpoint: str | None = None  # a pretraining checkpoint: what its weights.pt holds
+    epochs: int | None = None  # an encoder's epochs
+    images: int | None = None  # an encoder's train + val images
+    splits: str | None = None  # an encoder's splits ("train+val")
+    final_loss: float | None = None  # an encoder's last epoch loss
+    ensemble_of: tuple[str, ...] = ()  # a screening ensemble: its members' URIs
+    others: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "others"}
+        data["ensemble_of"] = list(self.ensemble_of)
+        return {k: v for k, v in data.items() if v not in (None, [])} | dict(self.others)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ModelOrigin:
+        known = {f.name for f in fields(cls)} - {"others"}
+        values = {k: v for k, v in data.items() if k in known}
+        if "ensemble_of" in values:
+            values["ensemble_of"] = tuple(values["ensemble_of"] or ())
+        others = {k: v for k, v in data.items() if k not in known}
+        return cls(**values, others=others)
+
+
+@dataclass(frozen=True)
 class ModelInfo:
-    """What is needed to rebuild and feed a model, and to interpret its output."""
+    """What is needed to rebuild and feed a model, and to interpret its output; the recipe
+    that trained it and where it came from (`extra`). The JSON objects of model.json may
+    be given for `recipe` and `extra`: they are read into their records."""
 
     model: str
     size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     threshold: float = 0.5
-    recipe: dict[str, Any] | None = None
-    extra: dict[str, Any] | None = None
+    recipe: Recipe | None = None
+    extra: ModelOrigin = field(default_factory=ModelOrigin)
     temperature: float = 1.0  # logits are divided by it (temperature scaling; 1: none)
     part_thresholds: dict[str, float] | None = None  # per body part; others: `threshold`
     in_channels: int = 3  # 1: a one-channel stem, fed gray (the eval preset keeps 1 channel)
@@ -84,6 +124,10 @@ class ModelInfo:
         object.__setattr__(self, "threshold", float(self.threshold))
         object.__setattr__(self, "temperature", float(self.temperature))
         object.__setattr__(self, "part_thresholds", parts or None)
+        if isinstance(self.recipe, dict):
+            object.__setattr__(self, "recipe", _recipe(self.recipe))
+        if not isinstance(self.extra, ModelOrigin):
+            object.__setattr__(self, "extra", ModelOrigin.from_json(self.extra or {}))
 
     def operating_point(self, threshold: float | None = None) -> OperatingPoint:
         """How this model decides (`mura_core.decisions`): its threshold, per-part thresholds
@@ -107,8 +151,8 @@ class ModelInfo:
             "mean": list(self.mean),
             "std": list(self.std),
             "threshold": self.threshold,
-            "recipe": self.recipe,
-            "extra": self.extra or {},
+            "recipe": None if self.recipe is None else self.recipe.to_dict(),
+            "extra": self.extra.to_json(),
             "temperature": self.temperature,
             "part_thresholds": dict(self.part_thresholds or {}),
             "in_channels": self.in_channels,
@@ -135,7 +179,7 @@ class ModelInfo:
             std=tuple(std) if isinstance(std, list) else std,
             threshold=data.get("threshold", 0.5),
             recipe=data.get("recipe"),
-            extra=data.get("extra") or {},
+            extra=data.get("extra") or ModelOrigin(),
             temperature=data.get("temperature", 1.0),
             part_thresholds=data.get("part_thresholds") or None,
             in_channels=data.get("in_channels", 3),
@@ -149,7 +193,7 @@ class ModelInfo:
             size=recipe.size,
             mean=recipe.mean,
             std=recipe.std,
-            recipe=recipe.to_dict(),
+            recipe=recipe,
             in_channels=recipe.in_channels,
             tta=recipe.tta,
             **kwargs,
@@ -206,10 +250,21 @@ def _info_problem(info: ModelInfo) -> str | None:
         return f"in_channels {_show(info.in_channels)} is not 1 or 3"
     if not isinstance(info.tta, bool):
         return f"tta {_show(info.tta)} is not true or false"
-    for key in ("recipe", "extra"):
-        if not isinstance(getattr(info, key), dict | None):
+    for key, record in (("recipe", Recipe), ("extra", ModelOrigin)):
+        if not isinstance(getattr(info, key), dict | record | None):
             return f"{key} {_show(getattr(info, key))} is not an object"
     return None
+
+
+def _recipe(data: dict[str, Any]) -> Recipe:
+    """model.json's recipe object as a `Recipe` (keys a newer version added are left out;
+    those missing in an older file take their defaults), or one BundleError line."""
+    known = {f.name for f in fields(Recipe)}
+    try:
+        return Recipe.from_dict({k: v for k, v in data.items() if k in known})
+    except (MuraError, TypeError, ValueError) as exc:
+        reason = " ".join(str(exc).split())[:120]
+        raise BundleError(f"recipe {_show(data.get('name'))} is not a recipe ({reason})") from None
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -396,6 +451,7 @@ def load_bundle(
 
 TRAIN_STATE = "train_state.pt"
 HISTORY = "history.json"
+EpochRow = EpochReport | PretrainEpochReport  # a history row: either run's report
 
 
 @dataclass(frozen=True)
@@ -405,7 +461,7 @@ class TrainingState:
     epoch: int
     optimizer: dict[str, Any]
     scheduler: dict[str, Any]
-    history: list[dict[str, float]]
+    history: Sequence[EpochRow]  # every epoch so far, as reported (`history.json`)
     # with weight EMA the bundle holds the averaged weights (the model that is evaluated);
     # the trained weights and the EMA's update count are kept here to resume
     trained: dict[str, torch.Tensor] | None = None
@@ -421,13 +477,15 @@ def save_training_checkpoint(
     if state.trained is not None:
         saved |= {"trained": state.trained, "ema_updates": state.ema_updates}
     torch.save(saved, folder / TRAIN_STATE)
-    (folder / HISTORY).write_text(json.dumps(state.history))
+    (folder / HISTORY).write_text(json.dumps([row.to_dict() for row in state.history]))
     return folder
 
 
-def load_training_checkpoint(folder: Path, model: nn.Module) -> TrainingState:
+def load_training_checkpoint(
+    folder: Path, model: nn.Module, report: type[EpochRow] = EpochReport
+) -> TrainingState:
     """Load a training checkpoint's weights into `model` (refused like a bundle's, one
-    BundleError line); the rest is returned."""
+    BundleError line); the rest is returned, its history as `report` rows."""
     folder = Path(folder)
     load_weights(model, folder / WEIGHTS)
     saved = _load_tensors(folder / TRAIN_STATE)
@@ -437,12 +495,14 @@ def load_training_checkpoint(folder: Path, model: nn.Module) -> TrainingState:
         epoch=int(saved["epoch"]),
         optimizer=saved["optimizer"],
         scheduler=saved["scheduler"] or {},
-        history=read_history(folder),
+        history=read_history(folder, report),
         trained=saved.get("trained"),
         ema_updates=int(saved.get("ema_updates", 0)),
     )
 
 
-def read_history(folder: Path) -> list[dict[str, float]]:
-    """The per-epoch metrics a training checkpoint carries."""
-    return json.loads((Path(folder) / HISTORY).read_text())
+def read_history(folder: Path, report: type[EpochRow] = EpochReport) -> list[EpochRow]:
+    """The per-epoch rows a training checkpoint carries (`mura train`'s `EpochReport`s,
+    or `mura pretrain`'s `PretrainEpochReport`s)."""
+    rows = json.loads((Path(folder) / HISTORY).read_text())
+    return [report.from_dict(row) for row in rows]

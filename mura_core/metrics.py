@@ -324,37 +324,6 @@ def evaluate_predictions(
     )
 
 
-def flatten(evaluation: Evaluation, prefix: str) -> dict[str, float]:
-    """MLflow-style names: `test.study.kappa`, `test.study.kappa.XR_WRIST`, … (defined only)."""
-    out: dict[str, float] = {}
-
-    def put(level: str, metrics: BinaryMetrics, suffix: str) -> None:
-        values = {
-            "accuracy": metrics.accuracy,
-            "auroc": metrics.auroc,
-            "kappa": metrics.kappa,
-            "sensitivity": metrics.sensitivity,
-            "specificity": metrics.specificity,
-            "n": float(metrics.n),
-        }
-        if metrics.kappa_ci is not None:
-            values["kappa_ci_low"], values["kappa_ci_high"] = metrics.kappa_ci
-        for name, value in values.items():
-            if value is not None:
-                out[f"{prefix}.{level}.{name}{suffix}"] = float(value)
-
-    put("image", evaluation.image, "")
-    put("study", evaluation.study, "")
-    for part, metrics in evaluation.image_by_part.items():
-        put("image", metrics, f".{part}")
-    for part, metrics in evaluation.study_by_part.items():
-        put("study", metrics, f".{part}")
-    out[f"{prefix}.threshold"] = evaluation.threshold
-    for part, threshold in evaluation.part_thresholds.items():
-        out[f"{prefix}.threshold.{part}"] = threshold
-    return out
-
-
 def _fmt(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 

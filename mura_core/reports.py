@@ -14,16 +14,21 @@ from sklearn.metrics import roc_curve  # noqa: E402
 
 from .calibration import Reliability  # noqa: E402
 from .metrics import BinaryMetrics  # noqa: E402
+from .run_contract import EpochReport  # noqa: E402
 
 
-def learning_curves(history: Sequence[dict[str, float]], path: Path) -> Path:
+def learning_curves(history: Sequence[EpochReport], path: Path) -> Path:
     """Train/val loss and accuracy per epoch (the seed paper's figures 8–11)."""
-    epochs = [h["epoch"] for h in history]
+    epochs = [h.epoch for h in history]
+
+    def series(key: str) -> list[float]:
+        return [np.nan if getattr(h, key) is None else getattr(h, key) for h in history]
+
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     for key, style in (("train_loss", "-"), ("val_loss", "--")):
-        ax_loss.plot(epochs, [h.get(key, np.nan) for h in history], style, label=key)
+        ax_loss.plot(epochs, series(key), style, label=key)
     for key, style in (("train_accuracy", "-"), ("val_accuracy", "--"), ("val_study_auroc", ":")):
-        ax_acc.plot(epochs, [h.get(key, np.nan) for h in history], style, label=key)
+        ax_acc.plot(epochs, series(key), style, label=key)
     ax_loss.set_xlabel("epoch")
     ax_acc.set_xlabel("epoch")
     ax_loss.set_title("loss")

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +50,9 @@ from torch import nn
 from .errors import ConfigError
 from .models import Backbone, build_model
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, TrainPreset
+
+if TYPE_CHECKING:
+    from .checkpoints import ModelOrigin
 
 METHOD = "vicreg"
 ENCODER_KIND = "encoder"  # model.json `extra.kind` of a pretrained encoder bundle
@@ -251,9 +254,9 @@ def placeholder_classifier(name: str, *, size: int, state: Mapping[str, torch.Te
     return model
 
 
-def is_encoder(extra: Mapping[str, Any] | None) -> bool:
+def is_encoder(extra: ModelOrigin | None) -> bool:
     """Whether a model.json's `extra` marks a pretrained encoder (not a classifier)."""
-    return (extra or {}).get("kind") == ENCODER_KIND
+    return extra is not None and extra.kind == ENCODER_KIND
 
 
 @torch.no_grad()

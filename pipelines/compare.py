@@ -1,6 +1,6 @@
 """Training runs side by side, a bar chart of one metric, and promotion to `champion`.
 
-`mura compare` reads what `mura train` logged (see `pipelines.train.evaluation`): params
+`mura compare` reads what `mura train` logged (a `mura_core.run_contract.TrainRunRecord`): params
 `model`, `recipe`, `body_part`; flat metrics `train|val|test.image.accuracy`,
 `test.study.auroc`, `test.study.kappa` with `test.study.kappa_ci_low|high` (95 % bootstrap
 CI), `test.study.kappa.<BODY PART>`; and the model registered from the run. Promoting a run
@@ -24,6 +24,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mura_core.errors import MuraError
+from mura_core.run_contract import ModelVersionTags, Tag, TrainRunRecord, logged_ci
 
 from .tracking import use_tracking
 
@@ -77,20 +78,7 @@ class RunRow:
 
     def ci(self, metric: str) -> tuple[float, float] | None:
         """The 95 % CI logged beside `metric` (`….kappa` → `….kappa_ci_low|high`), if any."""
-        low, high = ci_names(metric)
-        if low in self.metrics and high in self.metrics:
-            return self.metrics[low], self.metrics[high]
-        return None
-
-
-def ci_names(metric: str) -> tuple[str, str]:
-    """`test.study.kappa` → `test.study.kappa_ci_low`/`_high`; a body part stays last."""
-    parts = metric.split(".")
-    index = min(2, len(parts) - 1)  # split.level.NAME[.PART]
-    low, high = list(parts), list(parts)
-    low[index] += "_ci_low"
-    high[index] += "_ci_high"
-    return ".".join(low), ".".join(high)
+        return logged_ci(self.metrics, metric)
 
 
 def _experiment_names(client: MlflowClient) -> list[str]:
@@ -121,37 +109,30 @@ def _logged_model_ids(run: Any) -> list[str]:
 
 def _legacy_model(run: Any) -> bool:
     """A model logged by MLflow 2 (`runs:/<id>/model`), as its history tag records."""
-    history = run.data.tags.get("mlflow.log-model.history")
+    history = run.data.tags.get(Tag.MLFLOW_MODEL_HISTORY)
     return bool(history) and '"artifact_path": "model"' in history
 
 
 def _row(client: MlflowClient, run: Any) -> RunRow:
-    m = dict(run.data.metrics)
-    p = run.data.params
-    t = run.data.tags
-    prefix = "test.study.kappa."
-    by_part = {k.removeprefix(prefix): v for k, v in m.items() if k.startswith(prefix)}
-    ci = None
-    if "test.study.kappa_ci_low" in m and "test.study.kappa_ci_high" in m:
-        ci = (m["test.study.kappa_ci_low"], m["test.study.kappa_ci_high"])
+    record = TrainRunRecord.from_run(run.data.metrics, run.data.tags, run.data.params)
     return RunRow(
         run_id=run.info.run_id,
         run_name=run.info.run_name or "",
         experiment_id=run.info.experiment_id,
         status=run.info.status,
-        model=p.get("model") or t.get("mura.model"),
-        recipe=p.get("recipe") or t.get("mura.recipe"),
-        body_part=p.get("body_part") or t.get("mura.body_part"),
-        train_accuracy=m.get("train.image.accuracy"),
-        val_accuracy=m.get("val.image.accuracy"),
-        test_accuracy=m.get("test.image.accuracy"),
-        study_auroc=m.get("test.study.auroc"),
-        study_kappa=m.get("test.study.kappa"),
-        kappa_ci=ci,
-        kappa_by_part=dict(sorted(by_part.items())),
+        model=record.model,
+        recipe=record.recipe,
+        body_part=record.body_part,
+        train_accuracy=record.figure("train", "image", "accuracy"),
+        val_accuracy=record.figure("val", "image", "accuracy"),
+        test_accuracy=record.figure("test", "image", "accuracy"),
+        study_auroc=record.figure("test", "study", "auroc"),
+        study_kappa=record.figure("test", "study", "kappa"),
+        kappa_ci=record.ci(DEFAULT_METRIC),
+        kappa_by_part=record.by_part("test", "study", "kappa"),
         registered=_registered(client, run.info.run_id),
         logged_model=bool(_logged_model_ids(run)) or _legacy_model(run),
-        metrics=m,
+        metrics=dict(record.metrics),
     )
 
 
@@ -371,7 +352,7 @@ def plot(rows: Sequence[RunRow], metric: str, path: Path) -> Path:
     return path
 
 
-def _threshold(model_uri: str, metrics: dict[str, float]) -> str | None:
+def _threshold(model_uri: str, record: TrainRunRecord) -> str | None:
     """The threshold stored in the logged bundle's metadata, else the one logged as metric."""
     try:
         from mlflow.models import get_model_info
@@ -381,7 +362,7 @@ def _threshold(model_uri: str, metrics: dict[str, float]) -> str | None:
             return str(float(mura["threshold"]))
     except Exception:  # an unreadable MLmodel: fall back to the run's metric
         pass
-    value = metrics.get("test.threshold")
+    value = record.threshold
     return None if value is None else str(value)
 
 
@@ -393,12 +374,14 @@ def _register(client: MlflowClient, run: Any, name: str) -> Registered:
     model_id = model_ids[0] if model_ids else None
     source = f"models:/{model_id}" if model_id else f"{run.info.artifact_uri}/model"
     use_tracking(client.tracking_uri)
-    tags = {
-        "threshold": _threshold(source, run.data.metrics),
-        "run_id": run_id,
-        "body_part": run.data.params.get("body_part"),
-        "seed": run.data.params.get("seed"),
-    }
+    record = TrainRunRecord.from_run(run.data.metrics, run.data.tags, run.data.params)
+    threshold = _threshold(source, record)
+    tags = ModelVersionTags(
+        run_id,
+        seed=record.seed,
+        body_part=run.data.params.get("body_part"),
+        threshold=None if threshold is None else float(threshold),
+    )
     try:
         client.get_registered_model(name)
     except MlflowException:
@@ -407,7 +390,7 @@ def _register(client: MlflowClient, run: Any, name: str) -> Registered:
         name,
         source,
         run_id=run_id,
-        tags={k: v for k, v in tags.items() if v is not None},
+        tags=tags.to_tags(),
         model_id=model_id,
     )
     if model_id:  # the logged model links to its versions, as mlflow.register_model does
@@ -460,7 +443,7 @@ def promote(
                 f"run {run_id} ({run.info.run_name}) has no logged model to promote "
                 "(no model was logged: a failed or unfinished training?)"
             )
-        model = run.data.params.get("model") or run.data.tags.get("mura.model")
+        model = TrainRunRecord.from_run(run.data.metrics, run.data.tags, run.data.params).model
         if target is None and not model:
             raise CompareError(f"run {run_id} logged no `model` param: name the model with --name")
         chosen = _register(client, run, target or f"mura-{model}")

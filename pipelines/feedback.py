@@ -17,7 +17,8 @@
    to MLflow (experiment `mura-monitor`), one run per period, replaced when the same
    period is fed again (tag `mura.period`). A period whose realized sensitivity is below
    the lower CI bound of the model's validation sensitivity (from its reference) gets the
-   tag `mura.alert`. Nothing identifying is logged: counts and figures only.
+   tag `mura.alert`. Nothing identifying is logged: counts and figures only. A period is a
+   `mura_core.run_contract.FeedbackPeriod`, which names its tags and metrics.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from __future__ import annotations
 import csv
 import os
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -43,6 +44,7 @@ from mura_core.feedback import (
 )
 from mura_core.monitoring.snapshot import load_reference
 from mura_core.privacy import ACCESSION, Pseudonymizer, read_reidentify
+from mura_core.run_contract import FeedbackPeriod, Tag
 from mura_core.shards import REIDENTIFY_FILE
 
 from .model_store import ModelSpecError, resolve_model
@@ -82,19 +84,8 @@ class Screened:
 
 
 @dataclass(frozen=True)
-class Period:
-    """One period's realized figures, overall and per body part, and its alert."""
-
-    name: str
-    studies: int
-    figures: dict[str, Estimate]
-    by_part: dict[str, dict[str, Estimate]] = field(default_factory=dict)
-    alert: str | None = None
-
-
-@dataclass(frozen=True)
 class FeedbackResult:
-    periods: list[Period]
+    periods: list[FeedbackPeriod]
     matched: int
     unmatched: int
     problems: list[LabelProblem]
@@ -156,7 +147,7 @@ def match(
 
 def periods(
     matched: list[tuple[str, ReadLabel]], screened: Screened, period: str, floor: float | None
-) -> list[Period]:
+) -> list[FeedbackPeriod]:
     """Realized figures per period (and body part where both classes have MIN_PER_CLASS)."""
     groups: dict[str, list[str]] = defaultdict(list)
     labels = {key: read.label for key, read in matched}
@@ -179,7 +170,7 @@ def periods(
                 f"realized sensitivity {sensitivity:.2f} is below the validation "
                 f"sensitivity's lower 95% bound {floor:.2f}"
             )
-        out.append(Period(name, len(keys), figures, by_part, alert))
+        out.append(FeedbackPeriod(name, len(keys), figures, by_part, alert))
     return out
 
 
@@ -222,40 +213,23 @@ def write_unmatched(state: Path, reads: list[tuple[ReadLabel, str]]) -> Path | N
     return path
 
 
-def log_periods(client: MlflowClient, experiment: str, found: list[Period]) -> None:
+def log_periods(client: MlflowClient, experiment: str, found: list[FeedbackPeriod]) -> None:
     """One run per period (the same period again replaces its run's figures)."""
     experiment_id = ensure_experiment(client, experiment)
     for period in found:
         runs = client.search_runs(
-            [experiment_id], f"tags.`mura.period` = '{period.name}'", max_results=1
+            [experiment_id], f"tags.`{Tag.PERIOD}` = '{period.name}'", max_results=1
         )
         with mlflow.start_run(
             run_id=runs[0].info.run_id if runs else None,
             experiment_id=experiment_id,
-            tags={"mura.job": "feedback", "mura.period": period.name},
+            tags=period.to_tags(),
         ):
-            mlflow.log_metrics(_metrics(period))
+            mlflow.log_metrics(period.to_metrics())
             if period.alert:
-                mlflow.set_tag("mura.alert", period.alert)
-            elif runs and "mura.alert" in runs[0].data.tags:  # in band now
-                client.delete_tag(runs[0].info.run_id, "mura.alert")
-
-
-def _metrics(period: Period) -> dict[str, float]:
-    out = {"realized.studies": float(period.studies)}
-    for suffix, figures in (
-        ("", period.figures),
-        *((f".{p}", f) for p, f in period.by_part.items()),
-    ):
-        for name, estimate in figures.items():
-            for part, value in (
-                ("", estimate.value),
-                ("_ci_low", estimate.low),
-                ("_ci_high", estimate.high),
-            ):
-                if value is not None:
-                    out[f"realized.{name}{part}{suffix}"] = value
-    return out
+                mlflow.set_tag(Tag.ALERT, period.alert)
+            elif runs and Tag.ALERT in runs[0].data.tags:  # in band now
+                client.delete_tag(runs[0].info.run_id, Tag.ALERT)
 
 
 def run_feedback(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import tarfile
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import mlflow
@@ -30,6 +30,7 @@ from mura_core.checkpoints import (
     read_info,
 )
 from mura_core.errors import MuraError
+from mura_core.run_contract import ModelVersionTags
 from mura_core.ssl import is_encoder
 
 BUNDLE_TAR = "bundle.tar"
@@ -61,9 +62,11 @@ def _tar(folder: Path, into: Path) -> Path:
 
 
 def log_bundle(
-    bundle_dir: Path, *, registered_name: str | None, tags: dict[str, str]
+    bundle_dir: Path, *, registered_name: str | None, tags: ModelVersionTags
 ) -> tuple[str, str | None]:
-    """Log the bundle's model (inside an active MLflow run) and register it; (uri, version)."""
+    """Log the bundle's model (inside an active MLflow run) and register it; (uri, version).
+    The logged model carries `tags`; the registered version those and the bundle's
+    threshold."""
     model, info = load_bundle(bundle_dir)
     example = np.random.default_rng(0).random((2, 3, info.size, info.size), dtype=np.float32)
     with tempfile.TemporaryDirectory(prefix="mura-bundle-") as tmp:
@@ -75,12 +78,12 @@ def log_bundle(
             registered_model_name=registered_name,
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "torchvision", "numpy"],
             metadata={"mura": info.to_json()},
-            tags=tags,
+            tags=tags.to_tags(),
         )
     version = getattr(logged, "registered_model_version", None)
     if registered_name and version is not None:
         client = MlflowClient()
-        for key, value in {"threshold": str(info.threshold), **tags}.items():
+        for key, value in replace(tags, threshold=info.threshold).to_tags().items():
             client.set_model_version_tag(registered_name, str(version), key, value)
     return logged.model_uri, None if version is None else str(version)
 
@@ -158,9 +161,7 @@ def resolve_model(spec: str, *, cache: Path | None = None) -> ResolvedModel:
         info = read_info(folder)
     except BundleError as exc:
         raise ModelSpecError(f"model {spec}: {exc}") from exc
-    return ResolvedModel(
-        folder, info, spec, name, version, run_id or (info.extra or {}).get("run_id")
-    )
+    return ResolvedModel(folder, info, spec, name, version, run_id or info.extra.run_id)
 
 
 def scoring_model(spec: str) -> ResolvedModel:

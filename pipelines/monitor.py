@@ -4,7 +4,7 @@ Monday morning and for cron.
 1. `load_points` reads the finished runs of the screening experiment (oldest first, from
    `--since`): per run its date, job, studies, flag rate (overall and per body part), score
    quantiles, drift figures and its `mura.alert` tag, as `screen` and `nightly` logged them
-   (`pipelines/screen/monitor.py`).
+   (`pipelines/screen/monitor.py`), read back as a `mura_core.run_contract.ScreenRunRecord`.
 2. Runs whose model carried no reference (`mura.reference=false`) have no drift figures:
    they are compared with the nights before them instead. A night whose flag rate is
    further than `Bands.flag_rate` from the median of the earlier nights (at least three)
@@ -31,6 +31,14 @@ from mlflow.tracking import MlflowClient
 from mura_core.errors import MuraError
 from mura_core.monitoring.drift import Bands
 from mura_core.outputs import write_text_atomic
+from mura_core.run_contract import (
+    FLAG_RATE,
+    FeedbackPeriod,
+    Job,
+    ScreenRunRecord,
+    Tag,
+    part_flag_rates,
+)
 
 DEFAULT_EXPERIMENT = "mura-screen"
 EXIT_ALERT = 3
@@ -43,7 +51,8 @@ class MonitorError(MuraError):
 
 @dataclass(frozen=True)
 class Point:
-    """One screening run as `mura monitor` shows it."""
+    """One screening run as `mura monitor` shows it (read as a `ScreenRunRecord`): `metrics`
+    are its monitoring figures, by their flat names."""
 
     run_id: str
     when: dt.datetime
@@ -55,13 +64,11 @@ class Point:
 
     @property
     def flag_rate(self) -> float | None:
-        return self.metrics.get("flag_rate")
+        return self.metrics.get(FLAG_RATE)
 
     def parts(self) -> dict[str, float]:
         """Flag rate per body part."""
-        return {
-            k.split(".", 1)[1]: v for k, v in self.metrics.items() if k.startswith("flag_rate.")
-        }
+        return part_flag_rates(self.metrics)
 
 
 def parse_since(text: str | None) -> dt.datetime | None:
@@ -99,16 +106,15 @@ def load_points(
 
 
 def _point(run: Any) -> Point:
-    tags = run.data.tags
-    metrics = dict(run.data.metrics)
+    record = ScreenRunRecord.from_run(run.data.metrics, run.data.tags, run.data.params)
     return Point(
         run_id=run.info.run_id,
         when=dt.datetime.fromtimestamp(run.info.start_time / 1000, dt.UTC),
-        job=tags.get("mura.job", "screen"),
-        studies=int(metrics.get("studies", 0)),
-        reference=tags.get("mura.reference") == "true",
-        metrics=metrics,
-        alert=tags.get("mura.alert"),
+        job=record.job,
+        studies=record.studies,
+        reference=bool(record.reference),
+        metrics=dict(record.figures),
+        alert=record.alert,
     )
 
 
@@ -141,53 +147,44 @@ def judge_without_reference(points: Sequence[Point], bands: Bands) -> list[Point
     return out
 
 
-@dataclass(frozen=True)
-class Realized:
-    """One period of radiologists' reads (`mura feedback`): its figures and alert."""
-
-    period: str
-    metrics: dict[str, float]
-    alert: str | None = None
-
-    def cell(self, name: str) -> str:
-        value = self.metrics.get(f"realized.{name}")
-        if value is None:
-            return "-"
-        low = self.metrics.get(f"realized.{name}_ci_low")
-        high = self.metrics.get(f"realized.{name}_ci_high")
-        return f"{value:.2f}" + (f" [{low:.2f}-{high:.2f}]" if low is not None else "")
-
-
 REALIZED = ("sensitivity", "specificity", "ppv", "npv", "auroc", "kappa")
 
 
-def load_realized(client: MlflowClient, experiment: str) -> list[Realized]:
+def load_realized(client: MlflowClient, experiment: str) -> list[FeedbackPeriod]:
     """The periods `mura feedback` logged, oldest first (none: no experiment yet)."""
     found = client.get_experiment_by_name(experiment)
     if found is None:
         return []
     runs = client.search_runs(
-        [found.experiment_id], "tags.`mura.job` = 'feedback'", max_results=5000
+        [found.experiment_id], f"tags.`{Tag.JOB}` = '{Job.FEEDBACK}'", max_results=5000
     )
     out = [
-        Realized(r.data.tags["mura.period"], dict(r.data.metrics), r.data.tags.get("mura.alert"))
+        FeedbackPeriod.from_run(r.data.metrics, r.data.tags)
         for r in runs
-        if "mura.period" in r.data.tags
+        if Tag.PERIOD in r.data.tags
     ]
-    return sorted(out, key=lambda r: r.period)
+    return sorted(out, key=lambda r: r.name)
 
 
-def format_realized(periods: Sequence[Realized]) -> str:
+def realized_cell(period: FeedbackPeriod, name: str) -> str:
+    """`0.80 [0.70-0.90]`: a realized figure and its CI; `-` where it was not logged."""
+    estimate = period.figures.get(name)
+    if estimate is None or estimate.value is None:
+        return "-"
+    low, high = estimate.low, estimate.high
+    return f"{estimate.value:.2f}" + (f" [{low:.2f}-{high:.2f}]" if low is not None else "")
+
+
+def format_realized(periods: Sequence[FeedbackPeriod]) -> str:
     head = f"{'period':<10} {'studies':>7}  " + "  ".join(f"{n:<17}" for n in REALIZED)
     lines = ["realized performance (mura feedback):", head]
     for p in periods:
-        studies = int(p.metrics.get("realized.studies", 0))
-        cells = "  ".join(p.cell(n).ljust(17) for n in REALIZED)
-        lines.append(f"{p.period:<10} {studies:>7}  {cells}  {p.alert or ''}".rstrip())
+        cells = "  ".join(realized_cell(p, n).ljust(17) for n in REALIZED)
+        lines.append(f"{p.name:<10} {p.studies:>7}  {cells}  {p.alert or ''}".rstrip())
     return "\n".join(lines)
 
 
-def exit_status(points: Sequence[Point], realized: Sequence[Realized] = ()) -> int:
+def exit_status(points: Sequence[Point], realized: Sequence[FeedbackPeriod] = ()) -> int:
     """0 when the latest run (and the latest period of reads) is in band, EXIT_ALERT when
     either alerts."""
     latest_run = bool(points and points[-1].alert)
@@ -268,9 +265,9 @@ def _series(points: Sequence[Point], name: str) -> np.ndarray:
 def _panel_flag_rates(ax: Any, x: np.ndarray, points: Sequence[Point], bands: Bands) -> None:
     parts = sorted({part for p in points for part in p.parts()})
     for part in parts:
-        ax.plot(x, _series(points, f"flag_rate.{part}"), marker=".", lw=1, label=part)
-    ax.plot(x, _series(points, "flag_rate"), color="black", lw=2.2, marker="o", label="all")
-    reference = _series(points, "flag_rate") - _series(points, "drift.flag_rate_delta")
+        ax.plot(x, _series(points, f"{FLAG_RATE}.{part}"), marker=".", lw=1, label=part)
+    ax.plot(x, _series(points, FLAG_RATE), color="black", lw=2.2, marker="o", label="all")
+    reference = _series(points, FLAG_RATE) - _series(points, "drift.flag_rate_delta")
     if np.isfinite(reference).any():
         ax.fill_between(
             x,

@@ -5,7 +5,8 @@ the run's seed), AdamW with warm-up + cosine (`mura_core.schedules`), resume fro
 `ray.train.get_checkpoint()` → for each epoch: two `TrainPreset` views of every batch (a
 local generator seeded per (seed, rank, epoch)), the VICReg loss — on several workers over
 the embeddings gathered from all of them (`gather`, the paper's FullGatherLayer) — a step per batch,
-then `ray.train.report` with the epoch's mean loss and terms and a checkpoint (rank 0).
+then `ray.train.report` with the epoch's `PretrainEpochReport` (mean loss and terms; a flat
+dict of numbers at Ray's boundary, `mura_core.run_contract`) and a checkpoint (rank 0).
 Labels are never read: the rows' pixels are all it uses. A lost worker costs at most the
 epoch in progress.
 """
@@ -28,6 +29,7 @@ from mura_core.checkpoints import (
     load_training_checkpoint,
     save_training_checkpoint,
 )
+from mura_core.run_contract import PretrainEpochReport
 from mura_core.schedules import adamw, warmup_cosine
 from mura_core.ssl import (
     VICREG_TERMS,
@@ -57,7 +59,7 @@ class PretrainLoop:
     weight_decay: float
     warmup_epochs: float
     projector_dim: int
-    info: dict[str, Any]  # the checkpoints' model.json (ModelInfo.to_json)
+    info: ModelInfo  # the checkpoints' model.json
     steps_per_epoch: int = 1  # per worker: the schedule's length
     seed: int = 0
     shuffle_rows: int = 0
@@ -130,16 +132,18 @@ def _ticker(cfg: PretrainLoop, epoch: int, rank: int) -> Any:
     return lambda done: cfg.progress.tick(label, min(done, total), total, unit="images")
 
 
-def _resume(model: torch.nn.Module, optimizer: Any, scheduler: Any) -> tuple[int, list]:
+def _resume(
+    model: torch.nn.Module, optimizer: Any, scheduler: Any
+) -> tuple[int, list[PretrainEpochReport]]:
     """(first epoch to run, history so far) from Ray Train's checkpoint, if there is one."""
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
         return 1, []
     with checkpoint.as_directory() as folder:
-        state = load_training_checkpoint(Path(folder), model)
+        state = load_training_checkpoint(Path(folder), model, PretrainEpochReport)
     optimizer.load_state_dict(state.optimizer)
     scheduler.load_state_dict(state.scheduler)
-    return state.epoch + 1, state.history
+    return state.epoch + 1, list(state.history)
 
 
 def pretrain_loop_per_worker(config: dict[str, Any]) -> None:
@@ -164,18 +168,20 @@ def pretrain_loop_per_worker(config: dict[str, Any]) -> None:
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     model = ray.train.torch.prepare_model(model)
-    info = ModelInfo.from_json(cfg.info)
+    info = cfg.info
     shard = ray.train.get_dataset_shard(DATASET)
     for epoch in range(start_epoch, cfg.epochs + 1):
         started = time.perf_counter()
-        metrics: dict[str, float] = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
-        metrics.update(pretrain_one_epoch(model, optimizer, scheduler, shard, cfg, epoch, device))
-        metrics["epoch_seconds"] = time.perf_counter() - started
-        history.append(metrics)
+        lr = optimizer.param_groups[0]["lr"]
+        figures = pretrain_one_epoch(model, optimizer, scheduler, shard, cfg, epoch, device)
+        report = PretrainEpochReport(
+            epoch, lr=lr, epoch_seconds=time.perf_counter() - started, **figures
+        )
+        history.append(report)
         state = TrainingState(epoch, optimizer.state_dict(), scheduler.state_dict(), history)
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
             if rank == 0:
                 save_training_checkpoint(Path(tmp), model, info, state)
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(metrics, checkpoint=checkpoint)
+            ray.train.report(report.to_dict(), checkpoint=checkpoint)

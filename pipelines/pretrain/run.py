@@ -20,7 +20,6 @@ fair estimate on patients no part of the system has looked at.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,13 +29,19 @@ import mlflow
 import ray
 import ray.train
 import torch
-from mlflow.entities import RunStatus
 from ray.data import ExecutionOptions, RandomSeedConfig
 from ray.train.torch import TorchTrainer
 
 from mura_core import __version__
-from mura_core.checkpoints import MAX_SIZE, ModelInfo, load_training_checkpoint, save_bundle
+from mura_core.checkpoints import (
+    MAX_SIZE,
+    ModelInfo,
+    ModelOrigin,
+    load_training_checkpoint,
+    save_bundle,
+)
 from mura_core.errors import MuraError
+from mura_core.run_contract import ModelVersionTags, PretrainEpochReport, pretrain_tags
 from mura_core.shards import ShardsLayout
 from mura_core.ssl import (
     ENCODER_FILE,
@@ -56,18 +61,25 @@ from ..runtime import cluster_cpus, data_context, ensure_ray
 from ..shardsets import ShardStats, shard_stats
 from ..tracking import (
     check_tracking,
-    ensure_experiment,
     file_digest,
     git_commit,
     resolve_tracking_uri,
     use_tracking,
 )
 from ..train.data import split_dataset
+from ..train.session import (
+    OpenRun,
+    RunPlace,
+    finished,
+    new_run,
+    resumed_run,
+    run_config,
+    scaling,
+)
 from .callback import PretrainLogger
 from .loop import DATASET, PretrainLoop, pretrain_loop_per_worker
 
 SPLITS = ("train", "val")  # never test: see the module docstring
-MLFLOW_RUN_FILE = "mlflow_run_id"  # beside Ray Train's checkpoints: a rerun resumes the run
 ENCODER_DIR = "encoder"  # the final bundle, beside the run's checkpoints
 DEFAULT_SIZE_CAP = 224  # default --size: the shards' size, at most this
 
@@ -128,7 +140,7 @@ class PretrainResult:
     model_uri: str
     registered_name: str
     version: str | None
-    history: list[dict[str, float]]
+    history: list[PretrainEpochReport]
     tracking_uri: str
     bundle: Path  # the encoder bundle kept on disk
     encoder_file: Path  # its `--weights FILE` state dict
@@ -191,7 +203,7 @@ def encoder_info(cfg: PretrainConfig, size: int, **extra: Any) -> ModelInfo:
         size=size,
         mean=GRAY_MEAN,
         std=GRAY_STD,
-        extra={"kind": ENCODER_KIND, "method": METHOD, **extra},
+        extra=ModelOrigin(kind=ENCODER_KIND, method=METHOD, **extra),
     )
 
 
@@ -219,26 +231,13 @@ def _params(cfg: PretrainConfig, checked: Checked, name: str) -> dict[str, str]:
     return params
 
 
-def _open_run(
-    cfg: PretrainConfig, checked: Checked, client: Any, name: str, storage: Path
-) -> tuple[str, tuple[int, ...]]:
+def _open_run(cfg: PretrainConfig, checked: Checked, client: Any, place: RunPlace) -> OpenRun:
     """A new MLflow run with its params, or — the same `--name` again — the earlier one."""
-    run_file = storage / name / MLFLOW_RUN_FILE
-    if run_file.is_file():
-        run_id = run_file.read_text().strip()
-        logged = tuple(int(m.step) for m in client.get_metric_history(run_id, "loss"))
-        client.update_run(run_id, status="RUNNING")
-        return run_id, logged
-    run = client.create_run(
-        ensure_experiment(client, cfg.experiment),
-        run_name=name,
-        tags={"mura.kind": ENCODER_KIND, "mura.method": METHOD, "mura.model": cfg.model},
-    )
-    for key, value in _params(cfg, checked, name).items():
-        client.log_param(run.info.run_id, key, value)
-    run_file.parent.mkdir(parents=True, exist_ok=True)
-    run_file.write_text(run.info.run_id + "\n")
-    return run.info.run_id, ()
+    found = resumed_run(client, place, PretrainEpochReport.STEP_METRIC)
+    if found is not None:
+        return found
+    tags = pretrain_tags(ENCODER_KIND, METHOD, cfg.model)
+    return new_run(client, place, cfg.experiment, tags, _params(cfg, checked, place.name))
 
 
 def _dataset(checked: Checked, seed: int) -> Any:
@@ -255,23 +254,8 @@ def _dataset(checked: Checked, seed: int) -> Any:
         )
 
 
-def _scaling(cfg: PretrainConfig) -> ray.train.ScalingConfig:
-    if cfg.cpus_per_worker is not None:
-        per_worker = cfg.cpus_per_worker
-    else:  # leave a CPU to Ray Data's readers (2 cores, 1 worker → 1 CPU)
-        per_worker = max(0.5, min(4.0, (cluster_cpus() - 1) / cfg.workers))
-    return ray.train.ScalingConfig(
-        num_workers=cfg.workers, use_gpu=cfg.gpu, resources_per_worker={"CPU": per_worker}
-    )
-
-
 def _trainer(
-    cfg: PretrainConfig,
-    checked: Checked,
-    name: str,
-    storage: Path,
-    run: tuple[str, tuple[int, ...]],
-    sink: Any,
+    cfg: PretrainConfig, checked: Checked, place: RunPlace, run: OpenRun, sink: Any
 ) -> TorchTrainer:
     per_worker = checked.images // cfg.workers
     loop = PretrainLoop(
@@ -283,7 +267,7 @@ def _trainer(
         weight_decay=cfg.weight_decay,
         warmup_epochs=cfg.warmup,
         projector_dim=cfg.projector_dim,
-        info=encoder_info(cfg, checked.size, checkpoint="vicreg encoder + projector").to_json(),
+        info=encoder_info(cfg, checked.size, checkpoint="vicreg encoder + projector"),
         steps_per_epoch=max(1, per_worker // cfg.batch_size),
         seed=cfg.seed,
         # the whole share when small, else as many rows as ~256 MB of pixels hold
@@ -295,13 +279,12 @@ def _trainer(
     return TorchTrainer(
         pretrain_loop_per_worker,
         train_loop_config={"loop": loop},
-        scaling_config=_scaling(cfg),
-        run_config=ray.train.RunConfig(
-            name=name,
-            storage_path=str(storage),
-            failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
-            callbacks=[PretrainLogger(checked.uri, *run, cfg.epochs, sink)],
+        scaling_config=scaling(cfg),
+        run_config=run_config(
+            cfg,
+            place,
+            ray.train.CheckpointConfig(num_to_keep=2),
+            PretrainLogger(checked.uri, run.run_id, run.logged, cfg.epochs, sink),
         ),
         datasets={DATASET: _dataset(checked, cfg.seed)},
         dataset_config=ray.train.DataConfig(
@@ -314,28 +297,17 @@ def run_pretraining(cfg: PretrainConfig) -> PretrainResult:
     """Pretrain, then keep, log and register the encoder; see the module docstring."""
     checked = preflight(cfg)
     client = check_tracking(checked.uri)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
-    name = cfg.name or f"pretrain-{METHOD}-{cfg.model}-{stamp}"
-    storage = (cfg.storage or Path.cwd() / "ray_results").expanduser().resolve()
-    storage.mkdir(parents=True, exist_ok=True)
-    console.keep_log(storage / name, "pretrain")
-    run = _open_run(cfg, checked, client, name, storage)
-    run_id = run[0]
+    place = RunPlace.of(cfg, f"pretrain-{METHOD}-{cfg.model}", "pretrain")
+    run = _open_run(cfg, checked, client, place)
     console.print(
         f"[pretrain] {METHOD} {cfg.model} at {checked.size}px on {checked.images} train + val "
         f"images (labels unused), {cfg.epochs} epochs, batch {cfg.batch_size} × {cfg.workers}"
     )
-    try:
+    with finished(client, run.run_id, place):
         ensure_ray(cfg.address)
         with progress_feed(summary=False) as sink:
-            result = _trainer(cfg, checked, name, storage, run, sink).fit()
-        out = _finish(cfg, checked, result, storage / name / ENCODER_DIR, client, run_id)
-    except BaseException:
-        client.set_terminated(run_id, status=RunStatus.to_string(RunStatus.FAILED))
-        raise
-    client.set_terminated(run_id, status="FINISHED")
-    (storage / name / MLFLOW_RUN_FILE).unlink(missing_ok=True)
-    return out
+            result = _trainer(cfg, checked, place, run, sink).fit()
+        return _finish(cfg, checked, result, place.folder / ENCODER_DIR, client, run.run_id)
 
 
 def save_encoder_bundle(folder: Path, model: Any, info: ModelInfo) -> Path:
@@ -362,8 +334,8 @@ def _finish(
     with tempfile.TemporaryDirectory(prefix="mura-pretrain-") as tmp:
         ckpt = Path(result.checkpoint.to_directory(str(Path(tmp) / "ckpt")))
         model = build_ssl_model(cfg.model, size=checked.size, projector_dim=cfg.projector_dim)
-        state = load_training_checkpoint(ckpt, model)
-    last = state.history[-1] if state.history else {}
+        state = load_training_checkpoint(ckpt, model, PretrainEpochReport)
+    last = state.history[-1] if state.history else PretrainEpochReport(0)
     info = encoder_info(
         cfg,
         checked.size,
@@ -371,7 +343,7 @@ def _finish(
         epochs=state.epoch,
         images=checked.images,
         splits="+".join(SPLITS),
-        final_loss=float(last.get("loss", float("nan"))),
+        final_loss=float("nan") if last.loss is None else last.loss,
     )
     save_encoder_bundle(folder, model, info)
     use_tracking(checked.uri)
@@ -379,7 +351,7 @@ def _finish(
         model_uri, version = log_bundle(
             folder,
             registered_name=cfg.registered_name,
-            tags={"run_id": run_id, "kind": ENCODER_KIND, "method": METHOD, "seed": str(cfg.seed)},
+            tags=ModelVersionTags(run_id, seed=str(cfg.seed), kind=ENCODER_KIND, method=METHOD),
         )
     return PretrainResult(
         run_id=run_id,
@@ -387,7 +359,7 @@ def _finish(
         model_uri=model_uri,
         registered_name=cfg.registered_name,
         version=version,
-        history=state.history,
+        history=list(state.history),
         tracking_uri=checked.uri,
         bundle=folder,
         encoder_file=folder / ENCODER_FILE,

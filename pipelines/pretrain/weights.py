@@ -73,7 +73,7 @@ def resolve_initial_weights(spec: str, model: str, tracking_uri: str) -> Initial
         part
         for part in (
             f"{kind} {info.model}",
-            (info.extra or {}).get("method"),
+            info.extra.method,
             f"{resolved.name} v{resolved.version}" if resolved.version else None,
             f"MLflow run {resolved.run_id}" if resolved.run_id else None,
         )

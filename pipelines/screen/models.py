@@ -107,7 +107,7 @@ def resolve_screening_model(specs: Sequence[str]) -> ScreeningModel:
     info = replace(
         first,
         threshold=threshold,
-        extra={**(first.extra or {}), "ensemble_of": [m.uri for m in members]},
+        extra=replace(first.extra, ensemble_of=tuple(m.uri for m in members)),
         temperature=1.0,
         part_thresholds=None,
     )

@@ -22,6 +22,7 @@ from mura_core.monitoring.drift import Bands, alerts, drift
 from mura_core.monitoring.inputs import Inputs, quantiles
 from mura_core.monitoring.snapshot import Snapshot, load_reference
 from mura_core.records import MonitoringSummary, QuarantineRow
+from mura_core.run_contract import FLAG_RATE
 
 
 def night_snapshot(studies: pa.Table, images: pa.Table, threshold: float) -> Snapshot:
@@ -51,7 +52,7 @@ def night_figures(
     """Tonight's own figures (no reference needed)."""
     figures: dict[str, float] = {}
     if night.flag_rate is not None:
-        figures["flag_rate"] = night.flag_rate
+        figures[FLAG_RATE] = night.flag_rate
     flagged = Counter(
         p
         for p, f in zip(
@@ -60,7 +61,7 @@ def night_figures(
         if f
     )
     for part, count in night.body_parts.items():
-        figures[f"flag_rate.{part}"] = flagged[part] / count
+        figures[f"{FLAG_RATE}.{part}"] = flagged[part] / count
         figures[f"studies.{part}"] = float(count)
     figures.update({f"score.{k}": v for k, v in night.score_quantiles().items()})
     inputs = night.inputs

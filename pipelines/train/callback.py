@@ -1,7 +1,8 @@
 """Per-epoch metrics to MLflow and the console, from the Ray Train controller.
 
 A `ray.train.UserCallback` runs in the controller process (not the driver, not a worker)
-after every `ray.train.report`. It logs rank 0's metrics with `step=epoch` to the run the
+after every `ray.train.report`. It reads rank 0's row back as an `EpochReport`
+(`mura_core.run_contract`) and logs its metrics with `step=epoch` to the run the
 driver opened, and never logs a step twice: after a worker failure the run resumes from the
 last checkpoint, and an epoch reported before the failure is skipped, not repeated. The
 controller's own output goes to the log, so the epoch's line reaches the user's console
@@ -17,30 +18,42 @@ from typing import Any
 
 import ray.train
 from mlflow.entities import Metric
-from mlflow.tracking import MlflowClient
+
+from mura_core.run_contract import EpochReport, PretrainEpochReport
 
 from ..progress import ProgressSink
+from ..tracking import tracking_client
 
 SHOWN = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_study_auroc")
 PIPED_LINES = 10
 
 
-def epoch_line(row: dict[str, Any], epochs: int, elapsed: float) -> str:
+def shown_figures(row: EpochReport | PretrainEpochReport, names: tuple[str, ...]) -> str:
+    values = ((name, getattr(row, name)) for name in names)
+    return "  ".join(f"{name} {value:.4f}" for name, value in values if value is not None)
+
+
+def epoch_line(row: EpochReport, epochs: int, elapsed: float) -> str:
     """`epoch 3/32  train_loss 0.6849 … lr 1.00e-03  (29s)`, flagged when collapsed."""
-    shown = "  ".join(f"{k} {row[k]:.4f}" for k in SHOWN if k in row)
     collapsed = (
         "  (val outputs collapsed: no spread, or all one side and shown not to rank)"
-        if row.get("val_collapsed")
+        if row.collapsed
         else ""
     )
     return (
-        f"[train] epoch {int(row.get('epoch', 0))}/{epochs}  {shown}  "
-        f"lr {row.get('lr', 0):.2e}  ({elapsed:.0f}s){collapsed}"
+        f"[train] epoch {row.epoch}/{epochs}  {shown_figures(row, SHOWN)}  "
+        f"lr {row.lr or 0:.2e}  ({elapsed:.0f}s){collapsed}"
     )
 
 
 class EpochLogger(ray.train.UserCallback):
-    """Logs rank 0's epoch metrics to MLflow run `run_id`; one console line per epoch."""
+    """Logs rank 0's epoch report to MLflow run `run_id`; one console line per epoch.
+
+    `mura pretrain`'s logger is this one with its own report row and line
+    (`pipelines.pretrain.callback.PretrainLogger`)."""
+
+    report: type[EpochReport | PretrainEpochReport] = EpochReport
+    label = "train"
 
     def __init__(
         self,
@@ -60,41 +73,44 @@ class EpochLogger(ray.train.UserCallback):
         self.started = time.time()
         self.collapsed = False  # the last epoch's val outputs had no spread
 
+    def line(self, row: Any, elapsed: float) -> str:
+        return epoch_line(row, self.epochs, elapsed)
+
     def after_report(
         self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any
     ) -> None:
         if not metrics:
             return
-        row = metrics[0]
-        epoch = int(row.get("epoch", 0))
-        if epoch in self.logged:
+        row = self.report.from_dict(metrics[0])
+        if row.epoch in self.logged:
             return
         now = int(time.time() * 1000)
-        values = [
-            Metric(key, float(value), now, epoch)
-            for key, value in row.items()
-            if key != "epoch" and isinstance(value, int | float) and math.isfinite(float(value))
-        ]
-        MlflowClient(self.tracking_uri).log_batch(self.run_id, metrics=values)
-        self.logged.add(epoch)
-        line = epoch_line(row, self.epochs, time.time() - self.started)
+        values = [Metric(key, value, now, row.epoch) for key, value in row.to_metrics().items()]
+        tracking_client(self.tracking_uri).log_batch(self.run_id, metrics=values)
+        self.logged.add(row.epoch)
+        line = self.line(row, time.time() - self.started)
         print(line, flush=True)  # the log
-        # the console: the first and last epoch, every `every`-th, and each epoch where the
-        # val outputs collapse or regain their spread (a plateau is one line, not one an epoch)
-        collapsed = bool(row.get("val_collapsed"))
-        changed, self.collapsed = collapsed != self.collapsed, collapsed
-        if changed and not collapsed:
-            line += "  (val outputs have spread again)"
+        self._show(row, line)
+
+    def _show(self, row: EpochReport | PretrainEpochReport, line: str) -> None:
+        """The console: the first and last epoch, every `every`-th, and each epoch where the
+        val outputs collapse or regain their spread (a plateau is one line, not one an
+        epoch; a row that does not judge collapse: never)."""
+        changed = False
+        if row.collapsed is not None:
+            changed, self.collapsed = row.collapsed != self.collapsed, row.collapsed
+            if changed and not row.collapsed:
+                line += "  (val outputs have spread again)"
         if self.sink is not None and (
-            epoch % self.every == 0 or epoch in (1, self.epochs) or changed
+            row.epoch % self.every == 0 or row.epoch in (1, self.epochs) or changed
         ):
             self.sink.line(line)
 
     def after_exception(self, run_context: Any, worker_exceptions: dict[int, Exception]) -> None:
         for rank, exc in worker_exceptions.items():
             line = (
-                f"[train] worker {rank} failed: {type(exc).__name__}: {exc} — resuming from "
-                "the last checkpoint if failures remain"
+                f"[{self.label}] worker {rank} failed: {type(exc).__name__}: {exc} — resuming "
+                "from the last checkpoint if failures remain"
             )
             print(line, flush=True)
             if self.sink is not None:

@@ -25,7 +25,6 @@ from mura_core.feedback import realized
 from mura_core.metrics import (
     Evaluation,
     evaluate_predictions,
-    flatten,
     markdown_table,
     table_rows,
     text_table,
@@ -33,6 +32,14 @@ from mura_core.metrics import (
 from mura_core.monitoring.inputs import shard_inputs
 from mura_core.monitoring.snapshot import Snapshot, save_reference
 from mura_core.reports import confusion_plot, learning_curves, reliability_plot, roc_plot
+from mura_core.run_contract import (
+    CALIBRATION_TEMPERATURE,
+    EpochReport,
+    ModelVersionTags,
+    ece_metric,
+    evaluation_metrics,
+    reference_metrics,
+)
 from mura_core.shards import ShardsLayout, pixels_array
 from mura_core.studies import Predictions
 
@@ -160,7 +167,7 @@ def _reliability(
     for name, (y, p) in curves.items():
         if len(y):
             out[name] = reliability(y, p)
-            client.log_metric(run_id, f"{name.replace(' ', '.')}.ece", out[name].ece)
+            client.log_metric(run_id, ece_metric(name.split(" ")[0]), out[name].ece)
     return out
 
 
@@ -169,13 +176,13 @@ def log_calibration(
 ) -> None:
     """`--calibrate`: the temperature, and each split's study-level ECE before it (the ECE
     after is `<split>.study.ece`, as for every run)."""
-    client.log_metric(run_id, "calibration.temperature", temperature)
+    client.log_metric(run_id, CALIBRATION_TEMPERATURE, temperature)
     for split in ("val", "test"):
         studies = uncalibrated[split].studies()
         known = studies.label >= 0
         if known.any():
             ece = reliability(studies.label[known], studies.prob[known]).ece
-            client.log_metric(run_id, f"{split}.study.ece_uncalibrated", ece)
+            client.log_metric(run_id, ece_metric(split, uncalibrated=True), ece)
 
 
 def log_evaluation(
@@ -184,17 +191,15 @@ def log_evaluation(
     run_id: str,
     bundle_dir: Path,
     splits: dict[str, SplitResult],
-    history: list[dict[str, float]],
+    history: list[EpochReport],
     predictions: dict[str, Predictions],
     shards: Path,
     cam_examples: int,
 ) -> None:
     """Metrics, plots, tables and CAMs into run `run_id` (the model: `log_model`)."""
-    metrics: dict[str, float] = {}
-    metrics.update(flatten(splits["test"].evaluation, "test"))
+    metrics = evaluation_metrics(splits["test"].evaluation, "test")
     for split in ("train", "val"):
-        flat = flatten(splits[split].evaluation, split)
-        metrics.update({k: v for k, v in flat.items() if k.count(".") == 2})
+        metrics.update(evaluation_metrics(splits[split].evaluation, split, by_part=False))
     client.log_batch(
         run_id, metrics=[mlflow.entities.Metric(k, v, 0, 0) for k, v in metrics.items()]
     )
@@ -215,7 +220,7 @@ def log_evaluation(
         _write_table(table_rows(test, "study"), folder, "test_study_by_body_part")
         _write_table(table_rows(test, "image"), folder, "test_image_by_body_part")
         _write_table([table1_row(splits, model_name)], folder, "table1")
-        (folder / "history.json").write_text(json.dumps(history, indent=1))
+        (folder / "history.json").write_text(json.dumps([h.to_dict() for h in history], indent=1))
         cams = folder / "cam"
         cams.mkdir()
         _cam_examples(bundle_dir, shards, predictions["test"], cams, cam_examples)
@@ -245,16 +250,7 @@ def log_reference(client: Any, run_id: str, bundle_dir: Path, reference: Snapsho
     """`reference.json` into the bundle (so it ships with the logged model) and the run."""
     path = save_reference(bundle_dir, reference)
     client.log_artifact(run_id, str(path))
-    metrics = {"reference.studies": float(reference.studies)}
-    if reference.flag_rate is not None:
-        metrics["reference.flag_rate"] = reference.flag_rate
-    if reference.sensitivity is not None:
-        metrics["reference.sensitivity"] = reference.sensitivity
-    if reference.sensitivity_low is not None:
-        metrics["reference.sensitivity_ci_low"] = reference.sensitivity_low
-    for name, value in reference.score_quantiles().items():
-        metrics[f"reference.score_{name}"] = value
-    for name, value in metrics.items():
+    for name, value in reference_metrics(reference).items():
         client.log_metric(run_id, name, value)
 
 
@@ -273,5 +269,5 @@ def log_model(
         return log_bundle(
             bundle_dir,
             registered_name=registered_name,
-            tags={"run_id": run_id, "body_part": body_part or "all", "seed": str(seed)},
+            tags=ModelVersionTags(run_id, seed=str(seed), body_part=body_part or "all"),
         )

@@ -8,7 +8,8 @@ resume from `ray.train.get_checkpoint()` if there is one → for each epoch: `tr
 over this worker's shard (augmented, global RNG seeded per (seed, rank, epoch) for dropout,
 so a seeded run repeats and a resumed epoch sees the same draws), `evaluate` on rank 0 (the
 full val split, so study-level AUROC sees whole studies; with the spread of the outputs,
-`val_collapsed` when they have none), `ray.train.report` with the metrics and a checkpoint
+`val_collapsed` when they have none), `ray.train.report` with the epoch's `EpochReport`
+(`mura_core.run_contract`: a flat dict of numbers at Ray's boundary) and a checkpoint
 → stop early when val loss has not improved for the recipe's `early_stop` epochs. A lost
 worker costs at most the epoch in progress.
 """
@@ -18,7 +19,7 @@ from __future__ import annotations
 import math
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ from mura_core.collapse import output_spread
 from mura_core.ema import ModelEMA
 from mura_core.models import build_model
 from mura_core.recipes import Recipe
+from mura_core.run_contract import EpochReport
 from mura_core.schedules import adamw, warmup_cosine
 from mura_core.studies import aggregate
 
@@ -93,8 +95,9 @@ def evaluate(
     recipe: Recipe,
     device: torch.device,
     weights: dict[int, tuple[float, float]] | None,
-) -> dict[str, float]:
-    """Loss, image accuracy, study-level AUROC and the outputs' spread on the val split."""
+) -> dict[str, float | bool]:
+    """Loss, image accuracy, study-level AUROC and the outputs' spread on the val split:
+    `EpochReport`'s val fields, by name (none when the split has no labelled image)."""
     preset = recipe.train_preset().eval_preset()
     model.eval()
     probs, labels, studies, parts, loss_sum = [], [], [], [], 0.0
@@ -122,7 +125,7 @@ def evaluate(
         "val_loss": loss_sum / len(p),
         "val_accuracy": float(((p > 0.5) == y).mean()),
         "val_logit_std": spread.logit_std,
-        "val_collapsed": float(spread.collapsed),
+        "val_collapsed": bool(spread.collapsed),
     }
     st = aggregate(
         list(np.concatenate(studies).astype(str)),
@@ -213,7 +216,8 @@ def train_one_epoch(
     device: torch.device,
     stepping: Stepping | None = None,
 ) -> dict[str, float]:
-    """One augmented pass over this worker's shard; loss and accuracy over all workers."""
+    """One augmented pass over this worker's shard; loss and accuracy over all workers
+    (`EpochReport`'s `train_loss` and `train_accuracy`)."""
     recipe, rank = cfg.recipe, ray.train.get_context().get_world_rank()
     # a fresh generator per (seed, rank, epoch) for augmentation, and the process's global
     # RNG (dropout) seeded the same way: a seeded run repeats, a resumed epoch too
@@ -260,9 +264,9 @@ def _ticker(cfg: LoopConfig, epoch: int, rank: int) -> Any:
     return lambda done: cfg.progress.tick(label, min(done, total), total, unit="images")
 
 
-def stale_epochs(history: list[dict[str, float]]) -> int:
+def stale_epochs(history: list[EpochReport]) -> int:
     """Epochs since the best validation loss (0 when the last epoch was the best)."""
-    losses = [h.get("val_loss", math.inf) for h in history]
+    losses = [math.inf if h.val_loss is None else h.val_loss for h in history]
     if not losses:
         return 0
     return len(losses) - 1 - int(np.argmin(losses))
@@ -270,7 +274,7 @@ def stale_epochs(history: list[dict[str, float]]) -> int:
 
 def _resume(
     model: torch.nn.Module, optimizer: Any, scheduler: Any, ema: ModelEMA | None
-) -> tuple[int, list]:
+) -> tuple[int, list[EpochReport]]:
     """(first epoch to run, history so far) from Ray Train's checkpoint, if there is one.
     With EMA the bundle's weights are the average; the trained ones are in the state."""
     checkpoint = ray.train.get_checkpoint()
@@ -284,7 +288,7 @@ def _resume(
     optimizer.load_state_dict(state.optimizer)
     if scheduler is not None and state.scheduler:
         scheduler.load_state_dict(state.scheduler)
-    return state.epoch + 1, state.history
+    return state.epoch + 1, list(state.history)
 
 
 def _build(cfg: LoopConfig) -> torch.nn.Module:
@@ -302,7 +306,12 @@ def _build(cfg: LoopConfig) -> torch.nn.Module:
 
 
 def _state(
-    epoch: int, optimizer: Any, scheduler: Any, history: list, model: Any, ema: ModelEMA | None
+    epoch: int,
+    optimizer: Any,
+    scheduler: Any,
+    history: list[EpochReport],
+    model: Any,
+    ema: ModelEMA | None,
 ) -> TrainingState:
     trained = None
     if ema is not None:
@@ -341,22 +350,24 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     val_shard = ray.train.get_dataset_shard("val")
     for epoch in range(start_epoch, recipe.epochs + 1):
         started = time.perf_counter()
-        metrics: dict[str, float] = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
-        metrics.update(train_one_epoch(model, optimizer, train_shard, cfg, epoch, device, stepping))
+        trained = train_one_epoch(model, optimizer, train_shard, cfg, epoch, device, stepping)
+        report = EpochReport(epoch, lr=optimizer.param_groups[0]["lr"], **trained)
         evaluated = unwrap(model) if ema is None else ema.module  # the model checkpointed
         if rank == 0:
-            metrics.update(evaluate(evaluated, val_shard, recipe, device, cfg.loss_weights))
-        val_loss = _broadcast(metrics.get("val_loss", math.nan), device)
+            report = replace(
+                report, **evaluate(evaluated, val_shard, recipe, device, cfg.loss_weights)
+            )
+        val_loss = _broadcast(math.nan if report.val_loss is None else report.val_loss, device)
         if stepping.schedule is None and scheduler is not None and math.isfinite(val_loss):
             scheduler.step(val_loss)
-        metrics["epoch_seconds"] = time.perf_counter() - started
-        history.append({**metrics, "val_loss": val_loss})
+        report = replace(report, epoch_seconds=time.perf_counter() - started)
+        history.append(replace(report, val_loss=val_loss))
         state = _state(epoch, optimizer, scheduler, history, model, ema)
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
             if rank == 0:
                 save_training_checkpoint(Path(tmp), evaluated, info, state)
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(metrics, checkpoint=checkpoint)
+            ray.train.report(report.to_dict(), checkpoint=checkpoint)
         if recipe.early_stop and stale_epochs(history) >= recipe.early_stop:
             break  # every rank sees the same broadcast val loss, so all stop together

@@ -19,6 +19,7 @@ from mura_core.calibration import fit_temperature
 from mura_core.collapse import output_spread
 from mura_core.decisions import PAPER_THRESHOLD, OperatingPoint
 from mura_core.metrics import choose_part_thresholds, val_threshold
+from mura_core.run_contract import VAL_LOGIT_STD, operating_tags
 from mura_core.studies import Predictions
 
 from ..console import console
@@ -52,7 +53,7 @@ def operating_point(
     """The threshold chosen on val images (`val_threshold`) and, with --per-part-threshold,
     one per body part on val studies; a collapsed model raises."""
     val = val.where(val.label >= 0)
-    threshold = PAPER_THRESHOLD
+    threshold, rule = PAPER_THRESHOLD, None
     if np.isfinite(val.prob).all():  # a diverged model's NaNs: collapsed, nothing to choose
         chosen = val_threshold(
             val.label.tolist(),
@@ -60,11 +61,11 @@ def operating_point(
             target_sensitivity=target_sensitivity,
             weighted_loss=weighted_loss,
         )
-        threshold = chosen.value
-        client.set_tag(run_id, "mura.threshold_rule", chosen.rule)
+        threshold, rule = chosen.value, chosen.rule
     spread = output_spread(val.prob, val.label, PAPER_THRESHOLD)
-    client.log_metric(run_id, "val.logit_std", spread.logit_std)
-    client.set_tag(run_id, "mura.collapsed", str(spread.collapsed).lower())
+    client.log_metric(run_id, VAL_LOGIT_STD, spread.logit_std)
+    for key, value in operating_tags(rule, spread.collapsed).items():
+        client.set_tag(run_id, key, value)
     if spread.collapsed:  # the per-epoch curves are in the run already; nothing else to log
         raise TrainCollapsed(
             f"training collapsed: the chosen model's {spread.describe()} on the "

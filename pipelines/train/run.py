@@ -3,35 +3,44 @@
 The recipe, top to bottom: pre-flight checks (shards, splits, body part, classes, tracking
 store, then the initial weights: ImageNet from the torch hub cache or downloaded, a file, or
 none — found, loaded once and checked; all before any worker starts, and the tensors go to
-the workers through Ray's object store) → open the MLflow run and log params →
-TorchTrainer over the shards (reproducible data order; per-epoch metrics logged by a
-controller callback and shown as a progress bar per epoch; checkpoints kept by val loss;
-early stopping when the recipe asks) → rebuild the best checkpoint(s) → score
-train/val/test with Ray Data → threshold on val → metrics, plots, tables, CAMs → unless the
-model has collapsed (outputs without spread: the run fails, tagged `mura.collapsed=true`,
-nothing registered), log and register the model.
+the workers through Ray's object store) → open the MLflow run and log its tags and params
+(`mura_core.run_contract.TrainRunParams`; the run's place, resumption and end are
+`pipelines.train.session`'s, shared with `mura pretrain`) → TorchTrainer over the shards
+(reproducible data order; per-epoch `EpochReport`s logged by a controller callback and
+shown as a progress bar per epoch; checkpoints kept by val loss; early stopping when the
+recipe asks) → rebuild the best checkpoint(s) → score train/val/test with Ray Data →
+threshold on val → metrics, plots, tables, CAMs → unless the model has collapsed (outputs
+without spread: the run fails, tagged `mura.collapsed=true`, nothing registered), log and
+register the model.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import ray
 import ray.train
-from mlflow.entities import RunStatus
 from ray.data import ExecutionOptions, RandomSeedConfig
 from ray.train.torch import TorchTrainer
 
 from mura_core import __version__
-from mura_core.checkpoints import ModelInfo, load_bundle, read_history, save_models, write_info
+from mura_core.checkpoints import (
+    ModelInfo,
+    ModelOrigin,
+    load_bundle,
+    read_history,
+    save_models,
+    write_info,
+)
 from mura_core.models import InitialWeights
 from mura_core.recipes import Recipe
+from mura_core.run_contract import EpochReport, TrainRunParams
 from mura_core.shards import ShardsLayout
+from mura_core.studies import Predictions
 
 from ..console import console
 from ..predict import bundle_bytes, predict_splits
@@ -41,7 +50,6 @@ from ..runtime import cluster_cpus, data_context, ensure_ray
 from ..shardsets import ShardStats, shard_stats
 from ..tracking import (
     check_tracking,
-    ensure_experiment,
     file_digest,
     git_commit,
     resolve_tracking_uri,
@@ -60,10 +68,18 @@ from .evaluation import (
 )
 from .loop import LoopConfig, train_loop_per_worker
 from .operating import calibrated, operating_point
+from .session import (
+    OpenRun,
+    RunPlace,
+    finished,
+    new_run,
+    resumed_run,
+    run_config,
+    scaling,
+)
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
-MLFLOW_RUN_FILE = "mlflow_run_id"  # beside Ray Train's checkpoints: a rerun resumes the run
 
 
 @dataclass(frozen=True)
@@ -103,7 +119,7 @@ class TrainResult:
     version: str | None
     threshold: float
     splits: dict[str, SplitResult]
-    history: list[dict[str, float]]
+    history: list[EpochReport]
     tracking_uri: str
     weights: str  # the initial weights, as logged: "none (random init)", "imagenet (...)", ...
 
@@ -162,40 +178,22 @@ def preflight(cfg: TrainConfig) -> Checked:
 
 def _params(
     cfg: TrainConfig, stats: ShardStats, shards: Path, name: str, weights: str
-) -> dict[str, str]:
-    params = {f"recipe.{k}": str(v) for k, v in cfg.recipe.to_dict().items()}
-    params.update(
-        {
-            "recipe": cfg.recipe.name,
-            "model": cfg.recipe.model,
-            "body_part": cfg.body_part or "all",
-            "workers": str(cfg.workers),
-            "gpu": str(cfg.gpu),
-            "weights": weights,
-            "target_sensitivity": str(cfg.target_sensitivity or "none"),
-            "seed": str(cfg.seed),
-            "max_failures": str(cfg.max_failures),
-            "data.manifest_digest": file_digest(ShardsLayout(shards).manifest),
-            "data.shard_size": str(stats.size),
-            "git_commit": git_commit(),
-            "tool_version": __version__,
-            "ray_train_name": name,
-        }
-    )
-    for split in SPLITS:
-        params[f"data.{split}_images"] = str(stats.images(split, cfg.body_part))
-    return params
-
-
-def _scaling(cfg: TrainConfig) -> ray.train.ScalingConfig:
-    cpus = cluster_cpus()
-    if cfg.cpus_per_worker is not None:
-        per_worker = cfg.cpus_per_worker
-    else:
-        # leave a CPU to Ray Data's readers; fractions are fine (2 cores, 1 worker → 1 CPU)
-        per_worker = max(0.5, min(4.0, (cpus - 1) / cfg.workers))
-    return ray.train.ScalingConfig(
-        num_workers=cfg.workers, use_gpu=cfg.gpu, resources_per_worker={"CPU": per_worker}
+) -> TrainRunParams:
+    return TrainRunParams(
+        recipe=cfg.recipe,
+        body_part=cfg.body_part,
+        workers=cfg.workers,
+        gpu=cfg.gpu,
+        weights=weights,
+        target_sensitivity=cfg.target_sensitivity,
+        seed=cfg.seed,
+        max_failures=cfg.max_failures,
+        manifest_digest=file_digest(ShardsLayout(shards).manifest),
+        shard_size=stats.size,
+        images={split: stats.images(split, cfg.body_part) for split in SPLITS},
+        git_commit=git_commit(),
+        tool_version=__version__,
+        ray_train_name=name,
     )
 
 
@@ -248,55 +246,33 @@ def shuffle_rows(stats: ShardStats, body_part: str | None, batch_size: int) -> i
 
 def _best_bundles(result: ray.train.Result, keep: int, into: Path) -> list[Path]:
     """The `keep` best-val-loss checkpoints, copied to local folders, best first."""
+    reported = [(c, EpochReport.from_dict(m)) for c, m in result.best_checkpoints]
     ranked = sorted(
-        (c for c in result.best_checkpoints if "val_loss" in c[1]), key=lambda c: c[1]["val_loss"]
+        ((c, r) for c, r in reported if r.val_loss is not None), key=lambda c: c[1].val_loss
     )
     if not ranked and result.checkpoint is not None:
-        ranked = [(result.checkpoint, result.metrics or {})]
+        ranked = [(result.checkpoint, EpochReport.from_dict(result.metrics or {}))]
     folders = []
-    for i, (checkpoint, _metrics) in enumerate(ranked[:keep]):
+    for i, (checkpoint, _report) in enumerate(ranked[:keep]):
         folders.append(Path(checkpoint.to_directory(str(into / f"ckpt{i}"))))
     if not folders:
         raise TrainError("training reported no checkpoint")
     return folders
 
 
-def _open_run(
-    cfg: TrainConfig, checked: Checked, client: Any, name: str, storage: Path
-) -> tuple[str, tuple[int, ...]]:
+def _open_run(cfg: TrainConfig, checked: Checked, client: Any, place: RunPlace) -> OpenRun:
     """The MLflow run: a new one with its params, or — same `--name` again, so Ray Train
     resumes — the earlier one, with the epochs it already logged."""
-    run_file = storage / name / MLFLOW_RUN_FILE
-    if run_file.is_file():
-        run_id = run_file.read_text().strip()
-        logged = tuple(int(m.step) for m in client.get_metric_history(run_id, "train_loss"))
-        client.update_run(run_id, status="RUNNING")
-        return run_id, logged
-    run = client.create_run(
-        ensure_experiment(client, cfg.experiment),
-        run_name=name,
-        tags={
-            "mura.recipe": cfg.recipe.name,
-            "mura.model": cfg.recipe.model,
-            "mura.body_part": cfg.body_part or "all",
-        },
-    )
+    found = resumed_run(client, place, EpochReport.STEP_METRIC)
+    if found is not None:
+        return found
     shards = cfg.shards.expanduser().resolve()
-    params = _params(cfg, checked.stats, shards, name, checked.weights.label)
-    for key, value in params.items():
-        client.log_param(run.info.run_id, key, value)
-    run_file.parent.mkdir(parents=True, exist_ok=True)
-    run_file.write_text(run.info.run_id + "\n")
-    return run.info.run_id, ()
+    params = _params(cfg, checked.stats, shards, place.name, checked.weights.label)
+    return new_run(client, place, cfg.experiment, params.to_tags(), params.to_params())
 
 
 def _trainer(
-    cfg: TrainConfig,
-    checked: Checked,
-    name: str,
-    storage: Path,
-    run: tuple[str, tuple[int, ...]],
-    sink: Any,
+    cfg: TrainConfig, checked: Checked, place: RunPlace, run: OpenRun, sink: Any
 ) -> TorchTrainer:
     """The TorchTrainer for this run (Ray started): loop config, scaling, checkpoints, data."""
     recipe, stats, shards = cfg.recipe, checked.stats, cfg.shards.expanduser().resolve()
@@ -314,17 +290,16 @@ def _trainer(
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"loop": loop},
-        scaling_config=_scaling(cfg),
-        run_config=ray.train.RunConfig(
-            name=name,
-            storage_path=str(storage),
-            failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(
+        scaling_config=scaling(cfg),
+        run_config=run_config(
+            cfg,
+            place,
+            ray.train.CheckpointConfig(
                 num_to_keep=max(recipe.keep_best, 1),
-                checkpoint_score_attribute="val_loss",
+                checkpoint_score_attribute=EpochReport.CHECKPOINT_SCORE,
                 checkpoint_score_order="min",
             ),
-            callbacks=[EpochLogger(checked.uri, *run, recipe.epochs, sink)],
+            EpochLogger(checked.uri, run.run_id, run.logged, recipe.epochs, sink),
         ),
         datasets=_datasets(shards, stats, cfg.body_part, cfg.seed),
         dataset_config=_data_config(),
@@ -335,33 +310,21 @@ def run_training(cfg: TrainConfig) -> TrainResult:
     """Train, evaluate, log and register; see the module docstring for the order."""
     checked = preflight(cfg)
     client = check_tracking(checked.uri)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
-    name = cfg.name or f"{cfg.recipe.name}-{cfg.recipe.model}-{stamp}"
-    storage = (cfg.storage or Path.cwd() / "ray_results").expanduser().resolve()
-    storage.mkdir(parents=True, exist_ok=True)
-    console.keep_log(storage / name, "train")
-    run = _open_run(cfg, checked, client, name, storage)
-    run_id = run[0]
+    place = RunPlace.of(cfg, f"{cfg.recipe.name}-{cfg.recipe.model}", "train")
+    run = _open_run(cfg, checked, client, place)
     console.print(f"[train] {cfg.recipe.model} weights: {checked.weights.label}")
-    try:
+    # a collapsed model is final: the same --name starts a new run rather than resume it
+    with finished(client, run.run_id, place, forget_on=(TrainCollapsed,)):
         ensure_ray(cfg.address)
         with progress_feed(summary=False) as sink:
-            result = _trainer(cfg, checked, name, storage, run, sink).fit()
+            result = _trainer(cfg, checked, place, run, sink).fit()
         _say_how_it_ended(cfg.recipe, result)
         with tempfile.TemporaryDirectory(prefix="mura-train-") as tmp:
-            out = _finish(cfg, result, Path(tmp), checked, client, run_id)
-    except BaseException as exc:
-        client.set_terminated(run_id, status=RunStatus.to_string(RunStatus.FAILED))
-        if isinstance(exc, TrainCollapsed):
-            (storage / name / MLFLOW_RUN_FILE).unlink(missing_ok=True)
-        raise
-    client.set_terminated(run_id, status="FINISHED")
-    (storage / name / MLFLOW_RUN_FILE).unlink(missing_ok=True)
-    return out
+            return _finish(cfg, result, Path(tmp), checked, client, run.run_id)
 
 
 def _say_how_it_ended(recipe: Recipe, result: ray.train.Result) -> None:
-    epoch = int((result.metrics or {}).get("epoch", 0))
+    epoch = EpochReport.from_dict(result.metrics or {}).epoch
     if recipe.early_stop and epoch < recipe.epochs:
         console.print(
             f"[train] stopped early after epoch {epoch}: val loss did not improve for "
@@ -371,7 +334,7 @@ def _say_how_it_ended(recipe: Recipe, result: ray.train.Result) -> None:
 
 def _final_bundle(
     cfg: TrainConfig, result: ray.train.Result, tmp: Path
-) -> tuple[Path, int, list[dict[str, float]]]:
+) -> tuple[Path, int, list[EpochReport]]:
     """The best checkpoint(s) as one bundle (an ensemble when the recipe keeps several),
     how many models it holds, and the run's per-epoch history."""
     folders = _best_bundles(result, cfg.recipe.keep_best, tmp)
@@ -380,6 +343,34 @@ def _final_bundle(
     models = [load_bundle(f)[0] for f in folders]
     final = save_models(tmp / "bundle", models, ModelInfo.from_recipe(cfg.recipe))
     return final, len(models), read_history(history_dir)
+
+
+def _decide(
+    cfg: TrainConfig, predictions: dict[str, Predictions], client: Any, run_id: str
+) -> tuple[dict[str, Predictions], ModelInfo]:
+    """How the model decides, chosen on val: the temperature (`--calibrate`; the splits'
+    probabilities as the calibrated model gives them), the threshold(s); a collapsed model
+    raises (`operating_point`)."""
+    temperature = 1.0
+    if cfg.calibrate:
+        scaled, temperature = calibrated(predictions)
+        log_calibration(client, run_id, predictions, temperature)
+        predictions = scaled
+    threshold, part_thresholds = operating_point(
+        predictions["val"],
+        cfg.target_sensitivity,
+        cfg.per_part_threshold,
+        cfg.recipe.weighted_loss,
+        client,
+        run_id,
+    )
+    info = ModelInfo.from_recipe(
+        cfg.recipe,
+        threshold=threshold,
+        temperature=temperature,
+        part_thresholds=part_thresholds or None,
+    )
+    return predictions, info
 
 
 def _finish(
@@ -395,34 +386,19 @@ def _finish(
     shards = cfg.shards.expanduser().resolve()
     final, members, history = _final_bundle(cfg, result, tmp)
     predictions = predict_splits(shards, SPLITS, bundle_bytes(final), body_part=cfg.body_part)
-    temperature = 1.0
-    if cfg.calibrate:
-        scaled, temperature = calibrated(predictions)
-        log_calibration(client, run_id, predictions, temperature)
-        predictions = scaled
-    threshold, part_thresholds = operating_point(
-        predictions["val"],
-        cfg.target_sensitivity,
-        cfg.per_part_threshold,
-        cfg.recipe.weighted_loss,
-        client,
-        run_id,
+    predictions, info = _decide(cfg, predictions, client, run_id)
+    info = replace(
+        info,
+        extra=ModelOrigin(
+            run_id=run_id,
+            body_part=cfg.body_part or "all",
+            ensemble_size=members,
+            shard_size=checked.stats.size,
+            weights=checked.weights.label,
+        ),
     )
+    threshold, part_thresholds = info.threshold, info.part_thresholds or {}
     splits = evaluate_splits(predictions, threshold, seed=cfg.seed, part_thresholds=part_thresholds)
-    extra = {
-        "run_id": run_id,
-        "body_part": cfg.body_part or "all",
-        "ensemble_size": members,
-        "shard_size": checked.stats.size,
-        "weights": checked.weights.label,
-    }
-    info = ModelInfo.from_recipe(
-        cfg.recipe,
-        threshold=threshold,
-        extra=extra,
-        temperature=temperature,
-        part_thresholds=part_thresholds or None,
-    )
     write_info(final, info)
     reference = validation_reference(shards, predictions["val"], info, cfg.body_part)
     log_reference(client, run_id, final, reference)

@@ -22,6 +22,7 @@ from mura_core.checkpoints import (
     WEIGHTS,
     BundleError,
     ModelInfo,
+    ModelOrigin,
     TrainingState,
     load_bundle,
     load_training_checkpoint,
@@ -30,7 +31,8 @@ from mura_core.checkpoints import (
     save_training_checkpoint,
 )
 from mura_core.models import FlipTTA, build_model, is_model_name
-from mura_core.recipes import recipe
+from mura_core.recipes import Recipe, recipe
+from mura_core.run_contract import EpochReport
 
 SIZE = 32
 INFO = ModelInfo(model="cnn", size=SIZE, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
@@ -141,9 +143,14 @@ def test_weights_that_are_not_the_models_state_dict_are_refused(
 
 def test_a_training_checkpoint_is_checked_by_the_same_helper(tmp_path: Path) -> None:
     model = build_model("cnn", size=SIZE)
-    state = TrainingState(epoch=2, optimizer={}, scheduler={}, history=[{"val_loss": 1.0}])
+    history = [EpochReport(2, train_loss=0.5, val_loss=1.0)]
+    state = TrainingState(epoch=2, optimizer={}, scheduler={}, history=history)
     folder = save_training_checkpoint(tmp_path / "ckpt", model, INFO, state)
-    assert load_training_checkpoint(folder, build_model("cnn", size=SIZE)).epoch == 2
+    back = load_training_checkpoint(folder, build_model("cnn", size=SIZE))
+    assert back.epoch == 2 and back.history == history
+    assert json.loads((folder / "history.json").read_text()) == [
+        {"epoch": 2, "train_loss": 0.5, "val_loss": 1.0}
+    ]
     torch.save(dict(build_model("cnn", size=64).state_dict()), folder / WEIGHTS)
     line = refused(load_training_checkpoint, folder, build_model("cnn", size=SIZE), path=folder)
     assert "does not fit SeedCNN" in line, line
@@ -279,3 +286,57 @@ def test_a_scratch_model_carries_its_one_channel_stem_tta_and_ema_weights(tmp_pa
     assert torch.equal(back.trained["net.conv1.weight"], trained["net.conv1.weight"])
     again = save_bundle(tmp_path / "again", loaded, read)  # a loaded TTA model saved again
     assert isinstance(load_bundle(again)[0], FlipTTA)
+
+
+SAMPLES = Path(__file__).parent.parent / "data" / "model_json"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in SAMPLES.glob("*.json")))
+def test_model_json_written_before_typed_records_reads_and_writes_back_unchanged(
+    name: str,
+) -> None:
+    """model.json files as the code wrote them when `recipe` and `extra` were plain objects
+    (tests/data/model_json): read into a `Recipe` and a `ModelOrigin`, written back the same."""
+    data = json.loads((SAMPLES / name).read_text())
+    info = ModelInfo.from_json(data)
+    assert isinstance(info.extra, ModelOrigin)
+    assert info.recipe is None or isinstance(info.recipe, Recipe)
+    written = json.loads(json.dumps(info.to_json()))
+    if name == "classifier_older.json":  # the keys added since are written with defaults
+        assert {k: written["recipe"][k] for k in data["recipe"]} == data["recipe"]
+        assert {k: written[k] for k in data if k != "recipe"} == {
+            k: v for k, v in data.items() if k != "recipe"
+        }
+        assert written["tta"] is False and written["recipe"]["optimizer"] == "adam"
+    else:
+        assert written == data
+
+
+def test_model_origin_names_the_model_and_keeps_keys_it_does_not_know() -> None:
+    data = json.loads((SAMPLES / "classifier.json").read_text())
+    info = ModelInfo.from_json(data)
+    assert info.recipe.name == "seed-cnn" and info.recipe.epochs == 3
+    assert (info.extra.run_id, info.extra.ensemble_size, info.extra.kind) == (
+        "0123456789abcdef0123456789abcdef",
+        2,
+        None,
+    )
+    encoder = ModelInfo.from_json(json.loads((SAMPLES / "encoder.json").read_text()))
+    assert (encoder.extra.kind, encoder.extra.method, encoder.recipe) == ("encoder", "vicreg", None)
+    screening = ModelInfo.from_json(json.loads((SAMPLES / "screening_ensemble.json").read_text()))
+    assert screening.extra.ensemble_of == ("models:/mura-cnn/1", "models:/mura-cnn/2")
+    newer = ModelInfo.from_json({**data, "extra": {**data["extra"], "site": "north"}})
+    assert newer.extra.others == {"site": "north"}
+    assert newer.to_json()["extra"]["site"] == "north"
+    future = {**data, "recipe": {**data["recipe"], "mixup": 0.2}}  # a newer version's field
+    assert ModelInfo.from_json(future).recipe == info.recipe
+
+
+def test_a_recipe_that_is_no_recipe_is_one_line(bundle: Path) -> None:
+    _with(bundle, recipe={"name": "odd", "model": "cnn"})
+    line = refused(read_info, bundle, path=bundle / MODEL_JSON)
+    assert "recipe 'odd' is not a recipe" in line, line
+    _with(bundle, recipe={"name": "tiny", "model": "cnn", "size": 8, "batch_size": 1, "epochs": 1})
+    assert "recipe 'tiny' is not a recipe (recipe tiny: size >= 32" in refused(
+        read_info, bundle, path=bundle / MODEL_JSON
+    )

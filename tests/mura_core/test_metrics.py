@@ -15,9 +15,9 @@ from mura_core.metrics import (
     choose_threshold,
     cohen_kappa,
     evaluate,
-    flatten,
     table_rows,
 )
+from mura_core.run_contract import evaluation_metrics as flatten
 from mura_core.studies import aggregate
 
 

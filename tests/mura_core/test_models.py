@@ -175,7 +175,7 @@ def test_bundle_round_trip_with_weights_only(tmp_path: Path) -> None:
     x = torch.rand(3, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(loaded(x), model(x))
-    assert back.threshold == pytest.approx(0.42) and back.recipe["name"] == "seed-cnn"
+    assert back.threshold == pytest.approx(0.42) and back.recipe.name == "seed-cnn"
     other = build_model("cnn", size=32).eval()
     save_ensemble(tmp_path / "e", [model, other], info)
     ensemble, _ = load_bundle(tmp_path / "e")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mura_core.checkpoints import ModelInfo, load_bundle, save_bundle
+from mura_core.checkpoints import ModelInfo, ModelOrigin, load_bundle, save_bundle
 from mura_core.models import build_model, initial_weights
 from mura_core.ssl import (
     ENCODER_KIND,
@@ -142,7 +142,8 @@ def test_an_encoder_bundle_loads_as_a_bundle_and_says_it_is_an_encoder(tmp_path:
     )
     save_bundle(tmp_path / "bundle", placeholder, info)
     model, read = load_bundle(tmp_path / "bundle")
-    assert is_encoder(read.extra) and not is_encoder({}) and not is_encoder(None)
+    assert is_encoder(read.extra) and read.extra.method == "vicreg"
+    assert not is_encoder(ModelOrigin()) and not is_encoder(None)
     with torch.no_grad():
         assert torch.all(model(torch.rand(2, 3, 32, 32)) == 0)  # a placeholder head: 0.5
     own = model.state_dict()

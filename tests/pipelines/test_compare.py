@@ -21,10 +21,10 @@ from jobs.cli import main as cli
 from mura_core.checkpoints import ModelInfo, save_bundle
 from mura_core.models import build_model
 from mura_core.recipes import recipe
+from mura_core.run_contract import ModelVersionTags, ci_names
 from mura_core.synth import SynthArchive
 from pipelines.compare import (
     CompareError,
-    ci_names,
     format_table,
     load_runs,
     plot,
@@ -85,7 +85,7 @@ def log_run(
     if bundle is not None:
         use_tracking(client.tracking_uri)
         with mlflow.start_run(run_id=run_id):
-            log_bundle(bundle, registered_name=register, tags={"run_id": run_id})
+            log_bundle(bundle, registered_name=register, tags=ModelVersionTags(run_id))
     client.set_terminated(run_id, "FINISHED")
     return run_id
 

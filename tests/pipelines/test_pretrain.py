@@ -52,8 +52,8 @@ def test_pretrained_encoder_is_registered_and_mura_train_starts_from_it(
     # the train and val images, never test's; labels unused
     splits = read_images(learnable_shards, columns=["split"]).column("split").to_pylist()
     assert result.images == sum(s in ("train", "val") for s in splits) < len(splits)
-    assert [h["epoch"] for h in result.history] == [1]
-    assert math.isfinite(result.history[0]["loss"]) and result.history[0]["steps"] >= 1
+    assert [h.epoch for h in result.history] == [1]
+    assert math.isfinite(result.history[0].loss) and result.history[0].steps >= 1
     assert result.registered_name == "test-encoder" and result.version == "1"
 
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -68,7 +68,7 @@ def test_pretrained_encoder_is_registered_and_mura_train_starts_from_it(
 
     # the registered bundle says it is an encoder and loads; encoder.pt travels in it
     resolved = resolve_model("models:/test-encoder/1", cache=tmp_path / "resolved")
-    assert is_encoder(resolved.info.extra) and resolved.info.extra["method"] == "vicreg"
+    assert is_encoder(resolved.info.extra) and resolved.info.extra.method == "vicreg"
     assert (resolved.folder / ENCODER_FILE).is_file() and result.encoder_file.is_file()
     load_bundle(resolved.folder)
     with pytest.raises(ModelSpecError, match="is a pretrained encoder .* not a classifier"):

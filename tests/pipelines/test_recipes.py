@@ -166,7 +166,7 @@ def test_mura_paper_keeps_an_ensemble_logs_its_cams_registers_and_screens(
     resolved = resolve_model(f"models:/paper/{version}", cache=tmp_path / "resolved")
     members = sorted(p.name for p in (resolved.folder / "members").iterdir())
     assert len(members) == 2  # 2 epochs, 5 kept at most: every checkpoint is a member
-    assert resolved.info.extra["ensemble_size"] == 2
+    assert resolved.info.extra.ensemble_size == 2
     assert json.loads((resolved.folder / "model.json").read_text())["extra"]["weights"] == (
         RANDOM_INIT
     )

@@ -49,8 +49,8 @@ def test_seed_cnn_learns_study_level_auroc(trained: Trained) -> None:
     assert test.study.auroc is not None and test.study.auroc >= 0.9, test.study
     assert test.study.kappa is not None and test.study.kappa_ci is not None
     history = trained.result.history
-    assert [h["epoch"] for h in history] == list(range(1, 25))
-    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert [h.epoch for h in history] == list(range(1, 25))
+    assert history[-1].train_loss < history[0].train_loss
 
 
 @pytest.mark.slow
@@ -239,7 +239,7 @@ def plumbing_recipe(*, epochs: int) -> Recipe:
 
 def _losses(result: TrainResult) -> list[float]:
     """Every epoch's train and val loss, in order."""
-    return [h[key] for h in result.history for key in ("train_loss", "val_loss")]
+    return [v for h in result.history for v in (h.train_loss, h.val_loss)]
 
 
 @pytest.mark.slow
@@ -265,7 +265,7 @@ def test_two_workers_train_with_ddp_and_a_seed_repeats_their_losses(
         )
         results.append(run_training(cfg))
     first, second = results
-    assert [h["epoch"] for h in first.history] == [1, 2]
+    assert [h.epoch for h in first.history] == [1, 2]
     assert _losses(first) == pytest.approx(_losses(second), rel=1e-6, abs=1e-7)
     train_images = sum(
         1
