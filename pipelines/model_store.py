@@ -36,6 +36,19 @@ from mura_core.ssl import is_encoder
 BUNDLE_TAR = "bundle.tar"
 
 
+# Folders a resolved model lives in for this process: its callers read them until they exit
+# (`resolve_model(...).folder` outlives the ResolvedModel), and each is removed at exit by
+# its TemporaryDirectory's finalizer. A mkdtemp per resolution leaked ~300 MB a run.
+_PROCESS_FOLDERS: list[tempfile.TemporaryDirectory] = []
+
+
+def process_folder(prefix: str) -> Path:
+    """A temporary folder that lasts until this process exits, then is removed."""
+    folder = tempfile.TemporaryDirectory(prefix=prefix)
+    _PROCESS_FOLDERS.append(folder)
+    return Path(folder.name)
+
+
 class ModelSpecError(MuraError):
     """A model spec (URI or path) that does not resolve to a usable model."""
 
@@ -141,7 +154,7 @@ def resolve_model(spec: str, *, cache: Path | None = None) -> ResolvedModel:
             f"{spec}: not a model URI (models:/…, runs:/…) and not a model "
             f"bundle folder (no {MODEL_JSON})"
         )
-    target = Path(cache or tempfile.mkdtemp(prefix="mura-model-"))
+    target = cache or process_folder("mura-model-")
     try:
         downloaded = Path(
             mlflow.artifacts.download_artifacts(artifact_uri=spec, dst_path=str(target / "mlflow"))

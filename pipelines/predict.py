@@ -20,7 +20,7 @@ import ray.data
 import torch
 from ray.data import ActorPoolStrategy
 
-from mura_core.checkpoints import load_bundle
+from mura_core.checkpoints import ModelInfo, load_bundle
 from mura_core.shards import ShardsLayout, pixels_array
 from mura_core.studies import Predictions
 
@@ -40,12 +40,15 @@ def bundle_bytes(folder: Path) -> dict[str, bytes]:
     }
 
 
-def _materialize(files: dict[str, bytes]) -> Path:
-    folder = Path(tempfile.mkdtemp(prefix="mura-model-"))
-    for rel, data in files.items():
-        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
-        (folder / rel).write_bytes(data)
-    return folder
+def _load(files: dict[str, bytes]) -> tuple[torch.nn.Module, ModelInfo]:
+    """The bundle's model and info, through a folder removed once they are in memory (an
+    actor may be killed, never exiting: a folder kept for its life leaked 300 MB a run)."""
+    with tempfile.TemporaryDirectory(prefix="mura-model-") as tmp:
+        folder = Path(tmp)
+        for rel, data in files.items():
+            (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+            (folder / rel).write_bytes(data)
+        return load_bundle(folder)
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,7 @@ class Predictor:
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         if self.device.type == "cpu" and torch_threads:
             torch.set_num_threads(torch_threads)
-        model, self.info = load_bundle(_materialize(bundle))
+        model, self.info = _load(bundle)
         self.model = model.to(self.device).eval()
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)

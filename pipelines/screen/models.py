@@ -9,7 +9,6 @@ probability per image.
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,7 +17,7 @@ import torch
 
 from mura_core.checkpoints import BundleError, ModelInfo, load_bundle, save_ensemble_folders
 
-from ..model_store import ModelSpecError, ResolvedModel, scoring_model
+from ..model_store import ModelSpecError, ResolvedModel, process_folder, scoring_model
 
 
 @dataclass(frozen=True)
@@ -111,6 +110,6 @@ def resolve_screening_model(specs: Sequence[str]) -> ScreeningModel:
         temperature=1.0,
         part_thresholds=None,
     )
-    folder = Path(tempfile.mkdtemp(prefix="mura-ensemble-"))
+    folder = process_folder("mura-ensemble-")
     save_ensemble_folders(folder, [m.folder for m in members], info)
     return ScreeningModel(folder, info, members)

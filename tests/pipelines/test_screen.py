@@ -8,6 +8,7 @@ fail-fast errors, which need a model that runs, not one that is right.
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import subprocess
 import sys
@@ -249,9 +250,12 @@ def test_dicom_identifiers_never_reach_mlflow_the_logged_report_or_the_log(
 ) -> None:
     """Through the CLI in its own process (its own local Ray), so that Ray's own output
     reaches the real stdout/stderr and is captured into REPORT/logs/ too (inside pytest,
-    Python-level writes go to pytest's capture instead)."""
+    Python-level writes go to pytest's capture instead). Its temporary folders (TMPDIR, which
+    its Ray workers inherit) are all gone when it exits: a model folder left per actor once
+    filled the disk."""
     bundle = random_bundle(tmp_path / "bundle", threshold=0.0)  # flag all: every picture
-    db, out = tmp_path / "mlflow.db", tmp_path / "report"
+    db, out, scratch = tmp_path / "mlflow.db", tmp_path / "report", tmp_path / "scratch"
+    scratch.mkdir()
     argv = ["screen", str(dicom_archive.root), "--model", str(bundle), "--out", str(out)]
     done = subprocess.run(
         [sys.executable, "-m", "jobs.cli", *argv, "--tracking-uri", f"sqlite:///{db}"],
@@ -259,8 +263,10 @@ def test_dicom_identifiers_never_reach_mlflow_the_logged_report_or_the_log(
         capture_output=True,
         text=True,
         timeout=600,
+        env={**os.environ, "TMPDIR": str(scratch), "RAY_TMPDIR": "/tmp"},
     )
     assert done.returncode == 0, done.stderr[-2000:]
+    assert not [p.name for p in scratch.iterdir() if p.name.startswith("mura-")]
     assert read_summary(out).counts.studies == len(dicom_archive.studies)
     identifiers = _dicom_identifiers(dicom_archive.root)
     assert len(identifiers) > 3 * len(dicom_archive.studies)
