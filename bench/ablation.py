@@ -1,7 +1,7 @@
 """Which ingredients make a from-scratch radiograph classifier learn? An ablation on FracAtlas.
 
 Pure PyTorch on the CPU (no Ray, no MLflow), built from the project's own pieces, never
-re-implemented here: the plain-folder source and the split (`mura_core.sources.folder`,
+re-implemented here: the plain-folder source and the split (`mura_core.archive.folder`,
 `mura_core.splits.assign_splits`), the decoder (`mura_core.imaging.load_image`), the presets
 (`mura_core.transforms.TrainPreset`), the models with a one-channel stem and `FlipTTA`
 (`mura_core.models`), weight EMA (`mura_core.ema`), AdamW + warm-up + cosine
@@ -70,12 +70,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from mura_core.archive import ArchiveFiles  # noqa: E402
+from mura_core.archive.folder import list_folder  # noqa: E402
 from mura_core.ema import ModelEMA  # noqa: E402
 from mura_core.imaging import ImagingError, load_image  # noqa: E402
 from mura_core.models import FlipTTA, build_model  # noqa: E402
 from mura_core.recipes import recipe  # noqa: E402
 from mura_core.schedules import adamw, warmup_cosine  # noqa: E402
-from mura_core.sources.folder import list_folder  # noqa: E402
 from mura_core.splits import SplitConfig, assign_splits  # noqa: E402
 from mura_core.transforms import TrainPreset  # noqa: E402
 

@@ -11,7 +11,7 @@ import threading
 import time
 from pathlib import Path
 
-from mura_core.sources import list_source
+from mura_core.archive import list_source
 from mura_core.synth import SynthConfig, synthesize
 
 

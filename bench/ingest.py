@@ -22,7 +22,7 @@ import ray
 from common import bench_archive
 
 from mura_core import imaging
-from mura_core.sources import list_source
+from mura_core.archive import list_source
 from pipelines.ingest import IngestConfig, run_ingest
 from pipelines.runtime import cluster_cpus, ensure_ray
 

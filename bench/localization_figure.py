@@ -10,7 +10,7 @@ Wilson interval, energy inside the boxes), overall and per body part, with the c
 levels beside them (the boxes' mean share of the input: what a uniform map's energy would
 be, and how often a peak dropped uniformly on the square would hit). The steps:
 
-1. List FracAtlas (`mura_core.sources.folder.list_folder` over `ArchiveFiles`) and split it
+1. List FracAtlas (`mura_core.archive.folder.list_folder` over `ArchiveFiles`) and split it
    with `assign_splits(refs, SplitConfig(seed=0, val_fraction=0.1, test_fraction=0.2))`,
    the split `bench/ablation.py` trains on; keep the test images labelled fractured, sorted
    by path (every one has a box file).
@@ -56,6 +56,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from mura_core.archive import ArchiveFiles  # noqa: E402
+from mura_core.archive.folder import list_folder  # noqa: E402
 from mura_core.cam import overlay  # noqa: E402
 from mura_core.checkpoints import ModelInfo, load_bundle  # noqa: E402
 from mura_core.imaging import ImagingError  # noqa: E402
@@ -68,7 +69,6 @@ from mura_core.localization import (  # noqa: E402
     localize_images,
 )
 from mura_core.records import ImageRef  # noqa: E402
-from mura_core.sources.folder import list_folder  # noqa: E402
 from mura_core.splits import SplitConfig, assign_splits  # noqa: E402
 
 DATA = Path("/work/shared/data/fracatlas")

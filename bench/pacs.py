@@ -35,13 +35,13 @@ import ray
 import torch
 
 from mura_core import imaging
+from mura_core.archive import list_source
+from mura_core.archive.pacs_archive import list_pacs
 from mura_core.checkpoints import ModelInfo, save_bundle
 from mura_core.models import build_model
 from mura_core.pacs.address import PacsAuth
 from mura_core.pacs.client import Locator, PacsOptions
 from mura_core.recipes import recipe
-from mura_core.sources import list_source
-from mura_core.sources.pacs import list_pacs
 from mura_core.synth import SynthConfig, synthesize
 from pipelines.orthanc import OrthancConfig, start_orthanc
 from pipelines.runtime import ensure_ray

@@ -56,11 +56,11 @@ from common import PeakMemory, write_figures
 from screen import bare_model, make_bundle
 
 from mura_core import imaging
+from mura_core.archive import list_source
 from mura_core.checkpoints import load_bundle
 from mura_core.privacy import KEY_FILE_ENV
 from mura_core.recipes import recipe
 from mura_core.shards import Manifest, pixels_array, read_images
-from mura_core.sources import list_source
 from mura_core.synth import SynthConfig, synthesize
 from pipelines.ingest import IngestConfig, run_ingest
 from pipelines.runtime import cluster_cpus, ensure_ray

@@ -57,13 +57,13 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from mura_core.archive import list_source
 from mura_core.checkpoints import ModelInfo, load_bundle, save_bundle
 from mura_core.models import build_model
 from mura_core.privacy import KEY_FILE_ENV
 from mura_core.recipes import recipe
 from mura_core.records import ScreenSummary
 from mura_core.shards import pixels_array, read_images
-from mura_core.sources import list_source
 from mura_core.transforms import EvalPreset
 from pipelines.ingest import IngestConfig, run_ingest
 from pipelines.runtime import cluster_cpus, ensure_ray

@@ -13,11 +13,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mura_core import __version__
+from mura_core.archive import format_summary, list_source
+from mura_core.archive.pacs_archive import list_pacs
 from mura_core.errors import ConfigError
 from mura_core.pacs.address import is_pacs_address
 from mura_core.records import MURA_BODY_PARTS, BodyPart
-from mura_core.sources import format_summary, list_source
-from mura_core.sources.pacs import list_pacs
 from mura_core.synth import SynthConfig, synthesize
 
 from . import (

@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from mura_core.archive import DEFAULT_MAX_BYTES, AccessPolicy
+from mura_core.archive import DEFAULT_MAX_BYTES, KINDS, AccessPolicy
 from mura_core.errors import MuraError
 from mura_core.pacs.address import (
     DEFAULT_AE_TITLE,
@@ -30,7 +30,6 @@ from mura_core.pacs.address import (
 )
 from mura_core.pacs.client import PacsOptions
 from mura_core.records import MURA_BODY_PARTS, BodyPart
-from mura_core.sources import KINDS
 from pipelines.console import console
 from pipelines.runtime import ray_for_a_command
 

@@ -16,11 +16,11 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from mura_core.archive import format_summary, list_source
 from mura_core.pacs.address import PacsAuth
 from mura_core.pacs.client import PacsOptions
 from mura_core.recipes import Recipe, recipe
 from mura_core.records import BodyPart
-from mura_core.sources import format_summary, list_source
 from mura_core.synth import SynthConfig, synthesize
 from pipelines.compare import DEFAULT_ALIAS, DEFAULT_METRIC, format_table, load_runs, plot, promote
 from pipelines.console import console

@@ -28,9 +28,18 @@ from .files import (
     open_regular,
     read_regular,
 )
+from .kinds import KINDS, PACS_KINDS, detect_kind, format_summary, list_source, summarize
+from .labels import SourceError
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
+    "KINDS",
+    "PACS_KINDS",
+    "SourceError",
+    "detect_kind",
+    "format_summary",
+    "list_source",
+    "summarize",
     "AccessPolicy",
     "ArchiveFiles",
     "BadPathError",

@@ -1,4 +1,4 @@
-"""Ingest: any archive `mura_core.sources` knows → Parquet shards, via Ray Data."""
+"""Ingest: any archive `mura_core.archive` knows → Parquet shards, via Ray Data."""
 
 from .decode import decode_batch, staging_schema
 from .rows import PSEUDONYMIZE_CHOICES, prepare_rows

@@ -39,7 +39,9 @@ import pyarrow.parquet as pq
 import ray
 import ray.data
 
-from mura_core.archive import AccessPolicy, ArchiveFiles
+from mura_core.archive import AccessPolicy, ArchiveFiles, SourceError, list_source
+from mura_core.archive.labels import require_dir
+from mura_core.archive.pacs_archive import list_pacs
 from mura_core.errors import ConfigError, MuraError
 from mura_core.outputs import atomic, check_writable, claimed, is_empty, write_text_atomic, writing
 from mura_core.pacs.address import is_pacs_address
@@ -53,9 +55,6 @@ from mura_core.shards import (
     ShardsLayout,
     quarantine_table,
 )
-from mura_core.sources import SourceError, list_source
-from mura_core.sources.common import require_dir
-from mura_core.sources.pacs import list_pacs
 from mura_core.splits import SplitConfig, split_lines
 
 from ..console import console

@@ -20,16 +20,15 @@ import ray.data
 from pydicom.dataset import Dataset
 
 from mura_core import imaging
-from mura_core.archive import AccessPolicy, ArchiveFiles
+from mura_core.archive import AccessPolicy, ArchiveFiles, SourceError, list_source
+from mura_core.archive.labels import require_dir
+from mura_core.archive.pacs_archive import list_pacs
 from mura_core.pacs.address import is_pacs_address
 from mura_core.pacs.client import Pacs, PacsOptions
 from mura_core.privacy import Pseudonymizer, pseudonym_columns, read_reidentify
 from mura_core.records import ImageRow, Listing, QuarantineRow, ScoredImage
 from mura_core.schema import column_names
 from mura_core.shards import IMAGE_COLUMNS, ShardsLayout, pixels_array, read_quarantine_rows
-from mura_core.sources import SourceError, list_source
-from mura_core.sources.common import require_dir
-from mura_core.sources.pacs import list_pacs
 from mura_core.splits import SplitConfig
 
 from ..console import console

@@ -281,7 +281,7 @@ def test_fuzz_dicom_decode(
     check_decoded(bounded(lambda: _decode(data, name, work_side), what), what)
 
 
-# What listing reads from every header (mura_core.sources.dicom_tree).
+# What listing reads from every header (mura_core.archive.dicom_tree).
 LISTED = (
     "StudyInstanceUID",
     "SOPInstanceUID",

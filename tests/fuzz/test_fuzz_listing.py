@@ -22,9 +22,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mura_core.archive import ArchiveFiles
+from mura_core.archive import ArchiveFiles, SourceError, list_source
 from mura_core.records import Listing
-from mura_core.sources import SourceError, list_source
 from mura_core.synth import SynthArchive, SynthConfig, synthesize
 
 EXAMPLES = int(os.environ.get("MURA_FUZZ_EXAMPLES", "300"))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mura_core.sources import list_source
+from mura_core.archive import list_source
 from mura_core.synth.plan import mura_cells
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -140,7 +140,7 @@ def test_a_user_error_raised_in_a_ray_task_is_one_line(tmp_path: Path) -> None:
         import sys
         import ray
         import jobs.cli
-        from mura_core.sources import SourceError
+        from mura_core.archive import SourceError
 
         @ray.remote
         def list_remotely(root):
@@ -181,13 +181,13 @@ def test_user_error_unwraps_ray_train_worker_failures() -> None:
 
 def test_every_package_error_is_a_mura_error() -> None:
     """One base: what each package raises for a user-fixable problem is a MuraError."""
+    from mura_core.archive import SourceError
     from mura_core.checkpoints import BundleError
     from mura_core.errors import ConfigError, MuraError
     from mura_core.imaging import ImagingError
     from mura_core.privacy import PrivacyError
     from mura_core.recipes import recipe
     from mura_core.shards import ShardsError
-    from mura_core.sources import SourceError
     from mura_core.synth import SynthConfig, SynthError
     from pipelines.compare import CompareError
     from pipelines.ingest import IngestError

@@ -20,9 +20,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from mura_core.archive import list_source
 from mura_core.checkpoints import ModelInfo, save_bundle
 from mura_core.models import build_model
-from mura_core.sources import list_source
 from mura_core.synth import SynthArchive, SynthConfig, synthesize
 from tests import hostile
 

@@ -10,8 +10,8 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from mura_core import imaging
+from mura_core.archive import SourceError, detect_kind, list_source
 from mura_core.records import BodyPart
-from mura_core.sources import SourceError, detect_kind, list_source
 from mura_core.synth import SynthArchive, accession_number, study_uid
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mura_core.archive import SourceError, detect_kind, list_source, summarize
 from mura_core.records import BodyPart, Split
-from mura_core.sources import SourceError, detect_kind, list_source, summarize
 
 
 def _png(path: Path) -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from mura_core.archive import SourceError, detect_kind, format_summary, list_source
 from mura_core.records import BodyPart, Split
-from mura_core.sources import SourceError, detect_kind, format_summary, list_source
 from mura_core.synth import SynthArchive
 from mura_core.synth.writers import study_dir
 

@@ -18,8 +18,8 @@ import pytest
 from PIL import Image
 
 from mura_core import imaging
+from mura_core.archive import SourceError
 from mura_core.shards import Manifest, ManifestCounts, pixels_array, read_images, read_quarantine
-from mura_core.sources import SourceError
 from mura_core.synth import SynthArchive
 from pipelines.ingest import IngestConfig, IngestError, run_ingest
 from tests.processes import kill_driver_when

@@ -24,8 +24,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from mura_core.archive import list_source
 from mura_core.shards import Manifest, read_images
-from mura_core.sources import list_source
 from mura_core.synth import SynthArchive, SynthConfig, synthesize
 from tests.pipelines.test_screen import random_bundle
 from tests.raycluster import RayCluster, RayNode

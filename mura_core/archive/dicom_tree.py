@@ -20,12 +20,13 @@ from pathlib import Path
 
 from pydicom.dataset import Dataset
 
-from ..archive import ArchiveFiles
 from ..imaging import DEFAULT_MAX_PIXELS, ImagingError
 from ..imaging.dicom import check_geometry, looks_like_dicom, read_header
 from ..records import ImageRef, Listing, Problem, body_part_named
 from ..studies import CONFLICTING_LABELS
-from .common import DOC_SUFFIXES, LabelsFile, SourceError, parse_label, read_header_csv
+from .files import ArchiveFiles, Entry
+from .labels import LabelsFile, SourceError, parse_label, read_header_csv
+from .walk import FileLister, list_files
 
 KIND = "dicom"
 DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
@@ -179,50 +180,50 @@ def _duplicate(rel: str) -> Problem:
     )
 
 
+class DicomLister(FileLister):
+    """A DICOM tree: every file but the labels CSV and documentation is read as DICOM (its
+    header decides); a second file with an instance UID already listed is a problem."""
+
+    kind = KIND
+
+    def __init__(self, files: ArchiveFiles, labels: Path | None = None) -> None:
+        super().__init__(files)
+        self.labels_file = LabelsFile.find(files, labels, LABELS_FILE)
+        self.study_labels = labels_by_study(self.labels_file.path, self.labels_file.files)
+        self.instances: set[str] = set()
+        self.by_study: dict[str, str] = {}
+
+    def known_problems(self) -> list[Problem]:
+        return self.study_labels.problems
+
+    def is_own(self, entry: Entry) -> bool:
+        return self.labels_file.is_listed(entry.path)
+
+    def image(self, entry: Entry) -> list[ImageRef] | Problem:
+        header = _header(self.files, entry.path, entry.rel)
+        if isinstance(header, Problem):
+            return header
+        if header.sop_uid and header.sop_uid in self.instances:
+            return _duplicate(entry.rel)
+        self.instances.add(header.sop_uid)
+        if header.accession:
+            self.by_study.setdefault(header.study_uid, header.accession)
+        label = self.study_labels.by_study.get(header.study_uid)
+        if header.study_uid in self.study_labels.conflicted:
+            label = None
+        return _refs(header, entry.path, entry.rel, label)
+
+    def notes(self) -> tuple[str, ...]:
+        if self.labels_file.path is None:
+            return ()
+        return (
+            f"labels from {self.labels_file.path.name}: {len(self.study_labels.by_study)} studies",
+        )
+
+    def accessions(self) -> dict[str, str]:
+        return self.by_study
+
+
 def list_dicom(files: ArchiveFiles, labels: Path | None = None) -> Listing:
     """Image references of every DICOM image below the archive root (one per frame)."""
-    root = Path(files.root)
-    labels_file = LabelsFile.find(files, labels, LABELS_FILE)
-    study_labels = labels_by_study(labels_file.path, labels_file.files)
-    refs: list[ImageRef] = []
-    problems: list[Problem] = list(study_labels.problems)
-    accessions: dict[str, str] = {}
-    instances: set[str] = set()
-    junk = 0
-    for entry in files.walk():
-        if labels_file.is_listed(entry.path):
-            continue
-        if entry.problem is not None:
-            problems.append(entry.problem)
-            continue
-        if entry.junk or entry.path.name.lower().endswith(DOC_SUFFIXES):
-            junk += 1
-            continue
-        header = _header(files, entry.path, entry.rel)
-        if isinstance(header, Problem):
-            problems.append(header)
-            continue
-        if header.sop_uid and header.sop_uid in instances:
-            problems.append(_duplicate(entry.rel))
-            continue
-        instances.add(header.sop_uid)
-        if header.accession:
-            accessions.setdefault(header.study_uid, header.accession)
-        label = study_labels.by_study.get(header.study_uid)
-        if header.study_uid in study_labels.conflicted:
-            label = None
-        refs.extend(_refs(header, entry.path, entry.rel, label))
-    notes = (
-        (f"labels from {labels_file.path.name}: {len(study_labels.by_study)} studies",)
-        if labels_file.path
-        else ()
-    )
-    return Listing(
-        kind=KIND,
-        root=str(root),
-        refs=tuple(refs),
-        problems=tuple(problems),
-        junk_skipped=junk,
-        notes=notes,
-        accessions=accessions,
-    )
+    return list_files(DicomLister(files, labels))

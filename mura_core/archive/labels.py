@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from ..archive import ArchiveFiles, read_regular
 from ..errors import MuraError
 from ..imaging.errors import ImagingError
+from .files import ArchiveFiles, read_regular
 
 
 class SourceError(MuraError):

@@ -20,10 +20,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..archive import ArchiveFiles, Entry, FileRefusedError
 from ..records import BodyPart, ImageRef, Listing, Problem, Split
 from ..studies import CONFLICTING_LABELS
-from .common import SourceError, open_csv
+from .files import ArchiveFiles, Entry, FileRefusedError
+from .labels import SourceError, open_csv
+from .walk import FileLister, list_files
 
 KIND = "mura"
 ROOT_NAME = "MURA-v1.1"
@@ -208,8 +209,9 @@ def _find_csv(base: Path, mura_root: Path, name: str) -> Path | None:
     return None
 
 
-def _image(entry: Entry, rel: str, csvs: _Csvs, split: Split) -> ImageRef | Problem:
-    """A walked file at `rel` (relative to the MURA root): its reference, or the problem."""
+def _layout(entry: Entry, rel: str) -> tuple[list[str], re.Match[str]] | Problem:
+    """A file's path parts (relative to the MURA root) and its study folder's match, or
+    the problem of a file not at split/XR_*/patient*/study*/image*."""
     parts = rel.split("/")
     match = _STUDY_DIR.match(parts[3]) if len(parts) == 5 else None
     if match is None or not parts[1].startswith("XR_"):
@@ -219,80 +221,96 @@ def _image(entry: Entry, rel: str, csvs: _Csvs, split: Split) -> ImageRef | Prob
             "unexpected_layout",
             "not at split/XR_*/patient*/study*/image* in MURA",
         )
-    if not entry.path.name.lower().endswith(_IMAGE_SUFFIXES):
+    return parts, match
+
+
+class MuraLister(FileLister):
+    """MURA-v1.1: its split folders walked; layout, CSVs and folder names say the rest."""
+
+    kind = KIND
+    suffixes = _IMAGE_SUFFIXES
+
+    def __init__(self, files: ArchiveFiles) -> None:
+        super().__init__(files)
+        root = Path(files.root)
+        mura_root = find_root(root)
+        if mura_root is None:
+            raise SourceError(f"{root}: no MURA layout (expected {ROOT_NAME}/train/XR_*/...)")
+        self.mura_root = mura_root
+        self.csvs = _Csvs(root, mura_root, files)
+        self.labels: list[tuple[int | None, int | None]] = []  # (label, folder label) per image
+
+    def below(self) -> list[Path]:
+        folders = (self.mura_root / str(split) for split in SPLITS)
+        return [folder for folder in folders if folder.is_dir()]
+
+    def known_problems(self) -> list[Problem]:
+        return self.csvs.problems
+
+    def is_junk(self, entry: Entry) -> bool:
+        return False  # a document inside MURA's tree is a stray file: a problem
+
+    def _rel(self, entry: Entry) -> str:
+        return os.path.relpath(entry.path, self.mura_root).replace(os.sep, "/")
+
+    def wrong_suffix(self, entry: Entry) -> Problem:
+        layout = _layout(entry, self._rel(entry))
+        if isinstance(layout, Problem):
+            return layout
         return Problem(
             entry.rel,
             "list",
             "not_an_image",
             f"unexpected file type {entry.path.suffix or '(none)'}",
         )
-    try:
-        body_part = BodyPart(parts[1])
-    except ValueError:
-        return Problem(
-            entry.rel, "list", "unknown_body_part", f"{parts[1]} is not a MURA study type"
+
+    def image(self, entry: Entry) -> list[ImageRef] | Problem:
+        rel = self._rel(entry)
+        layout = _layout(entry, rel)
+        if isinstance(layout, Problem):
+            return layout
+        parts, match = layout
+        try:
+            body_part = BodyPart(parts[1])
+        except ValueError:
+            return Problem(
+                entry.rel, "list", "unknown_body_part", f"{parts[1]} is not a MURA study type"
+            )
+        csvs, study_rel = self.csvs, "/".join(parts[:4])
+        folder_label = {"positive": 1, "negative": 0}.get(match.group(2) or "")
+        label = (
+            None if study_rel in csvs.conflicted else csvs.study_labels.get(study_rel, folder_label)
         )
-    study_rel = "/".join(parts[:4])
-    folder_label = {"positive": 1, "negative": 0}.get(match.group(2) or "")
-    label = None if study_rel in csvs.conflicted else csvs.study_labels.get(study_rel, folder_label)
-    return ImageRef(
-        path=str(entry.path),
-        relpath=entry.rel,
-        image_id=rel,
-        study_key=f"{parts[0]}/{parts[1]}/{parts[2]}/study{match.group(1)}",
-        patient_key=parts[2],
-        body_part=body_part,
-        view=None,
-        label=label,
-        split=csvs.image_split.get(rel, csvs.study_split.get(study_rel, split)),
-    )
+        self.labels.append((label, folder_label))
+        split = Split(parts[0])
+        ref = ImageRef(
+            path=str(entry.path),
+            relpath=entry.rel,
+            image_id=rel,
+            study_key=f"{parts[0]}/{parts[1]}/{parts[2]}/study{match.group(1)}",
+            patient_key=parts[2],
+            body_part=body_part,
+            view=None,
+            label=label,
+            split=csvs.image_split.get(rel, csvs.study_split.get(study_rel, split)),
+        )
+        return [ref]
 
-
-def _folder_label(ref: ImageRef) -> int | None:
-    match = _STUDY_DIR.match(ref.image_id.split("/")[3])
-    return {"positive": 1, "negative": 0}.get((match.group(2) if match else None) or "")
+    def notes(self) -> tuple[str, ...]:
+        present = self.csvs.present
+        notes = [
+            f"CSVs used: {', '.join(present)}"
+            if present
+            else "no MURA CSVs found: labels and splits from folder names"
+        ]
+        disagreements = sum(
+            1 for label, folder in self.labels if None not in (label, folder) and label != folder
+        )
+        if disagreements:
+            notes.append(f"{disagreements} image(s): CSV label differs from folder name; CSV used")
+        return tuple(notes)
 
 
 def list_mura(files: ArchiveFiles) -> Listing:
     """Image references of a MURA-v1.1 archive; see the module docstring for the rules."""
-    root = Path(files.root)
-    mura_root = find_root(root)
-    if mura_root is None:
-        raise SourceError(f"{root}: no MURA layout (expected {ROOT_NAME}/train/XR_*/...)")
-    csvs = _Csvs(root, mura_root, files)
-    refs: list[ImageRef] = []
-    problems = list(csvs.problems)
-    junk = 0
-    for split in SPLITS:
-        split_dir = mura_root / str(split)
-        if not split_dir.is_dir():
-            continue
-        for entry in files.walk(split_dir):
-            if entry.junk:
-                junk += 1
-            elif entry.problem is not None:
-                problems.append(entry.problem)
-            else:
-                rel = os.path.relpath(entry.path, mura_root).replace(os.sep, "/")
-                found = _image(entry, rel, csvs, split)
-                (refs if isinstance(found, ImageRef) else problems).append(found)
-    notes = [
-        f"CSVs used: {', '.join(csvs.present)}"
-        if csvs.present
-        else "no MURA CSVs found: labels and splits from folder names"
-    ]
-    disagreements = sum(
-        1
-        for r in refs
-        if r.label is not None and (f := _folder_label(r)) is not None and f != r.label
-    )
-    if disagreements:
-        notes.append(f"{disagreements} image(s): CSV label differs from folder name; CSV used")
-    return Listing(
-        kind=KIND,
-        root=str(root),
-        refs=tuple(refs),
-        problems=tuple(problems),
-        junk_skipped=junk,
-        notes=tuple(notes),
-    )
+    return list_files(MuraLister(files))

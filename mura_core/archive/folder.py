@@ -10,14 +10,16 @@ whose images are labelled differently: either study is left unlabelled.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..archive import ArchiveFiles, FileRefusedError
 from ..imaging import IMAGE_SUFFIXES
 from ..records import ImageRef, Listing, Problem, Split, body_part_named
 from ..studies import CONFLICTING_LABELS, settle_labels
-from .common import DOC_SUFFIXES, LabelsFile, SourceError, parse_label, read_header_csv
+from .files import ArchiveFiles, Entry, FileRefusedError
+from .labels import LabelsFile, SourceError, parse_label, read_header_csv
+from .walk import FileLister, list_files
 
 KIND = "folder"
 LABELS_FILE = "labels.csv"
@@ -100,46 +102,36 @@ def _ref(path: Path, rel: str, row: dict[str, str]) -> ImageRef:
     )
 
 
+class FolderLister(FileLister):
+    """A plain image folder: PNG/JPEG files, labelled and grouped by its labels CSV."""
+
+    kind = KIND
+    suffixes = IMAGE_SUFFIXES
+
+    def __init__(self, files: ArchiveFiles, labels: Path | None = None) -> None:
+        super().__init__(files)
+        self.labels_file = LabelsFile.find(files, labels, LABELS_FILE)
+        self.rows = _rows_by_path(self.labels_file, files)
+
+    def known_problems(self) -> list[Problem]:
+        return self.rows.problems
+
+    def is_own(self, entry: Entry) -> bool:
+        return self.labels_file.is_listed(entry.path)
+
+    def image(self, entry: Entry) -> list[ImageRef]:
+        return [_ref(entry.path, entry.rel, self.rows.by_path.get(entry.rel, {}))]
+
+    def settle(self, refs: Sequence[ImageRef]) -> tuple[tuple[ImageRef, ...], list[Problem]]:
+        conflicted = {r.study_key for r in refs if r.relpath in self.rows.conflicted}
+        return settle_labels(refs, unlabel=conflicted)
+
+    def notes(self) -> tuple[str, ...]:
+        if self.labels_file.path is None:
+            return ("no labels CSV: one image = one unlabelled study",)
+        return (f"labels from {self.labels_file.path.name}: {len(self.rows.by_path)} images",)
+
+
 def list_folder(files: ArchiveFiles, labels: Path | None = None) -> Listing:
     """Image references of every PNG/JPEG below the archive root."""
-    root = Path(files.root)
-    labels_file = LabelsFile.find(files, labels, LABELS_FILE)
-    rows = _rows_by_path(labels_file, files)
-    problems = list(rows.problems)
-    refs: list[ImageRef] = []
-    junk = 0
-    for entry in files.walk():
-        if labels_file.is_listed(entry.path):
-            continue
-        if entry.problem is not None:
-            problems.append(entry.problem)
-            continue
-        if entry.junk or entry.path.name.lower().endswith(DOC_SUFFIXES):
-            junk += 1
-            continue
-        if not entry.path.name.lower().endswith(IMAGE_SUFFIXES):
-            problems.append(
-                Problem(
-                    entry.rel,
-                    "list",
-                    "not_an_image",
-                    f"not a PNG/JPEG file ({entry.path.suffix or 'no suffix'})",
-                )
-            )
-            continue
-        refs.append(_ref(entry.path, entry.rel, rows.by_path.get(entry.rel, {})))
-    conflicted = {r.study_key for r in refs if r.relpath in rows.conflicted}
-    settled, conflicts = settle_labels(refs, unlabel=conflicted)
-    notes = (
-        (f"labels from {labels_file.path.name}: {len(rows.by_path)} images",)
-        if labels_file.path
-        else ("no labels CSV: one image = one unlabelled study",)
-    )
-    return Listing(
-        kind=KIND,
-        root=str(root),
-        refs=settled,
-        problems=tuple(problems + conflicts),
-        junk_skipped=junk,
-        notes=notes,
-    )
+    return list_files(FolderLister(files, labels))

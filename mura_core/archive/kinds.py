@@ -12,13 +12,13 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..archive import AccessPolicy, ArchiveFiles
 from ..imaging import IMAGE_SUFFIXES
 from ..records import Listing, part_order
 from . import mura
-from .common import SourceError, require_dir
 from .dicom_tree import list_dicom, sniff_dicom
+from .files import AccessPolicy, ArchiveFiles
 from .folder import list_folder
+from .labels import SourceError, require_dir
 
 KINDS: tuple[str, ...] = ("mura", "dicom", "folder")
 PACS_KINDS: tuple[str, ...] = ("dicomweb", "dimse")  # a listing's kind when read from a PACS
