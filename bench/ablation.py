@@ -215,7 +215,7 @@ def _cache(size: int) -> tuple[np.ndarray, list[str], list[int], int]:
     started = time.perf_counter()
     for ref in listing.refs:
         try:
-            images.append(load_image(ref.path, size=size))
+            images.append(load_image(ref.location.path, size=size))
         except ImagingError:  # the release's truncated JPEGs
             skipped += 1
             continue

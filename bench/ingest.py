@@ -34,7 +34,7 @@ def single_process_rate(archive: Path, size: int) -> tuple[int, float]:
     done = 0
     for ref in refs:
         try:
-            imaging.load_image(ref.path, frame=ref.frame, size=size)
+            imaging.load_image(ref.location.path, frame=ref.frame, size=size)
             done += 1
         except imaging.ImagingError:
             pass

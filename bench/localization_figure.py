@@ -107,7 +107,7 @@ def decodable(
     kept, cases, skipped = [], [], []
     for item in images:
         try:
-            cases.append(load_case(item.ref.path, item.boxes, size))
+            cases.append(load_case(item.ref.location.path, item.boxes, size))
         except ImagingError:  # the release's truncated JPEGs
             skipped.append(item.ref.relpath)
             continue
@@ -177,7 +177,7 @@ def draw(
     for ax in axes.flat:
         ax.axis("off")
     for ax, item, case, result in zip(axes.flat, items, cases, results, strict=False):
-        shown = load_case(item.ref.path, item.boxes, display)
+        shown = load_case(item.ref.location.path, item.boxes, display)
         cam = _to_display(result.cam, case, shown, display)
         ax.imshow(overlay(shown.image, cam), interpolation="bilinear")
         for box in shown.boxes:

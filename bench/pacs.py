@@ -40,7 +40,7 @@ from mura_core.archive.pacs_archive import list_pacs
 from mura_core.checkpoints import ModelInfo, save_bundle
 from mura_core.models import build_model
 from mura_core.pacs.address import PacsAuth
-from mura_core.pacs.client import Locator, PacsOptions
+from mura_core.pacs.client import PacsOptions
 from mura_core.recipes import recipe
 from mura_core.synth import SynthConfig, synthesize
 from pipelines.orthanc import OrthancConfig, start_orthanc
@@ -100,7 +100,7 @@ def _screen(source, out: Path, bundle: Path, args, options: PacsOptions) -> dict
 def _fetch_micro(server, root: Path, options: PacsOptions) -> dict[str, float]:
     """ms per instance, sequential on the driver: disk read, WADO-RS, C-GET, decode."""
     refs = list_source(root, kind="dicom").refs
-    paths = sorted({r.path for r in refs})
+    paths = sorted({r.location.path for r in refs})
     start = time.perf_counter()
     data = [Path(p).read_bytes() for p in paths]
     disk = (time.perf_counter() - start) / len(paths)
@@ -112,7 +112,7 @@ def _fetch_micro(server, root: Path, options: PacsOptions) -> dict[str, float]:
     for name, address in (("wado_rs_ms", server.dicomweb), ("c_get_ms", server.dimse)):
         pacs = options.connect(address)
         listing = list_pacs(pacs, options.query).listing
-        locs = [Locator.parse(p) for p in dict.fromkeys(r.path for r in listing.refs)]
+        locs = list(dict.fromkeys(r.location for r in listing.refs))
         start = time.perf_counter()
         for i in range(0, len(locs), 16):  # as a decode task does: 16 per call
             pacs.fetch(locs[i : i + 16])

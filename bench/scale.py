@@ -201,7 +201,7 @@ def single_process_rate(root: Path, sample: int = 1500) -> float:
     picked = refs[:: max(1, len(refs) // sample)][:sample]
     start = time.perf_counter()
     for ref in picked:
-        imaging.load_image(ref.path, frame=ref.frame, size=SIZE)
+        imaging.load_image(ref.location.path, frame=ref.frame, size=SIZE)
     return len(picked) / (time.perf_counter() - start)
 
 

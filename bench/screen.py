@@ -188,7 +188,7 @@ def main() -> int:
     shards = work / f"shards{args.size}"
     if not is_shards(shards):
         run_ingest(IngestConfig(source=archive, out=shards, size=args.size))
-    paths = [str(ref.path) for ref in list_source(archive).refs]
+    paths = [ref.location.path for ref in list_source(archive).refs]
     print(
         f"{len(paths)} images, {args.model} at {args.size}px, batch {args.batch_size}, "
         f"{cores} cores (Ray: {cluster_cpus()} CPUs), work folder {work}"

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any
 
+from .locations import FileLocation, Location, PacsInstance, location_column, parse_location
 from .privacy import pseudonym_columns
 from .schema import Float32, Int8, Int32, column_names, not_written
 
@@ -121,14 +122,15 @@ class Split(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class ImageRef:
-    """One image (one frame of one file) of one study.
+    """One image (one frame of one file or PACS instance) of one study.
 
-    `path` is absolute; `relpath` is relative to the archive root (what reports show).
+    `location` is where its bytes are (`mura_core.locations`: a file, or a PACS instance);
+    `relpath` is what reports show (relative to the archive root; a PACS instance's UIDs).
     `label` is the study's label (MURA labels studies, not images): 1 abnormal, 0 normal,
     None unknown. `frame` selects one frame of a multi-frame DICOM (0 for single images).
     """
 
-    path: str
+    location: Location
     relpath: str
     image_id: str
     study_key: str
@@ -140,14 +142,18 @@ class ImageRef:
     frame: int = 0
 
     def __post_init__(self) -> None:
+        if not isinstance(self.location, FileLocation | PacsInstance):
+            raise TypeError(f"location must be a Location, got {self.location!r}")
         if self.label not in (None, 0, 1):
             raise ValueError(f"label must be 0, 1 or None, got {self.label!r} for {self.relpath}")
         if self.frame < 0:
             raise ValueError(f"frame must be >= 0, got {self.frame} for {self.relpath}")
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain types only (str/int/None), ready for Arrow, JSON or a Ray dataset row."""
-        row = asdict(self)
+        """Plain types only (str/int/None), ready for Arrow, JSON or a Ray dataset row; the
+        location as its `path` column (`locations.location_column`)."""
+        row = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "location"}
+        row = {"path": location_column(self.location), **row}
         row["body_part"] = str(self.body_part)
         row["split"] = None if self.split is None else str(self.split)
         return row
@@ -157,7 +163,7 @@ class ImageRef:
         split = row.get("split")
         label = row.get("label")
         return cls(
-            path=str(row["path"]),
+            location=parse_location(str(row["path"])),
             relpath=str(row["relpath"]),
             image_id=str(row["image_id"]),
             study_key=str(row["study_key"]),
@@ -184,12 +190,12 @@ def _with_pseudonyms(record: Any, names: Iterable[str], pseudonym: Pseudonym) ->
 @dataclass(frozen=True, slots=True)
 class ImageRow:
     """An image reference as a dataset row, before decoding: the shard metadata columns
-    (a shard row is these, then a `DecodedImage`'s) plus `path`, the real file the decoder
-    reads, which is never written to a shard, report or log. The schema table in
-    docs/ingest.md is these fields and `DecodedImage`'s.
+    (a shard row is these, then a `DecodedImage`'s) plus `location`, where the decoder
+    reads its bytes (the dataset row's `path` column), which is never written to a shard,
+    report or log. The schema table in docs/ingest.md is these fields and `DecodedImage`'s.
     """
 
-    path: str = not_written()
+    location: Location = not_written()
     image_id: str  # unique image id (DICOM: pseudonym of SOPInstanceUID[#frame])
     study_key: str  # study id (DICOM: pseudonym of StudyInstanceUID)
     patient_key: str  # patient id (DICOM: pseudonym of PatientID)
@@ -204,7 +210,7 @@ class ImageRow:
     @classmethod
     def from_ref(cls, ref: ImageRef, split: str) -> ImageRow:
         return cls(
-            path=ref.path,
+            location=ref.location,
             image_id=ref.image_id,
             study_key=ref.study_key,
             patient_key=ref.patient_key,
@@ -218,12 +224,14 @@ class ImageRow:
         )
 
     def pseudonymized(self, pseudonym: Pseudonym) -> ImageRow:
-        """Identifiers replaced by pseudonyms; `path` is kept (it is read, never written)."""
+        """Identifiers replaced by pseudonyms; `location` is kept (read, never written)."""
         return _with_pseudonyms(self, column_names(ImageRow), pseudonym)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain types only, for Ray Data's `from_items` (the decoder reads these keys)."""
-        row = asdict(self)
+        """Plain types only, for Ray Data's `from_items` (the decoder reads these keys): the
+        one place a row becomes Arrow, its location the `path` string column."""
+        row = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "location"}
+        row = {"path": location_column(self.location), **row}
         row["body_part"] = str(self.body_part)
         row["source_split"] = None if self.source_split is None else str(self.source_split)
         return row

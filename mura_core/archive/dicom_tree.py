@@ -22,6 +22,7 @@ from pydicom.dataset import Dataset
 
 from ..imaging import DEFAULT_MAX_PIXELS, ImagingError
 from ..imaging.dicom import check_geometry, looks_like_dicom, read_header
+from ..locations import FileLocation
 from ..records import ImageRef, Listing, Problem, body_part_named
 from ..studies import CONFLICTING_LABELS
 from .files import ArchiveFiles, Entry
@@ -156,7 +157,7 @@ def _refs(header: _Header, path: Path, rel: str, label: int | None) -> list[Imag
     sop_uid = header.sop_uid or rel
     return [
         ImageRef(
-            path=str(path),
+            location=FileLocation(str(path)),
             relpath=rel,
             image_id=sop_uid if header.frames == 1 else f"{sop_uid}#{frame}",
             study_key=header.study_uid,

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..imaging import IMAGE_SUFFIXES
+from ..locations import FileLocation
 from ..records import ImageRef, Listing, Problem, Split, body_part_named
 from ..studies import CONFLICTING_LABELS, settle_labels
 from .files import ArchiveFiles, Entry, FileRefusedError
@@ -90,7 +91,7 @@ def _ref(path: Path, rel: str, row: dict[str, str]) -> ImageRef:
     study = row.get("study") or rel.rsplit(".", 1)[0]
     split = row.get("split")
     return ImageRef(
-        path=str(path),
+        location=FileLocation(str(path)),
         relpath=rel,
         image_id=rel,
         study_key=study,

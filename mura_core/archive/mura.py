@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..locations import FileLocation
 from ..records import BodyPart, ImageRef, Listing, Problem, Split
 from ..studies import CONFLICTING_LABELS
 from .files import ArchiveFiles, Entry, FileRefusedError
@@ -284,7 +285,7 @@ class MuraLister(FileLister):
         self.labels.append((label, folder_label))
         split = Split(parts[0])
         ref = ImageRef(
-            path=str(entry.path),
+            location=FileLocation(str(entry.path)),
             relpath=entry.rel,
             image_id=rel,
             study_key=f"{parts[0]}/{parts[1]}/{parts[2]}/study{match.group(1)}",

@@ -4,8 +4,8 @@ The recipe: `pacs.check()` (fail fast) → `find_studies(query)` (StudyDate wind
 per modality, ModalitiesInStudy) → per study, in a few threads, `find_instances` (QIDO-RS
 instance search or C-FIND at IMAGE level) → each instance is
 
-- an image of a wanted modality → an `ImageRef` (one per frame) whose `path` is its
-  `Locator` (the UIDs to fetch it by; never written anywhere), study = StudyInstanceUID,
+- an image of a wanted modality → an `ImageRef` (one per frame) whose `location` is its
+  `PacsInstance` (the UIDs to fetch it by; never written anywhere), study = StudyInstanceUID,
   patient = PatientID, body part from BodyPartExamined or the descriptions, as for a tree;
 - one of our own results (SR, Secondary Capture: `mura_core.results.is_own_result`), a
   non-image object (SR, KO, PR, …: by SOP class, never fetched), an image of another
@@ -27,8 +27,9 @@ from pathlib import Path
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
+from ..locations import PacsInstance, addressable
 from ..pacs.address import PacsQuery
-from ..pacs.client import Locator, Pacs, addressable
+from ..pacs.client import Pacs
 from ..records import ImageRef, Listing, body_part_named
 from ..results import is_own_result
 from .dicom_tree import labels_by_study
@@ -75,7 +76,7 @@ def skip_reason(ds: Dataset, modalities: tuple[str, ...]) -> str | None:
 
 
 def _refs(ds: Dataset, label: int | None) -> list[ImageRef]:
-    loc = Locator.of(ds)
+    loc = PacsInstance.of(ds)
     try:
         frames = max(1, int(ds.get("NumberOfFrames") or 1))
     except (TypeError, ValueError):
@@ -89,7 +90,7 @@ def _refs(ds: Dataset, label: int | None) -> list[ImageRef]:
     patient = _text(ds, "PatientID") or f"unknown-patient:{loc.study}"
     return [
         ImageRef(
-            path=str(loc),
+            location=loc,
             relpath=str(loc),
             image_id=loc.sop if frames == 1 else f"{loc.sop}#{frame}",
             study_key=loc.study,

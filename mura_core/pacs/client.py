@@ -7,8 +7,8 @@ or a `DimsePacs` (pynetdicom: C-FIND, C-GET, C-STORE). Both
   rejected association raise a one-line `PacsError` naming the address, never a secret;
 - `find_studies(query)` → StudyInstanceUIDs, then `find_instances(study)` → one header
   (a pydicom Dataset of `INSTANCE_FIELDS`, no pixels) per instance;
-- `fetch(locators)` → per instance its Part 10 bytes, or a `RetrieveError` (`retrieve_failed`,
-  with the HTTP or DIMSE status) after a bounded retry with backoff;
+- `fetch(instances)` → per `PacsInstance` its Part 10 bytes, or a `RetrieveError`
+  (`retrieve_failed`, with the HTTP or DIMSE status) after a bounded retry with backoff;
 - `store(datasets)` → per dataset a `StoreOutcome` (stored, or why not).
 
 A client is a small picklable value (address, auth, AE title, retry policy): a Ray task
@@ -18,7 +18,6 @@ gets a copy and opens its own connection, so a cluster fetches in parallel.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +28,7 @@ import pydicom.config
 from pydicom.dataset import Dataset
 
 from ..imaging.errors import ImagingError
+from ..locations import PacsInstance
 from .address import DEFAULT_AE_TITLE, PacsAddress, PacsAuth, PacsQuery
 
 # pydicom logs, and warns, every header value it finds invalid, verbatim: UIDs, names and
@@ -88,44 +88,6 @@ class RetryPolicy:
         return (self.backoff * 2**k for k in range(self.attempts - 1))
 
 
-_ADDRESSABLE_UID = re.compile(r"[0-9A-Za-z._-]+")
-
-
-def addressable(uid: str) -> bool:
-    """Whether a UID can name a resource in a DICOMweb URL and in a `Locator`. Conformant
-    UIDs are digits and dots, and a PACS holds what it was sent: hex digests pass; '/', '@',
-    '#', spaces or nothing at all do not (such a study or instance is skipped, and counted)."""
-    return _ADDRESSABLE_UID.fullmatch(uid) is not None
-
-
-@dataclass(frozen=True)
-class Locator:
-    """Where an instance is: the UIDs WADO-RS and C-GET need (C-GET also its SOP class).
-    `str()` is what an `ImageRef.path` holds for a PACS source (never written anywhere)."""
-
-    study: str
-    series: str
-    sop: str
-    sop_class: str
-
-    def __str__(self) -> str:
-        return f"{self.study}/{self.series}/{self.sop}/{self.sop_class}"
-
-    @classmethod
-    def parse(cls, text: str) -> Locator:
-        study, series, sop, sop_class = text.split("/")
-        return cls(study, series, sop, sop_class)
-
-    @classmethod
-    def of(cls, header: Dataset) -> Locator:
-        return cls(
-            str(header.StudyInstanceUID),
-            str(header.SeriesInstanceUID),
-            str(header.SOPInstanceUID),
-            str(header.SOPClassUID),
-        )
-
-
 @dataclass(frozen=True)
 class StoreOutcome:
     """One stored object: its SOP Instance UID, and None or why the PACS refused it."""
@@ -147,7 +109,9 @@ class Pacs(Protocol):
 
     def find_instances(self, study_uid: str) -> list[Dataset]: ...
 
-    def fetch(self, locators: Sequence[Locator]) -> dict[Locator, bytes | ImagingError]: ...
+    def fetch(
+        self, instances: Sequence[PacsInstance]
+    ) -> dict[PacsInstance, bytes | ImagingError]: ...
 
     def store(self, datasets: Sequence[Dataset]) -> list[StoreOutcome]: ...
 
@@ -173,19 +137,19 @@ FETCH_THREADS = 4  # requests (or associations) in flight per fetch call: hides 
 
 
 def in_parallel(
-    fetch: Callable[[Sequence[Locator]], dict[Locator, bytes | ImagingError]],
-    locators: Sequence[Locator],
+    fetch: Callable[[Sequence[PacsInstance]], dict[PacsInstance, bytes | ImagingError]],
+    instances: Sequence[PacsInstance],
     threads: int = FETCH_THREADS,
-) -> dict[Locator, bytes | ImagingError]:
-    """`fetch` over up to `threads` interleaved slices of `locators` at once (the PACS serves
+) -> dict[PacsInstance, bytes | ImagingError]:
+    """`fetch` over up to `threads` interleaved slices of `instances` at once (the PACS serves
     requests concurrently; a Ray task waiting on one at a time would idle its CPU)."""
-    slices = [s for s in (list(locators[i::threads]) for i in range(threads)) if s]
+    slices = [s for s in (list(instances[i::threads]) for i in range(threads)) if s]
     if len(slices) <= 1:
-        return fetch(locators)
+        return fetch(instances)
     with ThreadPoolExecutor(len(slices)) as pool:
         parts = list(pool.map(fetch, slices))
     found = {loc: result for part in parts for loc, result in part.items()}
-    return {loc: found[loc] for loc in locators}
+    return {loc: found[loc] for loc in instances}
 
 
 def connect(

@@ -27,7 +27,7 @@ from ..imaging.errors import CorruptFileError, ImagingError
 from .address import PacsAddress, PacsAuth, PacsError, PacsQuery
 from .client import (
     INSTANCE_FIELDS,
-    Locator,
+    PacsInstance,
     RetrieveError,
     RetryPolicy,
     StoreOutcome,
@@ -127,23 +127,25 @@ class DicomWebPacs:
             raise self._fail(exc, "listing a study's instances (QIDO-RS)") from None
         return [Dataset.from_json(r) for r in rows]
 
-    def fetch(self, locators: Sequence[Locator]) -> dict[Locator, bytes | ImagingError]:
+    def fetch(self, instances: Sequence[PacsInstance]) -> dict[PacsInstance, bytes | ImagingError]:
         """WADO-RS the instances, FETCH_THREADS requests in flight (one session)."""
         self.client()  # the session, before the threads share it
-        return in_parallel(self._fetch_serial, locators)
+        return in_parallel(self._fetch_serial, instances)
 
-    def _fetch_serial(self, locators: Sequence[Locator]) -> dict[Locator, bytes | ImagingError]:
+    def _fetch_serial(
+        self, instances: Sequence[PacsInstance]
+    ) -> dict[PacsInstance, bytes | ImagingError]:
         """One at a time; once the PACS is unreachable (after the session's retries), the
         rest fail at once with the same reason instead of each retrying."""
-        out: dict[Locator, bytes | ImagingError] = {}
+        out: dict[PacsInstance, bytes | ImagingError] = {}
         down: RetrieveError | None = None
-        for loc in locators:
+        for loc in instances:
             out[loc] = down or self._fetch_one(loc)
             if down is None and isinstance(out[loc], _Unreachable):
                 down = out[loc]  # type: ignore[assignment]
         return out
 
-    def _fetch_one(self, loc: Locator) -> bytes | ImagingError:
+    def _fetch_one(self, loc: PacsInstance) -> bytes | ImagingError:
         try:
             ds = self.client().retrieve_instance(
                 loc.study, loc.series, loc.sop, media_types=_ANY_TRANSFER_SYNTAX

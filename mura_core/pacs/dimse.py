@@ -30,7 +30,7 @@ from ..imaging.errors import ImagingError
 from .address import PacsAddress, PacsError, PacsQuery
 from .client import (
     INSTANCE_FIELDS,
-    Locator,
+    PacsInstance,
     RetrieveError,
     RetryPolicy,
     StoreOutcome,
@@ -160,11 +160,13 @@ class DimsePacs:
         ident.StudyInstanceUID = study_uid
         return self._find(ident, "listing a study's instances")
 
-    def fetch(self, locators: Sequence[Locator]) -> dict[Locator, bytes | ImagingError]:
+    def fetch(self, instances: Sequence[PacsInstance]) -> dict[PacsInstance, bytes | ImagingError]:
         """C-GET the instances over FETCH_THREADS associations at once."""
-        return in_parallel(self._fetch_serial, locators)
+        return in_parallel(self._fetch_serial, instances)
 
-    def _fetch_serial(self, locators: Sequence[Locator]) -> dict[Locator, bytes | ImagingError]:
+    def _fetch_serial(
+        self, instances: Sequence[PacsInstance]
+    ) -> dict[PacsInstance, bytes | ImagingError]:
         """C-GET each instance over one association (storage contexts for their classes)."""
         received: dict[str, bytes] = {}
 
@@ -174,22 +176,22 @@ class DimsePacs:
 
         ae = self._ae()
         ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
-        classes = list(dict.fromkeys(loc.sop_class for loc in locators))[
+        classes = list(dict.fromkeys(loc.sop_class for loc in instances))[
             : (_MAX_CONTEXTS - 1) // len(TRANSFER_SYNTAXES)
         ]
         for sop_class in classes:
             for syntax in TRANSFER_SYNTAXES:
                 ae.add_requested_context(sop_class, syntax)
         roles = [build_role(c, scp_role=True) for c in classes]
-        out: dict[Locator, bytes | ImagingError] = {}
+        out: dict[PacsInstance, bytes | ImagingError] = {}
         try:
             with self._association(
                 ae, ext_neg=roles, handlers=[(evt.EVT_C_STORE, on_store)]
             ) as assoc:
-                for loc in locators:
+                for loc in instances:
                     out[loc] = _c_get(assoc, loc, received)
         except (Transient, PacsError) as exc:
-            for loc in locators:
+            for loc in instances:
                 out.setdefault(loc, RetrieveError(f"C-GET failed: {exc}"))
         return out
 
@@ -223,7 +225,9 @@ class DimsePacs:
         return outcomes
 
 
-def _c_get(assoc: Association, loc: Locator, received: dict[str, bytes]) -> bytes | RetrieveError:
+def _c_get(
+    assoc: Association, loc: PacsInstance, received: dict[str, bytes]
+) -> bytes | RetrieveError:
     ident = Dataset()
     ident.QueryRetrieveLevel = "IMAGE"
     ident.StudyInstanceUID, ident.SeriesInstanceUID, ident.SOPInstanceUID = (

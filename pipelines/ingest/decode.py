@@ -23,7 +23,8 @@ import pyarrow as pa
 
 from mura_core import imaging
 from mura_core.archive import DEFAULT_MAX_BYTES, ArchiveFiles, read_regular
-from mura_core.pacs.client import Locator, Pacs
+from mura_core.locations import Location, PacsInstance, parse_location
+from mura_core.pacs.client import Pacs
 from mura_core.records import DecodedImage, Failure
 from mura_core.schema import arrow_schema, column_names
 from mura_core.shards import encode_pixels, image_schema
@@ -56,24 +57,25 @@ def _guarded(decode: Callable[[], imaging.Decoded]) -> imaging.Decoded | imaging
 
 
 def _reader(
-    path: str,
+    location: Location,
     files: ArchiveFiles | None,
-    fetched: dict[Locator, bytes | imaging.ImagingError] | None,
+    fetched: dict[PacsInstance, bytes | imaging.ImagingError] | None,
 ) -> Callable[[], bytes]:
     """How to get one input's bytes: a PACS instance already fetched, or a file read
     through the archive layer (`files`; None: a file given by hand, read with the cap)."""
-    if fetched is not None:
+    if isinstance(location, PacsInstance):
+        assert fetched is not None
 
         def from_pacs() -> bytes:
-            data = fetched[Locator.parse(path)]
+            data = fetched[location]
             if isinstance(data, imaging.ImagingError):
                 raise data
             return data
 
         return from_pacs
     if files is not None:
-        return partial(files.read, path)
-    return partial(read_regular, path, max_bytes=DEFAULT_MAX_BYTES)
+        return partial(files.read, location.path)
+    return partial(read_regular, location.path, max_bytes=DEFAULT_MAX_BYTES)
 
 
 def _decode_one(
@@ -85,20 +87,21 @@ def _decode_one(
 
 
 def decode_paths(
-    paths: list[str],
+    locations: list[Location],
     pacs: Pacs | None = None,
     files: ArchiveFiles | None = None,
     size: int | None = None,
-) -> Iterator[tuple[str, imaging.Decoded | imaging.ImagingError]]:
-    """Each path decoded once, one at a time (a multi-frame file has one row per frame):
-    files through the archive layer, or, for a PACS source, instances fetched by their
-    locators (one request or association for the batch), whose bytes `mura_core.imaging`
-    decodes exactly as a file's."""
-    unique = list(dict.fromkeys(paths))
-    fetched = pacs.fetch([Locator.parse(p) for p in unique]) if pacs is not None else None
-    for path in unique:
-        name = "instance.dcm" if pacs is not None else path
-        yield path, _decode_one(_reader(path, files, fetched), name, size)
+) -> Iterator[tuple[Location, imaging.Decoded | imaging.ImagingError]]:
+    """Each location decoded once, one at a time (a multi-frame file has one row per
+    frame): files through the archive layer, or PACS instances fetched (one request or
+    association for the batch), whose bytes `mura_core.imaging` decodes exactly as a
+    file's."""
+    unique = list(dict.fromkeys(locations))
+    instances = [loc for loc in unique if isinstance(loc, PacsInstance)]
+    fetched = pacs.fetch(instances) if pacs is not None else None
+    for location in unique:
+        name = "instance.dcm" if isinstance(location, PacsInstance) else location.path
+        yield location, _decode_one(_reader(location, files, fetched), name, size)
 
 
 def decode_batch(
@@ -118,9 +121,9 @@ def decode_batch(
     if progress is not None:
         progress.advance("ingest", len(rows), total)
     pixels = np.zeros((len(rows), size, size), dtype=np.uint8)
-    by_path: dict[str, list[int]] = {}
+    by_path: dict[Location, list[int]] = {}
     for i, row in enumerate(rows):
-        by_path.setdefault(row["path"], []).append(i)
+        by_path.setdefault(parse_location(row["path"]), []).append(i)
     for path, result in decode_paths(list(by_path), pacs, files, size):
         for i in by_path[path]:
             _fill(rows[i], pixels, i, result, size)

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from mura_core.errors import ConfigError
+from mura_core.locations import FileLocation, Location
 from mura_core.privacy import ACCESSION, Pseudonymizer
 from mura_core.records import ImageRef, ImageRow, Listing, Pseudonym, QuarantineRow
 from mura_core.splits import SplitConfig, assign_splits
@@ -87,20 +88,26 @@ def accession_entries(listing: Listing, study_key: Pseudonym) -> list[tuple[str,
     ]
 
 
-def image_lines(rows: Iterable[ImageRow], *, files: bool = True) -> dict[str, str]:
+def image_lines(rows: Iterable[ImageRow]) -> dict[str, str]:
     """Per image id, what identifies its content: relative path, frame and file size (-1 for
-    PACS instances, whose UIDs in the locator identify their content). A changed file
+    PACS instances, whose UIDs in the location identify their content). A changed file
     changes its line, its study's digest and the archive's."""
-    sizes: dict[str, int] = {}
+    sizes: dict[Location, int] = {}
     lines: dict[str, str] = {}
     for row in rows:
-        if row.path not in sizes:
-            try:
-                sizes[row.path] = os.stat(row.path).st_size if files else -1
-            except OSError:
-                sizes[row.path] = -1
-        lines[row.image_id] = f"{row.relpath}\t{row.frame}\t{sizes[row.path]}"
+        if row.location not in sizes:
+            sizes[row.location] = _size(row.location)
+        lines[row.image_id] = f"{row.relpath}\t{row.frame}\t{sizes[row.location]}"
     return lines
+
+
+def _size(location: Location) -> int:
+    if not isinstance(location, FileLocation):
+        return -1
+    try:
+        return os.stat(location.path).st_size
+    except OSError:
+        return -1
 
 
 def digest_lines(lines: Iterable[str]) -> str:

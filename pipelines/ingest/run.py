@@ -136,7 +136,7 @@ def _input_key(cfg: IngestConfig, source: Path | str, prepared: PreparedRows) ->
     """A digest of everything the staged rows are made of: every row (ids, split, label,
     path) with its file's size, the image size and the pseudonymization."""
     h = hashlib.sha256(json.dumps([str(source), cfg.size, prepared.pseudonymized]).encode())
-    lines = image_lines(prepared.rows, files=not is_pacs_address(cfg.source))
+    lines = image_lines(prepared.rows)
     for row in sorted(prepared.rows, key=lambda r: r.image_id):
         h.update(json.dumps([row.to_dict(), lines[row.image_id]], default=str).encode())
     return h.hexdigest()[:16]

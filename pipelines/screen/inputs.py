@@ -23,6 +23,7 @@ from mura_core import imaging
 from mura_core.archive import AccessPolicy, ArchiveFiles, SourceError, list_source
 from mura_core.archive.labels import require_dir
 from mura_core.archive.pacs_archive import list_pacs
+from mura_core.locations import Location
 from mura_core.pacs.address import is_pacs_address
 from mura_core.pacs.client import Pacs, PacsOptions
 from mura_core.privacy import Pseudonymizer, pseudonym_columns, read_reidentify
@@ -114,7 +115,7 @@ def _from_listing(listing: Listing, source: object, pseudonymize: str, **extra: 
         )
     prepared = prepare_rows(listing, SplitConfig(), pseudonymize=pseudonymize)
     rows = prepared.rows
-    lines = image_lines(rows, files=extra.get("pacs") is None)
+    lines = image_lines(rows)
     return ScreenInput(
         kind=listing.kind,
         root=Path(listing.root),
@@ -260,9 +261,9 @@ def load_pixels(inp: ScreenInput, image_ids: list[str], size: int) -> dict[str, 
         return {}
     if inp.rows is not None:
         by_id = {r.image_id: r for r in inp.rows}
-        by_path: dict[str, list[str]] = {}
+        by_path: dict[Location, list[str]] = {}
         for image_id in image_ids:
-            by_path.setdefault(by_id[image_id].path, []).append(image_id)
+            by_path.setdefault(by_id[image_id].location, []).append(image_id)
         out = {}
         for path, result in decode_paths(list(by_path), inp.pacs, inp.files, size):
             for image_id in by_path[path]:

@@ -38,10 +38,11 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from mura_core.errors import ConfigError
+from mura_core.locations import PacsInstance
 from mura_core.outputs import mark_folder
 from mura_core.pacs.address import is_pacs_address
-from mura_core.pacs.client import Locator, Pacs, PacsOptions
-from mura_core.records import WriteBackFailure, WriteBackSummary
+from mura_core.pacs.client import Pacs, PacsOptions
+from mura_core.records import ImageRow, WriteBackFailure, WriteBackSummary
 from mura_core.results import (
     ImageFinding,
     ModelIdentity,
@@ -189,6 +190,13 @@ def _identity(model: ScreeningModel) -> ModelIdentity:
     return ModelIdentity(name=model.name, version=model.version, uri=uri)
 
 
+def _instance(row: ImageRow) -> PacsInstance:
+    """A listed row's PACS instance (write-back screens PACS sources only)."""
+    if not isinstance(row.location, PacsInstance):
+        raise TypeError(f"not a PACS instance: {row.relpath}")
+    return row.location
+
+
 def _findings(
     inp: ScreenInput, studies: pa.Table, images: pa.Table
 ) -> list[tuple[str, StudyFinding]]:
@@ -197,7 +205,7 @@ def _findings(
     rows = {r.image_id: r for r in inp.rows}
     listed: dict[str, list[str]] = {}
     for r in inp.rows:
-        listed.setdefault(r.study_key, []).append(Locator.parse(r.path).sop)
+        listed.setdefault(r.study_key, []).append(_instance(r).sop)
     scored: dict[str, list[ImageFinding]] = {}
     for image_id, key, prob in zip(
         images["image_id"].to_pylist(),
@@ -206,7 +214,7 @@ def _findings(
         strict=True,
     ):
         row = rows[image_id]
-        header = inp.headers[Locator.parse(row.path).sop]
+        header = inp.headers[_instance(row).sop]
         scored.setdefault(key, []).append(ImageFinding(header, float(prob), row.frame))
     out = []
     for s in studies.select(["study_key", "mean_prob", "threshold", "flagged"]).to_pylist():
@@ -228,7 +236,7 @@ def _captures(
 ) -> dict[str, list[ScPicture]]:
     """Pictures (pixels and Grad-CAM) of every scored image of the flagged studies."""
     assert inp.rows is not None
-    by_sop_frame = {(Locator.parse(r.path).sop, r.frame): r.image_id for r in inp.rows}
+    by_sop_frame = {(_instance(r).sop, r.frame): r.image_id for r in inp.rows}
     wanted = {
         key: [(by_sop_frame[(str(i.source.SOPInstanceUID), i.frame)], i) for i in f.images]
         for key, f in findings

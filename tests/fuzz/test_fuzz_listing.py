@@ -86,7 +86,7 @@ def _accounted(listing: Listing, root: Path) -> None:
             assert entry.rel in referenced | refused, entry.rel
     for ref in listing.refs:
         assert ref.label in (None, 0, 1)
-        assert Path(ref.path).resolve().is_relative_to(root.resolve())
+        assert Path(ref.location.path).resolve().is_relative_to(root.resolve())
 
 
 _SEGMENTS = st.sampled_from(

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from mura_core.errors import ConfigError, MuraError
+from mura_core.locations import PacsInstance, addressable
 from mura_core.pacs.address import (
     PacsAddress,
     PacsAuth,
@@ -16,7 +17,6 @@ from mura_core.pacs.address import (
     is_pacs_address,
     load_auth,
 )
-from mura_core.pacs.client import Locator, addressable
 from mura_core.records import BodyPart
 
 SECRET = "s3cr3t-Pa55"
@@ -227,5 +227,5 @@ def test_addressable_uids_and_locators() -> None:
         assert addressable(uid)
     for uid in ("", "1.2/3", "1.2@3", "1.2 3", "1.2#3", "1.2?3", "1.2\\3"):
         assert not addressable(uid), uid
-    loc = Locator("1.2.3", "1.2.3.4", "1.2.3.4.5", "1.2.840.10008.5.1.4.1.1.1")
-    assert Locator.parse(str(loc)) == loc
+    loc = PacsInstance("1.2.3", "1.2.3.4", "1.2.3.4.5", "1.2.840.10008.5.1.4.1.1.1")
+    assert str(loc) == "1.2.3/1.2.3.4/1.2.3.4.5/1.2.840.10008.5.1.4.1.1.1"

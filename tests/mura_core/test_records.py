@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from mura_core.locations import FileLocation
 from mura_core.privacy import PSEUDONYM_KINDS, Pseudonymizer, pseudonym_columns
 from mura_core.records import (
     BodyPart,
@@ -39,7 +40,7 @@ def test_body_part_keywords(texts: tuple, part: BodyPart) -> None:
 
 def test_image_ref_round_trips_through_plain_dicts() -> None:
     ref = ImageRef(
-        path="/a/b.png",
+        location=FileLocation("/a/b.png"),
         relpath="b.png",
         image_id="b",
         study_key="s",
@@ -59,7 +60,7 @@ def test_image_ref_round_trips_through_plain_dicts() -> None:
 def test_image_ref_rejects_bad_labels() -> None:
     with pytest.raises(ValueError, match="label"):
         ImageRef(
-            path="p",
+            location=FileLocation("/p"),
             relpath="p",
             image_id="i",
             study_key="s",
@@ -71,7 +72,7 @@ def test_image_ref_rejects_bad_labels() -> None:
 
 def _ref(**kw) -> ImageRef:
     base = dict(
-        path="/archive/XR_HAND/p1/s1/image1.png",
+        location=FileLocation("/archive/XR_HAND/p1/s1/image1.png"),
         relpath="XR_HAND/p1/s1/image1.png",
         image_id="XR_HAND/p1/s1/image1.png",
         study_key="XR_HAND/p1/s1",
@@ -100,7 +101,7 @@ def test_image_row_holds_the_shard_metadata_columns_plus_the_real_path() -> None
 
 def test_image_row_pseudonyms_replace_identifiers_but_not_the_file_it_reads() -> None:
     row = ImageRow.from_ref(_ref(), "train").pseudonymized(_fake_pseudonym)
-    assert row.path == "/archive/XR_HAND/p1/s1/image1.png"
+    assert row.location == FileLocation("/archive/XR_HAND/p1/s1/image1.png")
     assert row.image_id == "image:gnp.1egami/1s/1p/DNAH_RX"
     assert row.study_key == "study:1s/1p/DNAH_RX" and row.patient_key == "patient:1p"
     assert row.relpath == "path:gnp.1egami/1s/1p/DNAH_RX"

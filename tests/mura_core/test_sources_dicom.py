@@ -44,7 +44,7 @@ def test_body_part_falls_back_to_descriptions(dicom_archive: SynthArchive) -> No
     empties = [
         r
         for r in listing.refs
-        if not pydicom.dcmread(r.path, stop_before_pixels=True).BodyPartExamined
+        if not pydicom.dcmread(r.location.path, stop_before_pixels=True).BodyPartExamined
     ]
     assert empties, "the fixture should contain studies without BodyPartExamined"
     assert all(r.body_part is not BodyPart.OTHER for r in empties)
@@ -55,11 +55,11 @@ def test_headers_only_while_listing(dicom_archive: SynthArchive, tmp_path: Path)
     still lists (from its header) and is refused only when decoded."""
     root = tmp_path / "tree"
     shutil.copytree(dicom_archive.root, root)
-    victim = next(Path(r.path) for r in list_source(root).refs if r.frame == 0)
+    victim = next(Path(r.location.path) for r in list_source(root).refs if r.frame == 0)
     data = victim.read_bytes()
     victim.write_bytes(data[: len(data) - len(pydicom.dcmread(victim).PixelData) // 2])
     listing = list_source(root)
-    assert str(victim) in {r.path for r in listing.refs}
+    assert str(victim) in {r.location.path for r in listing.refs}
     with pytest.raises(imaging.ImagingError):
         imaging.decode(victim)
 
@@ -77,7 +77,7 @@ def test_real_tree_any_depth_with_junk_and_problems(shared_dicom: Path, tmp_path
     listing = list_source(root)
     assert listing.kind == "dicom"
     assert listing.junk_skipped == 2
-    by_name = {Path(r.path).name: r for r in listing.refs}
+    by_name = {Path(r.location.path).name: r for r in listing.refs}
     assert set(by_name) == {"IMG1", "rg2.dcm", "plan.dcm"}  # plan is refused by imaging later
     assert by_name["IMG1"].body_part == "extremity"  # its own name: it names no MURA part
     assert by_name["rg2.dcm"].body_part == "hip"  # BodyPartExamined HIP: its own row
@@ -112,7 +112,7 @@ def test_a_damaged_value_representation_is_a_problem_not_a_crash(
     failed when listing read the value (pydicom converts values lazily)."""
     root = tmp_path / "tree"
     shutil.copytree(dicom_archive.root, root)
-    victim = Path(list_source(root).refs[0].path)
+    victim = Path(list_source(root).refs[0].location.path)
     data = bytearray(victim.read_bytes())
     at = data.index(b"\x08\x00\x18\x00UI") + 5  # (0008,0018) UI: the VR's second byte
     data[at] = 0

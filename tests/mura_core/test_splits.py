@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from mura_core.errors import ConfigError
+from mura_core.locations import FileLocation
 from mura_core.records import ImageRef, Split
 from mura_core.splits import SplitConfig, assign_splits, read_split_file, split_lines
 
@@ -18,7 +19,11 @@ def _refs(n_by_stratum: dict[tuple[str, int], int]) -> list[ImageRef]:
     for (part, label), n in n_by_stratum.items():
         for i in range(n):
             key = f"{part}-{label}-{i}"
-            refs.append(ImageRef(f"/a/{key}.jpg", f"{key}.jpg", key, key, key, part, label=label))
+            refs.append(
+                ImageRef(
+                    FileLocation(f"/a/{key}.jpg"), f"{key}.jpg", key, key, key, part, label=label
+                )
+            )
     return refs
 
 
@@ -50,7 +55,7 @@ def test_published_splits_and_patients_stay_whole() -> None:
     """MURA's valid stays test; val is cut from train by patient, never splitting one."""
     refs = [
         ImageRef(
-            f"/a/{p}-{k}.png",
+            FileLocation(f"/a/{p}-{k}.png"),
             f"{p}-{k}.png",
             f"{p}-{k}",
             f"s{p}",
@@ -61,7 +66,18 @@ def test_published_splits_and_patients_stay_whole() -> None:
         )
         for p in range(40)
         for k in range(2)
-    ] + [ImageRef("/a/v.png", "v.png", "v", "sv", "pv", "XR_WRIST", label=1, split=Split.VALID)]
+    ] + [
+        ImageRef(
+            FileLocation("/a/v.png"),
+            "v.png",
+            "v",
+            "sv",
+            "pv",
+            "XR_WRIST",
+            label=1,
+            split=Split.VALID,
+        )
+    ]
     splits = assign_splits(refs, SplitConfig(val_fraction=0.1))
     by_patient: dict[str, set[str]] = {}
     for ref, split in zip(refs, splits, strict=True):
@@ -109,7 +125,9 @@ def test_a_split_file_decides_and_round_trips(tmp_path: Path) -> None:
 )
 def test_a_bad_split_file_is_one_line(tmp_path: Path, text: str, message: str) -> None:
     (tmp_path / "s.csv").write_text(text)
-    refs = [ImageRef(f"/r/{n}", n, n, n, n, "leg") for n in ("a.jpg", "b.jpg", "c.jpg")]
+    refs = [
+        ImageRef(FileLocation(f"/r/{n}"), n, n, n, n, "leg") for n in ("a.jpg", "b.jpg", "c.jpg")
+    ]
     with pytest.raises(ConfigError, match=message):
         assign_splits(refs, SplitConfig(split_file=str(tmp_path / "s.csv")))
     with pytest.raises(ConfigError, match="split file not found"):

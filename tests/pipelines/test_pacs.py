@@ -17,8 +17,9 @@ import pydicom
 import pytest
 
 from mura_core.errors import ConfigError
+from mura_core.locations import PacsInstance
 from mura_core.pacs.address import PacsAuth, PacsQuery
-from mura_core.pacs.client import Locator, PacsOptions
+from mura_core.pacs.client import PacsOptions
 from mura_core.privacy import ACCESSION, Pseudonymizer, read_reidentify
 from mura_core.results import is_own_result, read_sr
 from mura_core.shards import REIDENTIFY_FILE
@@ -103,7 +104,7 @@ def _results_in(server) -> dict[str, list[pydicom.Dataset]]:
                 h.get("Modality"), h.get("SOPClassUID"), h.get("SeriesDescription"), None
             )
         ]
-        fetched = client.fetch([Locator.of(h) for h in ours])
+        fetched = client.fetch([PacsInstance.of(h) for h in ours])
         for data in fetched.values():
             ds = pydicom.dcmread(io.BytesIO(data))
             found["sr" if ds.Modality == "SR" else "sc"].append(ds)

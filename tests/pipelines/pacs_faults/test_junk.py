@@ -81,7 +81,7 @@ def _sop(path: Path) -> str:
 # copies of a synthetic radiograph, each in a series of its own, that a PACS may well hold:
 MISFILED = (
     {"Modality": "XC"},  # a camera photo in a radiograph study: skipped as another modality
-    {"SOPInstanceUID": "2.25.4242/1"},  # a UID no WADO-RS URL or Locator can hold: skipped
+    {"SOPInstanceUID": "2.25.4242/1"},  # a UID no WADO-RS URL or PacsInstance can hold: skipped
     {"StudyInstanceUID": "2.25.4242@2"},  # … a study's: never listed, noted
 )
 
