@@ -11,7 +11,7 @@ import threading
 import time
 from pathlib import Path
 
-from mura_core.archive import list_source
+from mura_core.archive import list_archive
 from mura_core.synth import SynthConfig, synthesize
 
 
@@ -24,7 +24,7 @@ def bench_archive(
         start = time.perf_counter()
         synth = synthesize(archive, SynthConfig(studies=studies, seed=1, size=512))
         print(f"synthesized {synth.n_images} images in {time.perf_counter() - start:.1f}s")
-    n_images = len(list_source(archive).refs)
+    n_images = len(list_archive(archive).refs)
     if n_images < 2000:
         print(f"warning: only {n_images} images (< 2,000): raise --studies", file=sys.stderr)
     return archive

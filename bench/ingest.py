@@ -22,7 +22,7 @@ import ray
 from common import bench_archive
 
 from mura_core import imaging
-from mura_core.archive import list_source
+from mura_core.archive import list_archive
 from pipelines.ingest import IngestConfig, run_ingest
 from pipelines.runtime import cluster_cpus, ensure_ray
 
@@ -30,7 +30,7 @@ from pipelines.runtime import cluster_cpus, ensure_ray
 def single_process_rate(archive: Path, size: int) -> tuple[int, float]:
     """Images/s of the obvious loop: list, then decode + resize each image in turn."""
     start = time.perf_counter()
-    refs = list_source(archive).refs
+    refs = list_archive(archive).refs
     done = 0
     for ref in refs:
         try:
@@ -51,7 +51,7 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="mura-bench-ingest-"))
     archive = bench_archive(work, args.studies, args.archive)
-    n_images = len(list_source(archive).refs)
+    n_images = len(list_archive(archive).refs)
 
     single = max(single_process_rate(archive, args.size)[1] for _ in range(args.repeats))
     print(f"single process: {single:.1f} images/s (decode + resize to {args.size})")

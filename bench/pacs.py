@@ -35,7 +35,7 @@ import ray
 import torch
 
 from mura_core import imaging
-from mura_core.archive import list_source
+from mura_core.archive import list_archive
 from mura_core.archive.pacs_archive import list_pacs
 from mura_core.checkpoints import ModelInfo, save_bundle
 from mura_core.models import build_model
@@ -99,7 +99,7 @@ def _screen(source, out: Path, bundle: Path, args, options: PacsOptions) -> dict
 
 def _fetch_micro(server, root: Path, options: PacsOptions) -> dict[str, float]:
     """ms per instance, sequential on the driver: disk read, WADO-RS, C-GET, decode."""
-    refs = list_source(root, kind="dicom").refs
+    refs = list_archive(root, kind="dicom").refs
     paths = sorted({r.location.path for r in refs})
     start = time.perf_counter()
     data = [Path(p).read_bytes() for p in paths]
@@ -111,7 +111,7 @@ def _fetch_micro(server, root: Path, options: PacsOptions) -> dict[str, float]:
     out = {"disk_read_ms": disk * 1e3, "decode_ms": decode * 1e3}
     for name, address in (("wado_rs_ms", server.dicomweb), ("c_get_ms", server.dimse)):
         pacs = options.connect(address)
-        listing = list_pacs(pacs, options.query).listing
+        listing = list_pacs(pacs, options.query)
         locs = list(dict.fromkeys(r.location for r in listing.refs))
         start = time.perf_counter()
         for i in range(0, len(locs), 16):  # as a decode task does: 16 per call

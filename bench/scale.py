@@ -9,7 +9,7 @@ defaults 1x = 1/16 of MURA (2,500 images), 4x = 1/4 and 16x = MURA's own size (4
 images). They are written once into DIR (`mura-x1`, `mura-x4`, `mura-x16`; the time it took is
 printed) and reused. In one process, at each scale, each stage from a fresh local Ray (as
 each `mura` command starts one; Ray's start excluded):
- - list: `list_source` of the archive (CSV + folder walk), no Ray;
+ - list: `list_archive` of the archive (CSV + folder walk), no Ray;
  - ingest: `run_ingest` at 224 px (listing, decode + resize in Ray tasks, Parquet, manifest);
  - train: one epoch of the seed CNN at 224 px on those shards with its recipe (augmentation,
    batch 64), then its evaluation, MLflow logging (SQLite in DIR) and registration, all of
@@ -56,7 +56,7 @@ from common import PeakMemory, write_figures
 from screen import bare_model, make_bundle
 
 from mura_core import imaging
-from mura_core.archive import list_source
+from mura_core.archive import list_archive
 from mura_core.checkpoints import load_bundle
 from mura_core.privacy import KEY_FILE_ENV
 from mura_core.recipes import recipe
@@ -153,7 +153,7 @@ def measured(name: str, scale: int, run: Callable[[], tuple[int, dict[str, Any]]
 
 def listing(root: Path, scale: int) -> Stage:
     start = time.perf_counter()
-    found = list_source(root)
+    found = list_archive(root)
     return Stage("list", scale, len(found.refs), time.perf_counter() - start)
 
 
@@ -197,7 +197,7 @@ def screen_raw(root: Path, bundle: Path, out: Path) -> tuple[int, dict[str, Any]
 
 def single_process_rate(root: Path, sample: int = 1500) -> float:
     """Images/s of decode + resize to 224 px, one process, a systematic sample of images."""
-    refs = list_source(root).refs
+    refs = list_archive(root).refs
     picked = refs[:: max(1, len(refs) // sample)][:sample]
     start = time.perf_counter()
     for ref in picked:

@@ -57,7 +57,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from mura_core.archive import list_source
+from mura_core.archive import list_archive
 from mura_core.checkpoints import ModelInfo, load_bundle, save_bundle
 from mura_core.models import build_model
 from mura_core.privacy import KEY_FILE_ENV
@@ -188,7 +188,7 @@ def main() -> int:
     shards = work / f"shards{args.size}"
     if not is_shards(shards):
         run_ingest(IngestConfig(source=archive, out=shards, size=args.size))
-    paths = [ref.location.path for ref in list_source(archive).refs]
+    paths = [ref.location.path for ref in list_archive(archive).refs]
     print(
         f"{len(paths)} images, {args.model} at {args.size}px, batch {args.batch_size}, "
         f"{cores} cores (Ray: {cluster_cpus()} CPUs), work folder {work}"

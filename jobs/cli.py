@@ -13,10 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mura_core import __version__
-from mura_core.archive import format_summary, list_source
-from mura_core.archive.pacs_archive import list_pacs
+from mura_core.archive import format_summary, list_archive
 from mura_core.errors import ConfigError
-from mura_core.pacs.address import is_pacs_address
 from mura_core.records import MURA_BODY_PARTS, BodyPart
 from mura_core.synth import SynthConfig, synthesize
 
@@ -84,19 +82,17 @@ def cmd_synth(args: argparse.Namespace) -> int:
         f"wrote {len(archive.studies)} studies, {archive.n_images} images ({cfg.format}) "
         f"to {archive.root} in {archive.seconds:.1f}s"
     )
-    print(format_summary(list_source(archive.root)))
+    print(format_summary(list_archive(archive.root)))
     return 0
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    if is_pacs_address(args.source):
-        options = pacs_options(args)
-        pacs = options.connect(args.source)
-        pacs.check()
-        print(format_summary(list_pacs(pacs, options.query, args.labels).listing))
-        return 0
-    listing = list_source(
-        args.source, kind=args.kind, labels=args.labels, access=access_policy(args)
+    listing = list_archive(
+        args.source,
+        kind=args.kind,
+        labels=args.labels,
+        access=access_policy(args),
+        pacs=pacs_options(args),
     )
     print(format_summary(listing))
     return 0

@@ -18,14 +18,14 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from mura_core.archive import DEFAULT_MAX_BYTES, KINDS, AccessPolicy
+from mura_core.archive import DEFAULT_MAX_BYTES, KINDS, AccessPolicy, ArchiveSource, parse_source
+from mura_core.archive.source import PACS_FORMS
 from mura_core.errors import MuraError
 from mura_core.pacs.address import (
     DEFAULT_AE_TITLE,
     DEFAULT_MODALITIES,
     PacsQuery,
     check_ae_title,
-    is_pacs_address,
     load_auth,
 )
 from mura_core.pacs.client import PacsOptions
@@ -37,12 +37,9 @@ RAY_COMMANDS = {"ingest", "train", "pretrain", "evaluate", "screen", "nightly", 
 EX_SOFTWARE = 70  # sysexits.h: an internal software error
 
 
-PACS_FORMS = "dicomweb+http[s]://HOST:PORT/PATH or dimse://AET@HOST:PORT"
-
-
-def source_argument(text: str) -> Path | str:
-    """A PACS address stays a string (a Path would fold its `//`); anything else a folder."""
-    return text if is_pacs_address(text) else Path(text)
+def source_argument(text: str) -> ArchiveSource:
+    """SOURCE as the archive layer reads it: a PACS address (kept as typed) or a folder."""
+    return parse_source(text)
 
 
 def add_source_arguments(

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from mura_core.archive import format_summary, list_source
+from mura_core.archive import format_summary, list_archive
 from mura_core.pacs.address import PacsAuth
 from mura_core.pacs.client import PacsOptions
 from mura_core.recipes import Recipe, recipe
@@ -182,7 +182,7 @@ def command(args: argparse.Namespace) -> int:
     archive, shards = out / "archive", out / "shards"
     stages.start(1, f"synthesize {args.studies} forearm and humerus studies → {archive}")
     _synthesize(archive, args.studies, args.seed, args.size)
-    console.print(format_summary(list_source(archive)))
+    console.print(format_summary(list_archive(archive)))
 
     stages.start(2, f"ingest with Ray Data at {args.shard_size} px → {shards}")
     ingested = run_ingest(IngestConfig(source=archive, out=shards, size=args.shard_size))

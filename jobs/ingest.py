@@ -7,10 +7,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from mura_core.archive.pseudonyms import PSEUDONYMIZE_CHOICES
 from mura_core.splits import SplitConfig, read_split_file
 from pipelines.console import console
 from pipelines.ingest import (
-    PSEUDONYMIZE_CHOICES,
     IngestConfig,
     format_result,
     run_ingest,

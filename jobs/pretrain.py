@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from mura_core.pacs.address import is_pacs_address
+from mura_core.archive import PacsSource, parse_source
 from pipelines.console import console
 from pipelines.pretrain.run import PretrainConfig, PretrainError, run_pretraining
 
@@ -83,7 +83,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> PretrainConfig:
-    if is_pacs_address(args.shards):
+    if isinstance(parse_source(args.shards), PacsSource):
         raise PretrainError(
             f"{args.shards} is a PACS: `mura ingest` it into shards first, then "
             "`mura pretrain SHARDS`"

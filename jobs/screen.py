@@ -7,9 +7,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from mura_core.archive.pseudonyms import PSEUDONYMIZE_CHOICES
 from mura_core.monitoring.drift import Bands
 from pipelines.console import console
-from pipelines.ingest.rows import PSEUDONYMIZE_CHOICES
 from pipelines.model_store import DEFAULT_ALIAS
 from pipelines.screen import ScreenConfig, format_result, run_screen
 

@@ -14,10 +14,11 @@ import hashlib
 import hmac
 import os
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 from .errors import MuraError
 
@@ -44,6 +45,20 @@ PSEUDONYM_KINDS: Mapping[str, str] = MappingProxyType(
 def pseudonym_columns(names: Iterable[str]) -> dict[str, str]:
     """The identifier columns among `names`, each with its pseudonym kind, in `names` order."""
     return {name: PSEUDONYM_KINDS[name] for name in names if name in PSEUDONYM_KINDS}
+
+
+def pseudonymize_keys(
+    values: Mapping[str, Any], pseudonym: Callable[[str, str], str]
+) -> dict[str, Any]:
+    """A row's columns with its identifier columns (`PSEUDONYM_KINDS`) replaced by their
+    pseudonyms; empty values and other columns stay as they are. Every input row goes
+    through here (`mura_core.archive.pseudonyms` says where it runs)."""
+    return {
+        name: pseudonym(value, PSEUDONYM_KINDS[name])
+        if value and name in PSEUDONYM_KINDS
+        else value
+        for name, value in values.items()
+    }
 
 
 class PrivacyError(MuraError):

@@ -1,7 +1,7 @@
 """The typed records that flow from ingest to report, one shape per concept.
 
-Sources produce `ImageRef`s (and `Problem`s); ingest and raw screening turn each reference
-into an `ImageRow` (its final split, identifiers pseudonymized, the dataset row Ray reads);
+Archives (`mura_core.archive`) list `ImageRef`s (and `Problem`s); ingest and raw screening turn each
+reference into an `ImageRow` (its final split, identifiers pseudonymized, the row Ray reads);
 every input that cannot be used becomes one `QuarantineRow`; a screening run ends in a
 `ScreenSummary` that the HTML report, the console summary and MLflow all read. Keeping
 typed records means a body part, label or count never gets re-derived (and
@@ -22,10 +22,11 @@ from enum import StrEnum
 from typing import Any
 
 from .locations import FileLocation, Location, PacsInstance, location_column, parse_location
-from .privacy import pseudonym_columns
+from .privacy import pseudonym_columns, pseudonymize_keys
 from .schema import Float32, Int8, Int32, column_names, not_written
 
-# (value, kind) → pseudonym: a `privacy.Pseudonymizer`, or ingest's remembering wrapper.
+# (value, kind) → pseudonym: a `privacy.Pseudonymizer`, or an input's remembering
+# `archive.pseudonyms.Pseudonyms`.
 Pseudonym = Callable[[str, str], str]
 
 
@@ -178,13 +179,9 @@ class ImageRef:
 
 def _with_pseudonyms(record: Any, names: Iterable[str], pseudonym: Pseudonym) -> Any:
     """`record` with its identifier fields among `names` (per `privacy.PSEUDONYM_KINDS`)
-    replaced by their pseudonyms; empty values stay as they are."""
-    changes = {
-        name: pseudonym(value, kind)
-        for name, kind in pseudonym_columns(names).items()
-        if (value := getattr(record, name))
-    }
-    return replace(record, **changes)
+    replaced by their pseudonyms (`privacy.pseudonymize_keys`); empty values stay."""
+    keys = {name: getattr(record, name) for name in pseudonym_columns(names)}
+    return replace(record, **pseudonymize_keys(keys, pseudonym))
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,7 +349,9 @@ class Listing:
     multi-frame file), `problems`, or `junk_skipped` (macOS `._*`, `.DS_Store`, DICOMDIR...).
     `accessions` holds the AccessionNumber of each study key whose headers give one (DICOM
     and PACS sources): it goes into the re-identification map only, so that radiologists'
-    reads by accession number can be matched later (`mura feedback`).
+    reads by accession number can be matched later (`mura feedback`). `headers` holds, for
+    a PACS, each listed instance's header (a pydicom Dataset, by SOP Instance UID): results
+    written back carry their patient and study modules.
     """
 
     kind: str
@@ -362,6 +361,7 @@ class Listing:
     junk_skipped: int = 0
     notes: tuple[str, ...] = field(default=())
     accessions: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, Any] = field(default_factory=dict)
 
     def studies(self) -> dict[str, list[ImageRef]]:
         """Image references grouped by study key, in listing order."""

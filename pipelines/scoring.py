@@ -1,5 +1,6 @@
 """The screening actor (kept out of `pipelines.screen`, whose imports — MLflow, plots — would
-slow every actor start): scores decoded rows, passes problems through, one schema out.
+slow every actor start): scores decoded rows, passes problems through, one schema out. Its
+rows' keys are pseudonyms already (`mura_core.archive.pseudonyms`).
 
 Rows come either from shards (every row has pixels) or from on-the-fly decoding (rows with
 a `problem` carry zero pixels and are not scored). Every row comes out with the same
@@ -15,7 +16,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mura_core.monitoring.inputs import pixel_stats
-from mura_core.privacy import Pseudonymizer, pseudonym_columns
 from mura_core.records import Failure, ScoredImage
 from mura_core.schema import arrow_schema, column_names
 from mura_core.shards import pixels_array
@@ -24,20 +24,10 @@ from .predict import Predictor
 
 # one row per image: a `ScoredImage`'s columns, then a `Failure`'s (null where it scored)
 IMAGE_SCHEMA = arrow_schema(ScoredImage, Failure)
-_KEYS = pseudonym_columns(IMAGE_SCHEMA.names)
 
 
 class ScreenPredictor(Predictor):
-    """Predictor for screening: tolerant of problem rows, optionally pseudonymizing keys."""
-
-    def __init__(
-        self,
-        bundle: dict[str, bytes],
-        torch_threads: int | None = None,
-        pseudonymizer: Pseudonymizer | None = None,
-    ) -> None:
-        super().__init__(bundle, torch_threads)
-        self.pseudonymizer = pseudonymizer
+    """Predictor for screening: tolerant of problem rows."""
 
     def __call__(self, batch: pa.Table) -> pa.Table:  # type: ignore[override]
         n = batch.num_rows
@@ -64,13 +54,4 @@ class ScreenPredictor(Predictor):
         columns["prob"] = pa.array(prob, mask=~ok)
         columns["pixel_mean"] = pa.array(mean, mask=~ok).cast(pa.float32())
         columns["pixel_std"] = pa.array(std, mask=~ok).cast(pa.float32())
-        if self.pseudonymizer is not None:
-            for name, kind in _KEYS.items():
-                columns[name] = pa.array(
-                    [
-                        None if v is None else self.pseudonymizer(v, kind)
-                        for v in columns[name].to_pylist()
-                    ],
-                    type=pa.string(),
-                )
         return pa.table([columns[f.name] for f in IMAGE_SCHEMA], schema=IMAGE_SCHEMA)

@@ -1,20 +1,29 @@
-"""The one way into an archive's files: what may be opened, how, and how much of it.
+"""The archive layer: every archive, whatever its kind, opened, listed and read one way.
 
-Every command that reads an archive (listing, ingest, screening, nightly, inspect) walks,
-locates and reads its files through an `ArchiveFiles` (an archive root and an
-`AccessPolicy`), never with `open()` or `Path.read_bytes()` of its own:
+The recipe, top to bottom:
 
-- **regular files only**: a FIFO, device or socket is never opened for reading (a FIFO
-  would block the reader forever); it becomes a problem row `not_a_regular_file`;
-- **inside the root**: a link is followed only while its target stays inside the archive
-  root (`AccessPolicy.follow_links` allows outside targets); a path from a CSV that leaves
-  the root (`..`, an absolute path) is refused without being looked at: `outside_archive`;
-- **a byte cap on every read** (`AccessPolicy.max_bytes`): `too_large`.
+1. **what SOURCE names** (`source.parse_source`): a PACS address (`dicomweb+http[s]://…`,
+   `dimse://…`) or a folder; the only place that asks;
+2. **which kind, once** (`kinds.open_archive`): a folder is MURA, a DICOM tree or an image
+   folder (detected, or `--kind`), a PACS DICOMweb or DIMSE (by its address, checked at
+   once); the result is an `Archive` (`base`), one implementation per kind;
+3. **listing** (`Archive.list` → `Listing`): a folder through the one walk
+   (`walk.list_files`: walk → skip junk → suffix filter → image or `Problem`), into which
+   the MURA, DICOM-tree and folder listers plug what differs; a PACS from headers only;
+4. **rows** (`rows.prepare_rows`): one `ImageRow` per listed image, split, its identifiers
+   pseudonymized (`pseudonyms`: the one point every input's keys go through), its
+   location typed (`mura_core.locations`: a file or a PACS instance);
+5. **bytes** (`Archive.read`): files through `ArchiveFiles`, the one way into an archive's
+   files — **regular files only** (a FIFO, device or socket is never opened for reading:
+   `not_a_regular_file`), **inside the root** (a link whose target leaves the root, or a
+   CSV path with `..` or an absolute path, is refused without being looked at:
+   `outside_archive`; `AccessPolicy.follow_links` allows outside link targets), **a byte
+   cap on every read** (`AccessPolicy.max_bytes`: `too_large`); PACS instances fetched.
 
-This is the start of the archive layer: the sources (MURA, DICOM tree, image folder, PACS)
-get their common interface on top of it later.
+Ray is not imported here: `pipelines.archives` runs the decoding in Ray tasks.
 """
 
+from .base import Archive, FileArchive
 from .files import (
     DEFAULT_MAX_BYTES,
     AccessPolicy,
@@ -28,26 +37,36 @@ from .files import (
     open_regular,
     read_regular,
 )
-from .kinds import KINDS, PACS_KINDS, detect_kind, format_summary, list_source, summarize
+from .kinds import KINDS, detect_kind, list_archive, open_archive
 from .labels import SourceError
+from .source import ArchiveSource, FolderSource, PacsSource, pacs_destination, parse_source
+from .summary import PACS_KINDS, format_summary, summarize
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "KINDS",
     "PACS_KINDS",
+    "AccessPolicy",
+    "Archive",
+    "ArchiveFiles",
+    "ArchiveSource",
+    "BadPathError",
+    "Entry",
+    "FileArchive",
+    "FileRefusedError",
+    "FileTooLargeError",
+    "FolderSource",
+    "NotARegularFileError",
+    "OutsideArchiveError",
+    "PacsSource",
     "SourceError",
     "detect_kind",
     "format_summary",
-    "list_source",
-    "summarize",
-    "AccessPolicy",
-    "ArchiveFiles",
-    "BadPathError",
-    "Entry",
-    "FileRefusedError",
-    "FileTooLargeError",
-    "NotARegularFileError",
-    "OutsideArchiveError",
+    "list_archive",
+    "open_archive",
     "open_regular",
+    "pacs_destination",
+    "parse_source",
     "read_regular",
+    "summarize",
 ]

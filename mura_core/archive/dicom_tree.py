@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from pydicom.dataset import Dataset
 
@@ -25,6 +26,7 @@ from ..imaging.dicom import check_geometry, looks_like_dicom, read_header
 from ..locations import FileLocation
 from ..records import ImageRef, Listing, Problem, body_part_named
 from ..studies import CONFLICTING_LABELS
+from .base import FileArchive
 from .files import ArchiveFiles, Entry
 from .labels import LabelsFile, SourceError, parse_label, read_header_csv
 from .walk import FileLister, list_files
@@ -228,3 +230,13 @@ class DicomLister(FileLister):
 def list_dicom(files: ArchiveFiles, labels: Path | None = None) -> Listing:
     """Image references of every DICOM image below the archive root (one per frame)."""
     return list_files(DicomLister(files, labels))
+
+
+@dataclass(frozen=True)
+class DicomTreeArchive(FileArchive):
+    """A DICOM tree of any depth (labels from `labels.csv` or the file given)."""
+
+    kind: ClassVar[str] = KIND
+
+    def lister(self) -> DicomLister:
+        return DicomLister(self.files, self.labels)

@@ -13,11 +13,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from ..imaging import IMAGE_SUFFIXES
 from ..locations import FileLocation
 from ..records import ImageRef, Listing, Problem, Split, body_part_named
 from ..studies import CONFLICTING_LABELS, settle_labels
+from .base import FileArchive
 from .files import ArchiveFiles, Entry, FileRefusedError
 from .labels import LabelsFile, SourceError, parse_label, read_header_csv
 from .walk import FileLister, list_files
@@ -136,3 +138,13 @@ class FolderLister(FileLister):
 def list_folder(files: ArchiveFiles, labels: Path | None = None) -> Listing:
     """Image references of every PNG/JPEG below the archive root."""
     return list_files(FolderLister(files, labels))
+
+
+@dataclass(frozen=True)
+class FolderArchive(FileArchive):
+    """A plain folder of PNG/JPEG images (labels from `labels.csv` or the file given)."""
+
+    kind: ClassVar[str] = KIND
+
+    def lister(self) -> FolderLister:
+        return FolderLister(self.files, self.labels)

@@ -19,10 +19,12 @@ import posixpath
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from ..locations import FileLocation
 from ..records import BodyPart, ImageRef, Listing, Problem, Split
 from ..studies import CONFLICTING_LABELS
+from .base import FileArchive
 from .files import ArchiveFiles, Entry, FileRefusedError
 from .labels import SourceError, open_csv
 from .walk import FileLister, list_files
@@ -315,3 +317,17 @@ class MuraLister(FileLister):
 def list_mura(files: ArchiveFiles) -> Listing:
     """Image references of a MURA-v1.1 archive; see the module docstring for the rules."""
     return list_files(MuraLister(files))
+
+
+@dataclass(frozen=True)
+class MuraArchive(FileArchive):
+    """MURA-v1.1 (labels and splits from its own CSVs and folder names)."""
+
+    kind: ClassVar[str] = KIND
+
+    def __post_init__(self) -> None:
+        if self.labels is not None:
+            raise SourceError("a MURA archive takes its labels from its own CSVs, not --labels")
+
+    def lister(self) -> MuraLister:
+        return MuraLister(self.files)

@@ -13,36 +13,35 @@ instance search or C-FIND at IMAGE level) → each instance is
   skipped and counted by kind (a study with such a StudyInstanceUID is never listed: noted).
 
 Labels, which a PACS does not hold, may come from a CSV (study_instance_uid,label).
-The headers are kept (`PacsListing.headers`): results written back carry their patient and
+The headers are kept (`Listing.headers`): results written back carry their patient and
 study modules.
+
+`PacsArchive` is the `Archive` of both PACS kinds, `dicomweb` and `dimse`: what differs
+between them is its `Pacs` client (`mura_core.pacs.dicomweb` / `mura_core.pacs.dimse`),
+made from the address by `open_pacs` and checked there (fail fast).
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
-from ..locations import PacsInstance, addressable
+from ..locations import Location, PacsInstance, addressable
 from ..pacs.address import PacsQuery
-from ..pacs.client import Pacs
+from ..pacs.client import Pacs, PacsOptions
 from ..records import ImageRef, Listing, body_part_named
 from ..results import is_own_result
+from .base import NotThisArchiveError, Read
 from .dicom_tree import labels_by_study
+from .source import PacsSource
 
 LIST_THREADS = 8
-
-
-@dataclass(frozen=True)
-class PacsListing:
-    """The listing, plus each listed image's header (by SOP Instance UID)."""
-
-    listing: Listing
-    headers: dict[str, Dataset]
 
 
 def is_image_class(sop_class: str) -> bool:
@@ -105,7 +104,7 @@ def _refs(ds: Dataset, label: int | None) -> list[ImageRef]:
     ]
 
 
-def list_pacs(pacs: Pacs, query: PacsQuery, labels: Path | None = None) -> PacsListing:
+def list_pacs(pacs: Pacs, query: PacsQuery, labels: Path | None = None) -> Listing:
     """Every instance of the matching studies: a reference, or skipped with its kind."""
     study_labels = labels_by_study(labels)
     matched = pacs.find_studies(query)
@@ -143,7 +142,7 @@ def list_pacs(pacs: Pacs, query: PacsQuery, labels: Path | None = None) -> PacsL
         )
     if labels is not None:
         notes.append(f"labels from {labels.name}: {len(study_labels.by_study)} studies")
-    listing = Listing(
+    return Listing(
         kind=pacs.address.protocol,
         root=str(pacs.address),
         refs=tuple(refs),
@@ -151,8 +150,8 @@ def list_pacs(pacs: Pacs, query: PacsQuery, labels: Path | None = None) -> PacsL
         junk_skipped=sum(skipped.values()),
         notes=tuple(notes),
         accessions=accessions,
+        headers=headers,
     )
-    return PacsListing(listing, headers)
 
 
 def _sort(ds: Dataset) -> tuple[int, str]:
@@ -170,3 +169,42 @@ def _describe(query: PacsQuery) -> str:
     if query.body_part is not None:
         parts.append(f"body part {query.body_part}")
     return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class PacsArchive:
+    """A PACS as an `Archive`: listed from headers, its instances fetched by batch."""
+
+    pacs: Pacs
+    query: PacsQuery = field(default_factory=PacsQuery)
+    labels: Path | None = None
+
+    @property
+    def kind(self) -> str:
+        return self.pacs.address.protocol
+
+    @property
+    def root(self) -> str:
+        return str(self.pacs.address)
+
+    def list(self) -> Listing:
+        return list_pacs(self.pacs, self.query, self.labels)
+
+    def read(self, locations: Sequence[Location]) -> Iterator[Read]:
+        """The batch's instances fetched at once (one request or association per slice:
+        `Pacs.fetch`), then handed out in order."""
+        instances = [loc for loc in locations if isinstance(loc, PacsInstance)]
+        fetched = self.pacs.fetch(instances) if instances else {}
+        for location in locations:
+            if isinstance(location, PacsInstance):
+                yield location, fetched[location]
+            else:
+                yield location, NotThisArchiveError(f"not an instance of {self.root}")
+
+
+def open_pacs(source: PacsSource, options: PacsOptions, labels: Path | None) -> PacsArchive:
+    """The PACS at `source` with its client (DICOMweb or DIMSE, by the address), checked:
+    unreachable, refused credentials or a rejected association fail here, before work."""
+    pacs = options.connect(source.parsed())
+    pacs.check()
+    return PacsArchive(pacs, options.query, labels)

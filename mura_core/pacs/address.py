@@ -44,11 +44,6 @@ class PacsError(MuraError):
     """A whole-run PACS problem (unreachable, refused, wrong credentials): before any work."""
 
 
-def is_pacs_address(text: str | os.PathLike[str]) -> bool:
-    """True for `dicomweb+http[s]://…` and `dimse://…` (anything else is a folder)."""
-    return str(text).startswith((*(s + "://" for s in DICOMWEB_SCHEMES), DIMSE_SCHEME + "://"))
-
-
 def check_ae_title(title: str, what: str = "AE title") -> str:
     if not _AE_TITLE.match(title) or title != title.strip() or "\\" in title:
         raise ConfigError(f"{what} {title!r}: 1 to 16 printable ASCII characters, no backslash")

@@ -1,12 +1,16 @@
-"""What screening reads: a raw archive (decoded on the fly) or a shards folder.
+"""What screening reads: an archive (listed, decoded on the fly) or a shards folder.
 
-Either way the driver only lists (raw) or counts (shards); pixels are read and decoded in
-Ray tasks. Identifiers are pseudonymized before anything is written: raw rows on the driver
-as ingest does, keys of shards ingested without pseudonyms inside the scoring actors.
+Either way the driver only lists (an archive: `mura_core.archive`) or counts (shards);
+pixels are read and decoded in Ray tasks (`pipelines.archives`). Identifiers are
+pseudonymized before anything is written, through the one function every input row goes
+through (`mura_core.archive.pseudonyms`): a listed archive's rows on the driver as ingest's
+are, before they reach Ray; the keys of shards ingested without pseudonyms in the task that
+reads them, right after the read.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -17,30 +21,37 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import ray.data
-from pydicom.dataset import Dataset
 
 from mura_core import imaging
-from mura_core.archive import AccessPolicy, ArchiveFiles, SourceError, list_source
+from mura_core.archive import (
+    PACS_KINDS,
+    AccessPolicy,
+    Archive,
+    ArchiveSource,
+    FolderSource,
+    SourceError,
+    open_archive,
+    parse_source,
+)
 from mura_core.archive.labels import require_dir
-from mura_core.archive.pacs_archive import list_pacs
-from mura_core.locations import Location
-from mura_core.pacs.address import is_pacs_address
-from mura_core.pacs.client import Pacs, PacsOptions
-from mura_core.privacy import Pseudonymizer, pseudonym_columns, read_reidentify
-from mura_core.records import ImageRow, Listing, QuarantineRow, ScoredImage
-from mura_core.schema import column_names
-from mura_core.shards import IMAGE_COLUMNS, ShardsLayout, pixels_array, read_quarantine_rows
-from mura_core.splits import SplitConfig
-
-from ..console import console
-from ..ingest.decode import decode_batch, decode_paths, rows_per_batch
-from ..ingest.rows import (
+from mura_core.archive.pseudonyms import Pseudonyms, pseudonymize_table
+from mura_core.archive.rows import (
     digest_lines,
     digest_studies,
     image_contents,
     image_lines,
     prepare_rows,
 )
+from mura_core.locations import Location
+from mura_core.pacs.client import PacsOptions
+from mura_core.privacy import Pseudonymizer, pseudonym_columns, read_reidentify
+from mura_core.records import ImageRow, QuarantineRow, ScoredImage
+from mura_core.schema import column_names
+from mura_core.shards import IMAGE_COLUMNS, ShardsLayout, pixels_array, read_quarantine_rows
+from mura_core.splits import SplitConfig
+
+from ..archives import decode_locations, decoded_dataset, rows_per_batch
+from ..console import console
 from ..runtime import cluster_cpus
 from ..shardsets import shard_stats
 from ..tracking import file_digest
@@ -54,25 +65,24 @@ ROWS_PER_BLOCK = 256
 class ScreenInput:
     """One screening's input, listed and checked, not yet read."""
 
-    kind: str  # "shards", or the raw source's kind (mura, dicom, folder)
+    kind: str  # "shards", or the archive's kind (mura, dicom, folder, dicomweb, dimse)
     root: Path
     digest: str
     images: int
     problems: list[QuarantineRow]  # known before decoding (listing / ingest quarantine)
     reidentify: list[tuple[str, str, str]]  # (kind, pseudonym, original)
-    rows: list[ImageRow] | None = None  # raw: one prepared row per image
+    rows: list[ImageRow] | None = None  # an archive: one prepared row per image
     shard_size: int | None = None
     pseudonymizer: Pseudonymizer | None = None  # shards whose keys are not pseudonyms yet
-    study_digests: dict[str, str] | None = None  # raw: study key → digest of its image set
-    pacs: Pacs | None = None  # a PACS source: rows' paths are locators, fetched in tasks
-    headers: dict[str, Dataset] | None = None  # PACS: SOP Instance UID → listed header
+    study_digests: dict[str, str] | None = None  # an archive: study key → its image set's digest
+    archive: Archive | None = None  # an archive: where its rows' bytes are read (in tasks)
+    headers: Mapping[str, Any] | None = None  # PACS: SOP Instance UID → listed header
     notes: tuple[str, ...] = ()  # what listing said (studies matched, instances skipped)
-    contents: dict[str, str] | None = None  # raw: image id → digest of its content line
-    files: ArchiveFiles | None = None  # a raw folder: how its files are read
+    contents: dict[str, str] | None = None  # an archive: image id → its content line's digest
     skip: frozenset[str] = frozenset()  # shards: image ids (as stored) scored before
 
     def only_studies(self, keys: set[str]) -> ScreenInput:
-        """The same raw input narrowed to some studies (nightly: the new ones)."""
+        """The same archive input narrowed to some studies (nightly: the new ones)."""
         if self.rows is None:
             raise ValueError("only a raw archive can be narrowed to studies")
         rows = [r for r in self.rows if r.study_key in keys]
@@ -105,13 +115,19 @@ def is_shards(path: Path) -> bool:
     return ShardsLayout(path).marker.is_file() or ShardsLayout(path).manifest.is_file()
 
 
-def _from_listing(listing: Listing, source: object, pseudonymize: str, **extra: Any) -> ScreenInput:
-    """A listed raw archive or PACS as rows ready to decode (pseudonymized, real paths)."""
+def open_listed(archive: Archive, *, pseudonymize: str = "always") -> ScreenInput:
+    """List an opened archive (a folder or a PACS) and prepare its rows: pseudonymized,
+    each with its location, read in the decoding tasks through `archive`."""
+    listing = archive.list()
+    if listing.kind in PACS_KINDS:
+        if not listing.refs:
+            raise SourceError(f"{archive.root}: no images match ({'; '.join(listing.notes)})")
+        console.print("\n".join(listing.notes))
     if not listing.refs and not listing.problems:
-        raise SourceError(f"{source}: the archive holds no images")
+        raise SourceError(f"{archive.root}: the archive holds no images")
     if not listing.refs:
         raise SourceError(
-            f"{source}: none of its {len(listing.problems)} file(s) can be read as an image"
+            f"{archive.root}: none of its {len(listing.problems)} file(s) can be read as an image"
         )
     prepared = prepare_rows(listing, SplitConfig(), pseudonymize=pseudonymize)
     rows = prepared.rows
@@ -127,52 +143,21 @@ def _from_listing(listing: Listing, source: object, pseudonymize: str, **extra: 
         study_digests=digest_studies(rows, lines),
         contents=image_contents(lines),
         notes=listing.notes,
-        **extra,
-    )
-
-
-def open_raw(
-    source: Path,
-    *,
-    kind: str | None = None,
-    labels: Path | None = None,
-    pseudonymize: str = "always",
-    access: AccessPolicy | None = None,
-) -> ScreenInput:
-    """List a raw archive and prepare its rows (pseudonymized, with the real paths)."""
-    listing = list_source(source, kind=kind, labels=labels, access=access)
-    files = ArchiveFiles.at(listing.root, access)
-    return _from_listing(listing, source, pseudonymize, files=files)
-
-
-def open_pacs(
-    address: str,
-    options: PacsOptions,
-    *,
-    labels: Path | None = None,
-    pseudonymize: str = "always",
-) -> ScreenInput:
-    """Check the PACS (fail fast), list it from headers, prepare rows to fetch in tasks."""
-    pacs = options.connect(address)
-    pacs.check()
-    found = list_pacs(pacs, options.query, labels)
-    if not found.listing.refs:
-        raise SourceError(f"{pacs.address}: no images match ({'; '.join(found.listing.notes)})")
-    console.print("\n".join(found.listing.notes))
-    return _from_listing(
-        found.listing, pacs.address, pseudonymize, pacs=pacs, headers=found.headers
+        archive=archive,
+        headers=dict(listing.headers) or None,
     )
 
 
 def _shard_reidentify(layout: ShardsLayout, pseudo: Pseudonymizer) -> list[tuple[str, str, str]]:
-    entries: set[tuple[str, str, str]] = set()
+    """The re-identification map of shards' keys: the pseudonyms the read tasks make."""
+    pseudonyms = Pseudonyms(pseudo)
     columns = pseudonym_columns(IMAGE_COLUMNS)
     for path in layout.image_files():
         table = pq.read_table(path, columns=list(columns))
         for name, kind in columns.items():
             for value in set(table.column(name).to_pylist()) - {None}:
-                entries.add((kind, pseudo(value, kind), value))
-    return sorted(entries)
+                pseudonyms(value, kind)
+    return pseudonyms.reidentify()
 
 
 def open_shards(root: Path, *, pseudonymize: bool = True) -> ScreenInput:
@@ -205,7 +190,7 @@ def open_shards(root: Path, *, pseudonymize: bool = True) -> ScreenInput:
 
 
 def open_input(
-    source: Path | str,
+    source: Path | str | ArchiveSource,
     *,
     kind: str | None = None,
     labels: Path | None = None,
@@ -213,40 +198,38 @@ def open_input(
     pacs: PacsOptions | None = None,
     access: AccessPolicy | None = None,
 ) -> ScreenInput:
-    """A PACS address, a shards folder or a raw archive (shards: by marker/manifest)."""
-    if is_pacs_address(source):
-        if kind is not None:
-            raise SourceError(f"{source} is a PACS: --kind does not apply")
-        return open_pacs(
-            str(source), pacs or PacsOptions(), labels=labels, pseudonymize=pseudonymize
-        )
-    root = require_dir(source)
-    if is_shards(root):
+    """A shards folder (by marker/manifest), or an archive: a folder or a PACS."""
+    parsed = parse_source(source)
+    if isinstance(parsed, FolderSource) and is_shards(root := require_dir(parsed.path)):
         if kind is not None or labels is not None:
             raise SourceError(f"{root} is a shards folder: --kind and --labels do not apply")
         return open_shards(root, pseudonymize=pseudonymize != "never")
-    return open_raw(root, kind=kind, labels=labels, pseudonymize=pseudonymize, access=access)
+    archive = open_archive(parsed, kind=kind, labels=labels, access=access, pacs=pacs)
+    return open_listed(archive, pseudonymize=pseudonymize)
 
 
 def input_dataset(inp: ScreenInput, size: int, *, decode_batch_size: int = 16) -> ray.data.Dataset:
-    """The lazy dataset of rows to score: shard rows, or raw rows decoded in CPU tasks."""
+    """The lazy dataset of rows to score: shard rows, or an archive's rows decoded in CPU
+    tasks."""
     if inp.rows is None:
         ds = ray.data.read_parquet(str(ShardsLayout(inp.root).images))
         ds = ds.select_columns(SHARD_COLUMNS)
         if inp.skip:
             ids = pa.array(sorted(inp.skip), pa.string())
             ds = ds.map_batches(_drop_ids, batch_format="pyarrow", fn_kwargs={"ids": ids})
+        if inp.pseudonymizer is not None:
+            ds = ds.map_batches(
+                pseudonymize_table,
+                batch_format="pyarrow",
+                fn_kwargs={"pseudonymizer": inp.pseudonymizer},
+            )
         return ds
+    assert inp.archive is not None
     n, cpus = len(inp.rows), cluster_cpus()
     decode_batch_size = rows_per_batch(size, decode_batch_size)
     blocks = max(1, min(max(-(-n // ROWS_PER_BLOCK), 2 * cpus), -(-n // decode_batch_size)))
-    ds = ray.data.from_items([row.to_dict() for row in inp.rows], override_num_blocks=blocks)
-    return ds.map_batches(
-        decode_batch,
-        batch_size=decode_batch_size,
-        batch_format="pyarrow",
-        fn_kwargs={"size": size, "pacs": inp.pacs, "files": inp.files},
-        num_cpus=1,
+    return decoded_dataset(
+        inp.rows, inp.archive, size=size, batch_size=decode_batch_size, blocks=blocks
     )
 
 
@@ -265,7 +248,8 @@ def load_pixels(inp: ScreenInput, image_ids: list[str], size: int) -> dict[str, 
         for image_id in image_ids:
             by_path.setdefault(by_id[image_id].location, []).append(image_id)
         out = {}
-        for path, result in decode_paths(list(by_path), inp.pacs, inp.files, size):
+        assert inp.archive is not None
+        for path, result in decode_locations(inp.archive, list(by_path), size):
             for image_id in by_path[path]:
                 try:
                     if not isinstance(result, imaging.ImagingError):

@@ -46,6 +46,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from mura_core.archive import PacsSource, open_archive, parse_source
 from mura_core.outputs import (
     LOCK_FILE,
     atomic,
@@ -58,13 +59,12 @@ from mura_core.outputs import (
     write_marker,
     writing,
 )
-from mura_core.pacs.address import is_pacs_address
 from mura_core.schema import arrow_schema
 from mura_core.screen_report import read_summary
 from mura_core.shards import write_json_atomic
 
 from ..console import console
-from .inputs import ScreenInput, open_pacs, open_raw
+from .inputs import ScreenInput, open_listed
 from .parts import FOLDER as SCORES
 from .run import (
     MARKER,
@@ -311,19 +311,13 @@ def pacs_window(cfg: ScreenConfig, state: Path, overlap_days: float) -> ScreenCo
 
 
 def _open(cfg: ScreenConfig, state: Path, overlap_days: float) -> tuple[ScreenConfig, ScreenInput]:
-    """The archive (a folder) or the PACS window, listed; write-back's outbox in STATE."""
-    if not is_pacs_address(cfg.source):
-        inp = open_raw(
-            Path(cfg.source),
-            kind=cfg.kind,
-            labels=cfg.labels,
-            pseudonymize=cfg.pseudonymize,
-            access=cfg.access,
-        )
-        return cfg, inp
-    cfg = pacs_window(cfg, state, overlap_days)
-    inp = open_pacs(str(cfg.source), cfg.pacs, labels=cfg.labels, pseudonymize=cfg.pseudonymize)
-    return cfg, inp
+    """The archive, listed: a folder, or a PACS queried from the watermark on."""
+    if isinstance(parse_source(cfg.source), PacsSource):
+        cfg = pacs_window(cfg, state, overlap_days)
+    archive = open_archive(
+        cfg.source, kind=cfg.kind, labels=cfg.labels, access=cfg.access, pacs=cfg.pacs
+    )
+    return cfg, open_listed(archive, pseudonymize=cfg.pseudonymize)
 
 
 def _write_pending(report: Path, digests: dict[str, str], new: set[str], now: dt.datetime) -> None:

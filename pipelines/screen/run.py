@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 import ray
 import ray.data
 
-from mura_core.archive import AccessPolicy
+from mura_core.archive import AccessPolicy, ArchiveSource
 from mura_core.errors import ConfigError, MuraError
 from mura_core.monitoring.drift import Bands
 from mura_core.outputs import atomic, check_writable, claimed, is_empty, writing
@@ -99,7 +99,7 @@ class ScreenError(MuraError):
 class ScreenConfig:
     """One screening run; the CLI builds it from flags."""
 
-    source: Path | str  # a folder, or a PACS address (dicomweb+http://…, dimse://…)
+    source: Path | str | ArchiveSource  # a folder, or a PACS address (dicomweb+http://…)
     out: Path
     models: tuple[str, ...]
     kind: str | None = None
@@ -236,7 +236,6 @@ def _stream_scores(
         actors=cfg.actors or (gpus or None),
         gpus_per_actor=1.0 if gpus else 0.0,
         predictor=ScreenPredictor,
-        predictor_kwargs={"pseudonymizer": inp.pseudonymizer},
     )
     n = 0
     bar = console.progress("scoring", inp.images, "images")

@@ -37,10 +37,10 @@ import pyarrow as pa
 import pydicom
 from pydicom.dataset import Dataset
 
+from mura_core.archive import pacs_destination
 from mura_core.errors import ConfigError
 from mura_core.locations import PacsInstance
 from mura_core.outputs import mark_folder
-from mura_core.pacs.address import is_pacs_address
 from mura_core.pacs.client import Pacs, PacsOptions
 from mura_core.records import ImageRow, WriteBackFailure, WriteBackSummary
 from mura_core.results import (
@@ -64,18 +64,7 @@ OUTBOX_ENV = "MURA_OUTBOX"
 def destination(source: object, dest: str, options: PacsOptions) -> Pacs:
     """The PACS results go to (DEST, or the source PACS when DEST is empty), checked.
     The source must be a PACS: the results carry its listed headers (patient, study)."""
-    if not is_pacs_address(str(source)):
-        raise ConfigError(
-            "--write-back stores results into the screened studies of a PACS source "
-            "(dicomweb+http://… or dimse://…); this source is a folder"
-        )
-    address = dest or str(source)
-    if not is_pacs_address(address):
-        raise ConfigError(
-            f"--write-back {address}: not a PACS address (dicomweb+http[s]://HOST:PORT/PATH "
-            "or dimse://AET@HOST:PORT)"
-        )
-    pacs = options.connect(address)
+    pacs = options.connect(pacs_destination(str(source), dest))
     pacs.check()
     return pacs
 

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mura_core.archive import ArchiveFiles, SourceError, list_source
+from mura_core.archive import ArchiveFiles, SourceError, list_archive
 from mura_core.records import Listing
 from mura_core.synth import SynthArchive, SynthConfig, synthesize
 
@@ -68,7 +68,7 @@ def _listed(root: Path, **kwargs: object) -> Listing | None:
     """List `root`; None for a one-line SourceError. Any other exception fails the test."""
     started = time.process_time()
     try:
-        listing = list_source(root, **kwargs)  # type: ignore[arg-type]
+        listing = list_archive(root, **kwargs)  # type: ignore[arg-type]
     except SourceError as exc:
         assert "\n" not in str(exc)
         return None

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mura_core.archive import list_source
+from mura_core.archive import list_archive
 from mura_core.synth.plan import mura_cells
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -59,7 +59,7 @@ def test_synth_40_studies_round_trips_through_the_mura_source(tmp_path: Path) ->
     assert result.returncode == 0, result.stderr
     assert (out / "MURA-v1.1" / "train_labeled_studies.csv").is_file()
     assert (out / "MURA-v1.1" / "valid_image_paths.csv").is_file()
-    listing = list_source(out)
+    listing = list_archive(out)
     assert len(listing.studies()) == 40
     assert "wrote 40 studies" in result.stdout and "XR_" in result.stdout
     assert "total" in result.stdout
@@ -70,7 +70,7 @@ def test_synth_like_mura_has_mura_mix_and_inspect_counts_it(tmp_path: Path) -> N
     out = tmp_path / "mura"
     result = _mura("synth", str(out), "--like-mura", "0.005", "--size", "96", "--seed", "2")
     assert result.returncode == 0, result.stderr
-    listing = list_source(out)
+    listing = list_archive(out)
     cells = {(str(r.body_part), str(r.split)) for r in listing.refs}
     assert len(cells) == 14 and listing.problems == ()  # 7 body parts x train, valid
     assert len(listing.studies()) == sum(n + a for n, a, _ in mura_cells(0.005).values())
@@ -119,7 +119,7 @@ def test_a_bug_shows_its_traceback_and_asks_for_a_report(tmp_path: Path) -> None
         def broken_listing(*args, **kwargs):
             raise KeyError("boom")
 
-        jobs.cli.list_source = broken_listing
+        jobs.cli.list_archive = broken_listing
         sys.exit(jobs.cli.main(["inspect", sys.argv[1]]))
         """,
         str(tmp_path),
@@ -149,7 +149,7 @@ def test_a_user_error_raised_in_a_ray_task_is_one_line(tmp_path: Path) -> None:
         def listing(root, **kwargs):
             return ray.get(list_remotely.remote(str(root)))
 
-        jobs.cli.list_source = listing
+        jobs.cli.list_archive = listing
         ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
         try:
             code = jobs.cli.main(["inspect", sys.argv[1]])

@@ -20,7 +20,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from mura_core.archive import list_source
+from mura_core.archive import list_archive
 from mura_core.checkpoints import ModelInfo, save_bundle
 from mura_core.models import build_model
 from mura_core.synth import SynthArchive, SynthConfig, synthesize
@@ -259,7 +259,7 @@ def test_dicom_header_bombs_cost_milliseconds_and_little_memory(
     # the bomb's header is honest: listed (or refused), never inflated whole
     assert problems.get("bomb.dcm", "too_large") == "too_large"
     cpu = time.process_time()
-    list_source(dicom_tree)
+    list_archive(dicom_tree)
     assert time.process_time() - cpu < 5  # CPU seconds: the same on a busy machine
 
 
@@ -298,7 +298,7 @@ def test_dicom_screen_counts_a_copied_instance_once(dicom_tree: Path, tmp_path: 
         "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    scorable = [r for r in list_source(dicom_tree).refs if r.relpath != "bomb.dcm"]
+    scorable = [r for r in list_archive(dicom_tree).refs if r.relpath != "bomb.dcm"]
     images = pq.read_table(out / "images.parquet", columns=["image_id"]).column("image_id")
     assert len(images) == len(set(images.to_pylist())) == len(scorable)
     studies = pq.read_table(out / "studies.parquet", columns=["images"]).column("images")

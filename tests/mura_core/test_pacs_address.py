@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from mura_core.archive import FolderSource, PacsSource, parse_source
 from mura_core.errors import ConfigError, MuraError
 from mura_core.locations import PacsInstance, addressable
 from mura_core.pacs.address import (
@@ -14,7 +15,6 @@ from mura_core.pacs.address import (
     PacsAuth,
     PacsQuery,
     check_ae_title,
-    is_pacs_address,
     load_auth,
 )
 from mura_core.records import BodyPart
@@ -104,13 +104,14 @@ def test_credentials_in_an_address_are_refused_without_echoing_them(text: str) -
     assert "--pacs-auth" in message and "pacs" in message
 
 
-def test_is_pacs_address() -> None:
-    assert is_pacs_address("dicomweb+http://pacs/dicom-web")
-    assert is_pacs_address("dicomweb+https://pacs/dicom-web")
-    assert is_pacs_address("dimse://A@pacs:104")
-    assert not is_pacs_address(Path("dimse://A@pacs:104"))  # a Path folds "//": a folder
+def test_a_source_is_a_pacs_by_its_scheme_else_a_folder() -> None:
+    for address in ("dicomweb+http://pacs/dicom-web", "dicomweb+https://pacs/dicom-web"):
+        assert parse_source(address) == PacsSource(address)
+    assert parse_source("dimse://A@pacs:104") == PacsSource("dimse://A@pacs:104")
+    folded = Path("dimse://A@pacs:104")  # a Path folds "//": a folder
+    assert parse_source(folded) == FolderSource(folded)
     for folder in ("/data/MURA-v1.1", "dicomweb", "http://pacs/dicom-web", "./dimse"):
-        assert not is_pacs_address(folder)
+        assert parse_source(folder) == FolderSource(Path(folder))
 
 
 def test_ae_titles() -> None:

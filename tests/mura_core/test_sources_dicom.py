@@ -10,7 +10,7 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from mura_core import imaging
-from mura_core.archive import SourceError, detect_kind, list_source
+from mura_core.archive import SourceError, detect_kind, list_archive
 from mura_core.records import BodyPart
 from mura_core.synth import SynthArchive, accession_number, study_uid
 
@@ -20,7 +20,7 @@ def test_synthetic_tree_lists_studies_patients_parts_and_labels(
 ) -> None:
     root = dicom_archive.root
     assert detect_kind(root) == "dicom"
-    listing = list_source(root)
+    listing = list_archive(root)
     assert listing.problems == () and len(listing.refs) == dicom_archive.n_images
     studies = listing.studies()
     assert len(studies) == len(dicom_archive.studies)
@@ -40,7 +40,7 @@ def test_synthetic_tree_lists_studies_patients_parts_and_labels(
 
 def test_body_part_falls_back_to_descriptions(dicom_archive: SynthArchive) -> None:
     """The synthesizer leaves BodyPartExamined empty in one study of four."""
-    listing = list_source(dicom_archive.root)
+    listing = list_archive(dicom_archive.root)
     empties = [
         r
         for r in listing.refs
@@ -55,10 +55,10 @@ def test_headers_only_while_listing(dicom_archive: SynthArchive, tmp_path: Path)
     still lists (from its header) and is refused only when decoded."""
     root = tmp_path / "tree"
     shutil.copytree(dicom_archive.root, root)
-    victim = next(Path(r.location.path) for r in list_source(root).refs if r.frame == 0)
+    victim = next(Path(r.location.path) for r in list_archive(root).refs if r.frame == 0)
     data = victim.read_bytes()
     victim.write_bytes(data[: len(data) - len(pydicom.dcmread(victim).PixelData) // 2])
-    listing = list_source(root)
+    listing = list_archive(root)
     assert str(victim) in {r.location.path for r in listing.refs}
     with pytest.raises(imaging.ImagingError):
         imaging.decode(victim)
@@ -74,7 +74,7 @@ def test_real_tree_any_depth_with_junk_and_problems(shared_dicom: Path, tmp_path
     (root / "a" / "._rg2.dcm").write_bytes(b"fork")
     (root / "a" / "garbage.bin").write_bytes(b"\x00" * 300)
     (root / "a" / "broken.dcm").write_bytes(b"\x00" * 128 + b"DICM" + b"\xff" * 40)
-    listing = list_source(root)
+    listing = list_archive(root)
     assert listing.kind == "dicom"
     assert listing.junk_skipped == 2
     by_name = {Path(r.location.path).name: r for r in listing.refs}
@@ -91,9 +91,9 @@ def test_labels_csv_needs_a_study_column(dicom_archive: SynthArchive, tmp_path: 
     bad = tmp_path / "labels.csv"
     bad.write_text("patient,label\nx,1\n")
     with pytest.raises(SourceError, match="study_instance_uid"):
-        list_source(dicom_archive.root, labels=bad)
+        list_archive(dicom_archive.root, labels=bad)
     with pytest.raises(SourceError, match="labels file not found"):
-        list_source(dicom_archive.root, labels=tmp_path / "none.csv")
+        list_archive(dicom_archive.root, labels=tmp_path / "none.csv")
 
 
 def test_mixed_tree_asks_for_a_kind(dicom_archive: SynthArchive, tmp_path: Path) -> None:
@@ -102,7 +102,7 @@ def test_mixed_tree_asks_for_a_kind(dicom_archive: SynthArchive, tmp_path: Path)
     (root / "photo.png").write_bytes(b"\x89PNG\r\n\x1a\n")
     with pytest.raises(SourceError, match="--kind"):
         detect_kind(root)
-    assert list_source(root, kind="dicom").kind == "dicom"
+    assert list_archive(root, kind="dicom").kind == "dicom"
 
 
 def test_a_damaged_value_representation_is_a_problem_not_a_crash(
@@ -112,11 +112,11 @@ def test_a_damaged_value_representation_is_a_problem_not_a_crash(
     failed when listing read the value (pydicom converts values lazily)."""
     root = tmp_path / "tree"
     shutil.copytree(dicom_archive.root, root)
-    victim = Path(list_source(root).refs[0].location.path)
+    victim = Path(list_archive(root).refs[0].location.path)
     data = bytearray(victim.read_bytes())
     at = data.index(b"\x08\x00\x18\x00UI") + 5  # (0008,0018) UI: the VR's second byte
     data[at] = 0
     victim.write_bytes(bytes(data))
-    listing = list_source(root)
+    listing = list_archive(root)
     rel = victim.relative_to(root.resolve()).as_posix()
     assert [p.error_type for p in listing.problems if p.path == rel] == ["corrupt"]

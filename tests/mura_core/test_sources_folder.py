@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mura_core.archive import SourceError, detect_kind, list_source, summarize
+from mura_core.archive import SourceError, detect_kind, list_archive, summarize
 from mura_core.records import BodyPart, Split
 
 
@@ -23,7 +23,7 @@ def test_without_csv_each_image_is_its_own_unlabelled_study(tmp_path: Path) -> N
     _png(tmp_path / "misc" / "c.png")
     (tmp_path / ".DS_Store").write_bytes(b"x")
     assert detect_kind(tmp_path) == "folder"
-    listing = list_source(tmp_path)
+    listing = list_archive(tmp_path)
     assert len(listing.studies()) == 3 and listing.junk_skipped == 1
     parts = {r.relpath: r.body_part for r in listing.refs}
     assert parts["wrist/a.png"] is BodyPart.WRIST and parts["misc/c.png"] is BodyPart.OTHER
@@ -41,7 +41,7 @@ def test_csv_groups_labels_and_reports_missing_files(tmp_path: Path) -> None:
         "img/s2_a.png,S2,P1,0,elbow,valid\n"
         "img/gone.png,S3,P2,1,XR_HAND,train\n"
     )
-    listing = list_source(tmp_path)
+    listing = list_archive(tmp_path)
     studies = listing.studies()
     assert set(studies) == {"S1", "S2", "img/loose"}
     assert [r.label for r in studies["S1"]] == [1, 1]
@@ -55,17 +55,17 @@ def test_bad_label_value_fails_fast(tmp_path: Path) -> None:
     _png(tmp_path / "a.png")
     (tmp_path / "labels.csv").write_text("path,label\na.png,maybe\n")
     with pytest.raises(SourceError, match="unrecognised label"):
-        list_source(tmp_path)
+        list_archive(tmp_path)
     (tmp_path / "labels.csv").write_text("file,label\na.png,1\n")
     with pytest.raises(SourceError, match="missing column"):
-        list_source(tmp_path)
+        list_archive(tmp_path)
 
 
 def test_a_row_with_more_cells_than_the_header_lists(tmp_path: Path) -> None:
     """Found by fuzzing (tests/fuzz): `path\\nimg.png,0` crashed the CSV reader."""
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "img.png")
     (tmp_path / "labels.csv").write_text("path\nimg.png,0,extra\n")
-    listing = list_source(tmp_path)
+    listing = list_archive(tmp_path)
     assert [r.relpath for r in listing.refs] == ["img.png"] and listing.problems == ()
 
 
@@ -78,7 +78,7 @@ def test_body_parts_outside_muras_seven_keep_their_names(tmp_path: Path) -> None
         "path,label,body_part\n"
         "a.png,1,leg\nb.png,0,Hip\nc.png,0,Lower Leg\nd.png,1,hand\ne.png,0,\n"
     )
-    listing = list_source(tmp_path)
+    listing = list_archive(tmp_path)
     parts = {r.relpath: r.body_part for r in listing.refs}
     assert parts == {
         "a.png": "leg",

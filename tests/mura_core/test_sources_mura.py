@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mura_core.archive import SourceError, detect_kind, format_summary, list_source
+from mura_core.archive import SourceError, detect_kind, format_summary, list_archive
 from mura_core.records import BodyPart, Split
 from mura_core.synth import SynthArchive
 from mura_core.synth.writers import study_dir
@@ -22,7 +22,7 @@ def _truth(archive: SynthArchive) -> dict[str, tuple[str, int, str, int]]:
 
 
 def _read_back(root: Path) -> dict[str, tuple[str, int, str, int]]:
-    listing = list_source(root)
+    listing = list_archive(root)
     out: dict[str, tuple[str, int, str, int]] = {}
     for refs in listing.studies().values():
         first = refs[0]
@@ -35,7 +35,7 @@ def _read_back(root: Path) -> dict[str, tuple[str, int, str, int]]:
 
 def test_csvs_give_back_exactly_what_was_written(mura_archive: SynthArchive) -> None:
     assert detect_kind(mura_archive.root) == "mura"
-    listing = list_source(mura_archive.root)
+    listing = list_archive(mura_archive.root)
     assert listing.kind == "mura" and listing.problems == () and listing.junk_skipped == 0
     assert _read_back(mura_archive.root) == _truth(mura_archive)
     assert len(listing.refs) == mura_archive.n_images
@@ -53,7 +53,7 @@ def test_labels_come_from_the_csv_not_the_folder_name(
     path, label = lines[0].rsplit(",", 1)
     lines[0] = f"{path},{1 - int(label)}"
     csv_path.write_text("\n".join(lines) + "\n")
-    listing = list_source(root)
+    listing = list_archive(root)
     rel = path.removeprefix("MURA-v1.1/").rstrip("/")
     flipped = [r for r in listing.refs if r.image_id.startswith(rel + "/")]
     assert flipped and all(r.label == 1 - int(label) for r in flipped)
@@ -68,7 +68,7 @@ def test_without_csvs_labels_come_from_folder_names(
     for csv_file in (root / "MURA-v1.1").glob("*.csv"):
         csv_file.unlink()
     assert _read_back(root) == _truth(mura_archive)
-    assert any("no MURA CSVs" in n for n in list_source(root).notes)
+    assert any("no MURA CSVs" in n for n in list_archive(root).notes)
 
 
 def test_junk_is_skipped_and_counted_missing_files_reported(
@@ -84,7 +84,7 @@ def test_junk_is_skipped_and_counted_missing_files_reported(
     (root / "MURA-v1.1" / "train" / "__MACOSX" / "x.png").write_bytes(b"junk")
     missing = next((root / "MURA-v1.1" / "valid").rglob("*.png"))
     missing.unlink()
-    listing = list_source(root)
+    listing = list_archive(root)
     assert listing.junk_skipped == 4
     assert len(listing.refs) == mura_archive.n_images - 1
     [problem] = listing.problems
@@ -103,12 +103,12 @@ def test_a_stray_file_in_the_tree_is_a_problem_not_a_crash(
     study = next((root / "MURA-v1.1" / "train").rglob("study1_*"))
     (study / "notes.doc").write_text("x")
     (root / "MURA-v1.1" / "train" / "XR_WRIST" / "loose.png").write_bytes(b"x")
-    reasons = {p.error_type for p in list_source(root).problems}
+    reasons = {p.error_type for p in list_archive(root).problems}
     assert reasons == {"not_an_image", "unexpected_layout"}
 
 
 def test_study_keys_are_unique_per_body_part_and_patient(mura_archive: SynthArchive) -> None:
-    listing = list_source(mura_archive.root)
+    listing = list_archive(mura_archive.root)
     assert len(listing.studies()) == len(mura_archive.studies)
     for key, refs in listing.studies().items():
         assert key.count("/") == 3 and refs[0].patient_key.startswith("patient")
@@ -117,12 +117,12 @@ def test_study_keys_are_unique_per_body_part_and_patient(mura_archive: SynthArch
 
 def test_missing_and_empty_roots_fail_fast(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="not found"):
-        list_source(tmp_path / "absent")
+        list_archive(tmp_path / "absent")
     (tmp_path / "empty").mkdir()
     with pytest.raises(SourceError, match="no images found"):
-        list_source(tmp_path / "empty")
+        list_archive(tmp_path / "empty")
     with pytest.raises(SourceError, match="unknown source kind"):
-        list_source(tmp_path / "empty", kind="zip")
+        list_archive(tmp_path / "empty", kind="zip")
 
 
 def test_a_header_line_in_the_csvs_is_accepted_and_said(
@@ -138,7 +138,7 @@ def test_a_header_line_in_the_csvs_is_accepted_and_said(
     ):
         csv_path = root / "MURA-v1.1" / name
         csv_path.write_text(f"{header}\n{csv_path.read_text()}")
-    listing = list_source(root)
+    listing = list_archive(root)
     assert listing.problems == ()
     assert _read_back(root) == _truth(mura_archive)
     used = next(n for n in listing.notes if n.startswith("CSVs used"))
@@ -154,7 +154,7 @@ def test_only_the_first_line_can_be_a_header(mura_archive: SynthArchive, tmp_pat
     csv_path = root / "MURA-v1.1" / "train_labeled_studies.csv"
     lines = csv_path.read_text().splitlines()
     csv_path.write_text("\n".join([lines[0], "Study_Path,Label", *lines[1:]]) + "\n")
-    listing = list_source(root)
+    listing = list_archive(root)
     assert [(p.error_type, p.reason) for p in listing.problems] == [
         (
             "bad_csv_row",

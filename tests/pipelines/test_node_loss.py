@@ -24,7 +24,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from mura_core.archive import list_source
+from mura_core.archive import list_archive
 from mura_core.shards import Manifest, read_images
 from mura_core.synth import SynthArchive, SynthConfig, synthesize
 from tests.pipelines.test_screen import random_bundle
@@ -196,7 +196,7 @@ def test_ingest_survives_a_node_killed_while_decoding(
     assert counts.found == counts.ingested + counts.quarantined == archive.n_images
     ids = read_images(out, columns=["image_id"]).column("image_id").to_pylist()
     assert len(ids) == len(set(ids)), "an image was written twice"
-    expected = {ref.image_id for ref in list_source(archive.root).refs}
+    expected = {ref.image_id for ref in list_archive(archive.root).refs}
     quarantined = set(pq.read_table(out / "quarantine.parquet")["image_id"].to_pylist())
     assert set(ids) | quarantined == expected, "an image was lost"
     print(said)

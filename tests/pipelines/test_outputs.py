@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mura_core.synth import SynthArchive
-from pipelines.screen.inputs import open_raw
+from pipelines.screen.inputs import open_input
 from pipelines.screen.nightly import LEDGER, LEDGER_SCHEMA, PENDING, REPORTS, STATE_MARKER
 from pipelines.screen.parts import FOLDER as SCORES
 from pipelines.screen.run import MARKER, SUMMARY
@@ -228,7 +228,7 @@ def test_a_missing_model_leaves_no_report_folder(
 def _ledger_of_everything(archive: Path, state: Path) -> None:
     """A ledger that holds every study of `archive` as screened (so a run screens nothing
     and needs no Ray): the keys and image sets as the listing gives them."""
-    inp = open_raw(archive)
+    inp = open_input(archive)
     digests = inp.study_digests or {}
     rows = [
         {

@@ -3,7 +3,7 @@ of before wrote (`tests.schemas`), and to the columns it read. No Ray is started
 
 from __future__ import annotations
 
-from pipelines.ingest.decode import staging_schema
+from pipelines.archives import staging_schema
 from pipelines.scoring import IMAGE_SCHEMA
 from pipelines.screen.inputs import SHARD_COLUMNS
 from pipelines.screen.nightly import LEDGER_SCHEMA

@@ -1,24 +1,25 @@
-"""What goes into the dataset: one `ImageRow` per image reference, split and pseudonymized.
+"""What goes into a dataset: one `ImageRow` per listed image, split and pseudonymized, and
+the digests that say what an input's images are.
 
-Built on the driver from a source listing. Pseudonyms replace identifiers before any row
-reaches Ray, so nothing downstream (shards, logs, MLflow) ever holds the originals; the map
-back is returned separately for `reidentify.csv`.
+Built on the driver from a listing (ingest and raw screening alike). Pseudonyms replace
+identifiers before any row reaches Ray (`pseudonyms`), so nothing downstream (shards,
+logs, MLflow) ever holds the originals; the map back is returned separately for
+`reidentify.csv`. An image's line (relative path, frame, file size) identifies its content:
+digests of lines say whether a study's image set, or a whole input, changed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from mura_core.errors import ConfigError
-from mura_core.locations import FileLocation, Location
-from mura_core.privacy import ACCESSION, Pseudonymizer
-from mura_core.records import ImageRef, ImageRow, Listing, Pseudonym, QuarantineRow
-from mura_core.splits import SplitConfig, assign_splits
-
-PSEUDONYMIZE_CHOICES = ("auto", "always", "never")
+from ..locations import FileLocation, Location
+from ..privacy import ACCESSION, Pseudonymizer
+from ..records import ImageRow, Listing, Pseudonym, QuarantineRow
+from ..splits import SplitConfig, assign_splits
+from .pseudonyms import Pseudonyms
 
 
 @dataclass(frozen=True)
@@ -31,28 +32,6 @@ class PreparedRows:
     pseudonymized: bool
 
 
-def _should_pseudonymize(kind: str, mode: str) -> bool:
-    if mode not in PSEUDONYMIZE_CHOICES:
-        raise ConfigError(f"pseudonymize must be one of {', '.join(PSEUDONYMIZE_CHOICES)}")
-    return mode == "always" or (mode == "auto" and kind in ("dicom", "dicomweb", "dimse"))
-
-
-class _Mapper:
-    """Pseudonymizes and remembers each (kind, original) once for the re-identification map."""
-
-    def __init__(self, pseudo: Pseudonymizer | None) -> None:
-        self.pseudo = pseudo
-        self.seen: dict[tuple[str, str], str] = {}
-
-    def __call__(self, value: str, kind: str) -> str:
-        if self.pseudo is None:
-            return value
-        key = (kind, value)
-        if key not in self.seen:
-            self.seen[key] = self.pseudo(value, kind)
-        return self.seen[key]
-
-
 def prepare_rows(
     listing: Listing,
     splits: SplitConfig,
@@ -60,21 +39,17 @@ def prepare_rows(
     pseudonymize: str = "auto",
     pseudonymizer: Pseudonymizer | None = None,
 ) -> PreparedRows:
-    """Turn a listing into dataset rows (with the real `path` for reading) and problems."""
-    enabled = _should_pseudonymize(listing.kind, pseudonymize)
-    mapper = _Mapper((pseudonymizer or Pseudonymizer.from_site()) if enabled else None)
-    refs: Sequence[ImageRef] = listing.refs
-    final = assign_splits(refs, splits)
+    """A listing as dataset rows (each with its location, to read) and problems, their
+    identifiers pseudonymized here, on the driver (see `pseudonyms`)."""
+    pseudonyms = Pseudonyms.of_input(listing.kind, pseudonymize, pseudonymizer)
+    final = assign_splits(listing.refs, splits)
     rows = [
-        ImageRow.from_ref(ref, split).pseudonymized(mapper)
-        for ref, split in zip(refs, final, strict=True)
+        ImageRow.from_ref(ref, split).pseudonymized(pseudonyms)
+        for ref, split in zip(listing.refs, final, strict=True)
     ]
-    problems = [QuarantineRow.from_problem(p).pseudonymized(mapper) for p in listing.problems]
-    reidentify = [
-        (kind, pseudonym, original) for (kind, original), pseudonym in sorted(mapper.seen.items())
-    ]
-    reidentify += accession_entries(listing, mapper)
-    return PreparedRows(rows, problems, reidentify, enabled)
+    problems = [QuarantineRow.from_problem(p).pseudonymized(pseudonyms) for p in listing.problems]
+    reidentify = pseudonyms.reidentify() + accession_entries(listing, pseudonyms)
+    return PreparedRows(rows, problems, reidentify, pseudonyms.enabled)
 
 
 def accession_entries(listing: Listing, study_key: Pseudonym) -> list[tuple[str, str, str]]:
@@ -90,8 +65,8 @@ def accession_entries(listing: Listing, study_key: Pseudonym) -> list[tuple[str,
 
 def image_lines(rows: Iterable[ImageRow]) -> dict[str, str]:
     """Per image id, what identifies its content: relative path, frame and file size (-1 for
-    PACS instances, whose UIDs in the location identify their content). A changed file
-    changes its line, its study's digest and the archive's."""
+    PACS instances, whose UIDs identify their content). A changed file changes its line,
+    its study's digest and the archive's."""
     sizes: dict[Location, int] = {}
     lines: dict[str, str] = {}
     for row in rows:
