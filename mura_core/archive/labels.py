@@ -1,5 +1,5 @@
-"""Shared pieces of the sources: labels, CSVs read through the archive layer, whole-run
-errors. Walking a tree and opening its files is `mura_core.archive`'s."""
+"""Shared pieces of the folder listers: labels, CSVs read through `ArchiveFiles`, whole-run
+errors (`SourceError`). Walking a tree is `walk`'s, opening its files `files`'."""
 
 from __future__ import annotations
 
