@@ -4,11 +4,12 @@ The recipe, top to bottom: open and list the archive (`mura_core.archive.open_ar
 folder or a PACS) and check the output folder (fail fast, writing nothing) → prepare rows
 (`mura_core.archive.rows`: splits, pseudonyms) → claim OUT (created with its marker
 `.mura-shards`, locked for the whole run: a second run into the same OUT fails at once with
-one line and changes nothing) → the staging folder of this exact input
-(named by a digest of its rows and file sizes, the size and pseudonymization) and the images
-an interrupted run already wrote there → Ray Data (`pipelines.archives.decoded_dataset`:
-from_items → map_batches(decode), the bytes read through the archive) → write_parquet of the other images into it → move problem rows to the quarantine → swap the
-staging folder into place and write, last, the manifest.
+one line and changes nothing) → the staging folder of this exact input (named by a digest
+of its rows and file sizes, the size and pseudonymization) and the images an interrupted
+run already wrote there → Ray Data (`pipelines.archives.decoded_dataset`: from_items →
+map_batches(decode), the bytes read through the archive) → write_parquet of the other
+images into it → move problem rows to the quarantine → swap the staging folder into place
+and write, last, the manifest.
 
 A run killed at any point leaves either the previous complete set or a folder without a
 manifest. The re-run of the same input keeps every whole file the killed run staged (each
