@@ -35,7 +35,8 @@ import ray
 import torch
 
 from mura_core import imaging
-from mura_core.checkpoints import ModelInfo, save_bundle
+from mura_core.checkpoints import save_bundle
+from mura_core.model_info import ModelInfo
 from mura_core.models import build_model
 from mura_core.pacs.address import PacsAuth
 from mura_core.pacs.client import Locator, PacsOptions

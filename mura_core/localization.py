@@ -55,7 +55,7 @@ from .imaging.geometry import pad_box
 if TYPE_CHECKING:
     from torch import nn
 
-    from .checkpoints import ModelInfo
+    from .model_info import ModelInfo
 
 CONFIDENCE = 0.95
 

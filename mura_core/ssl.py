@@ -52,7 +52,7 @@ from .models import Backbone, build_model
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, TrainPreset
 
 if TYPE_CHECKING:
-    from .checkpoints import ModelOrigin
+    from .model_info import ModelOrigin
 
 METHOD = "vicreg"
 ENCODER_KIND = "encoder"  # model.json `extra.kind` of a pretrained encoder bundle

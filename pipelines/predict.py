@@ -20,7 +20,8 @@ import ray.data
 import torch
 from ray.data import ActorPoolStrategy
 
-from mura_core.checkpoints import ModelInfo, load_bundle
+from mura_core.checkpoints import load_bundle
+from mura_core.model_info import ModelInfo
 from mura_core.shards import ShardsLayout, pixels_array
 from mura_core.studies import Predictions
 

@@ -32,7 +32,6 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
 from mura_core.checkpoints import (
-    ModelInfo,
     TrainingState,
     load_training_checkpoint,
     save_training_checkpoint,
@@ -41,6 +40,7 @@ from mura_core.checkpoints import (
 from mura_core.collapse import output_spread
 from mura_core.decisions import PAPER_THRESHOLD, flagged
 from mura_core.ema import ModelEMA
+from mura_core.model_info import ModelInfo
 from mura_core.models import build_model
 from mura_core.recipes import Recipe
 from mura_core.run_contract import EpochReport

@@ -20,7 +20,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from mura_core.checkpoints import ModelInfo, save_bundle
+from mura_core.checkpoints import save_bundle
+from mura_core.model_info import ModelInfo
 from mura_core.models import build_model
 from mura_core.sources import list_source
 from mura_core.synth import SynthArchive, SynthConfig, synthesize

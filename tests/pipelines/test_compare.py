@@ -18,7 +18,8 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from jobs.cli import main as cli
-from mura_core.checkpoints import ModelInfo, save_bundle
+from mura_core.checkpoints import save_bundle
+from mura_core.model_info import ModelInfo
 from mura_core.models import build_model
 from mura_core.recipes import recipe
 from mura_core.run_contract import ModelVersionTags, ci_names
