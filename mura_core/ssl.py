@@ -31,7 +31,7 @@ detector curve, window width), the same augmentation code the classifiers train 
 
 The encoder is a `build_model` backbone with its head removed (`SSLModel`), one-channel stem
 for gray films. `encoder_state` gives its tensors in the key names a `--weights FILE` uses
-(torchvision's own, as `mura_core.models.initial_weights` checks them), the head left out
+(torchvision's own, as `mura_core.initial_weights` checks them), the head left out
 and the stem widened back to three channels (its kernel ÷ 3 per channel: on a gray image
 replicated to three channels it computes exactly what the one-channel stem did, and a
 one-channel recipe sums it back), so any recipe of that architecture starts from it.
