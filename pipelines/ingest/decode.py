@@ -9,6 +9,10 @@ read cap), PACS instances fetched for the whole batch. Memory stays bounded: one
 decoded at a time, at a working size of twice the output (`WORK_FACTOR`), and reduced to
 its rows' size x size frames before the next; a batch holds at most `BATCH_PIXELS` output
 pixels (`rows_per_batch`).
+
+Screening a PACS also asks for a second copy of each frame, `keep` px on a side (the
+`kept` column), made from the same decoded image as the model's pixels: the report's
+pictures and the Secondary Captures are made from it later, so no instance is fetched twice.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from ..progress import ProgressSink
 PROBLEM_TYPE = pa.struct(arrow_schema(Failure))
 _DECODED = tuple(name for name in column_names(DecodedImage) if name != "pixels")
 WORK_FACTOR = 2  # decoders may shrink an image while its longer side stays >= 2 x size
+KEPT = "kept"  # a PACS screening's copy of each frame for its pictures (`keep` px)
 BATCH_PIXELS = 16 * 512 * 512  # output pixels of one decode batch (16 images at 512 px)
 
 
@@ -109,25 +114,31 @@ def decode_batch(
     total: int = 0,
     pacs: Pacs | None = None,
     files: ArchiveFiles | None = None,
+    keep: int | None = None,
 ) -> pa.Table:
     """Ray Data `map_batches` function (batch_format='pyarrow'): refs in, staging rows out
     (and, given a `progress` sink, the batch's rows counted on the driver's console).
     With `pacs`, the rows' paths are PACS locators, fetched inside this task; else files
-    read through `files`."""
+    read through `files`. With `keep`, each row also carries its frame at keep x keep
+    (`kept`, zero where the row failed), from the same decode."""
     rows: list[dict[str, Any]] = batch.to_pylist()
     if progress is not None:
         progress.advance("ingest", len(rows), total)
     pixels = np.zeros((len(rows), size, size), dtype=np.uint8)
+    kept = np.zeros((len(rows), keep, keep), dtype=np.uint8) if keep else None
     by_path: dict[str, list[int]] = {}
     for i, row in enumerate(rows):
         by_path.setdefault(row["path"], []).append(i)
     for path, result in decode_paths(list(by_path), pacs, files, size):
         for i in by_path[path]:
             _fill(rows[i], pixels, i, result, size)
+            if kept is not None and rows[i]["problem"] is None:
+                kept[i] = imaging.select_frame(result, int(rows[i]["frame"] or 0), keep)
     schema = staging_schema(size)
     columns = {name: [row.get(name) for row in rows] for name in schema.names if name != "pixels"}
     columns["pixels"] = encode_pixels(pixels)
-    return pa.table({name: columns[name] for name in schema.names}, schema=schema)
+    table = pa.table({name: columns[name] for name in schema.names}, schema=schema)
+    return table if kept is None else table.append_column(KEPT, encode_pixels(kept))
 
 
 def _fill(

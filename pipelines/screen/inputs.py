@@ -1,8 +1,11 @@
 """What screening reads: a raw archive (decoded on the fly) or a shards folder.
 
 Either way the driver only lists (raw) or counts (shards); pixels are read and decoded in
-Ray tasks. Identifiers are pseudonymized before anything is written: raw rows on the driver
-as ingest does, keys of shards ingested without pseudonyms inside the scoring actors.
+Ray tasks: for scoring (`input_dataset`), and again for the few pictures after it
+(`picture_dataset`: shard rows, or a folder's files; a PACS is not fetched twice, its
+instances' pictures are kept while scoring). Identifiers are pseudonymized before anything
+is written: raw rows on the driver as ingest does, keys of shards ingested without
+pseudonyms inside the scoring actors.
 """
 
 from __future__ import annotations
@@ -11,29 +14,26 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import ray.data
 from pydicom.dataset import Dataset
 
-from mura_core import imaging
 from mura_core.archive import AccessPolicy, ArchiveFiles
 from mura_core.pacs.address import is_pacs_address
 from mura_core.pacs.client import Pacs, PacsOptions
 from mura_core.privacy import Pseudonymizer, pseudonym_columns, read_reidentify
 from mura_core.records import ImageRow, Listing, QuarantineRow, ScoredImage
 from mura_core.schema import column_names
-from mura_core.shards import IMAGE_COLUMNS, ShardsLayout, pixels_array, read_quarantine_rows
+from mura_core.shards import IMAGE_COLUMNS, ShardsLayout, read_quarantine_rows
 from mura_core.sources import SourceError, list_source
 from mura_core.sources.common import require_dir
 from mura_core.sources.pacs import list_pacs
 from mura_core.splits import SplitConfig
 
 from ..console import console
-from ..ingest.decode import decode_batch, decode_paths, rows_per_batch
+from ..ingest.decode import decode_batch, rows_per_batch
 from ..ingest.rows import (
     digest_lines,
     digest_studies,
@@ -228,8 +228,11 @@ def open_input(
     return open_raw(root, kind=kind, labels=labels, pseudonymize=pseudonymize, access=access)
 
 
-def input_dataset(inp: ScreenInput, size: int, *, decode_batch_size: int = 16) -> ray.data.Dataset:
-    """The lazy dataset of rows to score: shard rows, or raw rows decoded in CPU tasks."""
+def input_dataset(
+    inp: ScreenInput, size: int, *, decode_batch_size: int = 16, keep: int | None = None
+) -> ray.data.Dataset:
+    """The lazy dataset of rows to score: shard rows, or raw rows decoded in CPU tasks
+    (with `keep`, each also at keep px, `kept`: a PACS source's pictures)."""
     if inp.rows is None:
         ds = ray.data.read_parquet(str(ShardsLayout(inp.root).images))
         ds = ds.select_columns(SHARD_COLUMNS)
@@ -238,14 +241,14 @@ def input_dataset(inp: ScreenInput, size: int, *, decode_batch_size: int = 16) -
             ds = ds.map_batches(_drop_ids, batch_format="pyarrow", fn_kwargs={"ids": ids})
         return ds
     n, cpus = len(inp.rows), cluster_cpus()
-    decode_batch_size = rows_per_batch(size, decode_batch_size)
+    decode_batch_size = rows_per_batch(max(size, keep or 0), decode_batch_size)
     blocks = max(1, min(max(-(-n // ROWS_PER_BLOCK), 2 * cpus), -(-n // decode_batch_size)))
     ds = ray.data.from_items([row.to_dict() for row in inp.rows], override_num_blocks=blocks)
     return ds.map_batches(
         decode_batch,
         batch_size=decode_batch_size,
         batch_format="pyarrow",
-        fn_kwargs={"size": size, "pacs": inp.pacs, "files": inp.files},
+        fn_kwargs={"size": size, "pacs": inp.pacs, "files": inp.files, "keep": keep},
         num_cpus=1,
     )
 
@@ -255,31 +258,37 @@ def _drop_ids(batch: pa.Table, *, ids: pa.Array) -> pa.Table:
     return batch.filter(pc.invert(pc.is_in(batch["image_id"], value_set=ids)))
 
 
-def load_pixels(inp: ScreenInput, image_ids: list[str], size: int) -> dict[str, np.ndarray]:
-    """Pixels of a few images (by report image id) for thumbnails and CAMs, on the driver."""
-    if not image_ids:
-        return {}
-    if inp.rows is not None:
-        by_id = {r.image_id: r for r in inp.rows}
-        by_path: dict[str, list[str]] = {}
-        for image_id in image_ids:
-            by_path.setdefault(by_id[image_id].path, []).append(image_id)
-        out = {}
-        for path, result in decode_paths(list(by_path), inp.pacs, inp.files, size):
-            for image_id in by_path[path]:
-                try:
-                    if not isinstance(result, imaging.ImagingError):
-                        out[image_id] = imaging.select_frame(result, by_id[image_id].frame, size)
-                except imaging.ImagingError:
-                    continue
-        return out
-    original = {p: o for k, p, o in inp.reidentify if k == "image"} if inp.pseudonymizer else {}
-    wanted = {original.get(i, i): i for i in image_ids}
-    table = pads.dataset(str(ShardsLayout(inp.root).images), format="parquet").to_table(
-        columns=["image_id", "pixels"], filter=pads.field("image_id").isin(list(wanted))
+def picture_dataset(inp: ScreenInput, image_ids: list[str], size: int) -> ray.data.Dataset:
+    """The lazy dataset of some images' pixels (by report image id) for the evidence pass:
+    shard rows read in tasks, or a folder's files decoded in tasks at `size` (one row per
+    image, its `problem` where it no longer decodes). Not a PACS: it is not fetched again,
+    its pixels were kept by the scoring pass (`parts.ScoreParts.kept`)."""
+    if inp.pacs is not None:
+        raise ValueError("a PACS source's pictures come from the pixels scoring kept")
+    if inp.rows is None:
+        original = {p: o for k, p, o in inp.reidentify if k == "image"} if inp.pseudonymizer else {}
+        ids = {original.get(i, i): i for i in image_ids}
+        ds = ray.data.read_parquet(
+            str(ShardsLayout(inp.root).images), columns=["image_id", "pixels"]
+        )
+        return ds.map_batches(_pick_ids, batch_format="pyarrow", fn_kwargs={"ids": ids})
+    by_id = {r.image_id: r for r in inp.rows}
+    batch = rows_per_batch(size, 16)
+    ds = ray.data.from_items(
+        [by_id[i].to_dict() for i in image_ids],
+        override_num_blocks=max(1, -(-len(image_ids) // batch)),
     )
-    pixels = pixels_array(table.column("pixels")) if table.num_rows else []
-    return {
-        wanted[i]: np.array(p)
-        for i, p in zip(table.column("image_id").to_pylist(), pixels, strict=True)
-    }
+    return ds.map_batches(
+        decode_batch,
+        batch_size=batch,
+        batch_format="pyarrow",
+        fn_kwargs={"size": size, "files": inp.files},
+        num_cpus=1,
+    ).select_columns(["image_id", "pixels", "problem"])
+
+
+def _pick_ids(batch: pa.Table, *, ids: dict[str, str]) -> pa.Table:
+    """Shard rows of the wanted images, under their report ids (as stored → report id)."""
+    batch = batch.filter(pc.is_in(batch["image_id"], value_set=pa.array(list(ids), pa.string())))
+    renamed = pa.array([ids[i] for i in batch["image_id"].to_pylist()], pa.string())
+    return batch.set_column(batch.schema.get_field_index("image_id"), "image_id", renamed)
