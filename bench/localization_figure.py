@@ -58,7 +58,7 @@ sys.path.insert(0, str(REPO))
 from mura_core.archive import ArchiveFiles  # noqa: E402
 from mura_core.archive.folder import list_folder  # noqa: E402
 from mura_core.cam import overlay  # noqa: E402
-from mura_core.checkpoints import ModelInfo, load_bundle  # noqa: E402
+from mura_core.checkpoints import load_bundle  # noqa: E402
 from mura_core.imaging import ImagingError  # noqa: E402
 from mura_core.imaging.geometry import pad_box  # noqa: E402
 from mura_core.localization import (  # noqa: E402
@@ -68,6 +68,7 @@ from mura_core.localization import (  # noqa: E402
     load_case,
     localize_images,
 )
+from mura_core.model_info import ModelInfo  # noqa: E402
 from mura_core.records import ImageRef  # noqa: E402
 from mura_core.splits import SplitConfig, assign_splits  # noqa: E402
 

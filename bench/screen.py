@@ -58,7 +58,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from mura_core.archive import list_archive
-from mura_core.checkpoints import ModelInfo, load_bundle, save_bundle
+from mura_core.checkpoints import load_bundle, save_bundle
+from mura_core.model_info import ModelInfo
 from mura_core.models import build_model
 from mura_core.privacy import KEY_FILE_ENV
 from mura_core.recipes import recipe

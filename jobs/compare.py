@@ -7,16 +7,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipelines.compare import (
+from pipelines.registry.promote import promote
+from pipelines.registry.runs import (
     DEFAULT_ALIAS,
     DEFAULT_EXPERIMENT,
     DEFAULT_METRIC,
     CompareError,
-    format_table,
     load_runs,
-    plot,
-    promote,
 )
+from pipelines.registry.runs_table import format_table, plot
 from pipelines.tracking import check_tracking, resolve_tracking_uri, sqlite_path
 
 from .common import register_command, tool_main, wrapped_help

@@ -22,7 +22,6 @@ from mura_core.pacs.client import PacsOptions
 from mura_core.recipes import Recipe, recipe
 from mura_core.records import BodyPart
 from mura_core.synth import SynthConfig, synthesize
-from pipelines.compare import DEFAULT_ALIAS, DEFAULT_METRIC, format_table, load_runs, plot, promote
 from pipelines.console import console
 from pipelines.ingest import IngestConfig, format_result, run_ingest
 from pipelines.orthanc import (
@@ -32,6 +31,9 @@ from pipelines.orthanc import (
     orthanc_binary,
     start_orthanc,
 )
+from pipelines.registry.promote import promote
+from pipelines.registry.runs import DEFAULT_ALIAS, DEFAULT_METRIC, load_runs
+from pipelines.registry.runs_table import format_table, plot
 from pipelines.screen import ScreenConfig, ScreenResult, run_screen
 from pipelines.tracking import tracking_client
 from pipelines.train import TrainCollapsed, TrainConfig, TrainResult, run_training

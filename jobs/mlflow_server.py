@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipelines.mlflow_server import (
+from pipelines.registry.server import (
     AUTH_DB_NAME,
     DEFAULT_ADMIN,
     DEFAULT_HOST,

@@ -18,6 +18,7 @@ below it runs like inference and its activations are not kept for a backward pas
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -117,6 +118,20 @@ def class_activation_maps(
         size = inputs.shape[-2:]
         return np.zeros((0, *size), np.float32), np.zeros(0, np.float32)
     return np.concatenate(maps).astype(np.float32), np.concatenate(probs).astype(np.float32)
+
+
+def pixel_maps(
+    model: nn.Module,
+    preset: Callable[[torch.Tensor], torch.Tensor],
+    pixels: np.ndarray,
+    device: torch.device | None = None,
+) -> np.ndarray:
+    """Uint8 (B, S, S) pixels → their maps (B, S, S): the eval `preset` (on `device`),
+    then `class_activation_maps`, CAM_BATCH images at a time."""
+    images = torch.from_numpy(np.ascontiguousarray(pixels))
+    if device is not None:
+        images = images.to(device)
+    return class_activation_maps(model, preset(images))[0]
 
 
 def overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.4) -> np.ndarray:

@@ -90,7 +90,10 @@ class OperatingPoint:
         return flagged(probs, self.thresholds(body_parts))
 
     def calibrated(self, probs: np.ndarray | Sequence[float]) -> np.ndarray:
-        """Raw probabilities as the model with this temperature gives them."""
+        """Raw probabilities as the model with this temperature gives them (T = 1: the
+        probabilities themselves, unclipped)."""
+        if self.temperature == 1.0:
+            return np.asarray(probs, dtype=np.float64)
         from .calibration import apply_temperature  # scikit-learn: paid only here
 
         return apply_temperature(probs, self.temperature)

@@ -55,7 +55,7 @@ from .imaging.geometry import pad_box
 if TYPE_CHECKING:
     from torch import nn
 
-    from .checkpoints import ModelInfo
+    from .model_info import ModelInfo
 
 CONFIDENCE = 0.95
 
@@ -337,10 +337,11 @@ def localize_images(
     for start in range(0, len(images), step):
         x = preset(torch.from_numpy(images[start : start + step].copy()).to(target))
         maps, probs = class_activation_maps(net, x, batch_size=step)
-        for cam, prob, mask in zip(maps, probs, masks[start : start + step], strict=True):
+        calibrated = info.operating_point().calibrated(np.asarray(probs, dtype=np.float64))
+        for cam, prob, mask in zip(maps, calibrated, masks[start : start + step], strict=True):
             out.append(
                 Localized(
-                    prob=_calibrated(float(prob), info.temperature),
+                    prob=float(prob),
                     cam=cam,
                     peak=peak(cam),
                     hit=pointing_hit(cam, mask, tolerance),
@@ -348,14 +349,6 @@ def localize_images(
                 )
             )
     return out
-
-
-def _calibrated(prob: float, temperature: float) -> float:
-    """sigmoid(logit(p) / T), as screening reports it (T = 1: p itself)."""
-    if temperature == 1.0:
-        return prob
-    p = min(max(prob, 1e-7), 1 - 1e-7)
-    return 1.0 / (1.0 + math.exp(-math.log(p / (1 - p)) / temperature))
 
 
 def localize(

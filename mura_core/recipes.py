@@ -5,7 +5,7 @@
 override fields with `dataclasses.replace`; the resolved recipe is what gets logged and
 stored (as JSON) with every checkpoint. Both papers start DenseNet-169 from ImageNet, so
 its recipes default to `weights="imagenet"`; the seed CNN and `scratch` have no pretrained
-weights (`"none"`). See `mura_core.models.initial_weights`.
+weights (`"none"`). See `mura_core.initial_weights`.
 """
 
 from __future__ import annotations

@@ -422,7 +422,9 @@ class WriteBackFailure:
 @dataclass(frozen=True)
 class WriteBackSummary:
     """Results stored into the PACS: the destination address (never credentials), studies
-    whose SR (and, flagged, Secondary Captures) were acknowledged, objects, failures."""
+    whose SR (and, flagged, Secondary Captures) were acknowledged, objects, failures; and
+    the flagged studies whose results could not be built (a picture failed: `not_built`,
+    not screened this run, so the next one screens them again)."""
 
     destination: str
     studies: int = 0
@@ -431,16 +433,32 @@ class WriteBackSummary:
     failed: tuple[WriteBackFailure, ...] = ()
     outbox_delivered: int = 0  # objects of earlier runs delivered first
     outbox_pending: int = 0  # objects still waiting in the outbox after this run
+    not_built: tuple[WriteBackFailure, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["failed"] = [asdict(f) for f in self.failed]
+        data["not_built"] = [asdict(f) for f in self.not_built]
+        if not self.not_built:  # newer key: only when not empty
+            del data["not_built"]
         return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> WriteBackSummary:
         failed = tuple(WriteBackFailure(**f) for f in data.get("failed") or ())
-        return cls(**{**data, "failed": failed})
+        not_built = tuple(WriteBackFailure(**f) for f in data.get("not_built") or ())
+        return cls(**{**data, "failed": failed, "not_built": not_built})
+
+
+@dataclass(frozen=True)
+class PictureFailure:
+    """An image whose pictures (report thumbnail and CAM overlay, or Secondary Capture)
+    could not be made after it was scored: its keys (pseudonyms) and why."""
+
+    study_key: str
+    image_id: str
+    error_type: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -500,6 +518,7 @@ class ScreenSummary:
     source_notes: tuple[str, ...] = ()  # what listing said (PACS: matched, skipped by kind)
     resumed: int = 0  # images whose scores an interrupted run into the same report left
     monitoring: MonitoringSummary | None = None
+    picture_failures: tuple[PictureFailure, ...] = ()  # scored, but no pictures made
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON types, the keys `summary.json` has always had."""
@@ -513,12 +532,14 @@ class ScreenSummary:
             phases=dict(self.phases),
             incomplete_studies=list(self.incomplete_studies),
             source_notes=list(self.source_notes),
+            picture_failures=[asdict(f) for f in self.picture_failures],
         )
         if self.pictures_limit_note is None:
             del data["pictures_limit_note"]
         if not self.resumed:  # newer key: only when not zero
             del data["resumed"]
-        for name in ("incomplete_studies", "source_notes"):  # newer keys: only when not empty
+        # newer keys: only when not empty
+        for name in ("incomplete_studies", "source_notes", "picture_failures"):
             if not data[name]:
                 del data[name]
         for name in ("write_back", "monitoring"):  # newer keys: only when present
@@ -546,6 +567,7 @@ class ScreenSummary:
             quarantine=tuple(QuarantineRow.from_dict(r) for r in data.get("quarantine") or ()),
             incomplete_studies=tuple(data.get("incomplete_studies") or ()),
             source_notes=tuple(data.get("source_notes") or ()),
+            picture_failures=tuple(PictureFailure(**f) for f in data.get("picture_failures") or ()),
             phases=dict(data.get("phases") or {}),
             write_back=(
                 WriteBackSummary.from_json(data["write_back"]) if data.get("write_back") else None

@@ -24,6 +24,7 @@ from .outputs import write_text_atomic
 from .records import (
     MonitoringSummary,
     PartCounts,
+    PictureFailure,
     QuarantineRow,
     ScreenSummary,
     WriteBackSummary,
@@ -100,7 +101,7 @@ def render_html(summary: ScreenSummary, studies: Sequence[ReportStudy]) -> str:
             _header(title, summary),
             _incomplete_note(summary.incomplete_studies),
             _body_part_table(summary.by_body_part),
-            _flagged_section(flagged, summary.pictures_limit_note),
+            _flagged_section(flagged, summary.pictures_limit_note, summary.picture_failures),
             _unflagged_section(unflagged),
             _write_back_section(summary.write_back),
             _quarantine_section(summary.quarantine, summary.counts.quarantined),
@@ -232,7 +233,9 @@ def _body_part_table(by_part: dict[str, PartCounts]) -> str:
     return f"<section class=parts><h2>By body part</h2>{table}</section>"
 
 
-def _flagged_section(flagged: list[ReportStudy], note: Any) -> str:
+def _flagged_section(
+    flagged: list[ReportStudy], note: Any, failures: Sequence[PictureFailure] = ()
+) -> str:
     intro = (
         "<p class=muted>Most suspicious first. Each picture pair shows the image and its "
         "class-activation-map overlay: where the model looked when it scored the image "
@@ -240,6 +243,15 @@ def _flagged_section(flagged: list[ReportStudy], note: Any) -> str:
     )
     if note:
         intro += f'<p class="note">{_e(note)}</p>'
+    if failures:
+        rows = [
+            [_code(f.study_key), _code(f.image_id), _e(f.error_type), _e(f.reason)]
+            for f in failures
+        ]
+        intro += (
+            f'<p class="note">{len(failures)} scored images have no pictures: they could not '
+            "be made.</p>" + _grid(["study", "image", "error", "reason"], rows, set())
+        )
     cards = "\n".join(_card(s) for s in flagged) or "<p>No study reached the threshold.</p>"
     return f"<section><h2>Flagged studies ({len(flagged):,})</h2>{intro}\n{cards}</section>"
 
@@ -300,10 +312,9 @@ def _incomplete_note(keys: Sequence[str]) -> str:
         return ""
     return (
         f'<p class="note">{len(keys)} studies were not screened: some of their images could '
-        "not be retrieved from the PACS (quarantine: <code>retrieve_failed</code>); the next "
-        f"run screens them. {', '.join(_code(k) for k in keys[:20])}"
-        + (" …" if len(keys) > 20 else "")
-        + "</p>"
+        "not be retrieved from the PACS (quarantine: <code>retrieve_failed</code>), or their "
+        "results for the PACS could not be built (below); the next run screens them. "
+        f"{', '.join(_code(k) for k in keys[:20])}" + (" …" if len(keys) > 20 else "") + "</p>"
     )
 
 
@@ -324,6 +335,13 @@ def _write_back_section(wb: WriteBackSummary | None) -> str:
         text += (
             f'<p class="note">{len(wb.failed)} studies could not be stored; their objects '
             f"wait in the outbox ({_n(wb.outbox_pending)} objects) for the next run.</p>"
+            + _grid(["study", "reason"], rows, set())
+        )
+    if wb.not_built:
+        rows = [[_code(f.study_key), _e(f.reason)] for f in wb.not_built]
+        text += (
+            f'<p class="note">{len(wb.not_built)} flagged studies\' results could not be '
+            "built: they are not screened this run, and the next run screens them again.</p>"
             + _grid(["study", "reason"], rows, set())
         )
     return f"<section><h2>Results in the PACS</h2>{text}</section>"

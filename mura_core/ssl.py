@@ -31,7 +31,7 @@ detector curve, window width), the same augmentation code the classifiers train 
 
 The encoder is a `build_model` backbone with its head removed (`SSLModel`), one-channel stem
 for gray films. `encoder_state` gives its tensors in the key names a `--weights FILE` uses
-(torchvision's own, as `mura_core.models.initial_weights` checks them), the head left out
+(torchvision's own, as `mura_core.initial_weights` checks them), the head left out
 and the stem widened back to three channels (its kernel ÷ 3 per channel: on a gray image
 replicated to three channels it computes exactly what the one-channel stem did, and a
 one-channel recipe sums it back), so any recipe of that architecture starts from it.
@@ -52,7 +52,7 @@ from .models import Backbone, build_model
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, TrainPreset
 
 if TYPE_CHECKING:
-    from .checkpoints import ModelOrigin
+    from .model_info import ModelOrigin
 
 METHOD = "vicreg"
 ENCODER_KIND = "encoder"  # model.json `extra.kind` of a pretrained encoder bundle

@@ -53,15 +53,15 @@ def run_evaluation(
             f"note: the model's input size {model.info.size} is larger than the shards' "
             f"{stats.size}: images are upsampled"
         )
-    chosen = model.info.threshold if threshold is None else threshold
+    point = model.info.operating_point(threshold)  # --threshold replaces every part's
     ensure_ray(address)
     predictions = predict_splits(
         shards.expanduser().resolve(), splits, bundle_bytes(model.folder), body_part=body_part
     )
-    # the model's per-part thresholds, unless --threshold overrides them all
-    parts = model.info.part_thresholds if threshold is None else None
     evaluations = {
-        split: evaluate_predictions(pred, chosen, seed=seed, part_thresholds=parts)
+        split: evaluate_predictions(
+            pred, point.threshold, seed=seed, part_thresholds=point.part_thresholds
+        )
         for split, pred in predictions.items()
     }
-    return EvaluateResult(model, chosen, evaluations)
+    return EvaluateResult(model, point.threshold, evaluations)

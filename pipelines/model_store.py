@@ -21,15 +21,9 @@ import numpy as np
 import torch
 from mlflow.tracking import MlflowClient
 
-from mura_core.checkpoints import (
-    MODEL_JSON,
-    BundleError,
-    ModelInfo,
-    is_bundle,
-    load_bundle,
-    read_info,
-)
+from mura_core.checkpoints import MODEL_JSON, BundleError, is_bundle, load_bundle, read_info
 from mura_core.errors import MuraError
+from mura_core.model_info import ModelInfo
 from mura_core.run_contract import ModelVersionTags
 from mura_core.ssl import is_encoder
 

@@ -3,7 +3,8 @@
 `Predictor` is a module-level class (Ray's batch-inference pattern): its constructor gets the
 model bundle's files as bytes (so no shared filesystem is needed on a cluster), rebuilds the
 model once, and `__call__` scores a batch of shard rows under `torch.inference_mode` (bf16
-autocast on GPU). Used by training-time evaluation, `mura evaluate` and screening.
+autocast on GPU). Used by training-time evaluation, `mura evaluate` and screening (whose
+actors, `scoring.ScreenPredictor` and `evidence.EvidenceMaker`, are subclasses).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import ray.data
 import torch
 from ray.data import ActorPoolStrategy
 
-from mura_core.checkpoints import ModelInfo, load_bundle
+from mura_core.checkpoints import load_bundle
+from mura_core.model_info import ModelInfo
 from mura_core.shards import ShardsLayout, pixels_array
 from mura_core.studies import Predictions
 
@@ -113,7 +115,9 @@ def predict(
     predictor: type[Predictor] = Predictor,
     predictor_kwargs: dict[str, Any] | None = None,
 ) -> ray.data.Dataset:
-    """Lazily add a `prob` column (and drop pixels) with a pool of `predictor` actors.
+    """Lazily map the rows through a pool of `predictor` actors (the default, `Predictor`:
+    a `prob` column, pixels dropped; `ScreenPredictor` scores screening rows,
+    `EvidenceMaker` makes CAMs and pictures).
 
     On CPU: one actor per 2+ cores by default, each reserving one CPU for Ray's scheduler
     but running torch on its share of the cores, so reading keeps a CPU of its own.

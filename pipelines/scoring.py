@@ -5,6 +5,8 @@ rows' keys are pseudonyms already (`mura_core.archive.pseudonyms`).
 Rows come either from shards (every row has pixels) or from on-the-fly decoding (rows with
 a `problem` carry zero pixels and are not scored). Every row comes out with the same
 explicit schema, so blocks always concatenate, whatever mix of labels and problems they hold.
+A PACS screening's rows also carry `kept` (each frame at the pictures' size, for the
+evidence pass after scoring: `pipelines.evidence`); it is passed through, last.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from mura_core.records import Failure, ScoredImage
 from mura_core.schema import arrow_schema, column_names
 from mura_core.shards import pixels_array
 
+from .archives.decode import KEPT
 from .predict import Predictor
 
 # one row per image: a `ScoredImage`'s columns, then a `Failure`'s (null where it scored)
@@ -54,4 +57,5 @@ class ScreenPredictor(Predictor):
         columns["prob"] = pa.array(prob, mask=~ok)
         columns["pixel_mean"] = pa.array(mean, mask=~ok).cast(pa.float32())
         columns["pixel_std"] = pa.array(std, mask=~ok).cast(pa.float32())
-        return pa.table([columns[f.name] for f in IMAGE_SCHEMA], schema=IMAGE_SCHEMA)
+        table = pa.table([columns[f.name] for f in IMAGE_SCHEMA], schema=IMAGE_SCHEMA)
+        return table.append_column(KEPT, batch.column(KEPT)) if KEPT in names else table

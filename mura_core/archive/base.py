@@ -44,6 +44,11 @@ class Archive(Protocol):
         """The archive's folder (absolute), or the PACS address (never credentials)."""
         ...
 
+    @property
+    def remote(self) -> bool:
+        """Whether its bytes come over the network (a PACS): read once, never again."""
+        ...
+
     def list(self) -> Listing: ...
 
     def read(self, locations: Sequence[Location]) -> Iterator[Read]:
@@ -64,6 +69,7 @@ class FileArchive(ABC):
     files: ArchiveFiles
     labels: Path | None = None
     kind: ClassVar[str]
+    remote: ClassVar[bool] = False
 
     @property
     def root(self) -> str:

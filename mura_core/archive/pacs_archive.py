@@ -28,6 +28,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
@@ -178,6 +179,7 @@ class PacsArchive:
     pacs: Pacs
     query: PacsQuery = field(default_factory=PacsQuery)
     labels: Path | None = None
+    remote: ClassVar[bool] = True
 
     @property
     def kind(self) -> str:

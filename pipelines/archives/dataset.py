@@ -26,11 +26,15 @@ def decoded_dataset(
     batch_size: int,
     blocks: int,
     progress: ProgressSink | None = None,
+    keep: int | None = None,
 ) -> ray.data.Dataset:
     """`rows` decoded at `size` px in batches of `batch_size` (rows with a `problem`
-    where they do not decode), one CPU per task; `progress` counts them on the console."""
+    where they do not decode), one CPU per task; `progress` counts them on the console;
+    `keep` adds each frame at keep px too (`kept`)."""
     ds = ray.data.from_items([row.to_dict() for row in rows], override_num_blocks=blocks)
-    kwargs = {"size": size, "archive": archive}
+    kwargs: dict[str, object] = {"size": size, "archive": archive}
+    if keep:
+        kwargs["keep"] = keep
     if progress is not None:
         kwargs.update(progress=progress, total=len(rows))
     return ds.map_batches(

@@ -10,6 +10,10 @@ archive layer, one at a time; PACS instances fetched for the whole batch). Memor
 bounded: one input is decoded at a time, at a working size of twice the output
 (`WORK_FACTOR`), and reduced to its rows' size x size frames before the next; a batch
 holds at most `BATCH_PIXELS` output pixels (`rows_per_batch`).
+
+Screening a PACS also asks for a second copy of each frame, `keep` px on a side (the
+`kept` column), made from the same decoded image as the model's pixels: the report's
+pictures and the Secondary Captures are made from it later, so no instance is fetched twice.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from ..progress import ProgressSink
 PROBLEM_TYPE = pa.struct(arrow_schema(Failure))
 _DECODED = tuple(name for name in column_names(DecodedImage) if name != "pixels")
 WORK_FACTOR = 2  # decoders may shrink an image while its longer side stays >= 2 x size
+KEPT = "kept"  # a PACS screening's copy of each frame for its pictures (`keep` px)
 BATCH_PIXELS = 16 * 512 * 512  # output pixels of one decode batch (16 images at 512 px)
 
 
@@ -79,24 +84,31 @@ def decode_batch(
     archive: Archive,
     progress: ProgressSink | None = None,
     total: int = 0,
+    keep: int | None = None,
 ) -> pa.Table:
     """Ray Data `map_batches` function (batch_format='pyarrow'): image rows in, staging
     rows out (and, given a `progress` sink, the batch's rows counted on the driver's
-    console); the bytes are read from `archive` inside this task."""
+    console); the bytes are read from `archive` inside this task. With `keep`, each row
+    also carries its frame at keep x keep (`kept`, zero where the row failed), from the
+    same decode."""
     rows: list[dict[str, Any]] = batch.to_pylist()
     if progress is not None:
         progress.advance("ingest", len(rows), total)
     pixels = np.zeros((len(rows), size, size), dtype=np.uint8)
+    kept = np.zeros((len(rows), keep, keep), dtype=np.uint8) if keep else None
     by_location: dict[Location, list[int]] = {}
     for i, row in enumerate(rows):
         by_location.setdefault(parse_location(row["path"]), []).append(i)
     for location, result in decode_locations(archive, list(by_location), size):
         for i in by_location[location]:
             _fill(rows[i], pixels, i, result, size)
+            if kept is not None and rows[i]["problem"] is None:
+                kept[i] = imaging.select_frame(result, int(rows[i]["frame"] or 0), keep)
     schema = staging_schema(size)
     columns = {name: [row.get(name) for row in rows] for name in schema.names if name != "pixels"}
     columns["pixels"] = encode_pixels(pixels)
-    return pa.table({name: columns[name] for name in schema.names}, schema=schema)
+    table = pa.table({name: columns[name] for name in schema.names}, schema=schema)
+    return table if kept is None else table.append_column(KEPT, encode_pixels(kept))
 
 
 def _fill(

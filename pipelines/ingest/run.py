@@ -88,7 +88,7 @@ class IngestConfig:
     access: AccessPolicy = AccessPolicy()  # a folder source: links, read cap
 
     def __post_init__(self) -> None:
-        from mura_core.checkpoints import MAX_SIZE, MIN_SIZE  # the bounds bundles obey too
+        from mura_core.model_info import MAX_SIZE, MIN_SIZE  # the bounds bundles obey too
 
         if not MIN_SIZE <= self.size <= MAX_SIZE:
             raise ConfigError(f"size must be between {MIN_SIZE} and {MAX_SIZE} px, got {self.size}")

@@ -23,12 +23,8 @@ import ray.train
 import ray.train.torch
 import torch
 
-from mura_core.checkpoints import (
-    ModelInfo,
-    TrainingState,
-    load_training_checkpoint,
-    save_training_checkpoint,
-)
+from mura_core.checkpoints import TrainingState, load_training_checkpoint, save_training_checkpoint
+from mura_core.model_info import ModelInfo
 from mura_core.run_contract import PretrainEpochReport
 from mura_core.schedules import adamw, warmup_cosine
 from mura_core.ssl import (

@@ -33,14 +33,9 @@ from ray.data import ExecutionOptions, RandomSeedConfig
 from ray.train.torch import TorchTrainer
 
 from mura_core import __version__
-from mura_core.checkpoints import (
-    MAX_SIZE,
-    ModelInfo,
-    ModelOrigin,
-    load_training_checkpoint,
-    save_bundle,
-)
+from mura_core.checkpoints import load_training_checkpoint, save_bundle
 from mura_core.errors import MuraError
+from mura_core.model_info import MAX_SIZE, ModelInfo, ModelOrigin
 from mura_core.run_contract import ModelVersionTags, PretrainEpochReport, pretrain_tags
 from mura_core.shards import ShardsLayout
 from mura_core.ssl import (

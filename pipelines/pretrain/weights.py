@@ -6,7 +6,7 @@ Resolved on the driver, before any worker starts, into the same thing the FILE p
 `pipelines.model_store.resolve_model` brings the bundle to a temporary folder; its
 `encoder.pt` (a pretrained encoder's `--weights FILE` state dict) — or, for a classifier, its
 weights without the head (`mura_core.ssl.encoder_state`) — goes through
-`mura_core.models.initial_weights` exactly as a FILE does (loaded with `weights_only`,
+`mura_core.initial_weights` exactly as a FILE does (loaded with `weights_only`,
 checked against the architecture); the folder is removed. Anything else (`imagenet`, `none`,
 a FILE) is `initial_weights` unchanged. The label the run prints and logs says which model,
 version and MLflow run the weights came from, and the file's digest.
@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 
 from mura_core.checkpoints import MEMBERS, is_bundle, load_bundle
-from mura_core.models import Backbone, InitialWeights, WeightsError, initial_weights
+from mura_core.initial_weights import InitialWeights, WeightsError, initial_weights
+from mura_core.models import Backbone
 from mura_core.ssl import ENCODER_FILE, encoder_state, is_encoder
 
 from ..model_store import ModelSpecError, resolve_model

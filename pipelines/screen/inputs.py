@@ -1,7 +1,10 @@
 """What screening reads: an archive (listed, decoded on the fly) or a shards folder.
 
 Either way the driver only lists (an archive: `mura_core.archive`) or counts (shards);
-pixels are read and decoded in Ray tasks (`pipelines.archives`). Identifiers are
+pixels are read and decoded in Ray tasks (`pipelines.archives`): for scoring
+(`input_dataset`), and again for the few pictures after it (`picture_dataset`: shard rows,
+or a folder's files; a remote archive, a PACS, is not fetched twice: its instances'
+pictures are kept while scoring). Identifiers are
 pseudonymized before anything is written, through the one function every input row goes
 through (`mura_core.archive.pseudonyms`): a listed archive's rows on the driver as ingest's
 are, before they reach Ray; the keys of shards ingested without pseudonyms in the task that
@@ -15,14 +18,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import ray.data
 
-from mura_core import imaging
 from mura_core.archive import (
     PACS_KINDS,
     AccessPolicy,
@@ -42,15 +42,14 @@ from mura_core.archive.rows import (
     image_lines,
     prepare_rows,
 )
-from mura_core.locations import Location
 from mura_core.pacs.client import PacsOptions
 from mura_core.privacy import Pseudonymizer, pseudonym_columns, read_reidentify
 from mura_core.records import ImageRow, QuarantineRow, ScoredImage
 from mura_core.schema import column_names
-from mura_core.shards import IMAGE_COLUMNS, ShardsLayout, pixels_array, read_quarantine_rows
+from mura_core.shards import IMAGE_COLUMNS, ShardsLayout, read_quarantine_rows
 from mura_core.splits import SplitConfig
 
-from ..archives import decode_locations, decoded_dataset, rows_per_batch
+from ..archives import decoded_dataset, rows_per_batch
 from ..console import console
 from ..runtime import cluster_cpus
 from ..shardsets import shard_stats
@@ -80,6 +79,11 @@ class ScreenInput:
     notes: tuple[str, ...] = ()  # what listing said (studies matched, instances skipped)
     contents: dict[str, str] | None = None  # an archive: image id → its content line's digest
     skip: frozenset[str] = frozenset()  # shards: image ids (as stored) scored before
+
+    @property
+    def remote(self) -> bool:
+        """Whether its bytes come over the network (a PACS): read once, when scoring."""
+        return self.archive is not None and self.archive.remote
 
     def only_studies(self, keys: set[str]) -> ScreenInput:
         """The same archive input narrowed to some studies (nightly: the new ones)."""
@@ -208,9 +212,11 @@ def open_input(
     return open_listed(archive, pseudonymize=pseudonymize)
 
 
-def input_dataset(inp: ScreenInput, size: int, *, decode_batch_size: int = 16) -> ray.data.Dataset:
+def input_dataset(
+    inp: ScreenInput, size: int, *, decode_batch_size: int = 16, keep: int | None = None
+) -> ray.data.Dataset:
     """The lazy dataset of rows to score: shard rows, or an archive's rows decoded in CPU
-    tasks."""
+    tasks (with `keep`, each also at keep px, `kept`: a PACS source's pictures)."""
     if inp.rows is None:
         ds = ray.data.read_parquet(str(ShardsLayout(inp.root).images))
         ds = ds.select_columns(SHARD_COLUMNS)
@@ -226,10 +232,10 @@ def input_dataset(inp: ScreenInput, size: int, *, decode_batch_size: int = 16) -
         return ds
     assert inp.archive is not None
     n, cpus = len(inp.rows), cluster_cpus()
-    decode_batch_size = rows_per_batch(size, decode_batch_size)
+    decode_batch_size = rows_per_batch(max(size, keep or 0), decode_batch_size)
     blocks = max(1, min(max(-(-n // ROWS_PER_BLOCK), 2 * cpus), -(-n // decode_batch_size)))
     return decoded_dataset(
-        inp.rows, inp.archive, size=size, batch_size=decode_batch_size, blocks=blocks
+        inp.rows, inp.archive, size=size, batch_size=decode_batch_size, blocks=blocks, keep=keep
     )
 
 
@@ -238,32 +244,31 @@ def _drop_ids(batch: pa.Table, *, ids: pa.Array) -> pa.Table:
     return batch.filter(pc.invert(pc.is_in(batch["image_id"], value_set=ids)))
 
 
-def load_pixels(inp: ScreenInput, image_ids: list[str], size: int) -> dict[str, np.ndarray]:
-    """Pixels of a few images (by report image id) for thumbnails and CAMs, on the driver."""
-    if not image_ids:
-        return {}
-    if inp.rows is not None:
-        by_id = {r.image_id: r for r in inp.rows}
-        by_path: dict[Location, list[str]] = {}
-        for image_id in image_ids:
-            by_path.setdefault(by_id[image_id].location, []).append(image_id)
-        out = {}
-        assert inp.archive is not None
-        for path, result in decode_locations(inp.archive, list(by_path), size):
-            for image_id in by_path[path]:
-                try:
-                    if not isinstance(result, imaging.ImagingError):
-                        out[image_id] = imaging.select_frame(result, by_id[image_id].frame, size)
-                except imaging.ImagingError:
-                    continue
-        return out
-    original = {p: o for k, p, o in inp.reidentify if k == "image"} if inp.pseudonymizer else {}
-    wanted = {original.get(i, i): i for i in image_ids}
-    table = pads.dataset(str(ShardsLayout(inp.root).images), format="parquet").to_table(
-        columns=["image_id", "pixels"], filter=pads.field("image_id").isin(list(wanted))
-    )
-    pixels = pixels_array(table.column("pixels")) if table.num_rows else []
-    return {
-        wanted[i]: np.array(p)
-        for i, p in zip(table.column("image_id").to_pylist(), pixels, strict=True)
-    }
+def picture_dataset(inp: ScreenInput, image_ids: list[str], size: int) -> ray.data.Dataset:
+    """The lazy dataset of some images' pixels (by report image id) for the evidence pass:
+    shard rows read in tasks, or a folder's files decoded in tasks at `size` (one row per
+    image, its `problem` where it no longer decodes). Not a remote archive (a PACS): it is
+    not fetched again, its pixels were kept by the scoring pass (`parts.ScoreParts.kept`)."""
+    if inp.remote:
+        raise ValueError("a PACS source's pictures come from the pixels scoring kept")
+    if inp.rows is None:
+        original = {p: o for k, p, o in inp.reidentify if k == "image"} if inp.pseudonymizer else {}
+        ids = {original.get(i, i): i for i in image_ids}
+        ds = ray.data.read_parquet(
+            str(ShardsLayout(inp.root).images), columns=["image_id", "pixels"]
+        )
+        return ds.map_batches(_pick_ids, batch_format="pyarrow", fn_kwargs={"ids": ids})
+    assert inp.archive is not None
+    by_id = {r.image_id: r for r in inp.rows}
+    batch = rows_per_batch(size, 16)
+    blocks = max(1, -(-len(image_ids) // batch))
+    rows = [by_id[i] for i in image_ids]
+    ds = decoded_dataset(rows, inp.archive, size=size, batch_size=batch, blocks=blocks)
+    return ds.select_columns(["image_id", "pixels", "problem"])
+
+
+def _pick_ids(batch: pa.Table, *, ids: dict[str, str]) -> pa.Table:
+    """Shard rows of the wanted images, under their report ids (as stored → report id)."""
+    batch = batch.filter(pc.is_in(batch["image_id"], value_set=pa.array(list(ids), pa.string())))
+    renamed = pa.array([ids[i] for i in batch["image_id"].to_pylist()], pa.string())
+    return batch.set_column(batch.schema.get_field_index("image_id"), "image_id", renamed)

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import torch
 
-from mura_core.checkpoints import BundleError, ModelInfo, load_bundle, save_ensemble_folders
+from mura_core.checkpoints import BundleError, load_bundle, save_ensemble_folders
+from mura_core.model_info import ModelInfo
 
 from ..model_store import ModelSpecError, ResolvedModel, process_folder, scoring_model
 

@@ -6,12 +6,16 @@ then the input listed, not empty and of the model's size) → claim OUT (`claim`
 with its marker `.mura-report`, locked for the whole run: a second run into the same OUT
 fails at once with one line and changes nothing) → deliver the outbox → Ray Data: read or
 decode → `map_batches(ScreenPredictor)` on an actor pool (GPUs when the cluster has them) → stream
-image scores to `images.parquet` on the driver (rows without pixels: bounded memory) →
-group by study on the driver (mean, max, count; `studies`) → flag at the threshold →
-drop studies a PACS did not hand every image of → with `--write-back`, build their SR and
-Secondary Captures (`writeback`) → pictures and CAMs of the top flagged studies → store the
-results (what fails waits in the outbox) → report files → MLflow run (`runlog`) →
-`summary.json`, written last, marks the report complete.
+image scores to `images.parquet` on the driver (rows without pixels: bounded memory; a
+PACS's rows also bring each frame at the pictures' size, kept in OUT/.scores beside the
+scores, so no instance is fetched twice) → group by study on the driver (mean, max, count;
+`studies`) → flag at the threshold → drop studies a PACS did not hand every image of →
+one more Ray Data pass, on actors, makes the pictures (`pictures`: CAMs, thumbnails and
+Secondary Capture pixels of the top flagged studies and, with `--write-back`, of every
+flagged study) → with `--write-back`, build their SR and Secondary Captures (`writeback`;
+a flagged study with an image the pass could not picture is not built, and not screened
+this run) → store the results (what fails waits in the outbox) → report files → MLflow
+run (`runlog`) → `summary.json`, written last, marks the report complete.
 
 A write that fails (a full disk, a quota) is one line naming the file, `cannot write PATH:
 No space left on device`, exit 1, and leaves no temporary file of ours (`mura_core.outputs`).
@@ -45,6 +49,7 @@ from mura_core.records import (
     ScreenCounts,
     ScreenSummary,
     SourceSummary,
+    WriteBackFailure,
     WriteBackSummary,
 )
 from mura_core.schema import arrow_schema
@@ -65,7 +70,7 @@ from .models import ScreeningModel, resolve_screening_model
 from .monitor import monitor
 from .parts import FOLDER as SCORES
 from .parts import Earlier, ScoreKey, ScoreParts, bundle_digest, scored_and_problems
-from .pictures import study_pictures
+from .pictures import Evidence, choose, kept_size, make_evidence, study_pictures
 from .runlog import log_screen_run
 from .studies import (
     aggregate,
@@ -228,7 +233,7 @@ def _stream_scores(
     from .inputs import input_dataset
 
     with data_context():
-        ds = input_dataset(inp, model.info.size)
+        ds = input_dataset(inp, model.info.size, keep=kept_size(inp, model.info.size))
     scored = predict(
         ds,
         bundle_bytes(model.folder),
@@ -257,6 +262,7 @@ def _resume(
         pseudonymize=cfg.pseudonymize,
         kind=inp.kind,
         root=str(inp.root),
+        pixels=kept_size(inp, model.info.size) or 0,
     )
     parts = ScoreParts(out, key, every=cfg.checkpoint_every)
     earlier = parts.earlier(inp.content)
@@ -276,11 +282,22 @@ def _resume(
     return parts, earlier
 
 
+@dataclass(frozen=True)
+class Scored:
+    """What scoring left: every scored image's row, the quarantined ones, the number kept
+    from an interrupted run, and OUT's parts (the pixels a PACS's pictures are made from)."""
+
+    images: pa.Table
+    problems: list[QuarantineRow]
+    kept: int
+    parts: ScoreParts
+
+
 def _scores(
     cfg: ScreenConfig, model: ScreeningModel, inp: ScreenInput, out: Path, gpus: int
-) -> tuple[pa.Table, list[QuarantineRow], int]:
+) -> Scored:
     """Score what has no score yet in OUT; every image's row (kept or new), sorted, goes to
-    images.parquet. The scored images, the quarantined rows, and the images kept."""
+    images.parquet."""
     parts, earlier = _resume(cfg, model, inp, out)
     todo = inp.without(earlier.ids)
     n = _stream_scores(cfg, model, todo, parts, gpus) if todo.images else 0
@@ -298,7 +315,7 @@ def _scores(
         QuarantineRow.decode_failure(row, row["error_type"], row["reason"])
         for row in failed.drop(["prob", "content"]).to_pylist()
     ]
-    return images, problems, earlier.rows.num_rows
+    return Scored(images, problems, earlier.rows.num_rows, parts)
 
 
 def _model_summary(model: ScreeningModel) -> ModelSummary:
@@ -353,33 +370,64 @@ def _start(cfg: ScreenConfig, prepared: Prepared, inp: ScreenInput) -> int:
     return _gpus(cfg)
 
 
+@dataclass(frozen=True)
+class Completed:
+    """The studies to report, their DICOM results (writing back), the incomplete studies
+    left for the next run, and the pictures."""
+
+    studies: pa.Table
+    results: list[StudyResults]
+    not_built: list[WriteBackFailure]
+    incomplete: list[str]
+    evidence: Evidence
+    shown: list[str]  # the flagged studies the report pictures
+
+
 def _complete(
+    cfg: ScreenConfig,
     prepared: Prepared,
     inp: ScreenInput,
     studies: pa.Table,
-    images: pa.Table,
-    problems: list[QuarantineRow],
-) -> tuple[pa.Table, list[StudyResults], list[str]]:
-    """The studies to report (every image retrieved and, when writing back, its DICOM
-    results built), those results, and the incomplete studies left for the next run."""
-    incomplete = unretrieved_studies(problems)
+    scored: Scored,
+    gpus: int,
+) -> Completed:
+    """Drop the studies a PACS did not hand every image of; make the pictures (the report's
+    first flagged studies, every flagged one when writing back) in one pass; build the
+    results, dropping the flagged studies whose pictures failed (screened next run)."""
+    incomplete = unretrieved_studies(scored.problems)
+    studies = without(studies, incomplete)
+    flagged = studies.filter(studies["flagged"])["study_key"].to_pylist()
+    shown = flagged[: cfg.pictures]
+    captured = flagged if prepared.dest is not None else []
+    evidence = make_evidence(
+        inp,
+        prepared.model,
+        scored.images,
+        choose(scored.images, shown, captured),
+        scored.parts,
+        gpus=gpus,
+        actors=cfg.actors,
+    )
     if prepared.dest is None:
-        return without(studies, incomplete), [], incomplete
-    results, unbuilt = build_results(inp, without(studies, incomplete), images, prepared.model)
+        return Completed(studies, [], [], incomplete, evidence, shown)
+    results, not_built = build_results(inp, studies, scored.images, prepared.model, evidence)
+    unbuilt = [f.study_key for f in not_built]
+    shown = [k for k in shown if k not in unbuilt]
     incomplete = sorted({*incomplete, *unbuilt})
-    return without(studies, incomplete), results, incomplete
+    return Completed(without(studies, unbuilt), results, not_built, incomplete, evidence, shown)
 
 
-def _write_back(prepared: Prepared, results: list[StudyResults]) -> WriteBackSummary | None:
+def _write_back(prepared: Prepared, done: Completed) -> WriteBackSummary | None:
     """Store the results (None when not writing back); what fails waits in the outbox."""
     if prepared.dest is None or prepared.outbox is None:
         return None
     return store_results(
         prepared.dest,
-        results,
+        done.results,
         prepared.outbox,
         report=prepared.out.name,
         delivered=prepared.delivered,
+        not_built=done.not_built,
     )
 
 
@@ -391,23 +439,23 @@ def execute(cfg: ScreenConfig, prepared: Prepared, inp: ScreenInput) -> ScreenRe
     screened_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     gpus = _start(cfg, prepared, inp)
     laps.lap("ray")
-    images, decode_problems, kept = _scores(cfg, model, inp, out, gpus)
-    scored = images.num_rows
+    scored = _scores(cfg, model, inp, out, gpus)
+    images = scored.images
     laps.lap("score")
     grouped = aggregate(images)
     # the model's per-part thresholds, unless --threshold overrides them all
     parts = model.info.part_thresholds if cfg.threshold is None else None
     studies = study_table(grouped, threshold, model, screened_at, parts)
-    studies, results, incomplete = _complete(prepared, inp, studies, images, decode_problems)
     laps.lap("aggregate")
-    quarantine = [*inp.problems, *decode_problems]
+    done = _complete(cfg, prepared, inp, studies, scored, gpus)
+    studies = done.studies
+    pictures = study_pictures(done.evidence, images, done.shown)
+    laps.lap("pictures")
+    quarantine = [*inp.problems, *scored.problems]
     monitoring = monitor(model.folder, studies, images, quarantine, threshold, cfg.bands)
     _write_tables(out, studies, quarantine, inp)
     flagged = studies.filter(studies["flagged"])["study_key"].to_pylist()
-    shown = flagged[: cfg.pictures]
-    pictures = study_pictures(inp, model.folder, images, shown)
-    laps.lap("pictures")
-    written = _write_back(prepared, results)
+    written = _write_back(prepared, done)
     if written is not None:
         laps.lap("write-back")
     summary = ScreenSummary(
@@ -415,24 +463,25 @@ def execute(cfg: ScreenConfig, prepared: Prepared, inp: ScreenInput) -> ScreenRe
         source=SourceSummary(kind=inp.kind, digest=inp.digest),
         model=_model_summary(model),
         threshold=threshold,
-        counts=ScreenCounts(studies.num_rows, scored, len(flagged), len(quarantine)),
+        counts=ScreenCounts(studies.num_rows, images.num_rows, len(flagged), len(quarantine)),
         job=cfg.job,
         experiment=cfg.experiment if prepared.tracking_uri else None,
         by_body_part=by_body_part(studies),
         quarantine=tuple(quarantine[:SUMMARY_QUARANTINE_ROWS]),
         gpus=gpus,
-        images_per_s=round((inp.images - kept) / max(laps.phases["score"], 1e-9), 2),
-        resumed=kept,
+        images_per_s=round((inp.images - scored.kept) / max(laps.phases["score"], 1e-9), 2),
+        resumed=scored.kept,
         pictures_limit_note=(
-            f"pictures for the first {len(shown)} of {len(flagged)} flagged studies"
-            if len(flagged) > len(shown)
+            f"pictures for the first {len(done.shown)} of {len(flagged)} flagged studies"
+            if len(flagged) > len(done.shown)
             else None
         ),
         seconds=laps.total(),
         write_back=written,
-        incomplete_studies=tuple(incomplete),
+        incomplete_studies=tuple(done.incomplete),
         source_notes=inp.notes,
         monitoring=monitoring,
+        picture_failures=done.evidence.failures,
     )
     return _finish(cfg, prepared, summary, report_studies(studies, pictures), laps)
 
@@ -508,7 +557,14 @@ def format_result(result: ScreenResult) -> str:
     if s.incomplete_studies:
         lines.append(
             f"{len(s.incomplete_studies)} studies not screened: some of their images could not "
-            "be retrieved (quarantine: retrieve_failed); run again to screen them"
+            "be retrieved (quarantine: retrieve_failed) or their results built; run again to "
+            "screen them"
+        )
+    if s.picture_failures:
+        first = s.picture_failures[0]
+        lines.append(
+            f"{len(s.picture_failures)} scored images have no pictures (first: "
+            f"{first.image_id}: {first.reason})"
         )
     if (wb := s.write_back) is not None:
         lines.append(
@@ -516,6 +572,7 @@ def format_result(result: ScreenResult) -> str:
             f"{wb.captures} Secondary Captures)"
             + (f", {len(wb.failed)} not stored (in the outbox)" if wb.failed else "")
             + (f", {wb.outbox_delivered} delivered from the outbox" if wb.outbox_delivered else "")
+            + (f", {len(wb.not_built)} flagged studies not built" if wb.not_built else "")
         )
     if (mon := s.monitoring) is not None:
         lines.append(

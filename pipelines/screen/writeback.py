@@ -1,8 +1,8 @@
 """`--write-back`: the screening results stored into each source study, as DICOM.
 
-The recipe, top to bottom, run on the driver after scoring (the objects are small; the
-images' pixels were fetched in Ray tasks, and are fetched again only for flagged studies'
-Secondary Captures):
+The recipe, top to bottom, run on the driver after scoring (the objects are small; each
+instance was fetched once, in a Ray task, and the flagged studies' pictures were made from
+the pixels kept then, by the evidence pass: `pictures`):
 
 1. deliver the outbox first (the caller does, before listing): objects an earlier run
    could not store (same UIDs, so a PACS that took them meanwhile keeps one copy);
@@ -11,7 +11,8 @@ Secondary Captures):
    Secondary Capture per scored view, Grad-CAM burned in (`build_secondary_captures`);
    the UIDs hash the study's whole listed instance set and the model, so a re-run or a
    retried upload stores the same objects: the PACS ends with one result per study per
-   model version;
+   model version. A flagged study with an image the evidence pass could not picture is
+   not built (`WriteBackSummary.not_built`, with the reason), and not screened this run;
 3. store them (STOW-RS or C-STORE, per study); a study counts as written back only when
    every object was acknowledged; what was refused goes to the outbox (owner-only
    folder), and the study is listed in the report with the reason.
@@ -42,7 +43,7 @@ from mura_core.errors import ConfigError
 from mura_core.locations import PacsInstance
 from mura_core.outputs import mark_folder
 from mura_core.pacs.client import Pacs, PacsOptions
-from mura_core.records import ImageRow, WriteBackFailure, WriteBackSummary
+from mura_core.records import ImageRow, PictureFailure, WriteBackFailure, WriteBackSummary
 from mura_core.results import (
     ImageFinding,
     ModelIdentity,
@@ -55,9 +56,8 @@ from mura_core.results import (
 from ..console import console
 from .inputs import ScreenInput
 from .models import ScreeningModel
-from .pictures import image_cams
+from .pictures import Evidence
 
-SC_DISPLAY = 320  # Secondary Capture: each half at least this many pixels
 OUTBOX_ENV = "MURA_OUTBOX"
 
 
@@ -221,45 +221,50 @@ def _findings(
 
 
 def _captures(
-    inp: ScreenInput, model: ScreeningModel, findings: list[tuple[str, StudyFinding]]
-) -> dict[str, list[ScPicture]]:
-    """Pictures (pixels and Grad-CAM) of every scored image of the flagged studies."""
+    inp: ScreenInput, evidence: Evidence, findings: list[tuple[str, StudyFinding]]
+) -> dict[str, list[ScPicture] | PictureFailure]:
+    """Per flagged study: a picture (pixels and Grad-CAM, from the evidence pass) of every
+    scored image, or the failure of the first image that has none."""
     assert inp.rows is not None
     by_sop_frame = {(_instance(r).sop, r.frame): r.image_id for r in inp.rows}
-    wanted = {
-        key: [(by_sop_frame[(str(i.source.SOPInstanceUID), i.frame)], i) for i in f.images]
-        for key, f in findings
-        if f.flagged
-    }
-    ids = [image_id for pairs in wanted.values() for image_id, _ in pairs]
-    pixels, maps = image_cams(inp, model.folder, ids, display=SC_DISPLAY) if ids else ({}, {})
-    return {
-        key: [
-            ScPicture(i.source, pixels[image_id], maps[image_id], i.probability, i.frame)
-            for image_id, i in pairs
-            if image_id in pixels
-        ]
-        for key, pairs in wanted.items()
-    }
+    out: dict[str, list[ScPicture] | PictureFailure] = {}
+    for key, finding in findings:
+        if not finding.flagged:
+            continue
+        pictures: list[ScPicture] | PictureFailure = []
+        for image in finding.images:
+            image_id = by_sop_frame[(str(image.source.SOPInstanceUID), image.frame)]
+            made = evidence.pictures.get(image_id)
+            if made is None or made.pixels is None or made.cam is None:
+                pictures = evidence.failure(image_id) or PictureFailure(
+                    key, image_id, "missing", "no picture was asked for"
+                )
+                break
+            pictures.append(
+                ScPicture(image.source, made.pixels, made.cam, image.probability, image.frame)
+            )
+        out[key] = pictures
+    return out
 
 
 def build_results(
-    inp: ScreenInput, studies: pa.Table, images: pa.Table, model: ScreeningModel
-) -> tuple[list[StudyResults], list[str]]:
-    """Every screened study's SR, and the flagged ones' Secondary Captures; and the flagged
-    studies whose pixels could not be fetched again for them (screened again next run)."""
+    inp: ScreenInput, studies: pa.Table, images: pa.Table, model: ScreeningModel, evidence: Evidence
+) -> tuple[list[StudyResults], list[WriteBackFailure]]:
+    """Every screened study's SR, and the flagged ones' Secondary Captures (from the
+    evidence pass's pictures); and the flagged studies not built, with the reason (an
+    image without a picture: screened again next run)."""
     identity = _identity(model)
     findings = _findings(inp, studies, images)
-    pictures = _captures(inp, model, findings)
+    pictures = _captures(inp, evidence, findings)
     out, unbuilt = [], []
     for key, finding in findings:
-        if finding.flagged and len(pictures[key]) < len(finding.images):
-            unbuilt.append(key)
+        captured = pictures.get(key, [])
+        if isinstance(captured, PictureFailure):
+            reason = f"no Secondary Capture of image {captured.image_id}: {captured.reason}"
+            unbuilt.append(WriteBackFailure(key, reason))
             continue
         sr = build_sr(finding, identity)
-        captures = (
-            build_secondary_captures(finding, identity, pictures[key]) if finding.flagged else []
-        )
+        captures = build_secondary_captures(finding, identity, captured) if finding.flagged else []
         out.append(StudyResults(key, (sr, *captures), len(captures)))
     return out, unbuilt
 
@@ -271,9 +276,10 @@ def store_results(
     *,
     report: str,
     delivered: Delivered | None = None,
+    not_built: Sequence[WriteBackFailure] = (),
 ) -> WriteBackSummary:
     """Store per study; a study's refused objects wait in the outbox (with the report it
-    was screened in), and the study is listed as a failure."""
+    was screened in), and the study is listed as a failure (beside those `not_built`)."""
     bar = console.progress("write-back", len(results), "studies")
     failed: list[WriteBackFailure] = []
     stored = captures = 0
@@ -296,4 +302,5 @@ def store_results(
         failed=tuple(failed),
         outbox_delivered=delivered.objects if delivered else 0,
         outbox_pending=outbox.pending(),
+        not_built=tuple(not_built),
     )

@@ -20,7 +20,7 @@ import torch
 
 from mura_core.calibration import Reliability, reliability
 from mura_core.cam import class_activation_maps, overlay_png
-from mura_core.checkpoints import ModelInfo, load_bundle, read_info
+from mura_core.checkpoints import load_bundle, read_info
 from mura_core.feedback import realized
 from mura_core.metrics import (
     Evaluation,
@@ -29,6 +29,7 @@ from mura_core.metrics import (
     table_rows,
     text_table,
 )
+from mura_core.model_info import ModelInfo
 from mura_core.monitoring.inputs import shard_inputs
 from mura_core.monitoring.snapshot import Snapshot, save_reference
 from mura_core.reports import confusion_plot, learning_curves, reliability_plot, roc_plot

@@ -32,14 +32,15 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
 from mura_core.checkpoints import (
-    ModelInfo,
     TrainingState,
     load_training_checkpoint,
     save_training_checkpoint,
     unwrap,
 )
 from mura_core.collapse import output_spread
+from mura_core.decisions import PAPER_THRESHOLD, flagged
 from mura_core.ema import ModelEMA
+from mura_core.model_info import ModelInfo
 from mura_core.models import build_model
 from mura_core.recipes import Recipe
 from mura_core.run_contract import EpochReport
@@ -123,7 +124,7 @@ def evaluate(
     spread = output_spread(p, y)
     out = {
         "val_loss": loss_sum / len(p),
-        "val_accuracy": float(((p > 0.5) == y).mean()),
+        "val_accuracy": float((flagged(p, PAPER_THRESHOLD) == y).mean()),
         "val_logit_std": spread.logit_std,
         "val_collapsed": bool(spread.collapsed),
     }

@@ -28,15 +28,9 @@ from ray.data import ExecutionOptions, RandomSeedConfig
 from ray.train.torch import TorchTrainer
 
 from mura_core import __version__
-from mura_core.checkpoints import (
-    ModelInfo,
-    ModelOrigin,
-    load_bundle,
-    read_history,
-    save_models,
-    write_info,
-)
-from mura_core.models import InitialWeights
+from mura_core.checkpoints import load_bundle, read_history, save_models, write_info
+from mura_core.initial_weights import InitialWeights
+from mura_core.model_info import ModelInfo, ModelOrigin
 from mura_core.recipes import Recipe
 from mura_core.run_contract import EpochReport, TrainRunParams
 from mura_core.shards import ShardsLayout

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mura_core.checkpoints import MODEL_JSON, WEIGHTS, ModelInfo, save_bundle
+from mura_core.checkpoints import MODEL_JSON, WEIGHTS, save_bundle
+from mura_core.model_info import ModelInfo
 from mura_core.models import build_model
 from mura_core.synth import SynthConfig, synthesize
 from tests.mura_core.test_bundles import write_malicious

@@ -189,10 +189,10 @@ def test_every_package_error_is_a_mura_error() -> None:
     from mura_core.recipes import recipe
     from mura_core.shards import ShardsError
     from mura_core.synth import SynthConfig, SynthError
-    from pipelines.compare import CompareError
     from pipelines.ingest import IngestError
-    from pipelines.mlflow_server import MlflowServerError
     from pipelines.model_store import ModelSpecError
+    from pipelines.registry.runs import CompareError
+    from pipelines.registry.server import MlflowServerError
     from pipelines.screen import ScreenConfig, ScreenError
     from pipelines.submit import SubmitError
     from pipelines.tracking import TrackingError

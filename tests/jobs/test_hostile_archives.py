@@ -21,7 +21,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from mura_core.archive import list_archive
-from mura_core.checkpoints import ModelInfo, save_bundle
+from mura_core.checkpoints import save_bundle
+from mura_core.model_info import ModelInfo
 from mura_core.models import build_model
 from mura_core.synth import SynthArchive, SynthConfig, synthesize
 from tests import hostile

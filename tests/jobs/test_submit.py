@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mura_core.checkpoints import ModelInfo, save_bundle
+from mura_core.checkpoints import save_bundle
+from mura_core.model_info import ModelInfo
 from mura_core.models import build_model
 from mura_core.recipes import recipe
 from mura_core.synth import SynthArchive

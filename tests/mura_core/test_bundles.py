@@ -16,13 +16,9 @@ import pytest
 import torch
 
 from mura_core.checkpoints import (
-    MAX_SIZE,
-    MIN_SIZE,
     MODEL_JSON,
     WEIGHTS,
     BundleError,
-    ModelInfo,
-    ModelOrigin,
     TrainingState,
     load_bundle,
     load_training_checkpoint,
@@ -30,6 +26,7 @@ from mura_core.checkpoints import (
     save_bundle,
     save_training_checkpoint,
 )
+from mura_core.model_info import MAX_SIZE, MIN_SIZE, ModelInfo, ModelOrigin
 from mura_core.models import FlipTTA, build_model, is_model_name
 from mura_core.recipes import Recipe, recipe
 from mura_core.run_contract import EpochReport

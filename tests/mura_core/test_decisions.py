@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from mura_core.calibration import apply_temperature
-from mura_core.checkpoints import ModelInfo
 from mura_core.decisions import (
     PAPER_THRESHOLD,
     OperatingPoint,
@@ -16,6 +15,7 @@ from mura_core.decisions import (
     study_label,
     threshold_including,
 )
+from mura_core.model_info import ModelInfo
 
 
 def test_a_study_is_the_mean_of_its_images_sorted_by_key_whatever_their_order() -> None:

@@ -11,7 +11,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from mura_core.checkpoints import ModelInfo, save_bundle
+from mura_core.checkpoints import save_bundle
 from mura_core.imaging import load_image
 from mura_core.imaging.geometry import pad_box, resize_pad
 from mura_core.localization import (
@@ -30,6 +30,7 @@ from mura_core.localization import (
     read_boxes,
     wilson_interval,
 )
+from mura_core.model_info import ModelInfo
 from mura_core.models import build_model
 from mura_core.recipes import recipe
 from tests.shared_data import FRACATLAS

@@ -11,9 +11,11 @@ import torch
 import torchvision
 from torch import nn
 
-from mura_core.checkpoints import ModelInfo, load_bundle, save_bundle, save_ensemble
+from mura_core.checkpoints import load_bundle, save_bundle, save_ensemble
 from mura_core.errors import MuraError
-from mura_core.models import SeedCNN, WeightsError, build_model, initial_weights
+from mura_core.initial_weights import WeightsError, initial_weights
+from mura_core.model_info import ModelInfo
+from mura_core.models import SeedCNN, build_model
 from mura_core.recipes import RECIPES, recipe
 from mura_core.transforms import IMAGENET_MEAN, EvalPreset, TrainPreset
 

@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from mura_core.checkpoints import ModelInfo, ModelOrigin, load_bundle, save_bundle
-from mura_core.models import build_model, initial_weights
+from mura_core.checkpoints import load_bundle, save_bundle
+from mura_core.initial_weights import initial_weights
+from mura_core.model_info import ModelInfo, ModelOrigin
+from mura_core.models import build_model
 from mura_core.ssl import (
     ENCODER_KIND,
     GRAY_MEAN,

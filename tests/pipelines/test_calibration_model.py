@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from mura_core.calibration import apply_temperature, reliability
-from mura_core.checkpoints import ModelInfo, load_bundle, save_bundle
+from mura_core.checkpoints import load_bundle, save_bundle
+from mura_core.model_info import ModelInfo
 from mura_core.models import build_model
 from mura_core.recipes import recipe
 from pipelines.model_store import resolve_model

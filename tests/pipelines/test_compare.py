@@ -18,19 +18,16 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from jobs.cli import main as cli
-from mura_core.checkpoints import ModelInfo, save_bundle
+from mura_core.checkpoints import save_bundle
+from mura_core.model_info import ModelInfo
 from mura_core.models import build_model
 from mura_core.recipes import recipe
 from mura_core.run_contract import ModelVersionTags, ci_names
 from mura_core.synth import SynthArchive
-from pipelines.compare import (
-    CompareError,
-    format_table,
-    load_runs,
-    plot,
-    promote,
-)
 from pipelines.model_store import log_bundle, resolve_model
+from pipelines.registry.promote import promote
+from pipelines.registry.runs import CompareError, load_runs
+from pipelines.registry.runs_table import format_table, plot
 from pipelines.tracking import ensure_experiment, sqlite_path, tracking_client, use_tracking
 
 if TYPE_CHECKING:

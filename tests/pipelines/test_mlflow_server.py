@@ -35,7 +35,9 @@ from mlflow.tracking import MlflowClient
 from mura_core.records import BodyPart
 from mura_core.synth import SynthConfig, synthesize
 from pipelines.ingest import IngestConfig, run_ingest
-from pipelines.mlflow_server import (
+from pipelines.model_store import resolve_model
+from pipelines.ports import free_port
+from pipelines.registry.server import (
     MLFLOW_DEFAULT_ALLOWED_HOSTS,
     PROBE,
     MlflowServerError,
@@ -43,8 +45,6 @@ from pipelines.mlflow_server import (
     basic_auth,
     start_server,
 )
-from pipelines.model_store import resolve_model
-from pipelines.ports import free_port
 from pipelines.tracking import TrackingError, check_tracking, tracking_client, use_tracking
 
 REPO = Path(__file__).resolve().parents[2]

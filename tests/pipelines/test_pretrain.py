@@ -13,7 +13,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from mura_core.checkpoints import load_bundle
-from mura_core.models import WeightsError
+from mura_core.initial_weights import WeightsError
 from mura_core.shards import read_images
 from mura_core.ssl import ENCODER_FILE, is_encoder
 from pipelines.model_store import ModelSpecError, resolve_model, scoring_model

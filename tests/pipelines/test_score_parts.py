@@ -8,8 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 
+from mura_core.shards import encode_pixels, pixels_array
+from pipelines.archives.decode import KEPT
 from pipelines.scoring import IMAGE_SCHEMA
 from pipelines.screen.parts import ScoreKey, ScoreParts, bundle_digest, scored_and_problems
 
@@ -88,3 +91,40 @@ def test_rows_are_sorted_and_split_into_scored_and_quarantined(tmp_path: Path) -
     scored, problems = scored_and_problems(rows)
     assert scored["image_id"].to_pylist() == ["im-1", "im-3"]
     assert problems["image_id"].to_pylist() == ["im-2"]
+
+
+PIXELS = 4  # a PACS screening keeps each frame at this size (here: tiny)
+KEEPING = ScoreKey(KEY.model, KEY.pseudonymize, "dicomweb", KEY.root, pixels=PIXELS)
+
+
+def kept_batch(ids: list[str]) -> pa.Table:
+    """Scored rows as a PACS screening's actor returns them: with each frame kept."""
+    frames = np.stack([np.full((PIXELS, PIXELS), int(i[-1]), np.uint8) for i in ids])
+    return batch(ids).append_column(KEPT, encode_pixels(frames))
+
+
+def test_kept_pixels_are_written_with_their_scores_and_read_back(tmp_path: Path) -> None:
+    parts = ScoreParts(tmp_path, KEEPING, every=4)
+    parts.earlier(CONTENTS.get)
+    for i in range(0, 6, 2):
+        parts.add(kept_batch([f"im-{i}", f"im-{i + 1}"]), CONTENTS.get)
+    parts.flush()
+    assert len(list((tmp_path / ".scores").glob("pixels-*.parquet"))) == 2  # with each part
+    kept = parts.kept(["im-1", "im-4", "im-9"], CONTENTS.get)
+    assert sorted(kept["image_id"].to_pylist()) == ["im-1", "im-4"]
+    pixels = dict(zip(kept["image_id"].to_pylist(), pixels_array(kept["pixels"]), strict=True))
+    assert (pixels["im-4"] == 4).all() and pixels["im-4"].shape == (PIXELS, PIXELS)
+    changed = {**CONTENTS, "im-1": "changed"}  # made from another content: not these pixels
+    assert parts.kept(["im-1"], changed.get).num_rows == 0
+
+
+def test_a_score_whose_kept_pixels_were_lost_is_made_again(tmp_path: Path) -> None:
+    parts = ScoreParts(tmp_path, KEEPING, every=2)
+    parts.earlier(CONTENTS.get)
+    parts.add(kept_batch(["im-0", "im-1"]), CONTENTS.get)
+    parts.add(kept_batch(["im-2", "im-3"]), CONTENTS.get)
+    first = sorted((tmp_path / ".scores").glob("pixels-*.parquet"))[0]
+    first.write_bytes(first.read_bytes()[:20])  # its data never reached the disk
+    earlier = ScoreParts(tmp_path, KEEPING).earlier(CONTENTS.get)
+    assert sorted(earlier.ids) == ["im-2", "im-3"] and earlier.dropped == 2
+    assert not first.exists()

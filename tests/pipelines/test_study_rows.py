@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from mura_core.checkpoints import ModelInfo
 from mura_core.metrics import evaluate_predictions
+from mura_core.model_info import ModelInfo
 from mura_core.studies import Predictions
 from pipelines.model_store import ResolvedModel
 from pipelines.screen.models import ScreeningModel

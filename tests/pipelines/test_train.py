@@ -20,7 +20,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from mura_core.checkpoints import load_bundle
-from mura_core.models import WeightsError
+from mura_core.initial_weights import WeightsError
 from mura_core.recipes import Recipe, recipe
 from mura_core.shards import ShardsLayout, pixels_array, read_images
 from mura_core.splits import SplitConfig

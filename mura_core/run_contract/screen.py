@@ -1,0 +1,171 @@
+"""4. Screening runs (`mura screen`, `mura nightly`): params, counts, monitoring figures,
+the record `mura monitor` reads."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any
+
+from .tags import Job, Tag, bool_tag, read_bool
+
+if TYPE_CHECKING:  # annotations only: monitor and the Ray Train controller import this
+    from ..records import MonitoringSummary, ScreenSummary, WriteBackSummary
+
+
+@dataclass(frozen=True)
+class ScreenRunParams:
+    """What a screening run logs as params: the source, the model, the set-up."""
+
+    source_kind: str
+    source_digest: str
+    model_uri: str
+    model_name: str
+    model_version: str | None  # None: unregistered
+    model_arch: str
+    model_size: int
+    threshold: float
+    batch_size: int
+    gpus: int
+
+    def to_params(self) -> dict[str, Any]:
+        """By name; MLflow logs each value as its `str()`."""
+        return {
+            "source.kind": self.source_kind,
+            "source.digest": self.source_digest,
+            "model.uri": self.model_uri,
+            "model.name": self.model_name,
+            "model.version": self.model_version or "unregistered",
+            "model.arch": self.model_arch,
+            "model.size": self.model_size,
+            "threshold": self.threshold,
+            "batch_size": self.batch_size,
+            "gpus": self.gpus,
+        }
+
+
+@dataclass(frozen=True)
+class WriteBackCounts:
+    """Results stored into a PACS by a screening run."""
+
+    studies: int
+    captures: int
+    failed: int
+    outbox_pending: int
+
+    @classmethod
+    def of(cls, summary: WriteBackSummary) -> WriteBackCounts:
+        return cls(summary.studies, summary.captures, len(summary.failed), summary.outbox_pending)
+
+    def to_metrics(self) -> dict[str, float]:
+        return {f"write_back.{f.name}": getattr(self, f.name) for f in fields(self)}
+
+
+COUNT_METRICS = ("studies", "images", "flagged", "quarantined")
+RATE_METRICS = ("images_per_s", "seconds", "resumed_images")
+
+
+@dataclass(frozen=True)
+class ScreenRunRecord:
+    """A screening run: who ran it, with which model, its counts and monitoring figures."""
+
+    job: str
+    studies: int = 0
+    images: int = 0
+    flagged: int = 0
+    quarantined: int = 0
+    images_per_s: float = 0.0
+    seconds: float = 0.0
+    resumed_images: int = 0
+    figures: Mapping[str, float] = field(default_factory=dict)  # monitoring's, flat names
+    reference: bool | None = None  # None: the run was not monitored
+    alert: str | None = None
+    write_back: WriteBackCounts | None = None
+    model_versions: str = "unregistered"  # `name/version` of each registered member
+    model_uri: str = ""
+    model_run_ids: str = ""  # each member's training run ("-": none), ","-joined
+    git_commit: str = ""
+
+    @classmethod
+    def of(cls, summary: ScreenSummary, **identity: str) -> ScreenRunRecord:
+        """From the run's summary; `identity`: the model's tags and the commit."""
+        monitoring: MonitoringSummary | None = summary.monitoring
+        counts = summary.counts
+        return cls(
+            job=summary.job,
+            studies=counts.studies,
+            images=counts.images,
+            flagged=counts.flagged,
+            quarantined=counts.quarantined,
+            images_per_s=summary.images_per_s or 0.0,
+            seconds=summary.seconds or 0.0,
+            resumed_images=summary.resumed,
+            figures=dict(monitoring.figures) if monitoring else {},
+            reference=monitoring.reference if monitoring else None,
+            alert=monitoring.alert if monitoring else None,
+            write_back=WriteBackCounts.of(summary.write_back) if summary.write_back else None,
+            **identity,
+        )
+
+    def to_tags(self) -> dict[str, str]:
+        tags = {
+            Tag.JOB: self.job,
+            Tag.MODEL_VERSION: self.model_versions,
+            Tag.MODEL_URI: self.model_uri,
+            Tag.MODEL_RUN_ID: self.model_run_ids,
+            Tag.GIT_COMMIT: self.git_commit,
+        }
+        if self.reference is not None:
+            tags[Tag.REFERENCE] = bool_tag(self.reference)
+        if self.alert:
+            tags[Tag.ALERT] = self.alert
+        return tags
+
+    def to_metrics(self) -> dict[str, float]:
+        metrics = {name: getattr(self, name) for name in COUNT_METRICS + RATE_METRICS}
+        metrics.update(self.figures)
+        if self.write_back is not None:
+            metrics.update(self.write_back.to_metrics())
+        return metrics
+
+    @classmethod
+    def from_run(
+        cls, metrics: Mapping[str, float], tags: Mapping[str, str], params: Mapping[str, str]
+    ) -> ScreenRunRecord:
+        """A logged run back; what it lacks keeps its default (no job tag: `screen`)."""
+        own = set(COUNT_METRICS + RATE_METRICS)
+        counts = {name: metrics[name] for name in own if name in metrics}
+        for name in COUNT_METRICS + ("resumed_images",):
+            if name in counts:
+                counts[name] = int(counts[name])
+        wb = {k: int(v) for k, v in metrics.items() if k.startswith("write_back.")}
+        return cls(
+            job=tags.get(Tag.JOB, Job.SCREEN),
+            figures={k: v for k, v in metrics.items() if k not in own and k not in wb},
+            reference=read_bool(tags.get(Tag.REFERENCE)),
+            alert=tags.get(Tag.ALERT),
+            write_back=WriteBackCounts(**{k.split(".", 1)[1]: v for k, v in wb.items()})
+            if len(wb) == len(fields(WriteBackCounts))
+            else None,
+            model_versions=tags.get(Tag.MODEL_VERSION, "unregistered"),
+            model_uri=tags.get(Tag.MODEL_URI, ""),
+            model_run_ids=tags.get(Tag.MODEL_RUN_ID, ""),
+            git_commit=tags.get(Tag.GIT_COMMIT, ""),
+            **counts,
+        )
+
+    @property
+    def flag_rate(self) -> float | None:
+        return self.figures.get(FLAG_RATE)
+
+    def part_flag_rates(self) -> dict[str, float]:
+        return part_flag_rates(self.figures)
+
+
+FLAG_RATE = "flag_rate"  # the monitoring figure: flagged studies / studies
+
+
+def part_flag_rates(figures: Mapping[str, float]) -> dict[str, float]:
+    """The flag rate of each body part screened (`flag_rate.<BODY_PART>`)."""
+    prefix = FLAG_RATE + "."
+    return {k.removeprefix(prefix): v for k, v in figures.items() if k.startswith(prefix)}

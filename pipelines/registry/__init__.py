@@ -1,0 +1,3 @@
+"""Where runs and models are kept and chosen: training runs side by side (`runs`, shown by
+`runs_table`), promotion to an alias (`promote`), and the MLflow tracking server (`server`:
+config, process, auth, network)."""

@@ -1,0 +1,117 @@
+"""A PACS screening fetches each instance once: scoring, the report's pictures and the
+Secondary Captures written back are all made from that one fetch.
+
+Orthanc counts for itself: a Lua `IncomingHttpRequestFilter` appends every HTTP request
+(method and URI) to a file. `mura screen dicomweb+http://… --write-back` of a small
+archive, with a threshold that flags about half of its studies, must ask WADO-RS for each
+source instance exactly once, and still store an SR per study and a Secondary Capture per
+image of every flagged study, with the report showing the flagged studies' pictures.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pydicom
+import pytest
+
+from jobs.cli import main as mura
+from mura_core.screen_report import read_summary
+from mura_core.synth import SynthArchive
+from pipelines.orthanc import Orthanc, OrthancConfig, start_orthanc
+from pipelines.screen import ScreenConfig, run_screen
+from tests.conftest import load_into
+from tests.pipelines.test_screen import random_bundle
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+
+# Orthanc runs this on every HTTP request it gets: one line, "METHOD URI", per request
+LOG_REQUESTS = """
+function IncomingHttpRequestFilter(method, uri, ip, username, httpHeaders)
+  local f = io.open('{path}', 'a')
+  f:write(method .. ' ' .. uri .. '\\n')
+  f:close()
+  return true
+end
+"""
+WADO_INSTANCE = re.compile(r"^GET /dicom-web/studies/[^/]+/series/[^/]+/instances/([^/]+)$")
+
+
+class LoggingOrthanc(Orthanc):
+    """The test Orthanc, writing down every HTTP request it is asked."""
+
+    @property
+    def requests(self) -> Path:
+        return self.storage / "requests.log"
+
+    def config(self) -> dict[str, object]:
+        script = self.storage / "log-requests.lua"
+        script.write_text(LOG_REQUESTS.replace("{path}", str(self.requests)))
+        return {**super().config(), "LuaScripts": [str(script)]}
+
+    def retrieved(self) -> Counter[str]:
+        """WADO-RS instance retrievals so far, by SOP Instance UID."""
+        lines = self.requests.read_text().splitlines() if self.requests.is_file() else []
+        return Counter(m.group(1) for line in lines if (m := WADO_INSTANCE.match(line)))
+
+
+def _instances(root: Path) -> dict[str, str]:
+    """The archive's SOP Instance UIDs, and each one's study."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and path.suffix != ".csv":
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            out[str(ds.SOPInstanceUID)] = str(ds.StudyInstanceUID)
+    return out
+
+
+def test_a_write_back_screening_fetches_each_instance_once(
+    orthanc_factory, dicom_archive: SynthArchive, tmp_path: Path, monkeypatch
+) -> None:
+    server = start_orthanc(OrthancConfig(storage=tmp_path / "pacs"), server=LoggingOrthanc)
+    orthanc_factory.track(server)
+    assert load_into(server, dicom_archive.root) == dicom_archive.n_images
+    instances = _instances(dicom_archive.root)
+    bundle = random_bundle(tmp_path / "bundle")
+    # the folder gives the same probabilities as the PACS (test_pacs): a threshold at their
+    # median flags about half of the studies, without asking the PACS for anything
+    folder = run_screen(
+        ScreenConfig(
+            source=dicom_archive.root, out=tmp_path / "folder", models=(str(bundle),), track=False
+        )
+    )
+    probs = pq.read_table(folder.out / "studies.parquet")["mean_prob"].to_numpy()
+    threshold = float(np.median(probs))
+    assert not server.retrieved()
+
+    for name, value in server.auth_env.items():
+        monkeypatch.setenv(name, value)
+    out = tmp_path / "report"
+    code = mura(
+        [
+            *("screen", server.dicomweb, "--out", str(out), "--model", str(bundle)),
+            *("--threshold", str(threshold), "--write-back", "--outbox", str(tmp_path / "outbox")),
+            *("--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"),
+        ]
+    )
+    assert code == 0
+
+    retrieved = server.retrieved()
+    assert retrieved == Counter(dict.fromkeys(instances, 1))  # each source instance, once
+    summary = read_summary(out)
+    studies = pq.read_table(out / "studies.parquet").to_pylist()
+    flagged = [s for s in studies if s["flagged"]]
+    assert 0 < len(flagged) < len(studies) == len(set(instances.values()))
+    wb = summary.write_back
+    assert wb is not None and not wb.failed and not wb.not_built
+    assert (wb.studies, wb.reports) == (len(studies), len(studies))
+    assert wb.captures == sum(s["images"] for s in flagged)
+    assert not summary.picture_failures and not summary.incomplete_studies
+    html = (out / "report.html").read_text()
+    shown = min(len(flagged), 12)
+    assert html.count('alt="CAM overlay') >= shown  # every flagged study's pictures
+    assert not (out / ".scores").exists()  # the kept pixels went with the scores
