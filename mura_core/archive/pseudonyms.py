@@ -14,7 +14,9 @@ none: identifiers pass as they are). Where it runs follows where an input's rows
   there exposes nothing new. The driver makes the same pseudonyms for the
   re-identification map from the key columns alone.
 
-Whether an input is pseudonymized is decided once too (`should_pseudonymize`).
+Whether a listed archive is pseudonymized is decided in one place too
+(`should_pseudonymize`: `--pseudonymize auto` means the DICOM kinds); shards are, unless
+ingest pseudonymized them already or screening runs with `--pseudonymize never`.
 """
 
 from __future__ import annotations
