@@ -314,9 +314,7 @@ def _incomplete_note(keys: Sequence[str]) -> str:
         f'<p class="note">{len(keys)} studies were not screened: some of their images could '
         "not be retrieved from the PACS (quarantine: <code>retrieve_failed</code>), or their "
         "results for the PACS could not be built (below); the next run screens them. "
-        f"{', '.join(_code(k) for k in keys[:20])}"
-        + (" …" if len(keys) > 20 else "")
-        + "</p>"
+        f"{', '.join(_code(k) for k in keys[:20])}" + (" …" if len(keys) > 20 else "") + "</p>"
     )
 
 

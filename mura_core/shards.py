@@ -41,6 +41,9 @@ MANIFEST_FILE = "manifest.json"
 REIDENTIFY_FILE = "reidentify.csv"
 SPLIT_FILE = "split.csv"  # path,split of every listed image (mura_core.splits)
 MARKER_FILE = ".mura-shards"
+# not a shard column: a PACS screening's decoded rows also carry each frame at the size of
+# its pictures (`pipelines.ingest.decode`), kept by the driver for the pictures after scoring
+KEPT_PIXELS = "kept"
 
 
 def pixels_type(size: int) -> pa.DataType:

@@ -143,4 +143,3 @@ def unpack(row: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
     side, cam_side = int(row["size"]), int(row["cam_size"])
     pixels = np.frombuffer(row["pixels"], np.uint8).reshape(side, side)
     return pixels, np.frombuffer(row["cam"], np.float32).reshape(cam_side, cam_side)
-

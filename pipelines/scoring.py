@@ -20,9 +20,8 @@ from mura_core.monitoring.inputs import pixel_stats
 from mura_core.privacy import Pseudonymizer, pseudonym_columns
 from mura_core.records import Failure, ScoredImage
 from mura_core.schema import arrow_schema, column_names
-from mura_core.shards import pixels_array
+from mura_core.shards import KEPT_PIXELS, pixels_array
 
-from .ingest.decode import KEPT
 from .predict import Predictor
 
 # one row per image: a `ScoredImage`'s columns, then a `Failure`'s (null where it scored)
@@ -77,4 +76,8 @@ class ScreenPredictor(Predictor):
                     type=pa.string(),
                 )
         table = pa.table([columns[f.name] for f in IMAGE_SCHEMA], schema=IMAGE_SCHEMA)
-        return table.append_column(KEPT, batch.column(KEPT)) if KEPT in names else table
+        return (
+            table.append_column(KEPT_PIXELS, batch.column(KEPT_PIXELS))
+            if KEPT_PIXELS in names
+            else table
+        )
