@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import __version__
@@ -41,6 +42,9 @@ MANIFEST_FILE = "manifest.json"
 REIDENTIFY_FILE = "reidentify.csv"
 SPLIT_FILE = "split.csv"  # path,split of every listed image (mura_core.splits)
 MARKER_FILE = ".mura-shards"
+# not a shard column: a PACS screening's decoded rows also carry each frame at the size of
+# its pictures (`pipelines.archives.decode`), kept by the driver for the pictures after scoring
+KEPT_PIXELS = "kept"
 
 
 def pixels_type(size: int) -> pa.DataType:
@@ -210,6 +214,21 @@ def read_images(root: str | Path, columns: list[str] | None = None) -> pa.Table:
     if not files:
         return image_schema(manifest.size).empty_table()
     return pa.concat_tables([pq.read_table(f, columns=columns) for f in files])
+
+
+def read_image_rows(root: str | Path, image_ids: Iterable[str], columns: list[str]) -> pa.Table:
+    """Some images' rows (by `image_id` as stored), reading each file's ids first and then
+    only the row groups that hold a wanted image: a few pictures do not read every pixel."""
+    wanted = pa.array(sorted(set(image_ids)), pa.string())
+    tables = [image_schema(Manifest.read(root).size).empty_table().select(columns)]
+    for path in ShardsLayout(Path(root)).image_files():
+        file = pq.ParquetFile(path)
+        for group in range(file.num_row_groups):
+            ids = file.read_row_group(group, columns=["image_id"])["image_id"]
+            mask = pc.is_in(ids, value_set=wanted)
+            if pc.any(mask).as_py():
+                tables.append(file.read_row_group(group, columns=columns).filter(mask))
+    return pa.concat_tables(tables)
 
 
 def quarantine_table(rows: Iterable[QuarantineRow]) -> pa.Table:

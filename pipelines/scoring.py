@@ -20,9 +20,8 @@ import pyarrow.compute as pc
 from mura_core.monitoring.inputs import pixel_stats
 from mura_core.records import Failure, ScoredImage
 from mura_core.schema import arrow_schema, column_names
-from mura_core.shards import pixels_array
+from mura_core.shards import KEPT_PIXELS, pixels_array
 
-from .archives.decode import KEPT
 from .predict import Predictor
 
 # one row per image: a `ScoredImage`'s columns, then a `Failure`'s (null where it scored)
@@ -58,4 +57,8 @@ class ScreenPredictor(Predictor):
         columns["pixel_mean"] = pa.array(mean, mask=~ok).cast(pa.float32())
         columns["pixel_std"] = pa.array(std, mask=~ok).cast(pa.float32())
         table = pa.table([columns[f.name] for f in IMAGE_SCHEMA], schema=IMAGE_SCHEMA)
-        return table.append_column(KEPT, batch.column(KEPT)) if KEPT in names else table
+        return (
+            table.append_column(KEPT_PIXELS, batch.column(KEPT_PIXELS))
+            if KEPT_PIXELS in names
+            else table
+        )

@@ -30,14 +30,13 @@ from mura_core.archive import Archive
 from mura_core.locations import FileLocation, Location, parse_location
 from mura_core.records import DecodedImage, Failure
 from mura_core.schema import arrow_schema, column_names
-from mura_core.shards import encode_pixels, image_schema
+from mura_core.shards import KEPT_PIXELS, encode_pixels, image_schema
 
 from ..progress import ProgressSink
 
 PROBLEM_TYPE = pa.struct(arrow_schema(Failure))
 _DECODED = tuple(name for name in column_names(DecodedImage) if name != "pixels")
 WORK_FACTOR = 2  # decoders may shrink an image while its longer side stays >= 2 x size
-KEPT = "kept"  # a PACS screening's copy of each frame for its pictures (`keep` px)
 BATCH_PIXELS = 16 * 512 * 512  # output pixels of one decode batch (16 images at 512 px)
 
 
@@ -108,7 +107,7 @@ def decode_batch(
     columns = {name: [row.get(name) for row in rows] for name in schema.names if name != "pixels"}
     columns["pixels"] = encode_pixels(pixels)
     table = pa.table({name: columns[name] for name in schema.names}, schema=schema)
-    return table if kept is None else table.append_column(KEPT, encode_pixels(kept))
+    return table if kept is None else table.append_column(KEPT_PIXELS, encode_pixels(kept))
 
 
 def _fill(

@@ -1,13 +1,14 @@
 """What screening reads: an archive (listed, decoded on the fly) or a shards folder.
 
 Either way the driver only lists (an archive: `mura_core.archive`) or counts (shards);
-pixels are read and decoded in Ray tasks (`pipelines.archives`): for scoring
-(`input_dataset`), and again for the few pictures after it (`picture_dataset`: shard rows,
-or a folder's files; a remote archive, a PACS, is not fetched twice: its instances'
-pictures are kept while scoring). Identifiers are
-pseudonymized before anything is written, through the one function every input row goes
-through (`mura_core.archive.pseudonyms`): a listed archive's rows on the driver as ingest's
-are, before they reach Ray; the keys of shards ingested without pseudonyms in the task that
+pixels are read and decoded in Ray tasks (`pipelines.archives`) for scoring
+(`input_dataset`). For the few pictures after it, a folder's files are decoded again in
+tasks (`picture_dataset`); shards hold their pixels (`stored_pixels` reads only the row
+groups of the chosen images); a remote archive, a PACS, is not fetched twice: its
+instances' pictures are kept while scoring. Identifiers are pseudonymized before anything
+is written, through the one function every input row goes through
+(`mura_core.archive.pseudonyms`): a listed archive's rows on the driver as ingest's are,
+before they reach Ray; the keys of shards ingested without pseudonyms in the task that
 reads them, right after the read.
 """
 
@@ -46,7 +47,12 @@ from mura_core.pacs.client import PacsOptions
 from mura_core.privacy import Pseudonymizer, pseudonym_columns, read_reidentify
 from mura_core.records import ImageRow, QuarantineRow, ScoredImage
 from mura_core.schema import column_names
-from mura_core.shards import IMAGE_COLUMNS, ShardsLayout, read_quarantine_rows
+from mura_core.shards import (
+    IMAGE_COLUMNS,
+    ShardsLayout,
+    read_image_rows,
+    read_quarantine_rows,
+)
 from mura_core.splits import SplitConfig
 
 from ..archives import decoded_dataset, rows_per_batch
@@ -244,20 +250,25 @@ def _drop_ids(batch: pa.Table, *, ids: pa.Array) -> pa.Table:
     return batch.filter(pc.invert(pc.is_in(batch["image_id"], value_set=ids)))
 
 
+def stored_pixels(inp: ScreenInput, image_ids: list[str]) -> pa.Table:
+    """A shards folder's pixels of some images (image_id, pixels), by report image id: only
+    the row groups that hold them are read (already decoded: nothing to do in a task)."""
+    if inp.rows is not None:
+        raise ValueError("only a shards folder stores its pixels")
+    original = {p: o for k, p, o in inp.reidentify if k == "image"} if inp.pseudonymizer else {}
+    ids = {original.get(i, i): i for i in image_ids}
+    table = read_image_rows(inp.root, ids, ["image_id", "pixels"])
+    renamed = pa.array([ids[i] for i in table["image_id"].to_pylist()], pa.string())
+    return table.set_column(0, "image_id", renamed)
+
+
 def picture_dataset(inp: ScreenInput, image_ids: list[str], size: int) -> ray.data.Dataset:
-    """The lazy dataset of some images' pixels (by report image id) for the evidence pass:
-    shard rows read in tasks, or a folder's files decoded in tasks at `size` (one row per
-    image, its `problem` where it no longer decodes). Not a remote archive (a PACS): it is
-    not fetched again, its pixels were kept by the scoring pass (`parts.ScoreParts.kept`)."""
-    if inp.remote:
-        raise ValueError("a PACS source's pictures come from the pixels scoring kept")
-    if inp.rows is None:
-        original = {p: o for k, p, o in inp.reidentify if k == "image"} if inp.pseudonymizer else {}
-        ids = {original.get(i, i): i for i in image_ids}
-        ds = ray.data.read_parquet(
-            str(ShardsLayout(inp.root).images), columns=["image_id", "pixels"]
-        )
-        return ds.map_batches(_pick_ids, batch_format="pyarrow", fn_kwargs={"ids": ids})
+    """The lazy dataset of some images of a folder (by report image id), decoded in tasks at
+    `size` for the evidence pass: one row per image, its `problem` where it no longer
+    decodes. (Shards store their pixels: `stored_pixels`; a remote archive, a PACS, is not
+    fetched again: its pixels were kept by the scoring pass, `parts.ScoreParts.kept`.)"""
+    if inp.rows is None or inp.remote:
+        raise ValueError("only a folder's pictures are decoded again")
     assert inp.archive is not None
     by_id = {r.image_id: r for r in inp.rows}
     batch = rows_per_batch(size, 16)
@@ -265,10 +276,3 @@ def picture_dataset(inp: ScreenInput, image_ids: list[str], size: int) -> ray.da
     rows = [by_id[i] for i in image_ids]
     ds = decoded_dataset(rows, inp.archive, size=size, batch_size=batch, blocks=blocks)
     return ds.select_columns(["image_id", "pixels", "problem"])
-
-
-def _pick_ids(batch: pa.Table, *, ids: dict[str, str]) -> pa.Table:
-    """Shard rows of the wanted images, under their report ids (as stored → report id)."""
-    batch = batch.filter(pc.is_in(batch["image_id"], value_set=pa.array(list(ids), pa.string())))
-    renamed = pa.array([ids[i] for i in batch["image_id"].to_pylist()], pa.string())
-    return batch.set_column(batch.schema.get_field_index("image_id"), "image_id", renamed)

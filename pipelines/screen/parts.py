@@ -46,8 +46,8 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from mura_core.outputs import atomic, write_text_atomic, writing
+from mura_core.shards import KEPT_PIXELS
 
-from ..archives.decode import KEPT
 from ..scoring import IMAGE_SCHEMA
 
 FOLDER = ".scores"
@@ -171,9 +171,9 @@ class ScoreParts:
         table = batch.select(IMAGE_SCHEMA.names).cast(IMAGE_SCHEMA)
         self._buffer.append(table.append_column("content", digests))
         self._buffered += batch.num_rows
-        if KEPT in batch.column_names:
+        if KEPT_PIXELS in batch.column_names:
             pixels = pa.table(
-                {"image_id": batch["image_id"], "content": digests, "pixels": batch[KEPT]}
+                {"image_id": batch["image_id"], "content": digests, "pixels": batch[KEPT_PIXELS]}
             )
             self._pixels.append(pixels.filter(pc.is_valid(batch["prob"])))
             self._pixel_rows += self._pixels[-1].num_rows

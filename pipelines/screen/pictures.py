@@ -6,11 +6,12 @@ probability first: `report_rows`) and, writing back, every scored image of every
 study. The recipe, top to bottom:
 
 1. `choose`: which images, and for what (`pipelines.evidence.EvidenceRequest`);
-2. their pixels (`_pixels`), never decoded or fetched on the driver: a shards folder's rows
-   read in tasks, a folder's files decoded in tasks at the report's size (max(model size,
-   DISPLAY_SIZE)), a PACS's instances not fetched again: the scoring pass kept each frame
-   at max(model size, SC_DISPLAY) (`parts.ScoreParts.kept`, read from OUT and put in the
-   object store);
+2. their pixels (`_pixels`), never decoded or fetched on the driver: a folder's files
+   decoded in tasks at the report's size (max(model size, DISPLAY_SIZE)); stored pixels
+   read, only those of the chosen images, and put in the object store: a shards folder's
+   rows (`inputs.stored_pixels`: the row groups that hold them), a PACS's frames that the
+   scoring pass kept at max(model size, SC_DISPLAY) (`parts.ScoreParts.kept`), so no
+   instance is fetched again;
 3. `EvidenceMaker` actors (the model loaded once per actor, on a GPU where scoring had
    them; `mura_core.cam` makes the maps; an ensemble's map is its members' mean);
 4. one `Evidence`: per image its pictures, or the reason it has none (`PictureFailure`):
@@ -34,7 +35,7 @@ from ..console import console
 from ..evidence import EVIDENCE_BATCH, EvidenceMaker, EvidenceRequest, unpack
 from ..predict import bundle_bytes, predict
 from ..runtime import cluster_cpus, data_context
-from .inputs import ScreenInput, picture_dataset
+from .inputs import ScreenInput, picture_dataset, stored_pixels
 from .models import ScreeningModel
 from .parts import ScoreParts
 
@@ -92,12 +93,16 @@ def _pixels(
     inp: ScreenInput, ids: list[str], parts: ScoreParts, size: int
 ) -> tuple[ray.data.Dataset | None, str]:
     """The dataset of the images' pixels (None: there are none), and why an image it has
-    no row for is missing."""
-    if not inp.remote:
-        return picture_dataset(inp, ids, size), "not found in the shards any more"
-    kept = parts.kept(ids, inp.content)
-    tables = [kept.slice(i, EVIDENCE_BATCH) for i in range(0, kept.num_rows, EVIDENCE_BATCH)]
-    missing = "its pixels were not kept by the scoring pass"
+    no row for is missing: a folder's decoded in tasks; stored ones (shards, a PACS's kept
+    frames) read here, only the chosen images', and handed over through the object store."""
+    if inp.rows is not None and not inp.remote:
+        return picture_dataset(inp, ids, size), "no row came back for it"
+    if inp.rows is None:
+        stored, missing = stored_pixels(inp, ids), "not found in the shards any more"
+    else:
+        stored, missing = parts.kept(ids, inp.content), "its pixels were not kept while scoring"
+    n = stored.num_rows
+    tables = [stored.slice(i, EVIDENCE_BATCH) for i in range(0, n, EVIDENCE_BATCH)]
     return (ray.data.from_arrow(tables) if tables else None), missing
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -14,7 +16,10 @@ from mura_core.shards import (
     Manifest,
     ManifestCounts,
     ShardsError,
+    encode_pixels,
+    pixels_array,
     quarantine_table,
+    read_image_rows,
     read_images,
     read_quarantine_rows,
 )
@@ -119,3 +124,16 @@ def test_quarantine_rows_round_trip_through_the_table(tmp_path: Path) -> None:
     pq.write_table(quarantine_table(rows), tmp_path / "quarantine.parquet")
     assert read_quarantine_rows(tmp_path) == rows
     assert quarantine_table([]).num_rows == 0
+
+
+def test_some_images_rows_are_read_from_the_row_groups_that_hold_them(tmp_path: Path) -> None:
+    _manifest(size=2).write(tmp_path)
+    (tmp_path / "images").mkdir()
+    ids = [f"im-{i}" for i in range(6)]
+    table = pa.table({"image_id": ids, "pixels": encode_pixels(np.arange(24).reshape(6, 2, 2))})
+    pq.write_table(table, tmp_path / "images" / "part-0.parquet", row_group_size=2)
+    got = read_image_rows(tmp_path, ["im-4", "im-1", "absent"], ["image_id", "pixels"])
+    assert sorted(got["image_id"].to_pylist()) == ["im-1", "im-4"]
+    pixels = dict(zip(got["image_id"].to_pylist(), pixels_array(got["pixels"]), strict=True))
+    assert pixels["im-4"].tolist() == [[16, 17], [18, 19]]
+    assert read_image_rows(tmp_path, [], ["image_id"]).num_rows == 0

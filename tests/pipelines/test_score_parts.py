@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from mura_core.shards import encode_pixels, pixels_array
-from pipelines.archives.decode import KEPT
+from mura_core.shards import KEPT_PIXELS, encode_pixels, pixels_array
 from pipelines.scoring import IMAGE_SCHEMA
 from pipelines.screen.parts import ScoreKey, ScoreParts, bundle_digest, scored_and_problems
 
@@ -100,7 +99,7 @@ KEEPING = ScoreKey(KEY.model, KEY.pseudonymize, "dicomweb", KEY.root, pixels=PIX
 def kept_batch(ids: list[str]) -> pa.Table:
     """Scored rows as a PACS screening's actor returns them: with each frame kept."""
     frames = np.stack([np.full((PIXELS, PIXELS), int(i[-1]), np.uint8) for i in ids])
-    return batch(ids).append_column(KEPT, encode_pixels(frames))
+    return batch(ids).append_column(KEPT_PIXELS, encode_pixels(frames))
 
 
 def test_kept_pixels_are_written_with_their_scores_and_read_back(tmp_path: Path) -> None:
