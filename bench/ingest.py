@@ -24,7 +24,7 @@ from common import bench_archive
 from mura_core import imaging
 from mura_core.archive import list_archive
 from pipelines.ingest import IngestConfig, run_ingest
-from pipelines.runtime import cluster_cpus, ensure_ray
+from pipelines.runtime.cluster import cluster_cpus, ensure_ray
 
 
 def single_process_rate(archive: Path, size: int) -> tuple[int, float]:

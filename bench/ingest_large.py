@@ -25,7 +25,7 @@ from PIL import Image
 
 from bench.common import PeakMemory, write_figures
 from pipelines.ingest import IngestConfig, run_ingest
-from pipelines.runtime import start_local_ray
+from pipelines.runtime.cluster import start_local_ray
 
 RESULTS = Path(__file__).resolve().parent / "results" / "ingest_large_cpu.json"
 

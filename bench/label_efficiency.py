@@ -84,7 +84,7 @@ def shards_for(fraction: float, full: Path, work: Path, size: int) -> Path:
 
 def one_run(shards: Path, work: Path, args: argparse.Namespace, seed: int, encoder: Any) -> float:
     from mura_core.recipes import recipe
-    from pipelines.model_store import resolve_model
+    from pipelines.registry.model_store import resolve_model
     from pipelines.train.run import TrainConfig, run_training
 
     name = f"fracatlas-le-{shards.name}-{'pre' if encoder else 'scratch'}-{seed}"
@@ -108,7 +108,7 @@ def one_run(shards: Path, work: Path, args: argparse.Namespace, seed: int, encod
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from pipelines.runtime import ensure_ray
+    from pipelines.runtime.cluster import ensure_ray
 
     work = args.work
     work.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,7 @@
         [--batch-size 32] [--work DIR] [--json PATH]
 
 A synthetic DICOM archive (512 px, as MURA; MONOCHROME1/2, some RLE) is written once and
-loaded into a throwaway Orthanc (pipelines.orthanc: HTTP auth on, the DICOMweb plugin);
+loaded into a throwaway Orthanc (jobs.demo_orthanc: HTTP auth on, the DICOMweb plugin);
 loading is not timed. Then, with Ray started once before any timing and MLflow off,
 `run_screen` end to end (from the call to its return: model check, listing, fetch + decode
 in Ray Data tasks, scoring actor, aggregation, pictures, report) of
@@ -34,6 +34,7 @@ from pathlib import Path
 import ray
 import torch
 
+from jobs.demo_orthanc import OrthancConfig, start_orthanc
 from mura_core import imaging
 from mura_core.archive import list_archive
 from mura_core.archive.pacs_archive import list_pacs
@@ -44,8 +45,7 @@ from mura_core.pacs.address import PacsAuth
 from mura_core.pacs.client import PacsOptions
 from mura_core.recipes import recipe
 from mura_core.synth import SynthConfig, synthesize
-from pipelines.orthanc import OrthancConfig, start_orthanc
-from pipelines.runtime import ensure_ray
+from pipelines.runtime.cluster import ensure_ray
 from pipelines.screen.run import ScreenConfig, run_screen
 
 RECIPES = {"densenet169": "seed-densenet", "cnn": "seed-cnn"}

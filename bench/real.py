@@ -144,7 +144,7 @@ def train(entry: Entry, shards: Path, work: Path, weights: Path | None) -> tuple
 def test_figures(bundle: Path, shards: Path, seed: int = 0) -> dict[str, Any]:
     """Test AUROC (CI), kappa (CI), sensitivity, specificity at the model's threshold."""
     from mura_core.metrics import evaluate
-    from pipelines.predict import bundle_bytes, predict_splits
+    from pipelines.shards.predict import bundle_bytes, predict_splits
 
     info = read_info(bundle)
     test = predict_splits(shards, ("test",), bundle_bytes(bundle))["test"]
@@ -245,8 +245,8 @@ def row(entry: Entry, result: Any, seconds: float, bundle: Path, shards: Path, s
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from pipelines.model_store import resolve_model
-    from pipelines.runtime import ensure_ray
+    from pipelines.registry.model_store import resolve_model
+    from pipelines.runtime.cluster import ensure_ray
 
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
@@ -288,7 +288,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def repoint(rows: dict[str, Any], shards: Path) -> None:
     """Every registered row's pointing game again, with today's CAM (a merged row may have
     been scored by an earlier one): cheap, ~10 s a model."""
-    from pipelines.model_store import resolve_model
+    from pipelines.registry.model_store import resolve_model
 
     for name, figures in rows.items():
         if "version" in figures:

@@ -67,7 +67,7 @@ from mura_core.records import ScreenSummary
 from mura_core.shards import pixels_array, read_images
 from mura_core.transforms import EvalPreset
 from pipelines.ingest import IngestConfig, run_ingest
-from pipelines.runtime import cluster_cpus, ensure_ray
+from pipelines.runtime.cluster import cluster_cpus, ensure_ray
 from pipelines.screen.inputs import is_shards
 from pipelines.screen.run import ScreenConfig, run_screen
 

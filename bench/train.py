@@ -34,8 +34,8 @@ from mura_core.models import build_model
 from mura_core.recipes import recipe
 from mura_core.shards import read_images
 from pipelines.ingest import IngestConfig, run_ingest
-from pipelines.runtime import ensure_ray
-from pipelines.shardsets import shard_stats
+from pipelines.runtime.cluster import ensure_ray
+from pipelines.shards.shardsets import shard_stats
 from pipelines.train.run import _datasets
 
 

@@ -12,13 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from mura_core import __version__
-from mura_core.archive import format_summary, list_archive
-from mura_core.errors import ConfigError
-from mura_core.records import MURA_BODY_PARTS, BodyPart
-from mura_core.synth import SynthConfig, synthesize
-
-from . import (
+from jobs import (
     compare,
     demo,
     evaluate,
@@ -32,7 +26,7 @@ from . import (
     submit,
     train,
 )
-from .common import (
+from jobs.common import (
     access_policy,
     add_source_arguments,
     add_verbose,
@@ -40,6 +34,11 @@ from .common import (
     progress,
     run_command,
 )
+from mura_core import __version__
+from mura_core.archive import format_summary, list_archive
+from mura_core.errors import ConfigError
+from mura_core.records import MURA_BODY_PARTS, BodyPart
+from mura_core.synth import SynthConfig, synthesize
 
 
 def _body_parts(text: str | None) -> tuple[BodyPart, ...]:

@@ -3,7 +3,7 @@
 `run_command` calls a command. A `MuraError` (the user can fix it), raised here or inside a
 Ray task, prints `mura: error: <one line>` and exits 1; Ctrl-C exits 130; anything else is a
 bug: its traceback prints, then a one-line hint to report it, and the exit status is 70.
-Commands that run Ray send everything Ray prints to a log file (`pipelines.console`) and
+Commands that run Ray send everything Ray prints to a log file (`pipelines.runtime.console`) and
 stop the local Ray they started before they return; `--verbose` / MURA_VERBOSE=1 keeps
 Ray's output on the terminal.
 """
@@ -30,8 +30,8 @@ from mura_core.pacs.address import (
 )
 from mura_core.pacs.client import PacsOptions
 from mura_core.records import MURA_BODY_PARTS, BodyPart
-from pipelines.console import console
-from pipelines.runtime import ray_for_a_command
+from pipelines.runtime.cluster import ray_for_a_command
+from pipelines.runtime.console import console
 
 RAY_COMMANDS = {"ingest", "train", "pretrain", "evaluate", "screen", "nightly", "demo"}
 EX_SOFTWARE = 70  # sysexits.h: an internal software error

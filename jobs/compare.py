@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from jobs.common import register_command, tool_main, wrapped_help
 from pipelines.registry.promote import promote
 from pipelines.registry.runs import (
     DEFAULT_ALIAS,
@@ -16,9 +17,7 @@ from pipelines.registry.runs import (
     load_runs,
 )
 from pipelines.registry.runs_table import format_table, plot
-from pipelines.tracking import check_tracking, resolve_tracking_uri, sqlite_path
-
-from .common import register_command, tool_main, wrapped_help
+from pipelines.registry.tracking import check_tracking, resolve_tracking_uri, sqlite_path
 
 HELP = "compare training runs side by side; promote one to champion"
 DESCRIPTION = (

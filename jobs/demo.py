@@ -16,29 +16,28 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from mura_core.archive import format_summary, list_archive
-from mura_core.pacs.address import PacsAuth
-from mura_core.pacs.client import PacsOptions
-from mura_core.recipes import Recipe, recipe
-from mura_core.records import BodyPart
-from mura_core.synth import SynthConfig, synthesize
-from pipelines.console import console
-from pipelines.ingest import IngestConfig, format_result, run_ingest
-from pipelines.orthanc import (
+from jobs.common import progress
+from jobs.demo_orthanc import (
     Orthanc,
     OrthancConfig,
     OrthancError,
     orthanc_binary,
     start_orthanc,
 )
+from mura_core.archive import format_summary, list_archive
+from mura_core.pacs.address import PacsAuth
+from mura_core.pacs.client import PacsOptions
+from mura_core.recipes import Recipe, recipe
+from mura_core.records import BodyPart
+from mura_core.synth import SynthConfig, synthesize
+from pipelines.ingest import IngestConfig, format_result, run_ingest
 from pipelines.registry.promote import promote
 from pipelines.registry.runs import DEFAULT_ALIAS, DEFAULT_METRIC, load_runs
 from pipelines.registry.runs_table import format_table, plot
-from pipelines.screen import ScreenConfig, ScreenResult, run_screen
-from pipelines.tracking import tracking_client
+from pipelines.registry.tracking import tracking_client
+from pipelines.runtime.console import console
+from pipelines.screen.run import ScreenConfig, ScreenResult, run_screen
 from pipelines.train import TrainCollapsed, TrainConfig, TrainResult, run_training
-
-from .common import progress
 
 HELP = "run the system end to end on a synthetic archive (the embedded default)"
 DESCRIPTION = (

@@ -7,11 +7,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from jobs.common import job_main
 from mura_core.metrics import table_rows, text_table
-from pipelines.console import console
-from pipelines.evaluate import run_evaluation
-
-from .common import job_main
+from pipelines.runtime.console import console
+from pipelines.train.evaluate import run_evaluation
 
 HELP = "evaluate a registered / logged model on shards (study-level metrics)"
 DESCRIPTION = (

@@ -7,11 +7,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipelines.feedback import DEFAULT_EXPERIMENT, PERIODS, FeedbackResult, run_feedback
-from pipelines.monitor import REALIZED, realized_cell
-from pipelines.tracking import check_tracking, resolve_tracking_uri
-
-from .common import register_command, tool_main, wrapped_help
+from jobs.common import register_command, tool_main, wrapped_help
+from pipelines.monitor.feedback import DEFAULT_EXPERIMENT, PERIODS, FeedbackResult, run_feedback
+from pipelines.monitor.trends import REALIZED, realized_cell
+from pipelines.registry.tracking import check_tracking, resolve_tracking_uri
 
 HELP = "radiologists' reads of screened studies: realized sensitivity, PPV, … per week"
 DESCRIPTION = (

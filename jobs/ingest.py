@@ -7,16 +7,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from jobs.common import access_policy, add_source_arguments, job_main, pacs_options
 from mura_core.archive.pseudonyms import PSEUDONYMIZE_CHOICES
 from mura_core.splits import SplitConfig, read_split_file
-from pipelines.console import console
 from pipelines.ingest import (
     IngestConfig,
     format_result,
     run_ingest,
 )
-
-from .common import access_policy, add_source_arguments, job_main, pacs_options
+from pipelines.runtime.console import console
 
 HELP = "turn an archive into Parquet shards with Ray Data"
 DESCRIPTION = (

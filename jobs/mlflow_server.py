@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from jobs.common import job_main
 from pipelines.registry.server import (
     AUTH_DB_NAME,
     DEFAULT_ADMIN,
@@ -24,8 +25,6 @@ from pipelines.registry.server import (
     is_loopback,
     start_server,
 )
-
-from .common import job_main
 
 HELP = "run an MLflow tracking server for a cluster (SQLite + artifacts in one store folder)"
 DESCRIPTION = (

@@ -8,9 +8,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from jobs.common import register_command, tool_main, wrapped_help
 from mura_core.monitoring.drift import Bands
-from pipelines.feedback import DEFAULT_EXPERIMENT as FEEDBACK_EXPERIMENT
-from pipelines.monitor import (
+from pipelines.monitor.feedback import DEFAULT_EXPERIMENT as FEEDBACK_EXPERIMENT
+from pipelines.monitor.trends import (
     DEFAULT_EXPERIMENT,
     EXIT_ALERT,
     MonitorError,
@@ -23,9 +24,7 @@ from pipelines.monitor import (
     plot,
     write_html,
 )
-from pipelines.tracking import check_tracking, resolve_tracking_uri, sqlite_path
-
-from .common import register_command, tool_main, wrapped_help
+from pipelines.registry.tracking import check_tracking, resolve_tracking_uri, sqlite_path
 
 HELP = "the screening runs over time: flag rates, drift, alerts (exit 3 on an alert)"
 DESCRIPTION = (

@@ -7,11 +7,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from jobs.common import add_run_arguments, add_worker_arguments, job_main, wrapped_help
 from mura_core.archive import PacsSource, parse_source
-from pipelines.console import console
 from pipelines.pretrain.run import PretrainConfig, PretrainError, run_pretraining
-
-from .common import add_run_arguments, add_worker_arguments, job_main, wrapped_help
+from pipelines.runtime.console import console
 
 HELP = "pretrain an encoder on unlabeled images (self-supervised, VICReg), register it"
 DESCRIPTION = (

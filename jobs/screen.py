@@ -7,13 +7,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from jobs.common import access_policy, add_source_arguments, job_main, pacs_options
 from mura_core.archive.pseudonyms import PSEUDONYMIZE_CHOICES
 from mura_core.monitoring.drift import Bands
-from pipelines.console import console
-from pipelines.model_store import DEFAULT_ALIAS
-from pipelines.screen import ScreenConfig, format_result, run_screen
-
-from .common import access_policy, add_source_arguments, job_main, pacs_options
+from pipelines.registry.model_store import DEFAULT_ALIAS
+from pipelines.runtime.console import console
+from pipelines.screen.run import ScreenConfig, format_result, run_screen
 
 HELP = "score a whole archive (raw or shards) into a study-level report"
 DESCRIPTION = (

@@ -7,10 +7,9 @@ import os
 import sys
 from collections.abc import Sequence
 
+from jobs.common import job_main
 from mura_core.errors import ConfigError
-from pipelines.submit import JOBS, SubmitConfig, credentials_left_here, submit
-
-from .common import job_main
+from pipelines.runtime.submit import JOBS, SubmitConfig, credentials_left_here, submit
 
 HELP = "run a job (ingest, train, evaluate, screen, nightly) on a Ray cluster"
 DESCRIPTION = (

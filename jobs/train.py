@@ -7,12 +7,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from jobs.common import add_run_arguments, add_worker_arguments, job_main
 from mura_core.models import model_names
 from mura_core.recipes import AUGMENT_MODES, RECIPES, recipe
-from pipelines.console import console
+from pipelines.runtime.console import console
 from pipelines.train import TrainConfig, run_training, summary_text
-
-from .common import add_run_arguments, add_worker_arguments, job_main
 
 HELP = "train a classifier on shards with Ray Train, log and register it in MLflow"
 DESCRIPTION = (

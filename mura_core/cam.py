@@ -31,7 +31,7 @@ from matplotlib import colormaps  # noqa: E402
 from PIL import Image  # noqa: E402
 from torch import nn  # noqa: E402
 
-from .models import Ensemble, FlipTTA, SeedCNN  # noqa: E402
+from mura_core.models import Ensemble, FlipTTA, SeedCNN  # noqa: E402
 
 CAM_BATCH = 4  # images per pass: bounds the driver's memory with DenseNet-169 at 320 px
 

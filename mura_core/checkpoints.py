@@ -31,13 +31,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .model_info import BundleError, ModelInfo, show_value
-from .models import (  # Ensemble: re-exported
-    Ensemble,
-    FlipTTA,
-    build_model,
-)
-from .run_contract import EpochReport, PretrainEpochReport
+from mura_core.model_info import BundleError, ModelInfo, show_value
+from mura_core.models import Ensemble, FlipTTA, build_model
+from mura_core.run_contract import EpochReport, PretrainEpochReport
 
 WEIGHTS = "weights.pt"
 MODEL_JSON = "model.json"

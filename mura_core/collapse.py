@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from .decisions import PAPER_THRESHOLD, flagged
+from mura_core.decisions import PAPER_THRESHOLD, flagged
 
 MIN_LOGIT_STD = 0.01
 MIN_RANKING_AUROC = 0.6  # a model whose AUROC is surely below this does not rank

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .records import part_order
+from mura_core.records import part_order
 
 PAPER_THRESHOLD = 0.5
 
@@ -94,7 +94,7 @@ class OperatingPoint:
         probabilities themselves, unclipped)."""
         if self.temperature == 1.0:
             return np.asarray(probs, dtype=np.float64)
-        from .calibration import apply_temperature  # scikit-learn: paid only here
+        from mura_core.calibration import apply_temperature  # scikit-learn: paid only here
 
         return apply_temperature(probs, self.temperature)
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from .errors import MuraError
+from mura_core.errors import MuraError
 
 if TYPE_CHECKING:
     from torchvision.models import WeightsEnum
@@ -178,7 +178,7 @@ def initial_weights(spec: str, model: str) -> InitialWeights:
                 f"weights file not found: {spec} (--weights takes imagenet, none or a file)"
             )
         label = f"file {path.name} sha256 {_sha256(path)[:16]}"
-    from .models import torchvision_net  # the bare network, to check the tensors against
+    from mura_core.models import torchvision_net  # the bare network, to check the tensors against
 
     state = _fit_state(torchvision_net(model), _read_state(path), str(path))
     return InitialWeights(label, state)

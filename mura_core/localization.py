@@ -48,14 +48,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import MuraError
-from .imaging.errors import one_line
-from .imaging.geometry import pad_box
+from mura_core.errors import MuraError
+from mura_core.imaging.errors import one_line
+from mura_core.imaging.geometry import pad_box
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from .model_info import ModelInfo
+    from mura_core.model_info import ModelInfo
 
 CONFIDENCE = 0.95
 
@@ -170,7 +170,7 @@ def load_case(image_path: str | Path, boxes_path: str | Path, size: int) -> Case
     """Decode an image as `load_image(path, size=size)` does and map its boxes with the
     decoded frame's own width and height (so a decoder's shrink while decoding cannot move
     them). An undecodable file raises the imaging layer's ImagingError."""
-    from .imaging import decode, select_frame
+    from mura_core.imaging import decode, select_frame
 
     decoded = decode(image_path, work_side=2 * size)
     height, width = decoded.frames[0].shape[:2]
@@ -292,7 +292,7 @@ def _model_and_info(
     model: nn.Module | str | Path, info: ModelInfo | None
 ) -> tuple[nn.Module, ModelInfo]:
     if isinstance(model, (str, Path)):
-        from .checkpoints import load_bundle
+        from mura_core.checkpoints import load_bundle
 
         loaded, bundle_info = load_bundle(Path(model))
         return loaded, info or bundle_info
@@ -316,7 +316,7 @@ def localize_images(
     `info`. Probabilities are calibrated by the bundle's temperature."""
     import torch
 
-    from .cam import CAM_BATCH, class_activation_maps
+    from mura_core.cam import CAM_BATCH, class_activation_maps
 
     net, info = _model_and_info(model, info)
     images, masks = np.asarray(images), np.asarray(masks, dtype=bool)

@@ -16,10 +16,16 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
 
-from .decisions import PAPER_THRESHOLD, OperatingPoint, aggregate, flagged, threshold_including
-from .errors import ConfigError
-from .records import part_order
-from .studies import Predictions
+from mura_core.decisions import (
+    PAPER_THRESHOLD,
+    OperatingPoint,
+    aggregate,
+    flagged,
+    threshold_including,
+)
+from mura_core.errors import ConfigError
+from mura_core.records import part_order
+from mura_core.studies import Predictions
 
 N_BOOTSTRAP = 1000
 

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field, fields
 from numbers import Integral, Real
 from typing import Any
 
-from .decisions import OperatingPoint
-from .errors import MuraError
-from .models import is_model_name, model_names
-from .recipes import Recipe
-from .transforms import EvalPreset
+from mura_core.decisions import OperatingPoint
+from mura_core.errors import MuraError
+from mura_core.models import is_model_name, model_names
+from mura_core.recipes import Recipe
+from mura_core.transforms import EvalPreset
 
 FORMAT_VERSION = 1
 MIN_SIZE, MAX_SIZE = 16, 2048  # input sizes (px) a bundle may declare; also ingest's --size

@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from .errors import ConfigError
-from .initial_weights import WeightsError, load_pretrained
+from mura_core.errors import ConfigError
+from mura_core.initial_weights import WeightsError, load_pretrained
 
 if TYPE_CHECKING:
     pass

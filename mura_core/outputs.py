@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import MuraError
+from mura_core.errors import MuraError
 
 LOCK_FILE = ".lock"
 TEMPORARY = re.compile(r"^\..+\.tmp(-.*)?$")  # `.NAME.tmp`, `.NAME.tmp-<pid>-<id>`: ours

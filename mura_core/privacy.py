@@ -20,7 +20,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from .errors import MuraError
+from mura_core.errors import MuraError
 
 SECRET_ENV = "MURA_SITE_SECRET"
 KEY_FILE_ENV = "MURA_SITE_KEY_FILE"

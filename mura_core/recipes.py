@@ -14,8 +14,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ConfigError
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, UNIT_MEAN, UNIT_STD, TrainPreset
+from mura_core.errors import ConfigError
+from mura_core.transforms import IMAGENET_MEAN, IMAGENET_STD, UNIT_MEAN, UNIT_STD, TrainPreset
 
 
 @dataclass(frozen=True, kw_only=True)

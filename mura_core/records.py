@@ -21,9 +21,15 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any
 
-from .locations import FileLocation, Location, PacsInstance, location_column, parse_location
-from .privacy import pseudonym_columns, pseudonymize_keys
-from .schema import Float32, Int8, Int32, column_names, not_written
+from mura_core.locations import (
+    FileLocation,
+    Location,
+    PacsInstance,
+    location_column,
+    parse_location,
+)
+from mura_core.privacy import pseudonym_columns, pseudonymize_keys
+from mura_core.schema import Float32, Int8, Int32, column_names, not_written
 
 # (value, kind) → pseudonym: a `privacy.Pseudonymizer`, or an input's remembering
 # `archive.pseudonyms.Pseudonyms`.

@@ -12,9 +12,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
-from .calibration import Reliability  # noqa: E402
-from .metrics import BinaryMetrics  # noqa: E402
-from .run_contract import EpochReport  # noqa: E402
+from mura_core.calibration import Reliability  # noqa: E402
+from mura_core.metrics import BinaryMetrics  # noqa: E402
+from mura_core.run_contract import EpochReport  # noqa: E402
 
 
 def learning_curves(history: Sequence[EpochReport], path: Path) -> Path:

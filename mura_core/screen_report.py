@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .outputs import write_text_atomic
-from .records import (
+from mura_core.outputs import write_text_atomic
+from mura_core.records import (
     MonitoringSummary,
     PartCounts,
     PictureFailure,
@@ -29,7 +29,7 @@ from .records import (
     ScreenSummary,
     WriteBackSummary,
 )
-from .shards import write_json_atomic
+from mura_core.shards import write_json_atomic
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 QUARANTINE_ROWS = 50

@@ -28,12 +28,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from . import __version__
-from .errors import MuraError
-from .outputs import write_text_atomic
-from .records import DecodedImage, ImageRow, QuarantineRow
-from .schema import arrow_schema, column_names, projection
-from .splits import SplitConfig
+from mura_core import __version__
+from mura_core.errors import MuraError
+from mura_core.outputs import write_text_atomic
+from mura_core.records import DecodedImage, ImageRow, QuarantineRow
+from mura_core.schema import arrow_schema, column_names, projection
+from mura_core.splits import SplitConfig
 
 SCHEMA_VERSION = 1
 IMAGES_DIR = "images"

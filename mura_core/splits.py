@@ -26,8 +26,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ConfigError
-from .records import ImageRef, Split
+from mura_core.errors import ConfigError
+from mura_core.records import ImageRef, Split
 
 TRAIN, VAL, TEST = "train", "val", "test"
 FINAL_SPLITS: tuple[str, ...] = (TRAIN, VAL, TEST)

@@ -47,12 +47,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import ConfigError
-from .models import Backbone, build_model
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, TrainPreset
+from mura_core.errors import ConfigError
+from mura_core.models import Backbone, build_model
+from mura_core.transforms import IMAGENET_MEAN, IMAGENET_STD, TrainPreset
 
 if TYPE_CHECKING:
-    from .model_info import ModelOrigin
+    from mura_core.model_info import ModelOrigin
 
 METHOD = "vicreg"
 ENCODER_KIND = "encoder"  # model.json `extra.kind` of a pretrained encoder bundle

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from .decisions import StudyScores, aggregate, study_label
-from .records import ImageRef, Problem
+from mura_core.decisions import StudyScores, aggregate, study_label
+from mura_core.records import ImageRef, Problem
 
 CONFLICTING_LABELS = "conflicting_labels"
 

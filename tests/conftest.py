@@ -46,9 +46,9 @@ def shared_dicom() -> Path:
 
 @pytest.fixture(scope="session")
 def orthanc_factory(tmp_path_factory: pytest.TempPathFactory):
-    """Start real Orthanc PACSes (pipelines.orthanc) on free ports; all stopped at the end.
+    """Start real Orthanc PACSes (jobs.demo_orthanc) on free ports; all stopped at the end.
     Skips, saying why, where Orthanc or its DICOMweb plugin is not installed."""
-    from pipelines.orthanc import OrthancConfig, orthanc_binary, start_orthanc
+    from jobs.demo_orthanc import OrthancConfig, orthanc_binary, start_orthanc
 
     if orthanc_binary() is None:
         pytest.skip("Orthanc is not installed (apt-get install orthanc orthanc-dicomweb)")

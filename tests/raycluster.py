@@ -26,7 +26,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines.ports import free_ports
+from pipelines.runtime.ports import free_ports
 from tests.processes import alive, command, descendants, kill_all, wait_gone
 
 BIN = Path(sys.executable).parent

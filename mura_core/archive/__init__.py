@@ -23,8 +23,8 @@ The recipe, top to bottom:
 Ray is not imported here: `pipelines.archives` runs the decoding in Ray tasks.
 """
 
-from .base import Archive, FileArchive
-from .files import (
+from mura_core.archive.base import Archive, FileArchive
+from mura_core.archive.files import (
     DEFAULT_MAX_BYTES,
     AccessPolicy,
     ArchiveFiles,
@@ -37,10 +37,16 @@ from .files import (
     open_regular,
     read_regular,
 )
-from .kinds import KINDS, detect_kind, list_archive, open_archive
-from .labels import SourceError
-from .source import ArchiveSource, FolderSource, PacsSource, pacs_destination, parse_source
-from .summary import PACS_KINDS, format_summary, summarize
+from mura_core.archive.kinds import KINDS, detect_kind, list_archive, open_archive
+from mura_core.archive.labels import SourceError
+from mura_core.archive.source import (
+    ArchiveSource,
+    FolderSource,
+    PacsSource,
+    pacs_destination,
+    parse_source,
+)
+from mura_core.archive.summary import PACS_KINDS, format_summary, summarize
 
 __all__ = [
     "DEFAULT_MAX_BYTES",

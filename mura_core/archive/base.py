@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Protocol
 
-from ..imaging.errors import CorruptFileError, ImagingError
-from ..locations import FileLocation, Location
-from ..records import Listing
-from .files import ArchiveFiles
-from .walk import FileLister, list_files
+from mura_core.archive.files import ArchiveFiles
+from mura_core.archive.walk import FileLister, list_files
+from mura_core.imaging.errors import CorruptFileError, ImagingError
+from mura_core.locations import FileLocation, Location
+from mura_core.records import Listing
 
 Read = tuple[Location, bytes | ImagingError]
 

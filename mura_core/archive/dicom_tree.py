@@ -21,15 +21,15 @@ from typing import ClassVar
 
 from pydicom.dataset import Dataset
 
-from ..imaging import DEFAULT_MAX_PIXELS, ImagingError
-from ..imaging.dicom import check_geometry, looks_like_dicom, read_header
-from ..locations import FileLocation
-from ..records import ImageRef, Listing, Problem, body_part_named
-from ..studies import CONFLICTING_LABELS
-from .base import FileArchive
-from .files import ArchiveFiles, Entry
-from .labels import LabelsFile, SourceError, parse_label, read_header_csv
-from .walk import FileLister, list_files
+from mura_core.archive.base import FileArchive
+from mura_core.archive.files import ArchiveFiles, Entry
+from mura_core.archive.labels import LabelsFile, SourceError, parse_label, read_header_csv
+from mura_core.archive.walk import FileLister, list_files
+from mura_core.imaging import DEFAULT_MAX_PIXELS, ImagingError
+from mura_core.imaging.dicom import check_geometry, looks_like_dicom, read_header
+from mura_core.locations import FileLocation
+from mura_core.records import ImageRef, Listing, Problem, body_part_named
+from mura_core.studies import CONFLICTING_LABELS
 
 KIND = "dicom"
 DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")

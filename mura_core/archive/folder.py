@@ -15,14 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from ..imaging import IMAGE_SUFFIXES
-from ..locations import FileLocation
-from ..records import ImageRef, Listing, Problem, Split, body_part_named
-from ..studies import CONFLICTING_LABELS, settle_labels
-from .base import FileArchive
-from .files import ArchiveFiles, Entry, FileRefusedError
-from .labels import LabelsFile, SourceError, parse_label, read_header_csv
-from .walk import FileLister, list_files
+from mura_core.archive.base import FileArchive
+from mura_core.archive.files import ArchiveFiles, Entry, FileRefusedError
+from mura_core.archive.labels import LabelsFile, SourceError, parse_label, read_header_csv
+from mura_core.archive.walk import FileLister, list_files
+from mura_core.imaging import IMAGE_SUFFIXES
+from mura_core.locations import FileLocation
+from mura_core.records import ImageRef, Listing, Problem, Split, body_part_named
+from mura_core.studies import CONFLICTING_LABELS, settle_labels
 
 KIND = "folder"
 LABELS_FILE = "labels.csv"

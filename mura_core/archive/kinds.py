@@ -13,18 +13,18 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..imaging import IMAGE_SUFFIXES
-from ..records import Listing
-from . import mura
-from .base import Archive, FileArchive
-from .dicom_tree import DicomTreeArchive, sniff_dicom
-from .files import AccessPolicy, ArchiveFiles
-from .folder import FolderArchive
-from .labels import SourceError, require_dir
-from .source import ArchiveSource, PacsSource, parse_source
+from mura_core.archive import mura
+from mura_core.archive.base import Archive, FileArchive
+from mura_core.archive.dicom_tree import DicomTreeArchive, sniff_dicom
+from mura_core.archive.files import AccessPolicy, ArchiveFiles
+from mura_core.archive.folder import FolderArchive
+from mura_core.archive.labels import SourceError, require_dir
+from mura_core.archive.source import ArchiveSource, PacsSource, parse_source
+from mura_core.imaging import IMAGE_SUFFIXES
+from mura_core.records import Listing
 
 if TYPE_CHECKING:  # the PACS modules (clients, result classes) load when a PACS is opened
-    from ..pacs.client import PacsOptions
+    from mura_core.pacs.client import PacsOptions
 
 FILE_ARCHIVES: dict[str, type[FileArchive]] = {
     archive.kind: archive for archive in (mura.MuraArchive, DicomTreeArchive, FolderArchive)
@@ -80,8 +80,8 @@ def open_archive(
     if isinstance(parsed, PacsSource):
         if kind is not None:
             raise SourceError(f"{parsed} is a PACS: --kind does not apply")
-        from ..pacs.client import PacsOptions
-        from .pacs_archive import open_pacs
+        from mura_core.archive.pacs_archive import open_pacs
+        from mura_core.pacs.client import PacsOptions
 
         named = Path(labels) if labels is not None else None
         return open_pacs(parsed, pacs or PacsOptions(), named)

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from ..errors import MuraError
-from ..imaging.errors import ImagingError
-from .files import ArchiveFiles, read_regular
+from mura_core.archive.files import ArchiveFiles, read_regular
+from mura_core.errors import MuraError
+from mura_core.imaging.errors import ImagingError
 
 
 class SourceError(MuraError):

@@ -21,13 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from ..locations import FileLocation
-from ..records import BodyPart, ImageRef, Listing, Problem, Split
-from ..studies import CONFLICTING_LABELS
-from .base import FileArchive
-from .files import ArchiveFiles, Entry, FileRefusedError
-from .labels import SourceError, open_csv
-from .walk import FileLister, list_files
+from mura_core.archive.base import FileArchive
+from mura_core.archive.files import ArchiveFiles, Entry, FileRefusedError
+from mura_core.archive.labels import SourceError, open_csv
+from mura_core.archive.walk import FileLister, list_files
+from mura_core.locations import FileLocation
+from mura_core.records import BodyPart, ImageRef, Listing, Problem, Split
+from mura_core.studies import CONFLICTING_LABELS
 
 KIND = "mura"
 ROOT_NAME = "MURA-v1.1"

@@ -33,14 +33,14 @@ from typing import ClassVar
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
-from ..locations import Location, PacsInstance, addressable
-from ..pacs.address import PacsQuery
-from ..pacs.client import Pacs, PacsOptions
-from ..records import ImageRef, Listing, body_part_named
-from ..results import is_own_result
-from .base import NotThisArchiveError, Read
-from .dicom_tree import labels_by_study
-from .source import PacsSource
+from mura_core.archive.base import NotThisArchiveError, Read
+from mura_core.archive.dicom_tree import labels_by_study
+from mura_core.archive.source import PacsSource
+from mura_core.locations import Location, PacsInstance, addressable
+from mura_core.pacs.address import PacsQuery
+from mura_core.pacs.client import Pacs, PacsOptions
+from mura_core.records import ImageRef, Listing, body_part_named
+from mura_core.results import is_own_result
 
 LIST_THREADS = 8
 

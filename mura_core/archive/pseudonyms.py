@@ -26,8 +26,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from ..errors import ConfigError
-from ..privacy import Pseudonymizer, pseudonym_columns, pseudonymize_keys
+from mura_core.errors import ConfigError
+from mura_core.privacy import Pseudonymizer, pseudonym_columns, pseudonymize_keys
 
 PSEUDONYMIZE_CHOICES = ("auto", "always", "never")
 DICOM_KINDS = ("dicom", "dicomweb", "dimse")  # what "auto" pseudonymizes

@@ -15,11 +15,11 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ..locations import FileLocation, Location
-from ..privacy import ACCESSION, Pseudonymizer
-from ..records import ImageRow, Listing, Pseudonym, QuarantineRow
-from ..splits import SplitConfig, assign_splits
-from .pseudonyms import Pseudonyms
+from mura_core.archive.pseudonyms import Pseudonyms
+from mura_core.locations import FileLocation, Location
+from mura_core.privacy import ACCESSION, Pseudonymizer
+from mura_core.records import ImageRow, Listing, Pseudonym, QuarantineRow
+from mura_core.splits import SplitConfig, assign_splits
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ConfigError
-from ..pacs.address import DICOMWEB_SCHEMES, DIMSE_SCHEME, PacsAddress
+from mura_core.errors import ConfigError
+from mura_core.pacs.address import DICOMWEB_SCHEMES, DIMSE_SCHEME, PacsAddress
 
 _PACS_PREFIXES = (*(s + "://" for s in DICOMWEB_SCHEMES), DIMSE_SCHEME + "://")
 PACS_FORMS = "dicomweb+http[s]://HOST:PORT/PATH or dimse://AET@HOST:PORT"

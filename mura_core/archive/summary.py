@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from ..records import Listing, part_order
+from mura_core.records import Listing, part_order
 
 PACS_KINDS: tuple[str, ...] = ("dicomweb", "dimse")  # a listing's kind when read from a PACS
 

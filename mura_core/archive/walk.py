@@ -24,9 +24,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from ..records import ImageRef, Listing, Problem
-from .files import ArchiveFiles, Entry
-from .labels import DOC_SUFFIXES
+from mura_core.archive.files import ArchiveFiles, Entry
+from mura_core.archive.labels import DOC_SUFFIXES
+from mura_core.records import ImageRef, Listing, Problem
 
 
 class FileLister(ABC):

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .dicom import check_geometry, decode_dicom, looks_like_dicom, read_header
-from .errors import (
+from mura_core.imaging.dicom import check_geometry, decode_dicom, looks_like_dicom, read_header
+from mura_core.imaging.errors import (
     CorruptFileError,
     ImageTooLargeError,
     ImagingError,
@@ -29,9 +29,9 @@ from .errors import (
     UnsupportedTransferSyntaxError,
     one_line,
 )
-from .geometry import resize_pad
-from .pil_reader import decode_pil
-from .types import Decoded, DecodeInfo
+from mura_core.imaging.geometry import resize_pad
+from mura_core.imaging.pil_reader import decode_pil
+from mura_core.imaging.types import Decoded, DecodeInfo
 
 # 64 Mpx: above the largest CR/DX plates (~43x43 cm at 100 µm ≈ 18 Mpx), far below a bomb.
 DEFAULT_MAX_PIXELS = 64 * 1024 * 1024
@@ -97,7 +97,7 @@ def decode(
     """Decode a file on disk into all its frames (multi-frame DICOM → one image per frame),
     read through the archive layer's safe read (a regular file, at most its default cap;
     an archive's files go through `mura_core.archive.ArchiveFiles`, which adds the root)."""
-    from ..archive.files import DEFAULT_MAX_BYTES, read_regular  # archive imports imaging
+    from mura_core.archive.files import DEFAULT_MAX_BYTES, read_regular  # archive imports imaging
 
     data = read_regular(path, max_bytes=DEFAULT_MAX_BYTES)
     return decode_bytes(data, str(path), max_pixels=max_pixels, work_side=work_side)

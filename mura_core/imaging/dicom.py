@@ -27,17 +27,25 @@ from pydicom.encaps import generate_fragments
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, get_decoder
 from pydicom.uid import UID
 
-from .dicom_header import PARSE_ERRORS, check_geometry, read_dataset_bounded
-from .dicom_header import read_header as read_header  # listing's entry point, re-exported
-from .errors import (
+from mura_core.imaging.dicom_header import PARSE_ERRORS, check_geometry, read_dataset_bounded
+from mura_core.imaging.dicom_header import (
+    read_header as read_header,  # listing's entry point, re-exported
+)
+from mura_core.imaging.errors import (
     CorruptFileError,
     NotAnImageError,
     UnsupportedImageError,
     UnsupportedTransferSyntaxError,
 )
-from .geometry import block_mean, shrink_factor
-from .intensity import linear_window, luminance, percentile_window, range_window, sigmoid_window
-from .types import Decoded, DecodeInfo
+from mura_core.imaging.geometry import block_mean, shrink_factor
+from mura_core.imaging.intensity import (
+    linear_window,
+    luminance,
+    percentile_window,
+    range_window,
+    sigmoid_window,
+)
+from mura_core.imaging.types import Decoded, DecodeInfo
 
 # Modalities that carry pixel data but are not pictures of anatomy a radiologist reads.
 _NON_IMAGE_MODALITIES = {

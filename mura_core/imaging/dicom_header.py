@@ -44,7 +44,7 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import _read_file_meta_info, read_dataset, read_partial, read_preamble
 from pydicom.tag import BaseTag
 
-from .errors import CorruptFileError, ImageTooLargeError
+from mura_core.imaging.errors import CorruptFileError, ImageTooLargeError
 
 # Inflated bytes a deflated dataset's header (everything before the pixel data) may take:
 # real headers are a few KiB; overlays and ICC profiles can reach a MiB or two.

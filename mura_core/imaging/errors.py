@@ -7,7 +7,7 @@ should escape `mura_core.imaging` for a bad file.
 
 from __future__ import annotations
 
-from ..errors import MuraError
+from mura_core.errors import MuraError
 
 
 def one_line(text: object, limit: int = 300) -> str:

@@ -18,10 +18,10 @@ import warnings
 import numpy as np
 from PIL import Image, ImageSequence, UnidentifiedImageError
 
-from .errors import CorruptFileError, ImageTooLargeError, UnsupportedImageError
-from .geometry import block_mean, shrink_factor
-from .intensity import luminance, percentile_window
-from .types import Decoded, DecodeInfo
+from mura_core.imaging.errors import CorruptFileError, ImageTooLargeError, UnsupportedImageError
+from mura_core.imaging.geometry import block_mean, shrink_factor
+from mura_core.imaging.intensity import luminance, percentile_window
+from mura_core.imaging.types import Decoded, DecodeInfo
 
 # PIL's own decompression-bomb guard stays on (None would disable it): our explicit limit
 # is checked first, PIL's applies to anything that slips past (e.g. inside a container).

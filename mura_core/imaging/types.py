@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .intensity import to_uint8
+from mura_core.imaging.intensity import to_uint8
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,8 +9,8 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 from scipy import stats
 
-from ..errors import ConfigError
-from .snapshot import Snapshot
+from mura_core.errors import ConfigError
+from mura_core.monitoring.snapshot import Snapshot
 
 _PSI_BINS = 10
 _PSI_FLOOR = 1e-4  # an empty bin's proportion, so that the log stays finite

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from ..shards import ShardsLayout, pixels_array
+from mura_core.shards import ShardsLayout, pixels_array
 
 SAMPLE = 5000  # values kept per distribution (a seeded sample beyond that)
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .inputs import Inputs, quantiles, sample
+from mura_core.monitoring.inputs import Inputs, quantiles, sample
 
 REFERENCE_FILE = "reference.json"
 

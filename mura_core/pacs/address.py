@@ -21,8 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import ConfigError, MuraError
-from ..records import BodyPart
+from mura_core.errors import ConfigError, MuraError
+from mura_core.records import BodyPart
 
 DICOMWEB_SCHEMES = ("dicomweb+http", "dicomweb+https")
 DIMSE_SCHEME = "dimse"

@@ -27,9 +27,9 @@ from typing import Protocol, TypeVar
 import pydicom.config
 from pydicom.dataset import Dataset
 
-from ..imaging.errors import ImagingError
-from ..locations import PacsInstance
-from .address import DEFAULT_AE_TITLE, PacsAddress, PacsAuth, PacsQuery
+from mura_core.imaging.errors import ImagingError
+from mura_core.locations import PacsInstance
+from mura_core.pacs.address import DEFAULT_AE_TITLE, PacsAddress, PacsAuth, PacsQuery
 
 # pydicom logs, and warns, every header value it finds invalid, verbatim: UIDs, names and
 # dates. A PACS holds whatever it was sent, so those lines would carry identifiers into the
@@ -163,10 +163,10 @@ def connect(
     addr = address if isinstance(address, PacsAddress) else PacsAddress.parse(address)
     policy = retry or RetryPolicy()
     if addr.protocol == "dicomweb":
-        from .dicomweb import DicomWebPacs
+        from mura_core.pacs.dicomweb import DicomWebPacs
 
         return DicomWebPacs(addr, auth or PacsAuth(), policy)
-    from .dimse import DimsePacs
+    from mura_core.pacs.dimse import DimsePacs
 
     return DimsePacs(addr, ae_title, policy)
 

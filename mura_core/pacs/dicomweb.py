@@ -23,9 +23,9 @@ from pydicom.dataset import Dataset
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from ..imaging.errors import CorruptFileError, ImagingError
-from .address import PacsAddress, PacsAuth, PacsError, PacsQuery
-from .client import (
+from mura_core.imaging.errors import CorruptFileError, ImagingError
+from mura_core.pacs.address import PacsAddress, PacsAuth, PacsError, PacsQuery
+from mura_core.pacs.client import (
     INSTANCE_FIELDS,
     PacsInstance,
     RetrieveError,

@@ -26,9 +26,9 @@ from pynetdicom.sop_class import (
     Verification,
 )
 
-from ..imaging.errors import ImagingError
-from .address import PacsAddress, PacsError, PacsQuery
-from .client import (
+from mura_core.imaging.errors import ImagingError
+from mura_core.pacs.address import PacsAddress, PacsError, PacsQuery
+from mura_core.pacs.client import (
     INSTANCE_FIELDS,
     PacsInstance,
     RetrieveError,

@@ -36,7 +36,7 @@ The typed values and the codes are in `content`; what the SR and the Secondary C
 share (the source header, the IHE AI equipment item) in `equipment`.
 """
 
-from .content import (
+from mura_core.results.content import (
     ABNORMAL,
     ALGORITHM_FAMILY,
     BANNER_TEXT,
@@ -66,23 +66,10 @@ from .content import (
     SrImage,
     StudyFinding,
 )
-from .own import (
-    is_own_result,
-)
-from .sc import (
-    banner_font,
-    build_secondary_captures,
-    sc_canvas,
-)
-from .sr import (
-    build_sr,
-    read_sr,
-)
-from .uids import (
-    device_uid,
-    instance_set_digest,
-    result_uid,
-)
+from mura_core.results.own import is_own_result
+from mura_core.results.sc import banner_font, build_secondary_captures, sc_canvas
+from mura_core.results.sr import build_sr, read_sr
+from mura_core.results.uids import device_uid, instance_set_digest, result_uid
 
 __all__ = [
     "ABNORMAL",

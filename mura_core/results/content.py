@@ -16,8 +16,8 @@ import numpy as np
 import pydicom
 from pydicom.sr.codedict import codes
 
-from ..decisions import flagged
-from ..errors import MuraError
+from mura_core.decisions import flagged
+from mura_core.errors import MuraError
 
 RESULT_MANUFACTURER = "mura-screen"
 SR_SERIES_DESCRIPTION = "mura-screen AI findings (SR)"

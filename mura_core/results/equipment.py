@@ -8,8 +8,8 @@ import highdicom as hd
 import pydicom
 from pydicom.sr.codedict import codes
 
-from .content import IHE_PROCESSING_ALGORITHM, RESULT_MANUFACTURER, ModelIdentity
-from .uids import device_uid
+from mura_core.results.content import IHE_PROCESSING_ALGORITHM, RESULT_MANUFACTURER, ModelIdentity
+from mura_core.results.uids import device_uid
 
 # Attributes highdicom reads from the first evidence header (Type 2: present, maybe empty).
 _HEADER_TYPE2 = (

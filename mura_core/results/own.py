@@ -11,8 +11,12 @@ from pydicom.uid import (
     SecondaryCaptureImageStorage,
 )
 
-from .content import RESULT_MANUFACTURER, SC_SERIES_DESCRIPTION, SR_SERIES_DESCRIPTION
-from .uids import clean_uid
+from mura_core.results.content import (
+    RESULT_MANUFACTURER,
+    SC_SERIES_DESCRIPTION,
+    SR_SERIES_DESCRIPTION,
+)
+from mura_core.results.uids import clean_uid
 
 _SR_CLASSES = frozenset(
     {

@@ -12,8 +12,8 @@ import numpy as np
 import pydicom
 from PIL import Image, ImageDraw, ImageFont
 
-from ..cam import overlay
-from .content import (
+from mura_core.cam import overlay
+from mura_core.results.content import (
     BANNER_TEXT,
     RESULT_MANUFACTURER,
     SC_SERIES_DESCRIPTION,
@@ -23,8 +23,8 @@ from .content import (
     ScPicture,
     StudyFinding,
 )
-from .equipment import ai_equipment, frame_numbers, source_header
-from .uids import result_uid
+from mura_core.results.equipment import ai_equipment, frame_numbers, source_header
+from mura_core.results.uids import result_uid
 
 # Pillow's built-in FreeType font (Aileron) has no "—" glyph (it draws the missing-glyph
 # box); DejaVu Sans, shipped inside matplotlib, has it.

@@ -10,7 +10,7 @@ import pydicom
 from pydicom.sr.codedict import codes
 from pydicom.uid import Comprehensive3DSRStorage
 
-from .content import (
+from mura_core.results.content import (
     ABNORMAL,
     ALGORITHM_FAMILY,
     FINDING_TYPE,
@@ -34,8 +34,8 @@ from .content import (
     SrImage,
     StudyFinding,
 )
-from .equipment import ai_equipment, frame_numbers, source_header
-from .uids import device_uid, result_uid
+from mura_core.results.equipment import ai_equipment, frame_numbers, source_header
+from mura_core.results.uids import device_uid, result_uid
 
 # --- the SR -----------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ import hashlib
 import json
 from collections.abc import Iterable
 
-from .content import RESULT_KINDS, ModelIdentity
+from mura_core.results.content import RESULT_KINDS, ModelIdentity
 
 
 def clean_uid(uid: object) -> str:

@@ -39,9 +39,9 @@ models read as before (`tests/mura_core/test_run_contract.py` pins them).
 
 from __future__ import annotations
 
-from .feedback import REALIZED, FeedbackPeriod
-from .reports import EpochReport, PretrainEpochReport
-from .screen import (
+from mura_core.run_contract.feedback import REALIZED, FeedbackPeriod
+from mura_core.run_contract.reports import EpochReport, PretrainEpochReport
+from mura_core.run_contract.screen import (
     COUNT_METRICS,
     FLAG_RATE,
     RATE_METRICS,
@@ -50,8 +50,8 @@ from .screen import (
     WriteBackCounts,
     part_flag_rates,
 )
-from .tags import Job, Tag, bool_tag, read_bool
-from .train import (
+from mura_core.run_contract.tags import Job, Tag, bool_tag, read_bool
+from mura_core.run_contract.train import (
     CALIBRATION_TEMPERATURE,
     SPLITS,
     VAL_LOGIT_STD,

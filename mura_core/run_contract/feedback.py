@@ -6,10 +6,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .tags import Job, Tag
+from mura_core.run_contract.tags import Job, Tag
 
 if TYPE_CHECKING:  # annotations only: monitor and the Ray Train controller import this
-    from ..feedback import Estimate
+    from mura_core.monitoring.feedback import Estimate
 
 
 REALIZED = "realized"
@@ -73,6 +73,8 @@ def _split_ci(stem: str) -> tuple[str, str]:
 
 
 def _estimate(values: Mapping[str, float]) -> Estimate:
-    from ..feedback import Estimate  # scipy and sklearn: only when a period is read
+    from mura_core.monitoring.feedback import (
+        Estimate,  # scipy and sklearn: only when a period is read
+    )
 
     return Estimate(values.get(""), values.get("_ci_low"), values.get("_ci_high"))

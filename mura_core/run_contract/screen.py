@@ -7,10 +7,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
-from .tags import Job, Tag, bool_tag, read_bool
+from mura_core.run_contract.tags import Job, Tag, bool_tag, read_bool
 
 if TYPE_CHECKING:  # annotations only: monitor and the Ray Train controller import this
-    from ..records import MonitoringSummary, ScreenSummary, WriteBackSummary
+    from mura_core.records import MonitoringSummary, ScreenSummary, WriteBackSummary
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .tags import Tag, bool_tag
+from mura_core.run_contract.tags import Tag, bool_tag
 
 if TYPE_CHECKING:  # annotations only: monitor and the Ray Train controller import this
-    from ..metrics import BinaryMetrics, Evaluation
-    from ..monitoring.snapshot import Snapshot
-    from ..recipes import Recipe
+    from mura_core.metrics import BinaryMetrics, Evaluation
+    from mura_core.monitoring.snapshot import Snapshot
+    from mura_core.recipes import Recipe
 
 
 SPLITS = ("train", "val", "test")

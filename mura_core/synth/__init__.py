@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
-from ..errors import MuraError
-from .anatomy import BODY_PARTS, SIGNS, render_view
-from .plan import StudyPlan, SynthConfig, ViewPlan, plan_archive
-from .writers import (
+from mura_core.errors import MuraError
+from mura_core.synth.anatomy import BODY_PARTS, SIGNS, render_view
+from mura_core.synth.plan import StudyPlan, SynthConfig, ViewPlan, plan_archive
+from mura_core.synth.writers import (
     DICOM_LABELS,
     MURA_ROOT,
     accession_number,

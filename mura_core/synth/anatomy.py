@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from . import _shapes as sh
-from ._shapes import Ellipse, Fracture, Line, Metal, Perio, Tube
+from mura_core.synth import _shapes as sh
+from mura_core.synth._shapes import Ellipse, Fracture, Line, Metal, Perio, Tube
 
 BODY_PARTS: tuple[str, ...] = (
     "XR_ELBOW", "XR_FINGER", "XR_FOREARM", "XR_HAND", "XR_HUMERUS", "XR_SHOULDER", "XR_WRIST",

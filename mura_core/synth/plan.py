@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import ConfigError
-from ..records import MURA_BODY_PARTS, BodyPart, Split
-from .anatomy import SIGNS
+from mura_core.errors import ConfigError
+from mura_core.records import MURA_BODY_PARTS, BodyPart, Split
+from mura_core.synth.anatomy import SIGNS
 
 # MURA-v1.1 as published (the dataset's README and paper, Table 1): per body part and split,
 # (normal studies, abnormal studies, images). 13,457 + 1,199 = 14,656 studies; 36,808 +

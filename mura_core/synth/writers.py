@@ -18,9 +18,9 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from ..records import BodyPart, Split
-from .anatomy import render_view
-from .plan import StudyPlan, SynthConfig
+from mura_core.records import BodyPart, Split
+from mura_core.synth.anatomy import render_view
+from mura_core.synth.plan import StudyPlan, SynthConfig
 
 MURA_ROOT = "MURA-v1.1"
 DICOM_LABELS = "labels.csv"

@@ -6,8 +6,8 @@ pseudonyms, digests) is `mura_core.archive`'s; here those rows become a lazy dat
 (`decode_batch`). Ingest and screening both come here; neither imports the other.
 """
 
-from .dataset import decoded_dataset
-from .decode import decode_batch, decode_locations, rows_per_batch, staging_schema
+from pipelines.archives.dataset import decoded_dataset
+from pipelines.archives.decode import decode_batch, decode_locations, rows_per_batch, staging_schema
 
 __all__ = [
     "decode_batch",

@@ -13,9 +13,8 @@ import ray.data
 
 from mura_core.archive import Archive
 from mura_core.records import ImageRow
-
-from ..progress import ProgressSink
-from .decode import decode_batch
+from pipelines.archives.decode import decode_batch
+from pipelines.runtime.progress import ProgressSink
 
 
 def decoded_dataset(

@@ -31,8 +31,7 @@ from mura_core.locations import FileLocation, Location, parse_location
 from mura_core.records import DecodedImage, Failure
 from mura_core.schema import arrow_schema, column_names
 from mura_core.shards import KEPT_PIXELS, encode_pixels, image_schema
-
-from ..progress import ProgressSink
+from pipelines.runtime.progress import ProgressSink
 
 PROBLEM_TYPE = pa.struct(arrow_schema(Failure))
 _DECODED = tuple(name for name in column_names(DecodedImage) if name != "pixels")

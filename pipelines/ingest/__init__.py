@@ -1,5 +1,5 @@
 """Ingest: any archive `mura_core.archive` opens → Parquet shards, via Ray Data."""
 
-from .run import IngestConfig, IngestError, IngestResult, format_result, run_ingest
+from pipelines.ingest.run import IngestConfig, IngestError, IngestResult, format_result, run_ingest
 
 __all__ = ["IngestConfig", "IngestError", "IngestResult", "format_result", "run_ingest"]

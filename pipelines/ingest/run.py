@@ -54,11 +54,10 @@ from mura_core.shards import (
     quarantine_table,
 )
 from mura_core.splits import SplitConfig, split_lines
-
-from ..archives import decoded_dataset, rows_per_batch
-from ..console import console
-from ..progress import ProgressSink, progress_feed
-from ..runtime import cluster_cpus, data_context, ensure_ray
+from pipelines.archives import decoded_dataset, rows_per_batch
+from pipelines.runtime.cluster import cluster_cpus, data_context, ensure_ray
+from pipelines.runtime.console import console
+from pipelines.runtime.progress import ProgressSink, progress_feed
 
 STAGING_PREFIX = ".staging-"
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # a Ray write task's OSError, by errno

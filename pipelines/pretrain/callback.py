@@ -12,8 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from mura_core.run_contract import PretrainEpochReport
-
-from ..train.callback import EpochLogger, shown_figures
+from pipelines.train.callback import EpochLogger, shown_figures
 
 SHOWN = ("loss", "invariance", "variance", "covariance", "embedding_std")
 COLLAPSED_VARIANCE = 0.9  # the variance hinge near its maximum (1): the embeddings have no spread

@@ -35,10 +35,9 @@ from mura_core.ssl import (
     two_views,
     vicreg_loss,
 )
-
-from ..progress import ProgressSink
-from ..shardsets import TrainingBatch
-from .gather import gather
+from pipelines.pretrain.gather import gather
+from pipelines.runtime.progress import ProgressSink
+from pipelines.shards.shardsets import TrainingBatch
 
 DATASET = "images"  # the one dataset the trainer gets: train + val pixels
 

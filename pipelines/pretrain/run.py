@@ -8,7 +8,7 @@ and val images (`pipelines.pretrain.loop`; per-epoch loss and terms logged by a 
 callback, a checkpoint every epoch, resume after a worker failure) → the last checkpoint's
 encoder as a bundle (`encoder.pt`: the `--weights FILE` state dict; `weights.pt` +
 `model.json` with `extra.kind = "encoder"`), kept beside the run's checkpoints and logged
-and registered through `pipelines.model_store.log_bundle`.
+and registered through `pipelines.registry.model_store.log_bundle`.
 
 Which images: the train and val splits, never test. Labels are not read, so val's images
 teach the encoder nothing about val's labels, and the downstream classifier's val split
@@ -48,21 +48,22 @@ from mura_core.ssl import (
     encoder_state,
     placeholder_classifier,
 )
-
-from ..console import console
-from ..model_store import log_bundle
-from ..progress import progress_feed
-from ..runtime import cluster_cpus, data_context, ensure_ray
-from ..shardsets import ShardStats, shard_stats
-from ..tracking import (
+from pipelines.pretrain.callback import PretrainLogger
+from pipelines.pretrain.loop import DATASET, PretrainLoop, pretrain_loop_per_worker
+from pipelines.registry.model_store import log_bundle
+from pipelines.registry.tracking import (
     check_tracking,
     file_digest,
     git_commit,
     resolve_tracking_uri,
     use_tracking,
 )
-from ..train.data import split_dataset
-from ..train.session import (
+from pipelines.runtime.cluster import cluster_cpus, data_context, ensure_ray
+from pipelines.runtime.console import console
+from pipelines.runtime.progress import progress_feed
+from pipelines.shards.shardsets import ShardStats, shard_stats
+from pipelines.train.data import split_dataset
+from pipelines.train.session import (
     OpenRun,
     RunPlace,
     finished,
@@ -71,8 +72,6 @@ from ..train.session import (
     run_config,
     scaling,
 )
-from .callback import PretrainLogger
-from .loop import DATASET, PretrainLoop, pretrain_loop_per_worker
 
 SPLITS = ("train", "val")  # never test: see the module docstring
 ENCODER_DIR = "encoder"  # the final bundle, beside the run's checkpoints

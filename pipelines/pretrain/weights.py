@@ -3,7 +3,7 @@
 a trained classifier's).
 
 Resolved on the driver, before any worker starts, into the same thing the FILE path gives:
-`pipelines.model_store.resolve_model` brings the bundle to a temporary folder; its
+`pipelines.registry.model_store.resolve_model` brings the bundle to a temporary folder; its
 `encoder.pt` (a pretrained encoder's `--weights FILE` state dict) — or, for a classifier, its
 weights without the head (`mura_core.ssl.encoder_state`) — goes through
 `mura_core.initial_weights` exactly as a FILE does (loaded with `weights_only`,
@@ -23,9 +23,8 @@ from mura_core.checkpoints import MEMBERS, is_bundle, load_bundle
 from mura_core.initial_weights import InitialWeights, WeightsError, initial_weights
 from mura_core.models import Backbone
 from mura_core.ssl import ENCODER_FILE, encoder_state, is_encoder
-
-from ..model_store import ModelSpecError, resolve_model
-from ..tracking import use_tracking
+from pipelines.registry.model_store import ModelSpecError, resolve_model
+from pipelines.registry.tracking import use_tracking
 
 REGISTRY_PREFIXES = ("models:/", "runs:/")
 

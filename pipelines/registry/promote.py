@@ -13,9 +13,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mura_core.run_contract import ModelVersionTags, TrainRunRecord
-
-from ..tracking import use_tracking
-from .runs import (
+from pipelines.registry.runs import (
     DEFAULT_ALIAS,
     CompareError,
     Registered,
@@ -24,6 +22,7 @@ from .runs import (
     logged_model_ids,
     registered,
 )
+from pipelines.registry.tracking import use_tracking
 
 
 def _threshold(model_uri: str, record: TrainRunRecord) -> str | None:

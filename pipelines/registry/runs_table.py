@@ -7,7 +7,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from .runs import DEFAULT_METRIC, CompareError, RunRow
+from pipelines.registry.runs import DEFAULT_METRIC, CompareError, RunRow
 
 
 def _f(value: float | None) -> str:

@@ -1,18 +1,6 @@
-"""Screening: Ray Data batch inference over whole archives into study-level reports."""
+"""Screening: Ray Data batch inference over whole archives into study-level reports.
 
-from .models import ScreeningModel, resolve_screening_model
-from .nightly import NightlyResult, format_nightly, run_nightly
-from .run import ScreenConfig, ScreenError, ScreenResult, format_result, run_screen
-
-__all__ = [
-    "NightlyResult",
-    "format_nightly",
-    "run_nightly",
-    "ScreenConfig",
-    "ScreenError",
-    "ScreenResult",
-    "ScreeningModel",
-    "format_result",
-    "resolve_screening_model",
-    "run_screen",
-]
+Light on purpose (no imports): the scoring actor's module (`pipelines.screen.scoring`) is
+imported by every Ray worker that scores, and must not bring the driver's MLflow and
+plotting imports (`pipelines.screen.run`) with it.
+"""

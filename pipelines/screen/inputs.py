@@ -54,12 +54,11 @@ from mura_core.shards import (
     read_quarantine_rows,
 )
 from mura_core.splits import SplitConfig
-
-from ..archives import decoded_dataset, rows_per_batch
-from ..console import console
-from ..runtime import cluster_cpus
-from ..shardsets import shard_stats
-from ..tracking import file_digest
+from pipelines.archives import decoded_dataset, rows_per_batch
+from pipelines.registry.tracking import file_digest
+from pipelines.runtime.cluster import cluster_cpus
+from pipelines.runtime.console import console
+from pipelines.shards.shardsets import shard_stats
 
 # what the screening actor reads of a shard row: its pixels and the `ScoredImage` columns
 SHARD_COLUMNS = ["pixels", *(n for n in column_names(ScoredImage) if n in IMAGE_COLUMNS)]

@@ -17,8 +17,12 @@ import torch
 
 from mura_core.checkpoints import BundleError, load_bundle, save_ensemble_folders
 from mura_core.model_info import ModelInfo
-
-from ..model_store import ModelSpecError, ResolvedModel, process_folder, scoring_model
+from pipelines.registry.model_store import (
+    ModelSpecError,
+    ResolvedModel,
+    process_folder,
+    scoring_model,
+)
 
 
 @dataclass(frozen=True)

@@ -62,11 +62,11 @@ from mura_core.outputs import (
 from mura_core.schema import arrow_schema
 from mura_core.screen_report import read_summary
 from mura_core.shards import write_json_atomic
-
-from ..console import console
-from .inputs import ScreenInput, open_listed
-from .parts import FOLDER as SCORES
-from .run import (
+from pipelines.results.writeback import Delivered
+from pipelines.runtime.console import console
+from pipelines.screen.inputs import ScreenInput, open_listed
+from pipelines.screen.parts import FOLDER as SCORES
+from pipelines.screen.run import (
     MARKER,
     MARKER_TEXT,
     SUMMARY,
@@ -78,7 +78,6 @@ from .run import (
     execute,
     preflight,
 )
-from .writeback import Delivered
 
 LEDGER = "ledger.parquet"
 PENDING = "pending.parquet"

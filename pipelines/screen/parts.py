@@ -47,8 +47,7 @@ import pyarrow.parquet as pq
 
 from mura_core.outputs import atomic, write_text_atomic, writing
 from mura_core.shards import KEPT_PIXELS
-
-from ..scoring import IMAGE_SCHEMA
+from pipelines.screen.scoring import IMAGE_SCHEMA
 
 FOLDER = ".scores"
 KEY_FILE = "key.json"

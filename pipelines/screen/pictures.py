@@ -5,7 +5,7 @@ the report's first `pictures` flagged studies (up to PER_STUDY images each, high
 probability first: `report_rows`) and, writing back, every scored image of every flagged
 study. The recipe, top to bottom:
 
-1. `choose`: which images, and for what (`pipelines.evidence.EvidenceRequest`);
+1. `choose`: which images, and for what (`pipelines.screen.evidence.EvidenceRequest`);
 2. their pixels (`_pixels`), never decoded or fetched on the driver: a folder's files
    decoded in tasks at the report's size (max(model size, DISPLAY_SIZE)); stored pixels
    read, only those of the chosen images, and put in the object store: a shards folder's
@@ -30,14 +30,13 @@ import ray.data
 
 from mura_core.records import PictureFailure
 from mura_core.screen_report import ReportImage
-
-from ..console import console
-from ..evidence import EVIDENCE_BATCH, EvidenceMaker, EvidenceRequest, unpack
-from ..predict import bundle_bytes, predict
-from ..runtime import cluster_cpus, data_context
-from .inputs import ScreenInput, picture_dataset, stored_pixels
-from .models import ScreeningModel
-from .parts import ScoreParts
+from pipelines.runtime.cluster import cluster_cpus, data_context
+from pipelines.runtime.console import console
+from pipelines.screen.evidence import EVIDENCE_BATCH, EvidenceMaker, EvidenceRequest, unpack
+from pipelines.screen.inputs import ScreenInput, picture_dataset, stored_pixels
+from pipelines.screen.models import ScreeningModel
+from pipelines.screen.parts import ScoreParts
+from pipelines.shards.predict import bundle_bytes, predict
 
 PER_STUDY = 4
 DISPLAY_SIZE = 192  # the report's pictures: at least this many pixels (raw sources)

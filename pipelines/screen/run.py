@@ -55,32 +55,9 @@ from mura_core.records import (
 from mura_core.schema import arrow_schema
 from mura_core.screen_report import SUMMARY_FILE, ReportStudy, write_html, write_summary
 from mura_core.shards import REIDENTIFY_FILE, quarantine_table
-
-from ..console import console
-from ..predict import bundle_bytes, predict
-from ..runtime import data_context, ensure_ray
-from ..scoring import ScreenPredictor
-from ..tracking import (
-    check_tracking,
-    resolve_tracking_uri,
-    use_tracking,
-)
-from .inputs import ScreenInput, open_input
-from .models import ScreeningModel, resolve_screening_model
-from .monitor import monitor
-from .parts import FOLDER as SCORES
-from .parts import Earlier, ScoreKey, ScoreParts, bundle_digest, scored_and_problems
-from .pictures import Evidence, choose, kept_size, make_evidence, study_pictures
-from .runlog import log_screen_run
-from .studies import (
-    aggregate,
-    by_body_part,
-    report_studies,
-    study_table,
-    unretrieved_studies,
-    without,
-)
-from .writeback import (
+from pipelines.monitor.screening import monitor
+from pipelines.registry.tracking import check_tracking, resolve_tracking_uri, use_tracking
+from pipelines.results.writeback import (
     Delivered,
     Outbox,
     StudyResults,
@@ -89,6 +66,24 @@ from .writeback import (
     destination,
     store_results,
 )
+from pipelines.runtime.cluster import data_context, ensure_ray
+from pipelines.runtime.console import console
+from pipelines.screen.inputs import ScreenInput, open_input
+from pipelines.screen.models import ScreeningModel, resolve_screening_model
+from pipelines.screen.parts import FOLDER as SCORES
+from pipelines.screen.parts import Earlier, ScoreKey, ScoreParts, bundle_digest, scored_and_problems
+from pipelines.screen.pictures import Evidence, choose, kept_size, make_evidence, study_pictures
+from pipelines.screen.runlog import log_screen_run
+from pipelines.screen.scoring import ScreenPredictor
+from pipelines.screen.studies import (
+    aggregate,
+    by_body_part,
+    report_studies,
+    study_table,
+    unretrieved_studies,
+    without,
+)
+from pipelines.shards.predict import bundle_bytes, predict
 
 MARKER = ".mura-report"
 MARKER_TEXT = "mura screening report\n"
@@ -230,7 +225,7 @@ def _stream_scores(
 ) -> int:
     """Run the Ray Data pipeline over `inp`, writing every row back to the parts as it
     arrives (rows without pixels: bounded memory); the number of rows."""
-    from .inputs import input_dataset
+    from pipelines.screen.inputs import input_dataset
 
     with data_context():
         ds = input_dataset(inp, model.info.size, keep=kept_size(inp, model.info.size))

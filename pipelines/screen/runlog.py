@@ -13,9 +13,8 @@ from mlflow.tracking import MlflowClient
 from mura_core.records import ScreenSummary
 from mura_core.run_contract import ScreenRunParams, ScreenRunRecord
 from mura_core.screen_report import SUMMARY_FILE
-
-from ..tracking import ensure_experiment, git_commit
-from .models import ScreeningModel
+from pipelines.registry.tracking import ensure_experiment, git_commit
+from pipelines.screen.models import ScreeningModel
 
 REPORT_FILES = (
     "studies.parquet",

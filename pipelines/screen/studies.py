@@ -21,8 +21,7 @@ from mura_core.decisions import aggregate as aggregate_studies
 from mura_core.pacs.client import RetrieveError
 from mura_core.records import PartCounts, QuarantineRow
 from mura_core.screen_report import ReportStudy
-
-from .models import ScreeningModel
+from pipelines.screen.models import ScreeningModel
 
 STUDY_COLUMNS = [
     "study_key",

@@ -1,7 +1,7 @@
 """Training on Ray Train: recipes from the papers, study-level evaluation, MLflow."""
 
-from .evaluation import SplitResult, summary_text, table1_row
-from .run import (
+from pipelines.train.evaluation import SplitResult, summary_text, table1_row
+from pipelines.train.run import (
     TrainCollapsed,
     TrainConfig,
     TrainError,

@@ -20,9 +20,8 @@ import ray.train
 from mlflow.entities import Metric
 
 from mura_core.run_contract import EpochReport, PretrainEpochReport
-
-from ..progress import ProgressSink
-from ..tracking import tracking_client
+from pipelines.registry.tracking import tracking_client
+from pipelines.runtime.progress import ProgressSink
 
 SHOWN = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_study_auroc")
 PIPED_LINES = 10

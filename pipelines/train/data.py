@@ -12,7 +12,13 @@ from pathlib import Path
 
 import ray.data
 
-from ..shardsets import READ_COLUMNS, ShardStats, part_index, read_split, to_training_batch
+from pipelines.shards.shardsets import (
+    READ_COLUMNS,
+    ShardStats,
+    part_index,
+    read_split,
+    to_training_batch,
+)
 
 
 def split_dataset(shards: Path, split: str, body_part: str | None) -> ray.data.Dataset:

@@ -21,7 +21,6 @@ import torch
 from mura_core.calibration import Reliability, reliability
 from mura_core.cam import class_activation_maps, overlay_png
 from mura_core.checkpoints import load_bundle, read_info
-from mura_core.feedback import realized
 from mura_core.metrics import (
     Evaluation,
     evaluate_predictions,
@@ -30,6 +29,7 @@ from mura_core.metrics import (
     text_table,
 )
 from mura_core.model_info import ModelInfo
+from mura_core.monitoring.feedback import realized
 from mura_core.monitoring.inputs import shard_inputs
 from mura_core.monitoring.snapshot import Snapshot, save_reference
 from mura_core.reports import confusion_plot, learning_curves, reliability_plot, roc_plot
@@ -43,9 +43,8 @@ from mura_core.run_contract import (
 )
 from mura_core.shards import ShardsLayout, pixels_array
 from mura_core.studies import Predictions
-
-from ..model_store import log_bundle
-from ..tracking import use_tracking
+from pipelines.registry.model_store import log_bundle
+from pipelines.registry.tracking import use_tracking
 
 
 @dataclass(frozen=True)

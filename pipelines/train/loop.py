@@ -46,9 +46,8 @@ from mura_core.recipes import Recipe
 from mura_core.run_contract import EpochReport
 from mura_core.schedules import adamw, warmup_cosine
 from mura_core.studies import aggregate
-
-from ..progress import ProgressSink
-from ..shardsets import TrainingBatch
+from pipelines.runtime.progress import ProgressSink
+from pipelines.shards.shardsets import TrainingBatch
 
 
 @dataclass(frozen=True)

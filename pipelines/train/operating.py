@@ -21,9 +21,8 @@ from mura_core.decisions import PAPER_THRESHOLD, OperatingPoint
 from mura_core.metrics import choose_part_thresholds, val_threshold
 from mura_core.run_contract import VAL_LOGIT_STD, operating_tags
 from mura_core.studies import Predictions
-
-from ..console import console
-from .errors import TrainCollapsed, TrainError
+from pipelines.runtime.console import console
+from pipelines.train.errors import TrainCollapsed, TrainError
 
 
 def calibrated(predictions: dict[str, Predictions]) -> tuple[dict[str, Predictions], float]:

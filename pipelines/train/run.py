@@ -35,23 +35,22 @@ from mura_core.recipes import Recipe
 from mura_core.run_contract import EpochReport, TrainRunParams
 from mura_core.shards import ShardsLayout
 from mura_core.studies import Predictions
-
-from ..console import console
-from ..predict import bundle_bytes, predict_splits
-from ..pretrain.weights import resolve_initial_weights
-from ..progress import progress_feed
-from ..runtime import cluster_cpus, data_context, ensure_ray
-from ..shardsets import ShardStats, shard_stats
-from ..tracking import (
+from pipelines.pretrain.weights import resolve_initial_weights
+from pipelines.registry.tracking import (
     check_tracking,
     file_digest,
     git_commit,
     resolve_tracking_uri,
 )
-from .callback import EpochLogger
-from .data import positive_weights, split_dataset
-from .errors import TrainCollapsed, TrainError
-from .evaluation import (
+from pipelines.runtime.cluster import cluster_cpus, data_context, ensure_ray
+from pipelines.runtime.console import console
+from pipelines.runtime.progress import progress_feed
+from pipelines.shards.predict import bundle_bytes, predict_splits
+from pipelines.shards.shardsets import ShardStats, shard_stats
+from pipelines.train.callback import EpochLogger
+from pipelines.train.data import positive_weights, split_dataset
+from pipelines.train.errors import TrainCollapsed, TrainError
+from pipelines.train.evaluation import (
     SplitResult,
     evaluate_splits,
     log_calibration,
@@ -60,9 +59,9 @@ from .evaluation import (
     log_reference,
     validation_reference,
 )
-from .loop import LoopConfig, train_loop_per_worker
-from .operating import calibrated, operating_point
-from .session import (
+from pipelines.train.loop import LoopConfig, train_loop_per_worker
+from pipelines.train.operating import calibrated, operating_point
+from pipelines.train.session import (
     OpenRun,
     RunPlace,
     finished,

@@ -30,9 +30,9 @@ from typing import Any, Protocol
 import ray.train
 from mlflow.entities import RunStatus
 
-from ..console import console
-from ..runtime import cluster_cpus
-from ..tracking import ensure_experiment
+from pipelines.registry.tracking import ensure_experiment
+from pipelines.runtime.cluster import cluster_cpus
+from pipelines.runtime.console import console
 
 MLFLOW_RUN_FILE = "mlflow_run_id"  # beside Ray Train's checkpoints: a rerun resumes the run
 

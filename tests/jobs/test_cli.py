@@ -190,12 +190,12 @@ def test_every_package_error_is_a_mura_error() -> None:
     from mura_core.shards import ShardsError
     from mura_core.synth import SynthConfig, SynthError
     from pipelines.ingest import IngestError
-    from pipelines.model_store import ModelSpecError
+    from pipelines.registry.model_store import ModelSpecError
     from pipelines.registry.runs import CompareError
     from pipelines.registry.server import MlflowServerError
-    from pipelines.screen import ScreenConfig, ScreenError
-    from pipelines.submit import SubmitError
-    from pipelines.tracking import TrackingError
+    from pipelines.registry.tracking import TrackingError
+    from pipelines.runtime.submit import SubmitError
+    from pipelines.screen.run import ScreenConfig, ScreenError
     from pipelines.train import TrainError
 
     for cls in (

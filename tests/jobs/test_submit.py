@@ -21,7 +21,7 @@ from mura_core.model_info import ModelInfo
 from mura_core.models import build_model
 from mura_core.recipes import recipe
 from mura_core.synth import SynthArchive
-from pipelines.ports import free_port
+from pipelines.runtime.ports import free_port
 from tests.raycluster import RayCluster
 
 pytestmark = pytest.mark.slow

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.ports import free_port
-from pipelines.submit import SubmitConfig, SubmitError, runtime_env
+from pipelines.runtime.ports import free_port
+from pipelines.runtime.submit import SubmitConfig, SubmitError, runtime_env
 
 REPO = Path(__file__).resolve().parents[2]
 

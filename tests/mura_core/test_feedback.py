@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import cohen_kappa_score, confusion_matrix, roc_auc_score
 
-from mura_core.feedback import FeedbackError, period_of, read_labels, realized
+from mura_core.monitoring.feedback import FeedbackError, period_of, read_labels, realized
 
 
 def test_labels_file_rows_are_used_or_named_with_their_line(tmp_path: Path) -> None:

@@ -1,5 +1,7 @@
-"""One archive layer: only it asks whether a source is a PACS, and screening and ingest reach
-archives through it, never through each other (read from the source, no import needed)."""
+"""The layout (docs/layout.md), read from the source, no import needed: imports point one way,
+`jobs → pipelines → mura_core`; `pipelines/` is a package per capability; one archive
+layer: only it asks whether a source is a PACS, and screening and ingest reach archives
+through it, never through each other."""
 
 from __future__ import annotations
 
@@ -53,7 +55,32 @@ def test_screening_and_ingest_do_not_import_each_other() -> None:
     assert offenders == []
 
 
-def test_the_resolver_sees_relative_imports() -> None:
-    """The check above would pass vacuously if relative imports were misread."""
+def test_the_resolver_sees_the_imports() -> None:
+    """The checks here would pass vacuously if imports were misread."""
     names = _imported(ROOT / "pipelines" / "screen" / "inputs.py")
     assert "pipelines.archives" in names and "mura_core.archive" in names
+
+
+def test_imports_point_one_way() -> None:
+    """mura_core imports neither pipelines nor jobs; pipelines does not import jobs."""
+    below = {"mura_core": ("pipelines", "jobs", "bench"), "pipelines": ("jobs", "bench")}
+    offenders = []
+    for package, forbidden in below.items():
+        for path in sorted((ROOT / package).rglob("*.py")):
+            bad = [n for n in _imported(path) if n.split(".")[0] in forbidden]
+            offenders += [f"{path.relative_to(ROOT)}: {n}" for n in sorted(bad)]
+    assert offenders == []
+
+
+def test_pipelines_is_a_package_per_capability() -> None:
+    """No loose modules in `pipelines/`: each capability is a package with a docstring."""
+    loose = [p.name for p in (ROOT / "pipelines").glob("*.py") if p.name != "__init__.py"]
+    assert loose == []
+    packages = [p for p in (ROOT / "pipelines").iterdir() if (p / "__init__.py").exists()]
+    assert len(packages) >= 8
+    undocumented = [
+        p.name
+        for p in packages
+        if not ast.get_docstring(ast.parse((p / "__init__.py").read_text()))
+    ]
+    assert undocumented == []

@@ -9,8 +9,8 @@ import math
 
 import pytest
 
-from mura_core.feedback import Estimate
 from mura_core.metrics import evaluate
+from mura_core.monitoring.feedback import Estimate
 from mura_core.monitoring.snapshot import Snapshot
 from mura_core.recipes import Recipe, recipe
 from mura_core.records import (

@@ -19,15 +19,15 @@ import ray
 
 from mura_core.synth import synthesize
 from pipelines.ingest import IngestConfig, run_ingest
-from pipelines.runtime import start_local_ray
-from pipelines.tracking import sqlite_path
+from pipelines.registry.tracking import sqlite_path
+from pipelines.runtime.cluster import start_local_ray
 from pipelines.train import TrainConfig, TrainResult, run_training
 from tests.pipelines import learning
 
 
 @pytest.fixture(scope="session")
 def ray_local() -> Iterator[None]:
-    """The same local Ray the commands start (pipelines.runtime), shared by the session."""
+    """The same local Ray the commands start (pipelines.runtime.cluster), shared by the session."""
     start_local_ray(num_cpus=2)
     yield
     ray.shutdown()

@@ -22,9 +22,9 @@ from mura_core.checkpoints import load_bundle, save_bundle
 from mura_core.model_info import ModelInfo
 from mura_core.models import build_model
 from mura_core.recipes import recipe
-from pipelines.model_store import resolve_model
-from pipelines.predict import bundle_bytes, predict_splits
-from pipelines.tracking import use_tracking
+from pipelines.registry.model_store import resolve_model
+from pipelines.registry.tracking import use_tracking
+from pipelines.shards.predict import bundle_bytes, predict_splits
 from pipelines.train.run import calibrated
 from tests.pipelines import learning
 

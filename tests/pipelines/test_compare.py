@@ -24,11 +24,16 @@ from mura_core.models import build_model
 from mura_core.recipes import recipe
 from mura_core.run_contract import ModelVersionTags, ci_names
 from mura_core.synth import SynthArchive
-from pipelines.model_store import log_bundle, resolve_model
+from pipelines.registry.model_store import log_bundle, resolve_model
 from pipelines.registry.promote import promote
 from pipelines.registry.runs import CompareError, load_runs
 from pipelines.registry.runs_table import format_table, plot
-from pipelines.tracking import ensure_experiment, sqlite_path, tracking_client, use_tracking
+from pipelines.registry.tracking import (
+    ensure_experiment,
+    sqlite_path,
+    tracking_client,
+    use_tracking,
+)
 
 if TYPE_CHECKING:
     from tests.pipelines.conftest import Trained

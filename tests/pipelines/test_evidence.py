@@ -1,4 +1,4 @@
-"""The evidence actor (pipelines.evidence), called as Ray Data calls it, one batch at a time.
+"""The evidence actor (pipelines.screen.evidence), called as Ray Data calls it, one batch at a time.
 
 No Ray here: the class is built from the bundle's bytes as each actor builds it.
 """
@@ -13,8 +13,8 @@ import pyarrow as pa
 from mura_core.screen_report import PNG_SIGNATURE
 from mura_core.shards import encode_pixels
 from pipelines.archives.decode import PROBLEM_TYPE
-from pipelines.evidence import EvidenceMaker, EvidenceRequest, unpack
-from pipelines.predict import bundle_bytes
+from pipelines.screen.evidence import EvidenceMaker, EvidenceRequest, unpack
+from pipelines.shards.predict import bundle_bytes
 from tests.pipelines.test_screen import random_bundle
 
 

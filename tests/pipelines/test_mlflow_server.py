@@ -35,8 +35,7 @@ from mlflow.tracking import MlflowClient
 from mura_core.records import BodyPart
 from mura_core.synth import SynthConfig, synthesize
 from pipelines.ingest import IngestConfig, run_ingest
-from pipelines.model_store import resolve_model
-from pipelines.ports import free_port
+from pipelines.registry.model_store import resolve_model
 from pipelines.registry.server import (
     MLFLOW_DEFAULT_ALLOWED_HOSTS,
     PROBE,
@@ -45,7 +44,8 @@ from pipelines.registry.server import (
     basic_auth,
     start_server,
 )
-from pipelines.tracking import TrackingError, check_tracking, tracking_client, use_tracking
+from pipelines.registry.tracking import TrackingError, check_tracking, tracking_client, use_tracking
+from pipelines.runtime.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 RAY_SESSIONS = Path("/tmp/ray")

@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 
 from mura_core.monitoring.drift import Bands
-from pipelines.monitor import (
+from pipelines.monitor.trends import (
     MonitorError,
     Point,
     exit_status,

@@ -25,9 +25,9 @@ from jobs.cli import main as cli
 from mura_core.monitoring.snapshot import REFERENCE_FILE, load_reference
 from mura_core.records import BodyPart
 from mura_core.synth import synthesize
-from pipelines.model_store import resolve_model
-from pipelines.screen import ScreenConfig, ScreenResult, run_screen
-from pipelines.tracking import use_tracking
+from pipelines.registry.model_store import resolve_model
+from pipelines.registry.tracking import use_tracking
+from pipelines.screen.run import ScreenConfig, ScreenResult, run_screen
 from tests.pipelines import learning
 
 if TYPE_CHECKING:

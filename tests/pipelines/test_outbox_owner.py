@@ -10,7 +10,7 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from mura_core.errors import ConfigError
-from pipelines.screen.writeback import Outbox
+from pipelines.results.writeback import Outbox
 
 
 def test_a_folder_of_the_users_is_refused_and_left_alone(tmp_path: Path) -> None:

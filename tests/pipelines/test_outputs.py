@@ -119,7 +119,8 @@ def wait_for(proc: subprocess.Popen[str], ready: Callable[[], bool], timeout: fl
 
 @contextlib.contextmanager
 def running(proc: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
-    """A run that the test ends, whatever happens (its Ray goes with it: pipelines.guard)."""
+    """A run that the test ends, whatever happens (its Ray goes with it:
+    pipelines.runtime.guard)."""
     try:
         yield proc
     finally:
@@ -389,7 +390,7 @@ def fill(disk: Path) -> None:
 
 LOG_DISK_FILLS = """
 import os, sys
-from pipelines.console import console
+from pipelines.runtime.console import console
 with open("/dev/full", "wb") as full, console.capture("screen"):
     sys.stdout.write("Ray's chatter, not yet flushed")
     os.dup2(full.fileno(), 1)  # the log's disk is full from here on: the flush fails

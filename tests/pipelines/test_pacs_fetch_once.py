@@ -20,10 +20,10 @@ import pydicom
 import pytest
 
 from jobs.cli import main as mura
+from jobs.demo_orthanc import Orthanc, OrthancConfig, start_orthanc
 from mura_core.screen_report import read_summary
 from mura_core.synth import SynthArchive
-from pipelines.orthanc import Orthanc, OrthancConfig, start_orthanc
-from pipelines.screen import ScreenConfig, run_screen
+from pipelines.screen.run import ScreenConfig, run_screen
 from tests.conftest import load_into
 from tests.pipelines.test_screen import random_bundle
 

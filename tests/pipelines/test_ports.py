@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from pipelines.ports import HOST, free_port, free_ports
+from pipelines.runtime.ports import HOST, free_port, free_ports
 
 
 def test_ports_of_one_call_differ_and_can_be_bound() -> None:

@@ -16,9 +16,9 @@ from mura_core.checkpoints import load_bundle
 from mura_core.initial_weights import WeightsError
 from mura_core.shards import read_images
 from mura_core.ssl import ENCODER_FILE, is_encoder
-from pipelines.model_store import ModelSpecError, resolve_model, scoring_model
 from pipelines.pretrain.run import PretrainConfig, PretrainError, preflight, run_pretraining
 from pipelines.pretrain.weights import resolve_initial_weights
+from pipelines.registry.model_store import ModelSpecError, resolve_model, scoring_model
 
 
 def _mura(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:

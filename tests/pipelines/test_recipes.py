@@ -27,8 +27,8 @@ from mura_core.screen_report import read_summary
 from mura_core.splits import SplitConfig
 from mura_core.synth import SynthArchive, SynthConfig, synthesize
 from pipelines.ingest import IngestConfig, run_ingest
-from pipelines.model_store import resolve_model
-from pipelines.tracking import tracking_client
+from pipelines.registry.model_store import resolve_model
+from pipelines.registry.tracking import tracking_client
 
 if TYPE_CHECKING:
     from tests.pipelines.conftest import Trained

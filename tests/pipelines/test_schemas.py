@@ -4,12 +4,12 @@ of before wrote (`tests.schemas`), and to the columns it read. No Ray is started
 from __future__ import annotations
 
 from pipelines.archives import staging_schema
-from pipelines.scoring import IMAGE_SCHEMA
 from pipelines.screen.inputs import SHARD_COLUMNS
 from pipelines.screen.nightly import LEDGER_SCHEMA
 from pipelines.screen.parts import PART_SCHEMA
 from pipelines.screen.run import SCORED_SCHEMA
-from pipelines.shardsets import READ_COLUMNS
+from pipelines.screen.scoring import IMAGE_SCHEMA
+from pipelines.shards.shardsets import READ_COLUMNS
 from tests.schemas import assert_writes_as_before
 
 

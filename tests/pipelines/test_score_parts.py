@@ -12,8 +12,8 @@ import numpy as np
 import pyarrow as pa
 
 from mura_core.shards import KEPT_PIXELS, encode_pixels, pixels_array
-from pipelines.scoring import IMAGE_SCHEMA
 from pipelines.screen.parts import ScoreKey, ScoreParts, bundle_digest, scored_and_problems
+from pipelines.screen.scoring import IMAGE_SCHEMA
 
 KEY = ScoreKey(
     model=bundle_digest({"weights.pt": b"1"}), pseudonymize="always", kind="mura", root="/a"

@@ -32,7 +32,7 @@ from mura_core.records import BodyPart
 from mura_core.screen_report import read_summary
 from mura_core.synth import SynthArchive, SynthConfig, study_uid, synthesize
 from pipelines.ingest import IngestConfig, run_ingest
-from pipelines.screen import ScreenConfig, ScreenResult, run_screen
+from pipelines.screen.run import ScreenConfig, ScreenResult, run_screen
 from tests.chromium import SKIP_REASON, find_chromium, screenshot
 from tests.processes import kill_driver_when
 from tests.readable import readable
@@ -294,9 +294,9 @@ def test_a_killed_driver_leaves_no_ray_process_and_the_rerun_resumes(
     mura_archive: SynthArchive, tmp_path: Path
 ) -> None:
     """`mura screen` in its own process, its driver SIGKILLed once some image scores are
-    written: nothing of its local Ray outlives it (pipelines.guard), the re-run into the same
-    OUT scores only the images without a score, and its report equals an uninterrupted
-    run's."""
+    written: nothing of its local Ray outlives it (pipelines.runtime.guard), the re-run into
+    the same OUT scores only the images without a score, and its report equals an
+    uninterrupted run's."""
     bundle = random_bundle(tmp_path / "bundle")
     out = tmp_path / "report"
     argv = ["screen", str(mura_archive.root), "--model", str(bundle), "--out", str(out)]

@@ -14,7 +14,7 @@ import pyarrow as pa
 from mura_core.metrics import evaluate_predictions
 from mura_core.model_info import ModelInfo
 from mura_core.studies import Predictions
-from pipelines.model_store import ResolvedModel
+from pipelines.registry.model_store import ResolvedModel
 from pipelines.screen.models import ScreeningModel
 from pipelines.screen.studies import aggregate, study_table
 

@@ -26,8 +26,8 @@ from mura_core.shards import ShardsLayout, pixels_array, read_images
 from mura_core.splits import SplitConfig
 from mura_core.synth import SynthArchive, SynthConfig, synthesize
 from pipelines.ingest import IngestConfig, run_ingest
-from pipelines.model_store import resolve_model
-from pipelines.tracking import TrackingError
+from pipelines.registry.model_store import resolve_model
+from pipelines.registry.tracking import TrackingError
 from pipelines.train import TrainConfig, TrainError, TrainResult, preflight, run_training
 
 if TYPE_CHECKING:
@@ -208,7 +208,7 @@ def test_preflight_refuses_a_target_sensitivity_on_a_single_class_val(
 
 @pytest.mark.slow
 def test_evaluate_reproduces_the_training_metrics(trained: Trained) -> None:
-    from pipelines.evaluate import run_evaluation
+    from pipelines.train.evaluate import run_evaluation
 
     result = run_evaluation(
         f"models:/test-cnn/{trained.result.version}",

@@ -53,8 +53,13 @@ MLflow's basic-auth app), `network` (ports, addresses, allowed hosts).
 
 from __future__ import annotations
 
-from .auth import basic_auth, check_auth_installed, check_username, read_admin_password
-from .config import (
+from pipelines.registry.server.auth import (
+    basic_auth,
+    check_auth_installed,
+    check_username,
+    read_admin_password,
+)
+from pipelines.registry.server.config import (
     ARTIFACTS_DIR,
     AUTH_CONFIG_NAME,
     AUTH_DB_NAME,
@@ -68,8 +73,12 @@ from .config import (
     MlflowServerError,
     ServerConfig,
 )
-from .network import MLFLOW_DEFAULT_ALLOWED_HOSTS, is_loopback, primary_address
-from .process import MlflowServer, start_server
+from pipelines.registry.server.network import (
+    MLFLOW_DEFAULT_ALLOWED_HOSTS,
+    is_loopback,
+    primary_address,
+)
+from pipelines.registry.server.process import MlflowServer, start_server
 
 __all__ = [
     "ARTIFACTS_DIR",

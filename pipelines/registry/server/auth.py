@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mura_core.errors import ConfigError
-
-from .config import (
+from pipelines.registry.server.config import (
     AUTH_CACHE_S,
     AUTH_CONFIG_NAME,
     AUTH_DB_NAME,
@@ -26,10 +25,10 @@ from .config import (
     MlflowServerError,
     ServerConfig,
 )
-from .network import is_loopback
+from pipelines.registry.server.network import is_loopback
 
 if TYPE_CHECKING:
-    from .process import MlflowServer
+    from pipelines.registry.server.process import MlflowServer
 
 AUTH_ENV = (
     "MLFLOW_AUTH_CONFIG_PATH",

@@ -9,8 +9,7 @@ import ipaddress
 import socket
 
 from mura_core.errors import ConfigError
-
-from .config import WILDCARD_HOSTS, MlflowServerError
+from pipelines.registry.server.config import WILDCARD_HOSTS, MlflowServerError
 
 
 def is_loopback(host: str) -> bool:

@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mura_core.errors import ConfigError
-
-from .auth import (
+from pipelines.registry.server.auth import (
     AUTH_ENV,
     admin_password,
     auth_env,
@@ -25,8 +24,14 @@ from .auth import (
     refuse_open_server,
     write_auth_config,
 )
-from .config import ARTIFACTS_DIR, DB_NAME, LOG_NAME, MlflowServerError, ServerConfig
-from .network import (
+from pipelines.registry.server.config import (
+    ARTIFACTS_DIR,
+    DB_NAME,
+    LOG_NAME,
+    MlflowServerError,
+    ServerConfig,
+)
+from pipelines.registry.server.network import (
     advertised_host,
     allowed_hosts,
     free_or_taken,

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.orthanc import Orthanc, OrthancConfig, orthanc_binary, start_orthanc
-from pipelines.ports import free_port
+from jobs.demo_orthanc import Orthanc, OrthancConfig, orthanc_binary, start_orthanc
+from pipelines.runtime.ports import free_port
 from tests.pipelines.pacs_faults.cli import (
     Mura,
     Said,

@@ -31,8 +31,8 @@ import pydicom.data
 import pytest
 from pydicom.uid import UID, generate_uid
 
+from jobs.demo_orthanc import Orthanc
 from mura_core.synth import SynthArchive
-from pipelines.orthanc import Orthanc
 from tests.conftest import load_into
 from tests.pipelines.pacs_faults.cli import Mura, Said, private_file
 from tests.pipelines.test_screen import REPORT_FILES, random_bundle

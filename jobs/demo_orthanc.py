@@ -38,8 +38,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from mura_core.errors import MuraError
-
-from .ports import HOST, free_ports
+from pipelines.runtime.ports import HOST, free_ports
 
 BINARY = "Orthanc"
 DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")

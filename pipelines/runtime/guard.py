@@ -152,7 +152,7 @@ def _start_guard(mark: str) -> int | None:
     read, write = os.pipe()
     env = {k: v for k, v in os.environ.items() if k != MARK}
     subprocess.Popen(
-        [sys.executable, "-m", "pipelines.guard", mark],
+        [sys.executable, "-m", "pipelines.runtime.guard", mark],
         stdin=read,
         stdout=subprocess.DEVNULL,  # stderr: the driver's (a bug here shows its traceback)
         env=env,

@@ -18,8 +18,8 @@ import ray
 import ray.data
 from ray.data.context import DataContext
 
-from .guard import guarded_start, release
-from .ports import free_ports
+from pipelines.runtime.guard import guarded_start, release
+from pipelines.runtime.ports import free_ports
 
 
 def configure_data_context() -> DataContext:
@@ -80,7 +80,7 @@ def start_local_ray(*, num_cpus: int | None = None) -> None:
     that every Ray process inherits its own cluster's address. The driver's environment is
     restored right after (a later `ensure_ray` must not mistake it for a job's cluster).
 
-    Everything Ray starts carries a mark that `pipelines.guard` sweeps when this process
+    Everything Ray starts carries a mark that `pipelines.runtime.guard` sweeps when this process
     exits, SIGKILL included: no Ray process outlives its driver.
     """
     port, dashboard = free_ports(2)
@@ -115,7 +115,7 @@ def ray_for_a_command() -> Iterator[None]:
     finally:
         if not already and ray.is_initialized():
             ray.shutdown()
-            release()  # the guard sweeps what shutdown left (see pipelines.guard)
+            release()  # the guard sweeps what shutdown left (see pipelines.runtime.guard)
 
 
 def cluster_cpus() -> int:

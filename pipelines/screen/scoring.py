@@ -6,7 +6,7 @@ Rows come either from shards (every row has pixels) or from on-the-fly decoding 
 a `problem` carry zero pixels and are not scored). Every row comes out with the same
 explicit schema, so blocks always concatenate, whatever mix of labels and problems they hold.
 A PACS screening's rows also carry `kept` (each frame at the pictures' size, for the
-evidence pass after scoring: `pipelines.evidence`); it is passed through, last.
+evidence pass after scoring: `pipelines.screen.evidence`); it is passed through, last.
 """
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ from mura_core.monitoring.inputs import pixel_stats
 from mura_core.records import Failure, ScoredImage
 from mura_core.schema import arrow_schema, column_names
 from mura_core.shards import KEPT_PIXELS, pixels_array
-
-from .predict import Predictor
+from pipelines.shards.predict import Predictor
 
 # one row per image: a `ScoredImage`'s columns, then a `Failure`'s (null where it scored)
 IMAGE_SCHEMA = arrow_schema(ScoredImage, Failure)

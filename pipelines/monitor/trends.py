@@ -4,7 +4,7 @@ Monday morning and for cron.
 1. `load_points` reads the finished runs of the screening experiment (oldest first, from
    `--since`): per run its date, job, studies, flag rate (overall and per body part), score
    quantiles, drift figures and its `mura.alert` tag, as `screen` and `nightly` logged them
-   (`pipelines/screen/monitor.py`), read back as a `mura_core.run_contract.ScreenRunRecord`.
+   (`pipelines/monitor/screening.py`), read back as a `mura_core.run_contract.ScreenRunRecord`.
 2. Runs whose model carried no reference (`mura.reference=false`) have no drift figures:
    they are compared with the nights before them instead. A night whose flag rate is
    further than `Bands.flag_rate` from the median of the earlier nights (at least three)

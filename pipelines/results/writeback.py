@@ -52,11 +52,10 @@ from mura_core.results import (
     build_secondary_captures,
     build_sr,
 )
-
-from ..console import console
-from .inputs import ScreenInput
-from .models import ScreeningModel
-from .pictures import Evidence
+from pipelines.runtime.console import console
+from pipelines.screen.inputs import ScreenInput
+from pipelines.screen.models import ScreeningModel
+from pipelines.screen.pictures import Evidence
 
 OUTBOX_ENV = "MURA_OUTBOX"
 

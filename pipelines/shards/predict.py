@@ -25,9 +25,8 @@ from mura_core.checkpoints import load_bundle
 from mura_core.model_info import ModelInfo
 from mura_core.shards import ShardsLayout, pixels_array
 from mura_core.studies import Predictions
-
-from .runtime import cluster_cpus
-from .shardsets import split_filter
+from pipelines.runtime.cluster import cluster_cpus
+from pipelines.shards.shardsets import split_filter
 
 # The shard columns a prediction carries along (those of `Predictions`, but `prob`).
 PASS_THROUGH = tuple(f.name for f in fields(Predictions) if f.name != "prob")

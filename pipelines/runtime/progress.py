@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .console import Bar, console
+from pipelines.runtime.console import Bar, console
 
 POLL_S = 0.25
 

@@ -7,13 +7,12 @@ from pathlib import Path
 
 from mura_core.errors import ConfigError
 from mura_core.metrics import Evaluation, evaluate_predictions
-
-from .console import console
-from .model_store import ResolvedModel, scoring_model
-from .predict import bundle_bytes, predict_splits
-from .runtime import ensure_ray
-from .shardsets import shard_stats
-from .tracking import check_tracking, resolve_tracking_uri, use_tracking
+from pipelines.registry.model_store import ResolvedModel, scoring_model
+from pipelines.registry.tracking import check_tracking, resolve_tracking_uri, use_tracking
+from pipelines.runtime.cluster import ensure_ray
+from pipelines.runtime.console import console
+from pipelines.shards.predict import bundle_bytes, predict_splits
+from pipelines.shards.shardsets import shard_stats
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """`mura feedback LABELS.csv --state STATE`: radiologists' reads against the nightly flags.
 
-1. The reads (`mura_core.feedback.read_labels`): rows that cannot be used are counted and
+1. The reads (`mura_core.monitoring.feedback.read_labels`): rows that cannot be used are counted and
    said with their line numbers.
 2. The screened studies: every study in the nightly ledger, with its score, flag, body part
    and the model version from the report that holds it (`studies.parquet`).
@@ -33,7 +33,7 @@ import mlflow
 import pyarrow.parquet as pq
 from mlflow.tracking import MlflowClient
 
-from mura_core.feedback import (
+from mura_core.monitoring.feedback import (
     Estimate,
     FeedbackError,
     LabelProblem,
@@ -46,10 +46,9 @@ from mura_core.monitoring.snapshot import load_reference
 from mura_core.privacy import ACCESSION, Pseudonymizer, read_reidentify
 from mura_core.run_contract import FeedbackPeriod, Tag
 from mura_core.shards import REIDENTIFY_FILE
-
-from .model_store import ModelSpecError, resolve_model
-from .screen.nightly import LEDGER, REPORTS, read_ledger
-from .tracking import ensure_experiment, use_tracking
+from pipelines.registry.model_store import ModelSpecError, resolve_model
+from pipelines.registry.tracking import ensure_experiment, use_tracking
+from pipelines.screen.nightly import LEDGER, REPORTS, read_ledger
 
 DEFAULT_EXPERIMENT = "mura-monitor"
 MIN_PER_CLASS = 5  # abnormal and normal studies a body part needs for its own figures

@@ -33,8 +33,7 @@ from mura_core.records import Failure
 from mura_core.schema import arrow_schema
 from mura_core.screen_report import thumbnail_png
 from mura_core.shards import pixels_array
-
-from .predict import BundleRef, Predictor
+from pipelines.shards.predict import BundleRef, Predictor
 
 EVIDENCE_BATCH = 16  # rows per actor call (its maps are made CAM_BATCH at a time)
 EVIDENCE_SCHEMA = pa.schema(

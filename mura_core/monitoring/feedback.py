@@ -8,7 +8,7 @@ fared.
    line number and reason, never dropped silently; a file without the columns is one
    `FeedbackError`.
 2. The pipeline matches each read to a screened study (through the nightly ledger and the
-   keyed pseudonyms; see `pipelines/feedback.py`) and groups the matched ones by period.
+   keyed pseudonyms; see `pipelines/monitor/feedback.py`) and groups the matched ones by period.
 3. `realized(labels, probs, flagged)`: what the flags did, per period and body part:
    sensitivity, specificity, PPV, NPV, study AUROC and Cohen's kappa, each with a bootstrap
    95 % CI (`scipy.stats.bootstrap`, percentile, resampling studies; a seeded generator);
@@ -28,7 +28,7 @@ import numpy as np
 from scipy import stats
 from sklearn.metrics import cohen_kappa_score, roc_auc_score
 
-from .errors import MuraError
+from mura_core.errors import MuraError
 
 # The columns that may name a read's study, in order of preference, and what each holds.
 ID_COLUMNS: dict[str, str] = {

@@ -1,0 +1,2 @@
+"""Shards read: shard sets for training and evaluation (shardsets), scored by a model's actor
+pool (predict)."""
