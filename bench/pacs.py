@@ -46,7 +46,8 @@ from mura_core.pacs.client import PacsOptions
 from mura_core.recipes import recipe
 from mura_core.synth import SynthConfig, synthesize
 from pipelines.runtime.cluster import ensure_ray
-from pipelines.screen.run import ScreenConfig, run_screen
+from pipelines.screen.config import ScreenConfig
+from pipelines.screen.run import run_screen
 
 RECIPES = {"densenet169": "seed-densenet", "cnn": "seed-cnn"}
 

@@ -64,7 +64,8 @@ from mura_core.shards import Manifest, pixels_array, read_images
 from mura_core.synth import SynthConfig, synthesize
 from pipelines.ingest import IngestConfig, run_ingest
 from pipelines.runtime.cluster import cluster_cpus, ensure_ray
-from pipelines.screen.run import ScreenConfig, run_screen
+from pipelines.screen.config import ScreenConfig
+from pipelines.screen.run import run_screen
 from pipelines.train import TrainConfig, run_training
 from pipelines.train.run import TrainCollapsed
 

@@ -68,8 +68,9 @@ from mura_core.shards import pixels_array, read_images
 from mura_core.transforms import EvalPreset
 from pipelines.ingest import IngestConfig, run_ingest
 from pipelines.runtime.cluster import cluster_cpus, ensure_ray
+from pipelines.screen.config import ScreenConfig
 from pipelines.screen.inputs import is_shards
-from pipelines.screen.run import ScreenConfig, run_screen
+from pipelines.screen.run import run_screen
 
 RECIPES = {"densenet169": "seed-densenet", "cnn": "seed-cnn"}
 LABELS = {

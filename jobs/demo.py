@@ -36,7 +36,9 @@ from pipelines.registry.runs import DEFAULT_ALIAS, DEFAULT_METRIC, load_runs
 from pipelines.registry.runs_table import format_table, plot
 from pipelines.registry.tracking import tracking_client
 from pipelines.runtime.console import console
-from pipelines.screen.run import ScreenConfig, ScreenResult, run_screen
+from pipelines.screen.config import ScreenConfig
+from pipelines.screen.result import ScreenResult
+from pipelines.screen.run import run_screen
 from pipelines.train import TrainCollapsed, TrainConfig, TrainResult, run_training
 
 HELP = "run the system end to end on a synthetic archive (the embedded default)"

@@ -11,7 +11,7 @@ from jobs.common import add_source_arguments, job_main
 from jobs.screen import add_model_arguments, config
 from pipelines.runtime.console import console
 from pipelines.screen.nightly import DEFAULT_OVERLAP_DAYS, format_nightly, run_nightly
-from pipelines.screen.run import format_result
+from pipelines.screen.result import format_result
 
 HELP = "screen only the studies of ARCHIVE not screened before (cron-safe, re-runnable)"
 DESCRIPTION = (

@@ -12,7 +12,9 @@ from mura_core.archive.pseudonyms import PSEUDONYMIZE_CHOICES
 from mura_core.monitoring.drift import Bands
 from pipelines.registry.model_store import DEFAULT_ALIAS
 from pipelines.runtime.console import console
-from pipelines.screen.run import ScreenConfig, format_result, run_screen
+from pipelines.screen.config import ScreenConfig
+from pipelines.screen.result import format_result
+from pipelines.screen.run import run_screen
 
 HELP = "score a whole archive (raw or shards) into a study-level report"
 DESCRIPTION = (

@@ -64,20 +64,13 @@ from mura_core.screen_report import read_summary
 from mura_core.shards import write_json_atomic
 from pipelines.results.writeback import Delivered
 from pipelines.runtime.console import console
+from pipelines.screen.config import ScreenConfig, ScreenError
+from pipelines.screen.folder import MARKER, MARKER_TEXT, SUMMARY
 from pipelines.screen.inputs import ScreenInput, open_listed
 from pipelines.screen.parts import FOLDER as SCORES
-from pipelines.screen.run import (
-    MARKER,
-    MARKER_TEXT,
-    SUMMARY,
-    Prepared,
-    ScreenConfig,
-    ScreenError,
-    ScreenResult,
-    deliver,
-    execute,
-    preflight,
-)
+from pipelines.screen.prepare import Prepared, deliver, preflight
+from pipelines.screen.result import ScreenResult
+from pipelines.screen.run import execute
 
 LEDGER = "ledger.parquet"
 PENDING = "pending.parquet"

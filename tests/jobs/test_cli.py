@@ -195,7 +195,7 @@ def test_every_package_error_is_a_mura_error() -> None:
     from pipelines.registry.server import MlflowServerError
     from pipelines.registry.tracking import TrackingError
     from pipelines.runtime.submit import SubmitError
-    from pipelines.screen.run import ScreenConfig, ScreenError
+    from pipelines.screen.config import ScreenConfig, ScreenError
     from pipelines.train import TrainError
 
     for cls in (

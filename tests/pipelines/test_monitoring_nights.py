@@ -27,7 +27,9 @@ from mura_core.records import BodyPart
 from mura_core.synth import synthesize
 from pipelines.registry.model_store import resolve_model
 from pipelines.registry.tracking import use_tracking
-from pipelines.screen.run import ScreenConfig, ScreenResult, run_screen
+from pipelines.screen.config import ScreenConfig
+from pipelines.screen.result import ScreenResult
+from pipelines.screen.run import run_screen
 from tests.pipelines import learning
 
 if TYPE_CHECKING:

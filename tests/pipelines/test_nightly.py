@@ -22,8 +22,9 @@ from mura_core.model_info import ModelInfo
 from mura_core.models import build_model
 from mura_core.recipes import recipe
 from mura_core.synth import SynthConfig, synthesize
+from pipelines.screen.config import ScreenConfig
+from pipelines.screen.folder import SUMMARY
 from pipelines.screen.nightly import LEDGER, REPORTS, read_ledger, run_nightly
-from pipelines.screen.run import SUMMARY, ScreenConfig
 from tests.processes import kill_driver_when
 
 pytestmark = [pytest.mark.usefixtures("ray_local"), pytest.mark.slow]

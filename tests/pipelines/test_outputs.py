@@ -33,10 +33,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from mura_core.synth import SynthArchive
+from pipelines.screen.folder import MARKER, SUMMARY
 from pipelines.screen.inputs import open_input
 from pipelines.screen.nightly import LEDGER, LEDGER_SCHEMA, PENDING, REPORTS, STATE_MARKER
 from pipelines.screen.parts import FOLDER as SCORES
-from pipelines.screen.run import MARKER, SUMMARY
 from tests.pipelines.test_nightly import add_studies
 from tests.pipelines.test_screen import random_bundle
 

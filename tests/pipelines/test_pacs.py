@@ -25,7 +25,8 @@ from mura_core.results import is_own_result, read_sr
 from mura_core.shards import REIDENTIFY_FILE
 from mura_core.synth import SynthArchive
 from pipelines.ingest import IngestConfig, run_ingest
-from pipelines.screen.run import ScreenConfig, run_screen
+from pipelines.screen.config import ScreenConfig
+from pipelines.screen.run import run_screen
 from tests.conftest import load_into
 from tests.pipelines.test_screen import random_bundle
 

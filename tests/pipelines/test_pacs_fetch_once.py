@@ -23,7 +23,8 @@ from jobs.cli import main as mura
 from jobs.demo_orthanc import Orthanc, OrthancConfig, start_orthanc
 from mura_core.screen_report import read_summary
 from mura_core.synth import SynthArchive
-from pipelines.screen.run import ScreenConfig, run_screen
+from pipelines.screen.config import ScreenConfig
+from pipelines.screen.run import run_screen
 from tests.conftest import load_into
 from tests.pipelines.test_screen import random_bundle
 

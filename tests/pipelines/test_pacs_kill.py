@@ -24,8 +24,8 @@ from mura_core.pacs.address import PacsAuth
 from mura_core.pacs.client import PacsOptions, RetryPolicy
 from mura_core.privacy import Pseudonymizer
 from mura_core.synth import SynthConfig, synthesize
+from pipelines.screen.config import ScreenConfig
 from pipelines.screen.nightly import REPORTS, read_ledger, run_nightly
-from pipelines.screen.run import ScreenConfig
 from tests.pipelines.test_pacs_nightly import _sr_uids, _studies, _upload
 from tests.pipelines.test_screen import random_bundle
 

@@ -19,8 +19,8 @@ from pydicom.uid import generate_uid
 from mura_core.pacs.address import PacsAuth
 from mura_core.pacs.client import PacsOptions
 from mura_core.synth import SynthConfig, synthesize
+from pipelines.screen.config import ScreenConfig
 from pipelines.screen.nightly import read_ledger, run_nightly
-from pipelines.screen.run import ScreenConfig
 from tests.pipelines.test_screen import random_bundle
 
 pytestmark = pytest.mark.usefixtures("ray_local")

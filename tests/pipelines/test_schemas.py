@@ -7,7 +7,7 @@ from pipelines.archives import staging_schema
 from pipelines.screen.inputs import SHARD_COLUMNS
 from pipelines.screen.nightly import LEDGER_SCHEMA
 from pipelines.screen.parts import PART_SCHEMA
-from pipelines.screen.run import SCORED_SCHEMA
+from pipelines.screen.scores import SCORED_SCHEMA
 from pipelines.screen.scoring import IMAGE_SCHEMA
 from pipelines.shards.shardsets import READ_COLUMNS
 from tests.schemas import assert_writes_as_before

@@ -32,7 +32,9 @@ from mura_core.records import BodyPart
 from mura_core.screen_report import read_summary
 from mura_core.synth import SynthArchive, SynthConfig, study_uid, synthesize
 from pipelines.ingest import IngestConfig, run_ingest
-from pipelines.screen.run import ScreenConfig, ScreenResult, run_screen
+from pipelines.screen.config import ScreenConfig
+from pipelines.screen.result import ScreenResult
+from pipelines.screen.run import run_screen
 from tests.chromium import SKIP_REASON, find_chromium, screenshot
 from tests.processes import kill_driver_when
 from tests.readable import readable
