@@ -85,7 +85,8 @@ def shards_for(fraction: float, full: Path, work: Path, size: int) -> Path:
 def one_run(shards: Path, work: Path, args: argparse.Namespace, seed: int, encoder: Any) -> float:
     from mura_core.recipes import recipe
     from pipelines.registry.model_store import resolve_model
-    from pipelines.train.run import TrainConfig, run_training
+    from pipelines.train.config import TrainConfig
+    from pipelines.train.run import run_training
 
     name = f"fracatlas-le-{shards.name}-{'pre' if encoder else 'scratch'}-{seed}"
     changes = {"size": args.size, "epochs": args.epochs}

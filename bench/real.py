@@ -122,7 +122,8 @@ def pretrain(shards: Path, work: Path, args: argparse.Namespace) -> tuple[Path, 
 
 
 def train(entry: Entry, shards: Path, work: Path, weights: Path | None) -> tuple[Any, float]:
-    from pipelines.train.run import TrainConfig, run_training
+    from pipelines.train.config import TrainConfig
+    from pipelines.train.run import run_training
 
     changes = dict(entry.overrides)
     if weights is not None:

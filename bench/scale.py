@@ -67,7 +67,7 @@ from pipelines.runtime.cluster import cluster_cpus, ensure_ray
 from pipelines.screen.config import ScreenConfig
 from pipelines.screen.run import run_screen
 from pipelines.train import TrainConfig, run_training
-from pipelines.train.run import TrainCollapsed
+from pipelines.train.errors import TrainCollapsed
 
 SIZE = 224
 STAGES = ("list", "ingest", "train", "screen", "densenet")

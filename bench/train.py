@@ -36,7 +36,7 @@ from mura_core.shards import read_images
 from pipelines.ingest import IngestConfig, run_ingest
 from pipelines.runtime.cluster import ensure_ray
 from pipelines.shards.shardsets import shard_stats
-from pipelines.train.run import _datasets
+from pipelines.train.data import train_datasets
 
 
 class PngFolder(Dataset):
@@ -90,7 +90,7 @@ def ray_epochs(
             nonlocal ds
             if ds is None:
                 stats = shard_stats(shards)
-                ds = _datasets(shards, stats, None, seed=0, ordered=ordered)["train"]
+                ds = train_datasets(shards, stats, None, seed=0, ordered=ordered)["train"]
             for b in ds.iter_torch_batches(
                 batch_size=batch, local_shuffle_buffer_size=4 * batch, local_shuffle_seed=epoch
             ):

@@ -2,5 +2,5 @@
 logged and registered in MLflow; `weights` resolves `mura train --weights models:/…`.
 
 Light on purpose (no imports): Ray Train workers import `pipelines.pretrain.loop` only, and
-`pipelines.train.run` imports `pipelines.pretrain.weights` without the pretraining driver.
+`pipelines.train.prepare` imports `pipelines.pretrain.weights` without the pretraining driver.
 """

@@ -25,7 +25,7 @@ from mura_core.recipes import recipe
 from pipelines.registry.model_store import resolve_model
 from pipelines.registry.tracking import use_tracking
 from pipelines.shards.predict import bundle_bytes, predict_splits
-from pipelines.train.run import calibrated
+from pipelines.train.operating import calibrated
 from tests.pipelines import learning
 
 if TYPE_CHECKING:
