@@ -5,9 +5,10 @@ first (`_best_bundles`), saved as one bundle (an ensemble when the recipe keeps 
 with the run's per-epoch history (`_final_bundle`) → train/val/test scored with Ray Data →
 how the model decides, chosen on val (`_decide`: the temperature with `--calibrate`, then
 the threshold(s); a collapsed model raises `TrainCollapsed` here, before anything is
-registered) → the model's origin written into its `model.json` → every split evaluated at
-study level → the validation reference (monitoring's baseline), metrics, plots, tables,
-CAMs logged → the model logged and registered (`TrainResult`).
+registered) → every split evaluated at study level → the model's `model.json` written,
+with its origin (run, body part, ensemble size, shard size, initial weights) → the
+validation reference (monitoring's baseline), metrics, plots, tables, CAMs logged → the
+model logged and registered (`TrainResult`).
 """
 
 from __future__ import annotations
