@@ -42,10 +42,11 @@ import pyarrow.parquet as pq
 from mura_core.archive import AccessPolicy, Archive, ArchiveSource, SourceError, open_archive
 from mura_core.archive.rows import PreparedRows, image_lines, prepare_rows
 from mura_core.errors import ConfigError, MuraError
+from mura_core.listing import Listing
 from mura_core.outputs import atomic, check_writable, claimed, is_empty, write_text_atomic, writing
 from mura_core.pacs.client import PacsOptions
 from mura_core.privacy import write_reidentify
-from mura_core.records import Listing, QuarantineRow
+from mura_core.records import QuarantineRow
 from mura_core.shards import (
     MARKER_FILE,
     Manifest,

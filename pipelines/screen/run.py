@@ -41,19 +41,20 @@ from mura_core.monitoring.drift import Bands
 from mura_core.outputs import atomic, check_writable, claimed, is_empty, writing
 from mura_core.pacs.client import Pacs, PacsOptions
 from mura_core.privacy import write_reidentify
-from mura_core.records import (
+from mura_core.records import QuarantineRow, ScoredImage
+from mura_core.schema import arrow_schema
+from mura_core.screen_report import ReportStudy, write_html
+from mura_core.screen_summary import (
+    SUMMARY_FILE,
     SUMMARY_QUARANTINE_ROWS,
     ModelSummary,
-    QuarantineRow,
-    ScoredImage,
     ScreenCounts,
     ScreenSummary,
     SourceSummary,
     WriteBackFailure,
     WriteBackSummary,
+    write_summary,
 )
-from mura_core.schema import arrow_schema
-from mura_core.screen_report import SUMMARY_FILE, ReportStudy, write_html, write_summary
 from mura_core.shards import REIDENTIFY_FILE, quarantine_table
 from pipelines.monitor.screening import monitor
 from pipelines.registry.tracking import check_tracking, resolve_tracking_uri, use_tracking
