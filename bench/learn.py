@@ -35,8 +35,8 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from mura_core.body_parts import BodyPart  # noqa: E402
 from mura_core.recipes import Recipe, recipe  # noqa: E402
-from mura_core.records import BodyPart  # noqa: E402
 from mura_core.run_contract import EpochReport, TrainRunRecord  # noqa: E402
 from mura_core.splits import SplitConfig  # noqa: E402
 from mura_core.synth import SynthConfig, synthesize  # noqa: E402

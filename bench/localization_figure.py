@@ -61,6 +61,7 @@ from mura_core.cam import overlay  # noqa: E402
 from mura_core.checkpoints import load_bundle  # noqa: E402
 from mura_core.imaging import ImagingError  # noqa: E402
 from mura_core.imaging.geometry import pad_box  # noqa: E402
+from mura_core.listing import ImageRef  # noqa: E402
 from mura_core.localization import (  # noqa: E402
     Case,
     LocalizationScore,
@@ -69,7 +70,6 @@ from mura_core.localization import (  # noqa: E402
     localize_images,
 )
 from mura_core.model_info import ModelInfo  # noqa: E402
-from mura_core.records import ImageRef  # noqa: E402
 from mura_core.splits import SplitConfig, assign_splits  # noqa: E402
 
 DATA = Path("/work/shared/data/fracatlas")

@@ -63,7 +63,7 @@ from mura_core.model_info import ModelInfo
 from mura_core.models import build_model
 from mura_core.privacy import KEY_FILE_ENV
 from mura_core.recipes import recipe
-from mura_core.records import ScreenSummary
+from mura_core.screen_summary import ScreenSummary
 from mura_core.shards import pixels_array, read_images
 from mura_core.transforms import EvalPreset
 from pipelines.ingest import IngestConfig, run_ingest

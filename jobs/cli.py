@@ -36,8 +36,8 @@ from jobs.common import (
 )
 from mura_core import __version__
 from mura_core.archive import format_summary, list_archive
+from mura_core.body_parts import MURA_BODY_PARTS, BodyPart
 from mura_core.errors import ConfigError
-from mura_core.records import MURA_BODY_PARTS, BodyPart
 from mura_core.synth import SynthConfig, synthesize
 
 

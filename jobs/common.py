@@ -20,6 +20,7 @@ from pathlib import Path
 
 from mura_core.archive import DEFAULT_MAX_BYTES, KINDS, AccessPolicy, ArchiveSource, parse_source
 from mura_core.archive.source import PACS_FORMS
+from mura_core.body_parts import MURA_BODY_PARTS, BodyPart
 from mura_core.errors import MuraError
 from mura_core.pacs.address import (
     DEFAULT_AE_TITLE,
@@ -29,7 +30,6 @@ from mura_core.pacs.address import (
     load_auth,
 )
 from mura_core.pacs.client import PacsOptions
-from mura_core.records import MURA_BODY_PARTS, BodyPart
 from pipelines.runtime.cluster import ray_for_a_command
 from pipelines.runtime.console import console
 

@@ -25,10 +25,10 @@ from jobs.demo_orthanc import (
     start_orthanc,
 )
 from mura_core.archive import format_summary, list_archive
+from mura_core.body_parts import BodyPart
 from mura_core.pacs.address import PacsAuth
 from mura_core.pacs.client import PacsOptions
 from mura_core.recipes import Recipe, recipe
-from mura_core.records import BodyPart
 from mura_core.synth import SynthConfig, synthesize
 from pipelines.ingest import IngestConfig, format_result, run_ingest
 from pipelines.registry.promote import promote

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mura_core.records import part_order
+from mura_core.body_parts import part_order
 
 PAPER_THRESHOLD = 0.5
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
 
+from mura_core.body_parts import part_order
 from mura_core.decisions import (
     PAPER_THRESHOLD,
     OperatingPoint,
@@ -24,7 +25,6 @@ from mura_core.decisions import (
     threshold_including,
 )
 from mura_core.errors import ConfigError
-from mura_core.records import part_order
 from mura_core.studies import Predictions
 
 N_BOOTSTRAP = 1000

@@ -1,5 +1,10 @@
-"""The screening report: one self-contained HTML page a radiologist can open, print or mail,
-and the run's `summary.json` (a `records.ScreenSummary`) that the page is rendered from.
+"""The screening report: one self-contained HTML page a radiologist can open, print or mail.
+
+The recipe: a run's summary (a `mura_core.screen_summary.ScreenSummary`, whose module also
+reads and writes `summary.json`) and its studies (`ReportStudy`, the first flagged ones with
+their `ReportImage` pictures: `thumbnail_png` and CAM overlays, PNG bytes) → `render_html`
+(monitoring banner, header, per body part, flagged, not flagged, write-back, quarantine) →
+`write_html`, atomically.
 
 Everything is inline (CSS, images as base64 PNG data URIs, no JavaScript), so the file
 works offline and leaks no request to any server. Flagged studies come first, most
@@ -11,7 +16,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,19 +25,17 @@ import numpy as np
 from PIL import Image
 
 from mura_core.outputs import write_text_atomic
-from mura_core.records import (
+from mura_core.records import QuarantineRow
+from mura_core.screen_summary import (
     MonitoringSummary,
     PartCounts,
     PictureFailure,
-    QuarantineRow,
     ScreenSummary,
     WriteBackSummary,
 )
-from mura_core.shards import write_json_atomic
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 QUARANTINE_ROWS = 50
-SUMMARY_FILE = "summary.json"
 
 
 @dataclass(frozen=True)
@@ -76,18 +78,6 @@ def thumbnail_png(pixels: np.ndarray, size: int = 160) -> bytes:
     buffer = io.BytesIO()
     image.resize(target, resample).save(buffer, format="PNG", optimize=True)
     return buffer.getvalue()
-
-
-def write_summary(folder: Path, summary: ScreenSummary) -> Path:
-    """`folder/summary.json`, atomically: written last, its presence marks a complete report
-    (an OSError: one line naming it, no temporary file left)."""
-    path = Path(folder) / SUMMARY_FILE
-    write_json_atomic(path, summary.to_json())
-    return path
-
-
-def read_summary(folder: Path) -> ScreenSummary:
-    return ScreenSummary.from_json(json.loads((Path(folder) / SUMMARY_FILE).read_text()))
 
 
 def render_html(summary: ScreenSummary, studies: Sequence[ReportStudy]) -> str:

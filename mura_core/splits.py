@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mura_core.errors import ConfigError
-from mura_core.records import ImageRef, Split
+from mura_core.listing import ImageRef, Split
 
 TRAIN, VAL, TEST = "train", "val", "test"
 FINAL_SPLITS: tuple[str, ...] = (TRAIN, VAL, TEST)

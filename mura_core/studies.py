@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from mura_core.decisions import StudyScores, aggregate, study_label
-from mura_core.records import ImageRef, Problem
+from mura_core.listing import ImageRef, Problem
 
 CONFLICTING_LABELS = "conflicting_labels"
 

@@ -25,8 +25,8 @@ from typing import ClassVar, Protocol
 from mura_core.archive.files import ArchiveFiles
 from mura_core.archive.walk import FileLister, list_files
 from mura_core.imaging.errors import CorruptFileError, ImagingError
+from mura_core.listing import Listing
 from mura_core.locations import FileLocation, Location
-from mura_core.records import Listing
 
 Read = tuple[Location, bytes | ImagingError]
 

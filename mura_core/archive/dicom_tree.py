@@ -25,10 +25,11 @@ from mura_core.archive.base import FileArchive
 from mura_core.archive.files import ArchiveFiles, Entry
 from mura_core.archive.labels import LabelsFile, SourceError, parse_label, read_header_csv
 from mura_core.archive.walk import FileLister, list_files
+from mura_core.body_parts import body_part_named
 from mura_core.imaging import DEFAULT_MAX_PIXELS, ImagingError
 from mura_core.imaging.dicom import check_geometry, looks_like_dicom, read_header
+from mura_core.listing import ImageRef, Listing, Problem
 from mura_core.locations import FileLocation
-from mura_core.records import ImageRef, Listing, Problem, body_part_named
 from mura_core.studies import CONFLICTING_LABELS
 
 KIND = "dicom"

@@ -20,7 +20,7 @@ from typing import BinaryIO
 
 from mura_core.errors import ConfigError
 from mura_core.imaging.errors import CorruptFileError, ImagingError
-from mura_core.records import Problem
+from mura_core.listing import Problem
 
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024  # twice an uncompressed 64 Mpx 16-bit DICOM
 MAX_BYTES_FLAG = "--max-file-size"

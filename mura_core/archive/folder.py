@@ -19,9 +19,10 @@ from mura_core.archive.base import FileArchive
 from mura_core.archive.files import ArchiveFiles, Entry, FileRefusedError
 from mura_core.archive.labels import LabelsFile, SourceError, parse_label, read_header_csv
 from mura_core.archive.walk import FileLister, list_files
+from mura_core.body_parts import body_part_named
 from mura_core.imaging import IMAGE_SUFFIXES
+from mura_core.listing import ImageRef, Listing, Problem, Split
 from mura_core.locations import FileLocation
-from mura_core.records import ImageRef, Listing, Problem, Split, body_part_named
 from mura_core.studies import CONFLICTING_LABELS, settle_labels
 
 KIND = "folder"

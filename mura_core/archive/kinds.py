@@ -21,7 +21,7 @@ from mura_core.archive.folder import FolderArchive
 from mura_core.archive.labels import SourceError, require_dir
 from mura_core.archive.source import ArchiveSource, PacsSource, parse_source
 from mura_core.imaging import IMAGE_SUFFIXES
-from mura_core.records import Listing
+from mura_core.listing import Listing
 
 if TYPE_CHECKING:  # the PACS modules (clients, result classes) load when a PACS is opened
     from mura_core.pacs.client import PacsOptions

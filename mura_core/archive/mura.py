@@ -25,8 +25,9 @@ from mura_core.archive.base import FileArchive
 from mura_core.archive.files import ArchiveFiles, Entry, FileRefusedError
 from mura_core.archive.labels import SourceError, open_csv
 from mura_core.archive.walk import FileLister, list_files
+from mura_core.body_parts import BodyPart
+from mura_core.listing import ImageRef, Listing, Problem, Split
 from mura_core.locations import FileLocation
-from mura_core.records import BodyPart, ImageRef, Listing, Problem, Split
 from mura_core.studies import CONFLICTING_LABELS
 
 KIND = "mura"

@@ -36,10 +36,11 @@ from pydicom.uid import UID
 from mura_core.archive.base import NotThisArchiveError, Read
 from mura_core.archive.dicom_tree import labels_by_study
 from mura_core.archive.source import PacsSource
+from mura_core.body_parts import body_part_named
+from mura_core.listing import ImageRef, Listing
 from mura_core.locations import Location, PacsInstance, addressable
 from mura_core.pacs.address import PacsQuery
 from mura_core.pacs.client import Pacs, PacsOptions
-from mura_core.records import ImageRef, Listing, body_part_named
 from mura_core.results import is_own_result
 
 LIST_THREADS = 8

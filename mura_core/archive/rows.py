@@ -16,9 +16,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from mura_core.archive.pseudonyms import Pseudonyms
+from mura_core.listing import Listing
 from mura_core.locations import FileLocation, Location
 from mura_core.privacy import ACCESSION, Pseudonymizer
-from mura_core.records import ImageRow, Listing, Pseudonym, QuarantineRow
+from mura_core.records import ImageRow, Pseudonym, QuarantineRow
 from mura_core.splits import SplitConfig, assign_splits
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from mura_core.records import Listing, part_order
+from mura_core.body_parts import part_order
+from mura_core.listing import Listing
 
 PACS_KINDS: tuple[str, ...] = ("dicomweb", "dimse")  # a listing's kind when read from a PACS
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from mura_core.archive.files import ArchiveFiles, Entry
 from mura_core.archive.labels import DOC_SUFFIXES
-from mura_core.records import ImageRef, Listing, Problem
+from mura_core.listing import ImageRef, Listing, Problem
 
 
 class FileLister(ABC):

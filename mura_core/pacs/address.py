@@ -21,8 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mura_core.body_parts import BodyPart
 from mura_core.errors import ConfigError, MuraError
-from mura_core.records import BodyPart
 
 DICOMWEB_SCHEMES = ("dicomweb+http", "dicomweb+https")
 DIMSE_SCHEME = "dimse"

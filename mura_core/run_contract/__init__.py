@@ -30,7 +30,7 @@ models read as before (`tests/mura_core/test_run_contract.py` pins them).
    `mura.reference` and `mura.alert`; params `ScreenRunParams` (`source.*`, `model.*`,
    `threshold`, `batch_size`, `gpus`); metrics the counts (`studies`, `images`, `flagged`,
    …), the monitoring figures (their flat names: `flag_rate`, `flag_rate.<BODY_PART>`,
-   `score.p50`, `drift.score_psi`, …, see `mura_core.records.MonitoringSummary`) and
+   `score.p50`, `drift.score_psi`, …, see `mura_core.screen_summary.MonitoringSummary`) and
    `write_back.*`. `mura monitor` reads runs back with `ScreenRunRecord.from_run`.
 5. A feedback period (`feedback`; `mura feedback`, experiment `mura-monitor`): a
    `FeedbackPeriod` — tags `mura.job = feedback`, `mura.period`, `mura.alert` when out of

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from mura_core.run_contract.tags import Job, Tag, bool_tag, read_bool
 
 if TYPE_CHECKING:  # annotations only: monitor and the Ray Train controller import this
-    from mura_core.records import MonitoringSummary, ScreenSummary, WriteBackSummary
+    from mura_core.screen_summary import MonitoringSummary, ScreenSummary, WriteBackSummary
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mura_core.body_parts import MURA_BODY_PARTS, BodyPart
 from mura_core.errors import ConfigError
-from mura_core.records import MURA_BODY_PARTS, BodyPart, Split
+from mura_core.listing import Split
 from mura_core.synth.anatomy import SIGNS
 
 # MURA-v1.1 as published (the dataset's README and paper, Table 1): per body part and split,

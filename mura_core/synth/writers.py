@@ -18,7 +18,8 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from mura_core.records import BodyPart, Split
+from mura_core.body_parts import BodyPart
+from mura_core.listing import Split
 from mura_core.synth.anatomy import render_view
 from mura_core.synth.plan import StudyPlan, SynthConfig
 

@@ -21,8 +21,9 @@ import pyarrow.compute as pc
 from mura_core.monitoring.drift import Bands, alerts, drift
 from mura_core.monitoring.inputs import Inputs, quantiles
 from mura_core.monitoring.snapshot import Snapshot, load_reference
-from mura_core.records import MonitoringSummary, QuarantineRow
+from mura_core.records import QuarantineRow
 from mura_core.run_contract import FLAG_RATE
+from mura_core.screen_summary import MonitoringSummary
 
 
 def night_snapshot(studies: pa.Table, images: pa.Table, threshold: float) -> Snapshot:

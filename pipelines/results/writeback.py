@@ -43,7 +43,7 @@ from mura_core.errors import ConfigError
 from mura_core.locations import PacsInstance
 from mura_core.outputs import mark_folder
 from mura_core.pacs.client import Pacs, PacsOptions
-from mura_core.records import ImageRow, PictureFailure, WriteBackFailure, WriteBackSummary
+from mura_core.records import ImageRow
 from mura_core.results import (
     ImageFinding,
     ModelIdentity,
@@ -52,6 +52,7 @@ from mura_core.results import (
     build_secondary_captures,
     build_sr,
 )
+from mura_core.screen_summary import PictureFailure, WriteBackFailure, WriteBackSummary
 from pipelines.runtime.console import console
 from pipelines.screen.inputs import ScreenInput
 from pipelines.screen.models import ScreeningModel

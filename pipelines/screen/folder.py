@@ -13,7 +13,7 @@ import contextlib
 from pathlib import Path
 
 from mura_core.outputs import check_writable, claimed, is_empty
-from mura_core.screen_report import SUMMARY_FILE
+from mura_core.screen_summary import SUMMARY_FILE
 from pipelines.screen.config import ScreenError
 
 MARKER = ".mura-report"

@@ -60,7 +60,7 @@ from mura_core.outputs import (
     writing,
 )
 from mura_core.schema import arrow_schema
-from mura_core.screen_report import read_summary
+from mura_core.screen_summary import read_summary
 from mura_core.shards import write_json_atomic
 from pipelines.results.writeback import Delivered
 from pipelines.runtime.console import console

@@ -28,8 +28,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray.data
 
-from mura_core.records import PictureFailure
 from mura_core.screen_report import ReportImage
+from mura_core.screen_summary import PictureFailure
 from pipelines.runtime.cluster import cluster_cpus, data_context
 from pipelines.runtime.console import console
 from pipelines.screen.evidence import EVIDENCE_BATCH, EvidenceMaker, EvidenceRequest, unpack

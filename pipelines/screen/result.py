@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from mura_core.records import ScreenCounts, ScreenSummary
+from mura_core.screen_summary import ScreenCounts, ScreenSummary
 from mura_core.shards import REIDENTIFY_FILE
 
 

@@ -37,17 +37,18 @@ import ray
 
 from mura_core.outputs import atomic, writing
 from mura_core.privacy import write_reidentify
-from mura_core.records import (
+from mura_core.records import QuarantineRow
+from mura_core.screen_report import ReportStudy, write_html
+from mura_core.screen_summary import (
     SUMMARY_QUARANTINE_ROWS,
     ModelSummary,
-    QuarantineRow,
     ScreenCounts,
     ScreenSummary,
     SourceSummary,
     WriteBackFailure,
     WriteBackSummary,
+    write_summary,
 )
-from mura_core.screen_report import ReportStudy, write_html, write_summary
 from mura_core.shards import REIDENTIFY_FILE, quarantine_table
 from pipelines.monitor.screening import monitor
 from pipelines.results.writeback import StudyResults, build_results, store_results

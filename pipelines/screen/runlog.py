@@ -10,9 +10,8 @@ from pathlib import Path
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from mura_core.records import ScreenSummary
 from mura_core.run_contract import ScreenRunParams, ScreenRunRecord
-from mura_core.screen_report import SUMMARY_FILE
+from mura_core.screen_summary import SUMMARY_FILE, ScreenSummary
 from pipelines.registry.tracking import ensure_experiment, git_commit
 from pipelines.screen.models import ScreeningModel
 

@@ -19,8 +19,9 @@ import pyarrow.compute as pc
 from mura_core.decisions import OperatingPoint
 from mura_core.decisions import aggregate as aggregate_studies
 from mura_core.pacs.client import RetrieveError
-from mura_core.records import PartCounts, QuarantineRow
+from mura_core.records import QuarantineRow
 from mura_core.screen_report import ReportStudy
+from mura_core.screen_summary import PartCounts
 from pipelines.screen.models import ScreeningModel
 
 STUDY_COLUMNS = [

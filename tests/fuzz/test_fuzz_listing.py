@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mura_core.archive import ArchiveFiles, SourceError, list_archive
-from mura_core.records import Listing
+from mura_core.listing import Listing
 from mura_core.synth import SynthArchive, SynthConfig, synthesize
 
 EXAMPLES = int(os.environ.get("MURA_FUZZ_EXAMPLES", "300"))

@@ -29,7 +29,9 @@ from mura_core.archive.mura import MuraArchive
 from mura_core.archive.pseudonyms import Pseudonyms, pseudonymize_table
 from mura_core.archive.rows import image_lines, prepare_rows
 from mura_core.archive.walk import FileLister, list_files
+from mura_core.body_parts import BodyPart
 from mura_core.errors import ConfigError
+from mura_core.listing import ImageRef, Problem
 from mura_core.locations import (
     FileLocation,
     PacsInstance,
@@ -37,7 +39,7 @@ from mura_core.locations import (
     parse_location,
 )
 from mura_core.privacy import Pseudonymizer
-from mura_core.records import BodyPart, ImageRef, ImageRow, Problem
+from mura_core.records import ImageRow
 from mura_core.splits import SplitConfig
 from mura_core.synth import SynthArchive
 

@@ -251,7 +251,7 @@ def test_numpy_numbers_are_numbers_and_stored_plain() -> None:
 
 def test_ingest_takes_its_size_bounds_from_the_same_place() -> None:
     from mura_core.errors import ConfigError
-    from pipelines.ingest.run import IngestConfig
+    from pipelines.ingest.config import IngestConfig
 
     for size in (MIN_SIZE - 1, MAX_SIZE + 1):
         with pytest.raises(ConfigError, match=f"between {MIN_SIZE} and {MAX_SIZE} px"):

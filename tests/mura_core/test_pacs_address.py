@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from mura_core.archive import FolderSource, PacsSource, parse_source
+from mura_core.body_parts import BodyPart
 from mura_core.errors import ConfigError, MuraError
 from mura_core.locations import PacsInstance, addressable
 from mura_core.pacs.address import (
@@ -17,7 +18,6 @@ from mura_core.pacs.address import (
     check_ae_title,
     load_auth,
 )
-from mura_core.records import BodyPart
 
 SECRET = "s3cr3t-Pa55"
 

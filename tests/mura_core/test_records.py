@@ -4,17 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from mura_core.body_parts import BodyPart, body_part_from_text
+from mura_core.listing import ImageRef, Problem, Split
 from mura_core.locations import FileLocation
 from mura_core.privacy import PSEUDONYM_KINDS, Pseudonymizer, pseudonym_columns
-from mura_core.records import (
-    BodyPart,
-    ImageRef,
-    ImageRow,
-    Problem,
-    QuarantineRow,
-    Split,
-    body_part_from_text,
-)
+from mura_core.records import ImageRow, QuarantineRow
 from mura_core.shards import IMAGE_COLUMNS, QUARANTINE_SCHEMA
 
 

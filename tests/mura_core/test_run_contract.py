@@ -13,15 +13,6 @@ from mura_core.metrics import evaluate
 from mura_core.monitoring.feedback import Estimate
 from mura_core.monitoring.snapshot import Snapshot
 from mura_core.recipes import Recipe, recipe
-from mura_core.records import (
-    ModelSummary,
-    MonitoringSummary,
-    ScreenCounts,
-    ScreenSummary,
-    SourceSummary,
-    WriteBackFailure,
-    WriteBackSummary,
-)
 from mura_core.run_contract import (
     EpochReport,
     FeedbackPeriod,
@@ -38,6 +29,15 @@ from mura_core.run_contract import (
     operating_tags,
     pretrain_tags,
     reference_metrics,
+)
+from mura_core.screen_summary import (
+    ModelSummary,
+    MonitoringSummary,
+    ScreenCounts,
+    ScreenSummary,
+    SourceSummary,
+    WriteBackFailure,
+    WriteBackSummary,
 )
 
 

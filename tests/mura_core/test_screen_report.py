@@ -18,21 +18,15 @@ import pytest
 from PIL import Image
 
 from mura_core.cam import overlay_png
-from mura_core.records import (
+from mura_core.records import QuarantineRow
+from mura_core.screen_report import ReportImage, ReportStudy, render_html, thumbnail_png, write_html
+from mura_core.screen_summary import (
     ModelSummary,
     PartCounts,
-    QuarantineRow,
     ScreenCounts,
     ScreenSummary,
     SourceSummary,
-)
-from mura_core.screen_report import (
-    ReportImage,
-    ReportStudy,
     read_summary,
-    render_html,
-    thumbnail_png,
-    write_html,
     write_summary,
 )
 from mura_core.synth import SynthArchive

@@ -11,7 +11,7 @@ from pydicom.data import get_testdata_file
 
 from mura_core import imaging
 from mura_core.archive import SourceError, detect_kind, list_archive
-from mura_core.records import BodyPart
+from mura_core.body_parts import BodyPart
 from mura_core.synth import SynthArchive, accession_number, study_uid
 
 

@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from mura_core.archive import SourceError, detect_kind, list_archive, summarize
-from mura_core.records import BodyPart, Split
+from mura_core.body_parts import BodyPart
+from mura_core.listing import Split
 
 
 def _png(path: Path) -> None:

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from mura_core.archive import SourceError, detect_kind, format_summary, list_archive
-from mura_core.records import BodyPart, Split
+from mura_core.body_parts import BodyPart
+from mura_core.listing import Split
 from mura_core.synth import SynthArchive
 from mura_core.synth.writers import study_dir
 

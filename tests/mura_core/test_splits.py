@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from mura_core.errors import ConfigError
+from mura_core.listing import ImageRef, Split
 from mura_core.locations import FileLocation
-from mura_core.records import ImageRef, Split
 from mura_core.splits import SplitConfig, assign_splits, read_split_file, split_lines
 
 

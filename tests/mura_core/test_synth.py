@@ -16,7 +16,7 @@ import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from mura_core import imaging  # noqa: E402
-from mura_core.records import MURA_BODY_PARTS  # noqa: E402
+from mura_core.body_parts import MURA_BODY_PARTS  # noqa: E402
 from mura_core.synth import (  # noqa: E402
     SIGNS,
     SynthArchive,

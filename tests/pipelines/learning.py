@@ -7,8 +7,8 @@ Forearm studies with bold signs (sign strength 4) ingested at 64 px, the seed CN
 
 from __future__ import annotations
 
+from mura_core.body_parts import BodyPart
 from mura_core.recipes import Recipe, recipe
-from mura_core.records import BodyPart
 from mura_core.synth import SynthConfig
 
 ARCHIVE = SynthConfig(

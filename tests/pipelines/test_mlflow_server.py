@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from mura_core.records import BodyPart
+from mura_core.body_parts import BodyPart
 from mura_core.synth import SynthConfig, synthesize
 from pipelines.ingest import IngestConfig, run_ingest
 from pipelines.registry.model_store import resolve_model

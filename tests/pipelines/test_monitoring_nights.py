@@ -22,8 +22,8 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from jobs.cli import main as cli
+from mura_core.body_parts import BodyPart
 from mura_core.monitoring.snapshot import REFERENCE_FILE, load_reference
-from mura_core.records import BodyPart
 from mura_core.synth import synthesize
 from pipelines.registry.model_store import resolve_model
 from pipelines.registry.tracking import use_tracking

@@ -21,7 +21,7 @@ import pytest
 
 from jobs.cli import main as mura
 from jobs.demo_orthanc import Orthanc, OrthancConfig, start_orthanc
-from mura_core.screen_report import read_summary
+from mura_core.screen_summary import read_summary
 from mura_core.synth import SynthArchive
 from pipelines.screen.config import ScreenConfig
 from pipelines.screen.run import run_screen

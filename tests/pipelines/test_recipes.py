@@ -22,8 +22,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from jobs.cli import main as cli
-from mura_core.records import BodyPart
-from mura_core.screen_report import read_summary
+from mura_core.body_parts import BodyPart
+from mura_core.screen_summary import read_summary
 from mura_core.splits import SplitConfig
 from mura_core.synth import SynthArchive, SynthConfig, synthesize
 from pipelines.ingest import IngestConfig, run_ingest

@@ -24,12 +24,12 @@ from mlflow.tracking import MlflowClient
 from sklearn.metrics import roc_auc_score
 
 from jobs.cli import main as cli
+from mura_core.body_parts import BodyPart
 from mura_core.checkpoints import WEIGHTS, load_bundle, read_info, save_bundle, write_info
 from mura_core.model_info import ModelInfo
 from mura_core.models import build_model
 from mura_core.recipes import recipe
-from mura_core.records import BodyPart
-from mura_core.screen_report import read_summary
+from mura_core.screen_summary import read_summary
 from mura_core.synth import SynthArchive, SynthConfig, study_uid, synthesize
 from pipelines.ingest import IngestConfig, run_ingest
 from pipelines.screen.config import ScreenConfig
