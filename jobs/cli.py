@@ -1,5 +1,9 @@
 """The `mura` command: one sub-command per job, each a thin call into the library.
 
+Only the chosen command's module is imported (`COMMANDS`): a job module brings torch, Ray
+Train or MLflow (seconds and most of a GB), which `mura --help`, `mura synth`, `mura inspect`
+or a mistyped flag never need; the other commands get a stub parser with their one line.
+
 Errors a user can fix (missing folder, bad flag value, unreadable CSV) print one line
 `mura: error: …` and exit 1; argparse usage errors exit 2; a bug prints its traceback and a
 hint to report it, and exits 70.
@@ -8,24 +12,12 @@ hint to report it, and exits 70.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from jobs import (
-    compare,
-    demo,
-    evaluate,
-    feedback,
-    ingest,
-    mlflow_server,
-    monitor,
-    nightly,
-    pretrain,
-    screen,
-    submit,
-    train,
-)
 from jobs.common import (
     access_policy,
     add_source_arguments,
@@ -39,6 +31,58 @@ from mura_core.archive import format_summary, list_archive
 from mura_core.body_parts import MURA_BODY_PARTS, BodyPart
 from mura_core.errors import ConfigError
 from mura_core.synth import SynthConfig, synthesize
+
+
+@dataclass(frozen=True)
+class Command:
+    """A `mura` sub-command: the module whose `register(sub)` builds its parser, and the
+    line `mura --help` shows for it."""
+
+    module: str
+    summary: str
+
+
+COMMANDS: dict[str, Command] = {
+    "ingest": Command("jobs.ingest", "turn an archive into Parquet shards with Ray Data"),
+    "train": Command(
+        "jobs.train", "train a classifier on shards with Ray Train, log and register it in MLflow"
+    ),
+    "pretrain": Command(
+        "jobs.pretrain",
+        "pretrain an encoder on unlabeled images (self-supervised, VICReg), register it",
+    ),
+    "evaluate": Command(
+        "jobs.evaluate", "evaluate a registered / logged model on shards (study-level metrics)"
+    ),
+    "compare": Command(
+        "jobs.compare", "compare training runs side by side; promote one to champion"
+    ),
+    "screen": Command(
+        "jobs.screen", "score a whole archive (raw or shards) into a study-level report"
+    ),
+    "nightly": Command(
+        "jobs.nightly",
+        "screen only the studies of ARCHIVE not screened before (cron-safe, re-runnable)",
+    ),
+    "monitor": Command(
+        "jobs.monitor",
+        "the screening runs over time: flag rates, drift, alerts (exit 3 on an alert)",
+    ),
+    "feedback": Command(
+        "jobs.feedback",
+        "radiologists' reads of screened studies: realized sensitivity, PPV, … per week",
+    ),
+    "submit": Command(
+        "jobs.submit", "run a job (ingest, train, evaluate, screen, nightly) on a Ray cluster"
+    ),
+    "demo": Command(
+        "jobs.demo", "run the system end to end on a synthetic archive (the embedded default)"
+    ),
+    "mlflow-server": Command(
+        "jobs.mlflow_server",
+        "run an MLflow tracking server for a cluster (SQLite + artifacts in one store folder)",
+    ),
+}
 
 
 def _body_parts(text: str | None) -> tuple[BodyPart, ...]:
@@ -97,7 +141,15 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _chosen(argv: Sequence[str]) -> str | None:
+    """The command named on the line (its first word that is not an option), if any."""
+    return next((word for word in argv if not word.startswith("-")), None)
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser: every command's, or (given the line) the chosen one's in full and a stub
+    with its one line for each of the others."""
+    chosen = None if argv is None else _chosen(argv)
     parser = argparse.ArgumentParser(
         prog="mura",
         description="Batch screening of musculoskeletal radiographs (MURA) on Ray: synthesize, "
@@ -175,18 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_source_arguments(p)
     p.set_defaults(func=cmd_inspect)
 
-    ingest.register(sub)
-    train.register(sub)
-    pretrain.register(sub)
-    evaluate.register(sub)
-    compare.register(sub)
-    screen.register(sub)
-    nightly.register(sub)
-    monitor.register(sub)
-    feedback.register(sub)
-    submit.register(sub)
-    demo.register(sub)
-    mlflow_server.register(sub)
+    for name, command in COMMANDS.items():
+        if argv is None or name == chosen:
+            importlib.import_module(command.module).register(sub, command.summary)
+        else:
+            sub.add_parser(name, help=command.summary, add_help=False)
 
     add_verbose(parser)
     for command in sub.choices.values():
@@ -195,7 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    line = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(line).parse_args(line)
     return run_command(args.func, args)
 
 

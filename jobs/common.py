@@ -300,19 +300,20 @@ def wrapped_help(description: str, epilog: str | None = None) -> dict[str, objec
 def register_command(
     sub: argparse._SubParsersAction,
     name: str,
-    help: str,
+    summary: str,
     kwargs: dict[str, object],
     add_arguments: Callable[[argparse.ArgumentParser], None],
     command: Callable[[argparse.Namespace], int],
 ) -> None:
     """`mura NAME`: its sub-parser, arguments and command."""
-    p = sub.add_parser(name, help=help, **kwargs)
+    p = sub.add_parser(name, help=summary, **kwargs)
     add_arguments(p)
     p.set_defaults(func=command)
 
 
 def tool_main(
     name: str,
+    summary: str,
     kwargs: dict[str, object],
     add_arguments: Callable[[argparse.ArgumentParser], None],
     command: Callable[[argparse.Namespace], int],

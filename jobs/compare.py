@@ -19,7 +19,6 @@ from pipelines.registry.runs import (
 from pipelines.registry.runs_table import format_table, plot
 from pipelines.registry.tracking import check_tracking, resolve_tracking_uri, sqlite_path
 
-HELP = "compare training runs side by side; promote one to champion"
 DESCRIPTION = (
     "Print the finished runs of an MLflow experiment (or the runs given with --runs) side by "
     "side, best first by --metric: model, recipe, body part, image-level train / val / test "
@@ -121,9 +120,9 @@ def command(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction, summary: str) -> None:
     register_command(
-        sub, "compare", HELP, wrapped_help(DESCRIPTION, EPILOG), add_arguments, command
+        sub, "compare", summary, wrapped_help(DESCRIPTION, EPILOG), add_arguments, command
     )
 
 

@@ -41,7 +41,6 @@ from pipelines.screen.result import ScreenResult
 from pipelines.screen.run import run_screen
 from pipelines.train import TrainCollapsed, TrainConfig, TrainResult, run_training
 
-HELP = "run the system end to end on a synthetic archive (the embedded default)"
 DESCRIPTION = (
     "Synthesize an archive, ingest it into Parquet shards with Ray Data, train the seed CNN "
     "and a short DenseNet-169 run with Ray Train (logged and registered in a local SQLite "
@@ -270,7 +269,7 @@ def _summary(
     console.print("\n".join(lines))
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help=HELP, description=DESCRIPTION)
+def register(sub: argparse._SubParsersAction, summary: str) -> None:
+    p = sub.add_parser("demo", help=summary, description=DESCRIPTION)
     add_arguments(p)
     p.set_defaults(func=command)

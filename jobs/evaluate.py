@@ -12,7 +12,6 @@ from mura_core.metrics import table_rows, text_table
 from pipelines.runtime.console import console
 from pipelines.train.evaluate import run_evaluation
 
-HELP = "evaluate a registered / logged model on shards (study-level metrics)"
 DESCRIPTION = (
     "Score SHARDS with MODEL — an MLflow URI (models:/mura-cnn@champion, models:/mura-cnn/2, "
     "runs:/<run id>/model) or a model bundle folder — and print image- and study-level "
@@ -66,8 +65,8 @@ def command(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help=HELP, description=DESCRIPTION)
+def register(sub: argparse._SubParsersAction, summary: str) -> None:
+    p = sub.add_parser("evaluate", help=summary, description=DESCRIPTION)
     add_arguments(p)
     p.set_defaults(func=command)
 

@@ -12,7 +12,6 @@ from pipelines.monitor.feedback import DEFAULT_EXPERIMENT, PERIODS, FeedbackResu
 from pipelines.monitor.trends import REALIZED, realized_cell
 from pipelines.registry.tracking import check_tracking, resolve_tracking_uri
 
-HELP = "radiologists' reads of screened studies: realized sensitivity, PPV, … per week"
 DESCRIPTION = (
     "Match a labels CSV (header: study_instance_uid (or study) and/or accession_number, label, "
     "read_date) to the studies a nightly state screened (on this machine, through the keyed "
@@ -66,8 +65,8 @@ def command(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    register_command(sub, "feedback", HELP, wrapped_help(DESCRIPTION), add_arguments, command)
+def register(sub: argparse._SubParsersAction, summary: str) -> None:
+    register_command(sub, "feedback", summary, wrapped_help(DESCRIPTION), add_arguments, command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,7 +17,6 @@ from pipelines.ingest import (
 )
 from pipelines.runtime.console import console
 
-HELP = "turn an archive into Parquet shards with Ray Data"
 DESCRIPTION = (
     "List SOURCE (a MURA-v1.1 archive, a DICOM tree or an image folder), decode every image "
     "with Ray Data tasks and write Parquet shards of one row per image (pixels resized to "
@@ -115,8 +114,8 @@ def command(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("ingest", help=HELP, description=DESCRIPTION)
+def register(sub: argparse._SubParsersAction, summary: str) -> None:
+    p = sub.add_parser("ingest", help=summary, description=DESCRIPTION)
     add_arguments(p)
     p.set_defaults(func=command)
 

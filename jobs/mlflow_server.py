@@ -26,7 +26,6 @@ from pipelines.registry.server import (
     start_server,
 )
 
-HELP = "run an MLflow tracking server for a cluster (SQLite + artifacts in one store folder)"
 DESCRIPTION = (
     "Start a real `mlflow server` for jobs on several machines: runs, metrics and the model "
     "registry in STORE/mlflow.db (SQLite), artifacts uploaded through the server into "
@@ -191,8 +190,8 @@ def command(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("mlflow-server", help=HELP, description=DESCRIPTION)
+def register(sub: argparse._SubParsersAction, summary: str) -> None:
+    p = sub.add_parser("mlflow-server", help=summary, description=DESCRIPTION)
     add_arguments(p)
     p.set_defaults(func=command)
 

@@ -26,7 +26,6 @@ from pipelines.monitor.trends import (
 )
 from pipelines.registry.tracking import check_tracking, resolve_tracking_uri, sqlite_path
 
-HELP = "the screening runs over time: flag rates, drift, alerts (exit 3 on an alert)"
 DESCRIPTION = (
     "Print one line per finished run of the screening experiment (mura screen and mura "
     "nightly runs), oldest first: date, studies, flag rate, the drift of its scores and input "
@@ -106,9 +105,9 @@ def command(args: argparse.Namespace) -> int:
     return exit_status(points, realized)
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction, summary: str) -> None:
     register_command(
-        sub, "monitor", HELP, wrapped_help(DESCRIPTION, EPILOG), add_arguments, command
+        sub, "monitor", summary, wrapped_help(DESCRIPTION, EPILOG), add_arguments, command
     )
 
 

@@ -13,7 +13,6 @@ from pipelines.runtime.console import console
 from pipelines.screen.nightly import DEFAULT_OVERLAP_DAYS, format_nightly, run_nightly
 from pipelines.screen.result import format_result
 
-HELP = "screen only the studies of ARCHIVE not screened before (cron-safe, re-runnable)"
 DESCRIPTION = (
     "Screen the studies of ARCHIVE that are not yet in STATE's ledger, or whose image set "
     "changed, into a new report under STATE/reports/, and record them in STATE/ledger.parquet "
@@ -55,8 +54,8 @@ def command(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("nightly", help=HELP, description=DESCRIPTION)
+def register(sub: argparse._SubParsersAction, summary: str) -> None:
+    p = sub.add_parser("nightly", help=summary, description=DESCRIPTION)
     add_arguments(p)
     p.set_defaults(func=command)
 

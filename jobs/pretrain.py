@@ -12,7 +12,6 @@ from mura_core.archive import PacsSource, parse_source
 from pipelines.pretrain.run import PretrainConfig, PretrainError, run_pretraining
 from pipelines.runtime.console import console
 
-HELP = "pretrain an encoder on unlabeled images (self-supervised, VICReg), register it"
 DESCRIPTION = (
     "Self-supervised pretraining for a site with many unlabeled radiographs and few labels. "
     "Trains an encoder (a torchvision backbone, one-channel stem) on the images of SHARDS "
@@ -132,8 +131,8 @@ def command(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("pretrain", help=HELP, **wrapped_help(DESCRIPTION, EPILOG))
+def register(sub: argparse._SubParsersAction, summary: str) -> None:
+    p = sub.add_parser("pretrain", help=summary, **wrapped_help(DESCRIPTION, EPILOG))
     add_arguments(p)
     p.set_defaults(func=command)
 

@@ -16,7 +16,6 @@ from pipelines.screen.config import ScreenConfig
 from pipelines.screen.result import format_result
 from pipelines.screen.run import run_screen
 
-HELP = "score a whole archive (raw or shards) into a study-level report"
 DESCRIPTION = (
     "Screen SOURCE — a raw archive (MURA layout, DICOM tree or image folder, decoded on the "
     "fly) or a shards folder from `mura ingest` — with MODEL on Ray Data: images are scored by "
@@ -154,8 +153,8 @@ def command(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("screen", help=HELP, description=DESCRIPTION)
+def register(sub: argparse._SubParsersAction, summary: str) -> None:
+    p = sub.add_parser("screen", help=summary, description=DESCRIPTION)
     add_arguments(p)
     p.set_defaults(func=command)
 

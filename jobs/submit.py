@@ -11,7 +11,6 @@ from jobs.common import job_main
 from mura_core.errors import ConfigError
 from pipelines.runtime.submit import JOBS, SubmitConfig, credentials_left_here, submit
 
-HELP = "run a job (ingest, train, evaluate, screen, nightly) on a Ray cluster"
 DESCRIPTION = (
     "Submit `python -m jobs.JOB ARGS` to a Ray cluster through its Jobs API (the dashboard "
     "address, http://HEAD:8265), with this project as the uploaded working_dir (.gitignore "
@@ -116,8 +115,8 @@ def command(args: argparse.Namespace) -> int:
     return 0 if result.status == "SUCCEEDED" or args.no_wait else 1
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("submit", help=HELP, description=DESCRIPTION)
+def register(sub: argparse._SubParsersAction, summary: str) -> None:
+    p = sub.add_parser("submit", help=summary, description=DESCRIPTION)
     add_arguments(p)
     p.set_defaults(func=command)
 

@@ -13,7 +13,6 @@ from mura_core.recipes import AUGMENT_MODES, RECIPES, recipe
 from pipelines.runtime.console import console
 from pipelines.train import TrainConfig, run_training, summary_text
 
-HELP = "train a classifier on shards with Ray Train, log and register it in MLflow"
 DESCRIPTION = (
     "Train a recipe from the papers on SHARDS (from `mura ingest`) with Ray Train: seed-cnn "
     "(the course paper's CNN), seed-densenet (its DenseNet-169) or mura-paper (Rajpurkar et "
@@ -152,8 +151,8 @@ def command(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help=HELP, description=DESCRIPTION)
+def register(sub: argparse._SubParsersAction, summary: str) -> None:
+    p = sub.add_parser("train", help=summary, description=DESCRIPTION)
     add_arguments(p)
     p.set_defaults(func=command)
 

@@ -53,6 +53,29 @@ def test_help_lists_the_commands() -> None:
     assert "--studies" in synth_help and "--format" in synth_help
 
 
+def test_only_the_chosen_command_is_imported() -> None:
+    """`mura --help` and a light command never import torch or MLflow; every command's
+    parser still builds in full (all `COMMANDS` registered, with their one line)."""
+    code = textwrap.dedent(
+        """
+        import contextlib, io, sys
+        from jobs.cli import COMMANDS, build_parser, main
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
+            main(["--help"])
+        with contextlib.redirect_stderr(io.StringIO()):
+            assert main(["inspect", "/nonexistent"]) == 1
+        print(sorted(m for m in ("torch", "mlflow", "ray.train") if m in sys.modules))
+        full = build_parser()
+        print(len(COMMANDS), "torch" in sys.modules)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=PROJECT, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.splitlines() == ["[]", "12 True"], result.stdout
+
+
 def test_synth_40_studies_round_trips_through_the_mura_source(tmp_path: Path) -> None:
     out = tmp_path / "out"
     result = _mura("synth", str(out), "--studies", "40", "--size", "128", "--seed", "4")
