@@ -153,7 +153,8 @@ def add_worker_arguments(p: argparse.ArgumentParser) -> None:
         "--cpus-per-worker",
         type=float,
         default=None,
-        help="CPUs reserved per worker (default: leave one CPU to Ray Data)",
+        help="CPUs reserved per worker (default: leave one CPU to Ray Data, even after the "
+        "largest worker node is lost)",
     )
 
 

@@ -121,3 +121,19 @@ def ray_for_a_command() -> Iterator[None]:
 def cluster_cpus() -> int:
     """CPUs Ray can schedule on (the whole cluster when joined to one)."""
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+def cpus_after_a_node_loss() -> float:
+    """The CPUs left once the largest worker node is gone (a single node: all of them).
+
+    What a run that must survive a lost node sizes itself by: Ray Train hands its workers'
+    resources to Ray Data as excluded, so a worker group that takes every CPU left after the
+    loss leaves Ray Data a budget of zero, and the restarted run waits for batches forever."""
+    nodes = [node for node in ray.nodes() if node.get("Alive")]
+    workers = [
+        node["Resources"].get("CPU", 0.0)
+        for node in nodes
+        if "node:__internal_head__" not in node["Resources"]
+    ]
+    total = sum(node["Resources"].get("CPU", 0.0) for node in nodes)
+    return max(1.0, total - max(workers, default=0.0))

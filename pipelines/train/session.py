@@ -31,7 +31,7 @@ import ray.train
 from mlflow.entities import RunStatus
 
 from pipelines.registry.tracking import ensure_experiment
-from pipelines.runtime.cluster import cluster_cpus
+from pipelines.runtime.cluster import cpus_after_a_node_loss
 from pipelines.runtime.console import console
 
 MLFLOW_RUN_FILE = "mlflow_run_id"  # beside Ray Train's checkpoints: a rerun resumes the run
@@ -112,11 +112,13 @@ def new_run(
 
 
 def scaling(settings: RunSettings) -> ray.train.ScalingConfig:
-    """The workers: `--cpus-per-worker`, else the CPUs but one, shared (0.5 to 4 each)."""
+    """The workers: `--cpus-per-worker`, else the CPUs but one, shared (0.5 to 4 each) —
+    the CPUs of the cluster as it is after losing its largest worker node, so that the
+    restarted run still leaves Ray Data a CPU to read with (`cpus_after_a_node_loss`)."""
     if settings.cpus_per_worker is not None:
         per_worker = settings.cpus_per_worker
     else:  # leave a CPU to Ray Data's readers; fractions are fine (2 cores, 1 worker → 1 CPU)
-        per_worker = max(0.5, min(4.0, (cluster_cpus() - 1) / settings.workers))
+        per_worker = max(0.5, min(4.0, (cpus_after_a_node_loss() - 1) / settings.workers))
     return ray.train.ScalingConfig(
         num_workers=settings.workers,
         use_gpu=settings.gpu,

@@ -165,7 +165,7 @@ class Watch:
 
 def _finish(cluster: RayCluster, watch: Watch, name: str) -> tuple[str, float]:
     """The job's output and end time (exit 0 required); a fresh node replaces the dead one
-    whatever the job did, so the module's cluster is whole for the next test (or a rerun)."""
+    whatever the job did, so the module's cluster is whole for the next test."""
     try:
         output = watch.end()
     finally:
@@ -235,11 +235,6 @@ def _epochs_logged(db: Path, key: str) -> list[int]:
     return []
 
 
-# Known, not ours: in some runs (2 of 5 on an idle machine, 2026-12-07; the commit before
-# this round's work does it too) Ray Train 2.60's restarted worker group starts and then
-# never trains (rank 0 waits in DDP's first collective). One rerun, on the repaired cluster;
-# a second hang fails the test. Investigating the restart is an open item.
-@pytest.mark.flaky(reruns=1)
 def test_train_survives_a_node_killed_in_an_epoch(
     cluster: RayCluster, archive: SynthArchive, tmp_path: Path
 ) -> None:
