@@ -200,7 +200,8 @@ def execute(cfg: ScreenConfig, prepared: Prepared, inp: ScreenInput) -> ScreenRe
     """Score `inp` with the prepared model into the prepared OUT; see the module docstring."""
     laps = _Laps()
     out, model = prepared.out, prepared.model
-    threshold = model.info.threshold if cfg.threshold is None else cfg.threshold
+    point = model.info.operating_point(cfg.threshold)  # --threshold replaces them all
+    threshold = point.threshold
     screened_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     gpus = _start(cfg, prepared, inp)
     laps.lap("ray")
@@ -208,9 +209,7 @@ def execute(cfg: ScreenConfig, prepared: Prepared, inp: ScreenInput) -> ScreenRe
     images = scored.images
     laps.lap("score")
     grouped = aggregate(images)
-    # the model's per-part thresholds, unless --threshold overrides them all
-    parts = model.info.part_thresholds if cfg.threshold is None else None
-    studies = study_table(grouped, threshold, model, screened_at, parts)
+    studies = study_table(grouped, point, model, screened_at)
     laps.lap("aggregate")
     done = _complete(cfg, prepared, inp, studies, scored, gpus)
     studies = done.studies

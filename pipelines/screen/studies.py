@@ -75,15 +75,10 @@ def aggregate(images: pa.Table) -> pa.Table:
 
 
 def study_table(
-    grouped: pa.Table,
-    threshold: float,
-    model: ScreeningModel,
-    screened_at: str,
-    part_thresholds: dict[str, float] | None = None,
+    grouped: pa.Table, point: OperatingPoint, model: ScreeningModel, screened_at: str
 ) -> pa.Table:
-    """One row per study, flagged ones first: each study at its body part's threshold when
-    `part_thresholds` names it, else at `threshold`."""
-    point = OperatingPoint(threshold, part_thresholds or {})
+    """One row per study, flagged ones first: each study at its body part's threshold
+    (`point`: the model's, or `--threshold` for all)."""
     parts = _numpy(grouped["body_part"])
     mean = _numpy(grouped["mean_prob"])
     flags = point.flag(mean, parts)

@@ -56,7 +56,7 @@ def _screened(images: dict[str, np.ndarray], info: ModelInfo) -> pa.Table:
     )
     model = ScreeningModel(Path("."), info, (ResolvedModel(Path("."), info, "bundle"),))
     point = info.operating_point()
-    return study_table(aggregate(table), point.threshold, model, "now", point.part_thresholds)
+    return study_table(aggregate(table), point, model, "now")
 
 
 def test_training_and_screening_give_the_same_study_rows_for_the_same_images() -> None:
