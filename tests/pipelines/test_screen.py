@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -242,7 +243,7 @@ def _dicom_identifiers(root: Path) -> set[str]:
 
 
 def test_dicom_identifiers_never_reach_mlflow_the_logged_report_or_the_log(
-    dicom_archive: SynthArchive, tmp_path: Path
+    dicom_archive: SynthArchive, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     """Through the CLI in its own process (its own local Ray), so that Ray's own output
     reaches the real stdout/stderr and is captured into REPORT/logs/ too (inside pytest,
@@ -250,8 +251,11 @@ def test_dicom_identifiers_never_reach_mlflow_the_logged_report_or_the_log(
     its Ray workers inherit) are all gone when it exits: a model folder left per actor once
     filled the disk."""
     bundle = random_bundle(tmp_path / "bundle", threshold=0.0)  # flag all: every picture
-    db, out, scratch = tmp_path / "mlflow.db", tmp_path / "report", tmp_path / "scratch"
-    scratch.mkdir()
+    db, out = tmp_path / "mlflow.db", tmp_path / "report"
+    # short: the dashboard's multiprocessing forkserver binds an AF_UNIX socket under TMPDIR
+    # (108 bytes at most), which a pytest-xdist worker's tmp_path overran
+    scratch = Path(tempfile.mkdtemp(prefix="mura-test-", dir="/tmp"))
+    request.addfinalizer(lambda: shutil.rmtree(scratch, ignore_errors=True))
     argv = ["screen", str(dicom_archive.root), "--model", str(bundle), "--out", str(out)]
     done = subprocess.run(
         [sys.executable, "-m", "jobs.cli", *argv, "--tracking-uri", f"sqlite:///{db}"],
