@@ -28,8 +28,6 @@ import hashlib
 import io
 import json
 import os
-import re
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,9 +37,7 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from mura_core.archive import pacs_destination
-from mura_core.errors import ConfigError
 from mura_core.locations import PacsInstance
-from mura_core.outputs import mark_folder
 from mura_core.pacs.client import Pacs, PacsOptions
 from mura_core.records import ImageRow
 from mura_core.results import (
@@ -53,6 +49,7 @@ from mura_core.results import (
     build_sr,
 )
 from mura_core.screen_summary import PictureFailure, WriteBackFailure, WriteBackSummary
+from pipelines.results.outbox import MarkedOutbox, OutboxItem
 from pipelines.runtime.console import console
 from pipelines.screen.inputs import ScreenInput
 from pipelines.screen.models import ScreeningModel
@@ -67,9 +64,6 @@ def destination(source: object, dest: str, options: PacsOptions) -> Pacs:
     pacs = options.connect(pacs_destination(str(source), dest))
     pacs.check()
     return pacs
-
-
-_STUDY_DIR = re.compile(r"[0-9a-f]{24}")
 
 
 def default_outbox(pacs: Pacs) -> Path:
@@ -96,78 +90,52 @@ class Delivered:
     studies: dict[str, str] = field(default_factory=dict)  # study key → report name
 
 
-class Outbox:
-    """Results waiting for a destination, one owner-only folder per study: its objects as
-    Part 10 files and `study.json` (its report key, the report it was screened in). The
-    folder carries its marker (`.mura-outbox`): delivery stores and deletes study folders,
-    so a folder holding anything else (`--outbox` naming a folder of the user's) is
-    refused by `check`, before any work."""
+class Outbox(MarkedOutbox):
+    """Results waiting for a destination (`pipelines.results.outbox`), one owner-only folder
+    per study: its objects as Part 10 files and `study.json` (its report key, the report it
+    was screened in). The folder carries its marker (`.mura-outbox`): delivery stores and
+    deletes study folders, so a folder holding anything else (`--outbox` naming a folder of
+    the user's) is refused by `check`, before any work."""
 
     MARKER = ".mura-outbox"
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-
-    def check(self) -> Outbox:
-        """Without writing: the folder is new, ours (marked), or holds only study folders
-        of ours (an outbox of the previous version); else one line naming what is there."""
-        if not self.folder.exists() or (self.folder / self.MARKER).is_file():
-            return self
-        if not self.folder.is_dir():
-            raise ConfigError(f"outbox {self.folder} exists and is not a folder")
-        foreign = sorted(
-            p.name
-            for p in self.folder.iterdir()
-            if not (_STUDY_DIR.fullmatch(p.name) and (p / "study.json").is_file())
-        )
-        if foreign:
-            raise ConfigError(
-                f"outbox {self.folder} holds what mura did not put there: "
-                f"{', '.join(foreign[:5])} (nothing was changed): choose another --outbox"
-            )
-        return self
-
-    def _study_dir(self, study_key: str) -> Path:
-        return self.folder / hashlib.sha256(study_key.encode()).hexdigest()[:24]
+    MARKER_TEXT = "mura outbox: results waiting for a PACS\n"
+    META = "study.json"
 
     def put(self, study_key: str, report: str, datasets: Sequence[Dataset]) -> None:
-        if not (self.folder / self.MARKER).is_file():
-            mark_folder(self.folder, self.MARKER, "mura outbox: results waiting for a PACS\n")
-        folder = self._study_dir(study_key)
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        for part in (self.folder, folder):
-            part.chmod(0o700)
-        for ds in datasets:
-            path = folder / (hashlib.sha256(str(ds.SOPInstanceUID).encode()).hexdigest() + ".dcm")
-            tmp = path.with_suffix(".tmp")
-            with tmp.open("wb") as handle:
-                os.fchmod(handle.fileno(), 0o600)
-                pydicom.dcmwrite(handle, ds, enforce_file_format=True)
-            tmp.replace(path)
-        meta = {"study_key": study_key, "report": report}
-        (folder / "study.json").write_text(json.dumps(meta))
+        files = [
+            (hashlib.sha256(str(ds.SOPInstanceUID).encode()).hexdigest() + ".dcm", _part10(ds))
+            for ds in datasets
+        ]
+        self.put_item(study_key, files, json.dumps({"study_key": study_key, "report": report}))
 
     def studies(self) -> list[Path]:
-        return sorted(p.parent for p in self.folder.glob("*/study.json"))
+        return [item.folder for item in self.items()]
 
     def pending(self) -> int:
         """Objects waiting."""
-        return sum(len(list(folder.glob("*.dcm"))) for folder in self.studies())
+        return sum(len(item.files("*.dcm")) for item in self.items())
 
     def deliver(self, pacs: Pacs) -> Delivered:
         """Store what waits, study by study; a study's folder goes once all its objects
         were acknowledged, else it stays for the next run."""
-        objects, studies = 0, {}
-        for folder in self.studies():
-            paths = sorted(folder.glob("*.dcm"))
+
+        def store(item: OutboxItem) -> tuple[str, str, int] | None:
+            paths = item.files("*.dcm")
             datasets = [pydicom.dcmread(io.BytesIO(p.read_bytes())) for p in paths]
             outcomes = pacs.store(datasets) if datasets else []
-            if all(o.ok for o in outcomes) and len(outcomes) == len(datasets):
-                meta = json.loads((folder / "study.json").read_text())
-                studies[meta["study_key"]] = meta["report"]
-                objects += len(datasets)
-                shutil.rmtree(folder)
-        return Delivered(objects, studies)
+            if not all(o.ok for o in outcomes) or len(outcomes) != len(datasets):
+                return None
+            meta = json.loads(item.meta)
+            return meta["study_key"], meta["report"], len(datasets)
+
+        taken = self.deliver_items(store)
+        return Delivered(sum(n for _, _, n in taken), {key: report for key, report, _ in taken})
+
+
+def _part10(ds: Dataset) -> bytes:
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
+    return buffer.getvalue()
 
 
 def _identity(model: ScreeningModel) -> ModelIdentity:
