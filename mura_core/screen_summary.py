@@ -2,8 +2,9 @@
 
 The recipe: a screening run counts what it did (`ScreenCounts`, `PartCounts` per body part),
 names what it screened and with what (`SourceSummary`, `ModelSummary`), adds the write-back
-(`WriteBackSummary`), its monitoring point (`MonitoringSummary`) and the images whose
-pictures failed (`PictureFailure`), and writes the whole as `summary.json` last
+(`WriteBackSummary`), what the worklist was told (`mura_core.notify.summary.NotifySummary`),
+its monitoring point (`MonitoringSummary`) and the images whose pictures failed
+(`PictureFailure`), and writes the whole as `summary.json` last
 (`write_summary`): its presence marks a complete report. The HTML report
 (`mura_core.screen_report`), the console summary and the MLflow logging read it back
 (`read_summary`); older or partial summaries still read (optional keys).
@@ -17,6 +18,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from mura_core.notify.summary import NotifySummary
 from mura_core.records import QuarantineRow
 from mura_core.shards import write_json_atomic
 
@@ -171,6 +173,7 @@ class ScreenSummary:
     resumed: int = 0  # images whose scores an interrupted run into the same report left
     monitoring: MonitoringSummary | None = None
     picture_failures: tuple[PictureFailure, ...] = ()  # scored, but no pictures made
+    notify: NotifySummary | None = None  # --notify: what the worklist was told
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON types, the keys `summary.json` has always had."""
@@ -194,7 +197,7 @@ class ScreenSummary:
         for name in ("incomplete_studies", "source_notes", "picture_failures"):
             if not data[name]:
                 del data[name]
-        for name in ("write_back", "monitoring"):  # newer keys: only when present
+        for name in ("write_back", "monitoring", "notify"):  # newer keys: only when present
             value = getattr(self, name)
             if value is None:
                 del data[name]
@@ -227,6 +230,7 @@ class ScreenSummary:
             monitoring=(
                 MonitoringSummary.from_json(data["monitoring"]) if data.get("monitoring") else None
             ),
+            notify=NotifySummary.from_json(data["notify"]) if data.get("notify") else None,
             **{name: data[name] for name in plain if name in data},
         )
 

@@ -36,18 +36,23 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import pyarrow as pa
+
 from mura_core.errors import ConfigError, MuraError
 from mura_core.notify.address import MLLP, NotifyAddress
 from mura_core.notify.config import NotifyConfig
 from mura_core.notify.fhir import build_bundle
 from mura_core.notify.hl7 import build_oru
-from mura_core.notify.notice import Notice
+from mura_core.notify.notice import Notice, notices_from_findings
 from mura_core.notify.summary import NotifyFailure, NotifySummary
 from mura_core.outputs import LOCK_FILE, check_writable, locked
 from mura_core.pacs.address import private_text
+from pipelines.results.findings import model_identity, study_findings
 from pipelines.results.outbox import MarkedOutbox, OutboxItem
 from pipelines.results.senders import Outcome, Sender, sender_for
 from pipelines.runtime.console import console
+from pipelines.screen.inputs import ScreenInput
+from pipelines.screen.models import ScreeningModel
 
 NOTIFY_OUTBOX_ENV = "MURA_NOTIFY_OUTBOX"
 SENT_LOG = "sent.log"
@@ -208,6 +213,18 @@ class Notifier:
         self.outbox.put(notice, payload if payload is not None else self.message(notice))
         tally.queued += 1
         tally.failures.append(NotifyFailure(notice.study_key, why))
+
+
+def screened_notices(
+    inp: ScreenInput, studies: pa.Table, images: pa.Table, model: ScreeningModel, screened_at: str
+) -> list[Notice]:
+    """A notice per screened study of a PACS source (its listed headers give the UIDs and
+    accession numbers), the model named as the results written back name it."""
+    findings = study_findings(inp, studies, images)
+    parts = dict(
+        zip(studies["study_key"].to_pylist(), studies["body_part"].to_pylist(), strict=True)
+    )
+    return notices_from_findings(findings, parts, model_identity(model), screened_at)
 
 
 def open_notifier(cfg: NotifyConfig) -> Notifier:

@@ -37,18 +37,15 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from mura_core.archive import pacs_destination
-from mura_core.locations import PacsInstance
 from mura_core.pacs.client import Pacs, PacsOptions
-from mura_core.records import ImageRow
 from mura_core.results import (
-    ImageFinding,
-    ModelIdentity,
     ScPicture,
     StudyFinding,
     build_secondary_captures,
     build_sr,
 )
 from mura_core.screen_summary import PictureFailure, WriteBackFailure, WriteBackSummary
+from pipelines.results.findings import model_identity, pacs_instance, study_findings
 from pipelines.results.outbox import MarkedOutbox, OutboxItem
 from pipelines.runtime.console import console
 from pipelines.screen.inputs import ScreenInput
@@ -138,63 +135,13 @@ def _part10(ds: Dataset) -> bytes:
     return buffer.getvalue()
 
 
-def _identity(model: ScreeningModel) -> ModelIdentity:
-    """The model as the results name it: a registered single model by its version URI
-    (`models:/NAME/VERSION`, which an alias like @champion stops pointing at later)."""
-    uri = model.uri
-    if model.version and len(model.members) == 1 and uri.startswith("models:/"):
-        uri = f"models:/{model.name}/{model.version}"
-    return ModelIdentity(name=model.name, version=model.version, uri=uri)
-
-
-def _instance(row: ImageRow) -> PacsInstance:
-    """A listed row's PACS instance (write-back screens PACS sources only)."""
-    if not isinstance(row.location, PacsInstance):
-        raise TypeError(f"not a PACS instance: {row.relpath}")
-    return row.location
-
-
-def _findings(
-    inp: ScreenInput, studies: pa.Table, images: pa.Table
-) -> list[tuple[str, StudyFinding]]:
-    """(study key, finding) per screened study, with the real UIDs behind the pseudonyms."""
-    assert inp.rows is not None and inp.headers is not None
-    rows = {r.image_id: r for r in inp.rows}
-    listed: dict[str, list[str]] = {}
-    for r in inp.rows:
-        listed.setdefault(r.study_key, []).append(_instance(r).sop)
-    scored: dict[str, list[ImageFinding]] = {}
-    for image_id, key, prob in zip(
-        images["image_id"].to_pylist(),
-        images["study_key"].to_pylist(),
-        images["prob"].to_pylist(),
-        strict=True,
-    ):
-        row = rows[image_id]
-        header = inp.headers[_instance(row).sop]
-        scored.setdefault(key, []).append(ImageFinding(header, float(prob), row.frame))
-    out = []
-    for s in studies.select(["study_key", "mean_prob", "threshold", "flagged"]).to_pylist():
-        found = tuple(scored[s["study_key"]])
-        finding = StudyFinding(
-            study_uid=str(found[0].source.StudyInstanceUID),
-            probability=float(s["mean_prob"]),
-            threshold=float(s["threshold"]),
-            flagged=bool(s["flagged"]),
-            images=found,
-            instance_uids=tuple(listed[s["study_key"]]),
-        )
-        out.append((s["study_key"], finding))
-    return out
-
-
 def _captures(
     inp: ScreenInput, evidence: Evidence, findings: list[tuple[str, StudyFinding]]
 ) -> dict[str, list[ScPicture] | PictureFailure]:
     """Per flagged study: a picture (pixels and Grad-CAM, from the evidence pass) of every
     scored image, or the failure of the first image that has none."""
     assert inp.rows is not None
-    by_sop_frame = {(_instance(r).sop, r.frame): r.image_id for r in inp.rows}
+    by_sop_frame = {(pacs_instance(r).sop, r.frame): r.image_id for r in inp.rows}
     out: dict[str, list[ScPicture] | PictureFailure] = {}
     for key, finding in findings:
         if not finding.flagged:
@@ -221,8 +168,8 @@ def build_results(
     """Every screened study's SR, and the flagged ones' Secondary Captures (from the
     evidence pass's pictures); and the flagged studies not built, with the reason (an
     image without a picture: screened again next run)."""
-    identity = _identity(model)
-    findings = _findings(inp, studies, images)
+    identity = model_identity(model)
+    findings = study_findings(inp, studies, images)
     pictures = _captures(inp, evidence, findings)
     out, unbuilt = [], []
     for key, finding in findings:

@@ -15,6 +15,7 @@ from pathlib import Path
 from mura_core.archive import AccessPolicy, ArchiveSource
 from mura_core.errors import ConfigError, MuraError
 from mura_core.monitoring.drift import Bands
+from mura_core.notify.config import NotifyConfig
 from mura_core.pacs.client import PacsOptions
 
 
@@ -45,6 +46,7 @@ class ScreenConfig:
     pacs: PacsOptions = field(default_factory=PacsOptions)  # a PACS source: how to use it
     write_back: str | None = None  # store results as DICOM: a PACS address, "" = the source
     outbox: Path | None = None  # results not yet stored (default: per destination)
+    notify: NotifyConfig | None = None  # tell a worklist (HL7 v2 / FHIR) each study's finding
     checkpoint_every: int = 1000  # image scores written to OUT/.scores every N (resumable)
     bands: Bands = field(default_factory=Bands)  # when a monitoring figure alerts
     access: AccessPolicy = AccessPolicy()  # a folder source: links, read cap

@@ -15,7 +15,9 @@ one more Ray Data pass, on actors, makes the pictures (`pictures`: CAMs, thumbna
 Secondary Capture pixels of the top flagged studies and, with `--write-back`, of every
 flagged study) → with `--write-back`, build their SR and Secondary Captures (`writeback`;
 a flagged study with an image the pass could not picture is not built, and not screened
-this run) → store the results (what fails waits in the outbox) → report files → MLflow
+this run) → store the results (what fails waits in the outbox) → with `--notify`, tell the
+worklist each study's finding (`pipelines.results.notify`: its outbox first; what it does
+not take waits there) → report files → MLflow
 run (`runlog`) → `summary.json`, written last, marks the report complete (`ScreenResult`,
 printed by `result.format_result`).
 
@@ -35,6 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 
+from mura_core.notify.summary import NotifySummary
 from mura_core.outputs import atomic, writing
 from mura_core.privacy import write_reidentify
 from mura_core.records import QuarantineRow
@@ -51,6 +54,7 @@ from mura_core.screen_summary import (
 )
 from mura_core.shards import REIDENTIFY_FILE, quarantine_table
 from pipelines.monitor.screening import monitor
+from pipelines.results.notify import screened_notices
 from pipelines.results.writeback import StudyResults, build_results, store_results
 from pipelines.runtime.cluster import ensure_ray
 from pipelines.runtime.console import console
@@ -196,6 +200,17 @@ def _write_back(prepared: Prepared, done: Completed) -> WriteBackSummary | None:
     )
 
 
+def _notify(
+    prepared: Prepared, inp: ScreenInput, studies: pa.Table, images: pa.Table, screened_at: str
+) -> NotifySummary | None:
+    """Tell the worklist each screened study's finding (None when not asked); what it does
+    not take waits in the notify outbox, which goes first."""
+    if prepared.notifier is None:
+        return None
+    notices = screened_notices(inp, studies, images, prepared.model, screened_at)
+    return prepared.notifier.notify(notices)
+
+
 def execute(cfg: ScreenConfig, prepared: Prepared, inp: ScreenInput) -> ScreenResult:
     """Score `inp` with the prepared model into the prepared OUT; see the module docstring."""
     laps = _Laps()
@@ -222,6 +237,9 @@ def execute(cfg: ScreenConfig, prepared: Prepared, inp: ScreenInput) -> ScreenRe
     written = _write_back(prepared, done)
     if written is not None:
         laps.lap("write-back")
+    told = _notify(prepared, inp, studies, images, screened_at)
+    if told is not None:
+        laps.lap("notify")
     summary = ScreenSummary(
         screened_at=screened_at,
         source=SourceSummary(kind=inp.kind, digest=inp.digest),
@@ -246,6 +264,7 @@ def execute(cfg: ScreenConfig, prepared: Prepared, inp: ScreenInput) -> ScreenRe
         source_notes=inp.notes,
         monitoring=monitoring,
         picture_failures=done.evidence.failures,
+        notify=told,
     )
     return _finish(cfg, prepared, summary, report_studies(studies, pictures), laps)
 
