@@ -68,6 +68,13 @@ def format_result(result: ScreenResult) -> str:
             + (f", {wb.outbox_delivered} delivered from the outbox" if wb.outbox_delivered else "")
             + (f", {len(wb.not_built)} flagged studies not built" if wb.not_built else "")
         )
+    if (told := s.notify) is not None:
+        lines.append(
+            f"worklist {told.destination}: {told.sent} studies told"
+            + (f", {told.queued} waiting in the outbox" if told.queued else "")
+            + (f", {told.resent} delivered from the outbox" if told.resent else "")
+            + (f", {told.already_sent} told before" if told.already_sent else "")
+        )
     if (mon := s.monitoring) is not None:
         lines.append(
             f"ALERT: {mon.alert}"
