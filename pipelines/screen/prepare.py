@@ -1,10 +1,10 @@
 """Before any work: every whole-run check, writing nothing, and what it produces (`Prepared`).
 
 The recipe, top to bottom: `preflight` (OUT checked: `pipelines.screen.folder.check_out`;
-MLflow reachable; the model resolves and runs on a 3×S×S batch; with `--notify`, a PACS
-source, the token file and the notify outbox checked (`pipelines.results.notify`); with
-`--write-back`, the destination and its outbox checked) → the input listed by the caller,
-then `check_fits` (shards at the model's input size) → OUT claimed
+with `--notify`, a PACS source, the token file and the notify outbox checked
+(`pipelines.results.notify`); MLflow reachable; the model resolves and runs on a 3×S×S
+batch; with `--write-back`, the destination and its outbox checked) → the input listed by
+the caller, then `check_fits` (shards at the model's input size) → OUT claimed
 (`pipelines.screen.folder.claim`) → `deliver`: with `--write-back`, what waits in the
 outbox is stored first, under the lock (the worklist's outbox is delivered after the
 results, by `Notifier.notify`).
@@ -43,14 +43,14 @@ def preflight(cfg: ScreenConfig) -> Prepared:
     """Every whole-run check that needs no input (OUT, MLflow, the model, the write-back
     destination), writing nothing: the outbox is delivered by `deliver`, under the lock."""
     out = check_out(cfg.out)
+    notifier = _notifier(cfg) if cfg.notify is not None else None  # cheap: before the model
     uri = None
     if cfg.track or any(s.startswith(("models:", "runs:", "@")) for s in cfg.models):
         uri = resolve_tracking_uri(cfg.tracking_uri)
         check_tracking(uri)
         use_tracking(uri)
-    prepared = Prepared(resolve_screening_model(cfg.models), uri if cfg.track else None, out)
-    if cfg.notify is not None:
-        prepared = replace(prepared, notifier=_notifier(cfg))
+    model = resolve_screening_model(cfg.models)
+    prepared = Prepared(model, uri if cfg.track else None, out, notifier=notifier)
     if cfg.write_back is None:
         return prepared
     dest = destination(cfg.source, cfg.write_back, cfg.pacs)

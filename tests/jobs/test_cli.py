@@ -120,6 +120,18 @@ def test_synth_dicom_then_inspect(tmp_path: Path) -> None:
         (("synth", "{tmp}", "--like-mura", "40"), "the MURA scale must be in (0, 16]"),
         (("train", "{tmp}"), "{tmp}"),
         (("screen", "{tmp}", "--out", "{tmp}-out", "--threshold", "2"), "threshold must be in"),
+        (
+            ("screen", "{tmp}", "--out", "{tmp}-out", "--notify", "hl7://ris:2575"),
+            "--notify hl7://ris:2575 is not a worklist address: use mllp://HOST:PORT",
+        ),
+        (
+            ("nightly", "{tmp}", "--state", "{tmp}-state", "--notify-token", "{tmp}"),
+            "--notify-token needs --notify ADDR",
+        ),
+        (
+            ("screen", "{tmp}", "--out", "{tmp}-out", "--notify", "mllp://127.0.0.1:2575"),
+            "--notify needs a PACS source",
+        ),
     ],
 )
 def test_user_errors_are_one_line(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
