@@ -8,6 +8,7 @@ probabilities as screening the same files from the folder.
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import pytest
 
 from mura_core.errors import ConfigError
 from mura_core.locations import PacsInstance
+from mura_core.notify.config import NotifyConfig
 from mura_core.pacs.address import PacsAuth, PacsQuery
 from mura_core.pacs.client import PacsOptions
 from mura_core.privacy import ACCESSION, Pseudonymizer, read_reidentify
@@ -29,6 +31,7 @@ from pipelines.screen.config import ScreenConfig
 from pipelines.screen.run import run_screen
 from tests.conftest import load_into
 from tests.pipelines.test_screen import random_bundle
+from tests.pipelines.worklist import MllpReceiver
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -116,8 +119,16 @@ def _series_count(server) -> int:
     return int(server.get("/statistics")["CountSeries"])
 
 
+@pytest.fixture
+def ris() -> Iterator[MllpReceiver]:
+    """A worklist's HL7 inbox: hl7apy's MLLPServer on 127.0.0.1, acknowledging all."""
+    server = MllpReceiver()
+    yield server
+    server.close()
+
+
 def test_write_back_stores_one_sr_per_study_and_captures_for_flagged_ones_once(
-    pacs, screened, bundle: str, tmp_path: Path
+    pacs, screened, bundle: str, tmp_path: Path, ris: MllpReceiver
 ) -> None:
     probs = _probabilities(screened["dicomweb"].out)
     threshold = float(np.median(list(probs.values())))  # flags about half the studies
@@ -131,6 +142,7 @@ def test_write_back_stores_one_sr_per_study_and_captures_for_flagged_ones_once(
         threshold=threshold,
         write_back="",
         outbox=tmp_path / "outbox",
+        notify=NotifyConfig(ris.address, outbox=tmp_path / "notify"),
     )
     result = run_screen(cfg)
     wb = result.summary.write_back
@@ -157,10 +169,16 @@ def test_write_back_stores_one_sr_per_study_and_captures_for_flagged_ones_once(
     series_after = _series_count(pacs)
     assert series_after == before + len(studies) + len(flagged)  # one SR series, one SC series
 
+    assert result.summary.notify is not None and result.summary.notify.sent == len(studies)
+    assert len(ris.received.accepted) == len(studies)
+
     again = run_screen(replace(cfg, out=tmp_path / "again"))
     assert again.summary.write_back.studies == len(studies)
     assert _series_count(pacs) == series_after  # same UIDs: nothing new
     assert sum(map(len, _results_in(pacs).values())) == len(results["sr"]) + len(results["sc"])
+    told = again.summary.notify  # the same results: the worklist is not told twice
+    assert told is not None and (told.sent, told.already_sent) == (0, len(studies))
+    assert len(ris.received.messages) == len(studies)
 
 
 def test_ingest_from_a_pacs_accounts_for_every_instance(
