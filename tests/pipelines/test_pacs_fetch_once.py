@@ -13,6 +13,7 @@ study's finding, by its accession number, which goes nowhere else.
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections import Counter
 from pathlib import Path
 
@@ -155,3 +156,8 @@ def _told_the_worklist(out: Path, ris: MllpReceiver, instances: dict[str, str], 
     written = [out / "summary.json", out / "report.html", db, *(out / "logs").rglob("*")]
     text = b"".join(p.read_bytes() for p in written if p.is_file())
     assert not any(a.encode() in text for a in accessions.values())
+    with sqlite3.connect(db) as con:  # MLflow: the counts, nothing else
+        logged = dict(con.execute("select key, value from metrics where key like 'notify.%'"))
+    assert logged == {"notify.sent": len(studies)} | dict.fromkeys(
+        ("notify.queued", "notify.resent", "notify.pending"), 0
+    )
