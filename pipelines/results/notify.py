@@ -180,13 +180,15 @@ class Notifier:
             waiting, payload = self.outbox.waiting(item)
             if waiting.control_id in sent:  # taken, then the run died before removing it
                 return waiting.control_id
-            return (
-                waiting.control_id if self._try(waiting.control_id, payload, tally).taken else None
-            )
+            taken = self._try(waiting.control_id, payload, tally).taken
+            return waiting.control_id if taken else None
 
         tally.resent += len(self.outbox.deliver_items(resend))
 
     def _send(self, notices: Sequence[Notice], tally: _Tally) -> None:
+        """This run's notices: not those taken before, nor beside a copy that waits."""
+        if not notices:
+            return
         sent = self.outbox.sent()
         bar = console.progress("notify", len(notices), "studies")
         for notice in notices:
