@@ -12,6 +12,7 @@ from mura_core.archive.pseudonyms import PSEUDONYMIZE_CHOICES
 from mura_core.errors import ConfigError
 from mura_core.monitoring.drift import Bands
 from mura_core.notify.config import DEFAULT_PRIORITY, PRIORITIES, NotifyConfig
+from mura_core.results.objects import OBJECT_NAMES, HeatmapFormat, ResultObjects
 from pipelines.registry.model_store import DEFAULT_ALIAS
 from pipelines.runtime.console import console
 from pipelines.screen.config import ScreenConfig
@@ -75,9 +76,27 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
         const="",
         default=None,
         metavar="DEST",
-        help="store the results into each screened study as DICOM: a TID 1500 SR per study, "
-        "Secondary Captures with the CAM for flagged ones (deterministic UIDs: re-runs never "
-        "duplicate). DEST: a PACS address (default: the source PACS)",
+        help="store the results into each screened study as DICOM: a TID 1500 SR per study "
+        "(naming the one it supersedes), and for flagged ones Secondary Captures with the "
+        "CAM, heatmaps over each view and a key-object document (deterministic UIDs: re-runs "
+        "never duplicate). DEST: a PACS address (default: the source PACS)",
+    )
+    p.add_argument(
+        "--write-back-objects",
+        default=None,
+        metavar="LIST",
+        help=f"what --write-back stores, any of {','.join(OBJECT_NAMES)} (comma-separated; "
+        "default: all): sr the TID 1500 SR of every study; sc Secondary Captures, heatmap the "
+        "Grad-CAM map as a Segmentation over each view, kos a Key Object Selection of the "
+        "views (flagged studies)",
+    )
+    p.add_argument(
+        "--heatmap-format",
+        default=None,
+        choices=[f.value for f in HeatmapFormat],
+        help="seg: a FRACTIONAL Segmentation, the map's value per pixel (default); binary: a "
+        "BINARY Segmentation of its hot region (>= 0.5), for viewers that load only binary "
+        "segments (OHIF 3.x)",
     )
     p.add_argument(
         "--outbox",
@@ -168,7 +187,18 @@ def notify_config(args: argparse.Namespace) -> NotifyConfig | None:
     )
 
 
+def write_back_choice(args: argparse.Namespace) -> tuple[ResultObjects, HeatmapFormat]:
+    """--write-back-objects and --heatmap-format (each needs --write-back)."""
+    if args.write_back is None:
+        for flag in ("write_back_objects", "heatmap_format"):
+            if getattr(args, flag) is not None:
+                raise ConfigError(f"--{flag.replace('_', '-')} needs --write-back")
+    objects = ResultObjects.parse(args.write_back_objects)
+    return objects, HeatmapFormat.parse(args.heatmap_format or HeatmapFormat.SEG.value)
+
+
 def config(args: argparse.Namespace, out: Path) -> ScreenConfig:
+    objects, heatmap = write_back_choice(args)
     return ScreenConfig(
         source=args.source,
         out=out,
@@ -188,6 +218,8 @@ def config(args: argparse.Namespace, out: Path) -> ScreenConfig:
         access=access_policy(args),
         write_back=args.write_back,
         outbox=args.outbox,
+        write_back_objects=objects,
+        heatmap_format=heatmap,
         notify=notify_config(args),
         checkpoint_every=args.checkpoint_every,
         bands=Bands.parse(args.band or []),

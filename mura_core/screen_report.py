@@ -316,9 +316,12 @@ def _write_back_section(wb: WriteBackSummary | None) -> str:
         return ""
     text = (
         f"<p>{_n(wb.studies)} studies written back to <code>{_e(wb.destination)}</code>: "
-        f"{_n(wb.reports)} structured reports (TID 1500) and {_n(wb.captures)} Secondary "
-        "Captures (flagged studies, Grad-CAM burned in)."
+        f"{_n(wb.reports)} structured reports (TID 1500), {_n(wb.captures)} Secondary "
+        f"Captures (flagged studies, Grad-CAM burned in), {_n(wb.heatmaps)} heatmaps "
+        f"(Segmentations over their images) and {_n(wb.key_objects)} key-object documents."
     )
+    if wb.versions:
+        text += f" {_n(wb.versions)} reports supersede an earlier one of their study."
     if wb.outbox_delivered:
         text += f" {_n(wb.outbox_delivered)} objects from earlier runs delivered first."
     text += "</p>"

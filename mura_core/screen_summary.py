@@ -76,25 +76,30 @@ class WriteBackFailure:
 @dataclass(frozen=True)
 class WriteBackSummary:
     """Results stored into the PACS: the destination address (never credentials), studies
-    whose SR (and, flagged, Secondary Captures) were acknowledged, objects, failures; and
-    the flagged studies whose results could not be built (a picture failed: `not_built`,
-    not screened this run, so the next one screens them again)."""
+    whose objects (SR; flagged: Secondary Captures, heatmaps, key-object document) were
+    acknowledged, objects by kind, new SR versions, failures; and the flagged studies whose
+    results could not be built (a picture failed: `not_built`, not screened this run, so
+    the next one screens them again)."""
 
     destination: str
     studies: int = 0
-    reports: int = 0  # SR objects
+    reports: int = 0  # SR objects stored (an SR already in the PACS is not sent again)
     captures: int = 0  # Secondary Capture objects
     failed: tuple[WriteBackFailure, ...] = ()
     outbox_delivered: int = 0  # objects of earlier runs delivered first
     outbox_pending: int = 0  # objects still waiting in the outbox after this run
     not_built: tuple[WriteBackFailure, ...] = ()
+    heatmaps: int = 0  # Segmentation objects over the flagged studies' views
+    key_objects: int = 0  # Key Object Selection documents
+    versions: int = 0  # SRs stored that supersede an earlier SR of their study
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["failed"] = [asdict(f) for f in self.failed]
         data["not_built"] = [asdict(f) for f in self.not_built]
-        if not self.not_built:  # newer key: only when not empty
-            del data["not_built"]
+        for newer in ("not_built", "heatmaps", "key_objects", "versions"):
+            if not data[newer]:  # newer keys: only when not empty
+                del data[newer]
         return data
 
     @classmethod

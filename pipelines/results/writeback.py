@@ -6,14 +6,22 @@ the pixels kept then, by the evidence pass: `pictures`):
 
 1. deliver the outbox first (the caller does, before listing): objects an earlier run
    could not store (same UIDs, so a PACS that took them meanwhile keeps one copy);
-2. per screened study: a TID 1500 SR (`mura_core.results.build_sr`) from the study row,
-   its images' probabilities and their listed headers; for a flagged study also one
-   Secondary Capture per scored view, Grad-CAM burned in (`build_secondary_captures`);
-   the UIDs hash the study's whole listed instance set and the model, so a re-run or a
-   retried upload stores the same objects: the PACS ends with one result per study per
-   model version. A flagged study with an image the evidence pass could not picture is
-   not built (`WriteBackSummary.not_built`, with the reason), and not screened this run;
-3. store them (STOW-RS or C-STORE, per study); a study counts as written back only when
+2. ask the destination for our SRs already in each screened study (`earlier_srs`: one
+   QIDO-RS or C-FIND per study, a few at once);
+3. per screened study, the objects `--write-back-objects` chose (`ResultObjects`, default
+   all): a TID 1500 SR (`mura_core.results.build_sr`) from the study row, its images'
+   probabilities and their listed headers, naming the SR it supersedes, if any (the
+   study's newest other SR of ours: its instance set changed, or another model screened
+   it); for a flagged study also one Secondary Capture per scored view, Grad-CAM burned in
+   (`build_secondary_captures`), one heatmap per scored view (`build_heatmaps`: a
+   Segmentation over its source image, `--heatmap-format`), and a Key Object Selection
+   naming the views and the SR (`build_kos`). The UIDs hash the study's whole listed
+   instance set and the model, so a re-run or a retried upload makes the same objects:
+   an SR already in the PACS is not sent again (it supersedes what it did then), and the
+   PACS keeps one copy of the rest. A flagged study with an image the evidence pass could
+   not picture is not built (`WriteBackSummary.not_built`, with the reason), and not
+   screened this run;
+4. store them (STOW-RS or C-STORE, per study); a study counts as written back only when
    every object was acknowledged; what was refused goes to the outbox (owner-only
    folder), and the study is listed in the report with the reason.
 
@@ -39,11 +47,18 @@ from pydicom.dataset import Dataset
 from mura_core.archive import pacs_destination
 from mura_core.pacs.client import Pacs, PacsOptions
 from mura_core.results import (
+    HeatmapFormat,
+    ModelIdentity,
+    ResultObjects,
     ScPicture,
     StudyFinding,
+    build_heatmaps,
+    build_kos,
     build_secondary_captures,
     build_sr,
+    result_uid,
 )
+from mura_core.results.history import StoredResult, earlier_srs, superseded
 from mura_core.screen_summary import PictureFailure, WriteBackFailure, WriteBackSummary
 from pipelines.results.findings import model_identity, pacs_instance, study_findings
 from pipelines.results.outbox import MarkedOutbox, OutboxItem
@@ -71,11 +86,25 @@ def default_outbox(pacs: Pacs) -> Path:
 
 @dataclass(frozen=True)
 class StudyResults:
-    """One study's objects to store, and its report key (a pseudonym)."""
+    """One study's objects to store, and its report key (a pseudonym): how many of each
+    kind, and whether its SR supersedes an earlier one."""
 
     study_key: str
     objects: tuple[Dataset, ...]
-    captures: int
+    captures: int = 0
+    reports: int = 0  # 0: not chosen, or already in the PACS
+    heatmaps: int = 0
+    key_objects: int = 0
+    supersedes: bool = False
+
+
+@dataclass(frozen=True)
+class WriteBackChoice:
+    """What a write-back builds: the objects (`--write-back-objects`), the heatmap's
+    encoding (`--heatmap-format`)."""
+
+    objects: ResultObjects = ResultObjects()
+    heatmap: HeatmapFormat = HeatmapFormat.SEG
 
 
 @dataclass(frozen=True)
@@ -162,15 +191,57 @@ def _captures(
     return out
 
 
+def _study_results(
+    key: str,
+    finding: StudyFinding,
+    model: ModelIdentity,
+    pictures: list[ScPicture],
+    earlier: list[StoredResult],
+    choice: WriteBackChoice,
+) -> StudyResults:
+    """One study's chosen objects (see the module docstring, step 3)."""
+    chosen = choice.objects
+    sr_uid = result_uid(finding.study_uid, finding.instance_set, model.key, "sr")
+    already = any(r.location.sop == sr_uid for r in earlier)  # an identical re-run
+    before = None if already else superseded(earlier, sr_uid)
+    previous = [before.reference()] if before is not None else []
+    sr = build_sr(finding, model, previous) if chosen.sr else None
+    reports = [sr] if sr is not None and not already else []
+    captures, heatmaps, kos = [], [], []
+    if finding.flagged:
+        if chosen.sc:
+            captures = build_secondary_captures(finding, model, pictures)
+        if chosen.heatmap:
+            heatmaps = build_heatmaps(finding, model, pictures, choice.heatmap)
+        if chosen.kos:
+            kos = [build_kos(finding, model, sr)]
+    return StudyResults(
+        key,
+        (*reports, *captures, *heatmaps, *kos),
+        captures=len(captures),
+        reports=len(reports),
+        heatmaps=len(heatmaps),
+        key_objects=len(kos),
+        supersedes=bool(reports) and before is not None,
+    )
+
+
 def build_results(
-    inp: ScreenInput, studies: pa.Table, images: pa.Table, model: ScreeningModel, evidence: Evidence
+    inp: ScreenInput,
+    studies: pa.Table,
+    images: pa.Table,
+    model: ScreeningModel,
+    evidence: Evidence,
+    dest: Pacs,
+    choice: WriteBackChoice = WriteBackChoice(),
 ) -> tuple[list[StudyResults], list[WriteBackFailure]]:
-    """Every screened study's SR, and the flagged ones' Secondary Captures (from the
-    evidence pass's pictures); and the flagged studies not built, with the reason (an
-    image without a picture: screened again next run)."""
+    """Every screened study's chosen objects (the flagged ones' pictures from the evidence
+    pass; its SR superseding our newest earlier one in `dest`); and the flagged studies not
+    built, with the reason (an image without a picture: screened again next run)."""
     identity = model_identity(model)
     findings = study_findings(inp, studies, images)
-    pictures = _captures(inp, evidence, findings)
+    pictures = _captures(inp, evidence, findings) if choice.objects.pictures else {}
+    earlier = earlier_srs(dest, (f.study_uid for _, f in findings)) if choice.objects.sr else {}
     out, unbuilt = [], []
     for key, finding in findings:
         captured = pictures.get(key, [])
@@ -178,9 +249,8 @@ def build_results(
             reason = f"no Secondary Capture of image {captured.image_id}: {captured.reason}"
             unbuilt.append(WriteBackFailure(key, reason))
             continue
-        sr = build_sr(finding, identity)
-        captures = build_secondary_captures(finding, identity, captured) if finding.flagged else []
-        out.append(StudyResults(key, (sr, *captures), len(captures)))
+        found = earlier.get(finding.study_uid, [])
+        out.append(_study_results(key, finding, identity, captured, found, choice))
     return out, unbuilt
 
 
@@ -197,23 +267,25 @@ def store_results(
     was screened in), and the study is listed as a failure (beside those `not_built`)."""
     bar = console.progress("write-back", len(results), "studies")
     failed: list[WriteBackFailure] = []
-    stored = captures = 0
+    stored: list[StudyResults] = []
     for study in results:
-        outcomes = pacs.store(study.objects)
+        outcomes = pacs.store(study.objects) if study.objects else []
         refused = [o.error for o in outcomes if not o.ok]
         if refused or len(outcomes) != len(study.objects):
             outbox.put(study.study_key, report, study.objects)
             failed.append(WriteBackFailure(study.study_key, refused[0] if refused else "no answer"))
         else:
-            stored += 1
-            captures += study.captures
+            stored.append(study)
         bar.advance(1)
     bar.close()
     return WriteBackSummary(
         destination=str(pacs.address),
-        studies=stored,
-        reports=stored,
-        captures=captures,
+        studies=len(stored),
+        reports=sum(s.reports for s in stored),
+        captures=sum(s.captures for s in stored),
+        heatmaps=sum(s.heatmaps for s in stored),
+        key_objects=sum(s.key_objects for s in stored),
+        versions=sum(s.supersedes for s in stored),
         failed=tuple(failed),
         outbox_delivered=delivered.objects if delivered else 0,
         outbox_pending=outbox.pending(),

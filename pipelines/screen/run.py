@@ -12,14 +12,15 @@ PACS's rows also bring each frame at the pictures' size, kept in OUT/.scores bes
 scores, so no instance is fetched twice) → group by study on the driver (mean, max, count;
 `studies`) → flag at the threshold → drop studies a PACS did not hand every image of →
 one more Ray Data pass, on actors, makes the pictures (`pictures`: CAMs, thumbnails and
-Secondary Capture pixels of the top flagged studies and, with `--write-back`, of every
-flagged study) → with `--write-back`, build their SR and Secondary Captures (`writeback`;
-a flagged study with an image the pass could not picture is not built, and not screened
-this run) → store the results (what fails waits in the outbox) → with `--notify`, tell the
-worklist each study's finding (`pipelines.results.notify`: its outbox first; what it does
-not take waits there) → report files → MLflow
-run (`runlog`) → `summary.json`, written last, marks the report complete (`ScreenResult`,
-printed by `result.format_result`).
+Grad-CAM maps of the top flagged studies and, with `--write-back` of Secondary Captures
+or heatmaps, of every flagged study) → with `--write-back`, build what
+`--write-back-objects` chose (`writeback`: SR, superseding the study's earlier one;
+flagged: Secondary Captures, heatmaps, key-object document; a flagged study with an image
+the pass could not picture is not built, and not screened this run) → store the results
+(what fails waits in the outbox) → with `--notify`, tell the worklist each study's finding
+(`pipelines.results.notify`: its outbox first; what it does not take waits there) → report
+files → MLflow run (`runlog`) → `summary.json`, written last, marks the report complete
+(`ScreenResult`, printed by `result.format_result`).
 
 A write that fails (a full disk, a quota) is one line naming the file, `cannot write PATH:
 No space left on device`, exit 1, and leaves no temporary file of ours (`mura_core.outputs`).
@@ -55,7 +56,12 @@ from mura_core.screen_summary import (
 from mura_core.shards import REIDENTIFY_FILE, quarantine_table
 from pipelines.monitor.screening import monitor
 from pipelines.results.notify import screened_notices
-from pipelines.results.writeback import StudyResults, build_results, store_results
+from pipelines.results.writeback import (
+    StudyResults,
+    WriteBackChoice,
+    build_results,
+    store_results,
+)
 from pipelines.runtime.cluster import ensure_ray
 from pipelines.runtime.console import console
 from pipelines.screen.config import ScreenConfig, ScreenError
@@ -167,7 +173,8 @@ def _complete(
     studies = without(studies, incomplete)
     flagged = studies.filter(studies["flagged"])["study_key"].to_pylist()
     shown = flagged[: cfg.pictures]
-    captured = flagged if prepared.dest is not None else []
+    pictured = prepared.dest is not None and cfg.write_back_objects.pictures
+    captured = flagged if pictured else []
     evidence = make_evidence(
         inp,
         prepared.model,
@@ -179,7 +186,10 @@ def _complete(
     )
     if prepared.dest is None:
         return Completed(studies, [], [], incomplete, evidence, shown)
-    results, not_built = build_results(inp, studies, scored.images, prepared.model, evidence)
+    choice = WriteBackChoice(cfg.write_back_objects, cfg.heatmap_format)
+    results, not_built = build_results(
+        inp, studies, scored.images, prepared.model, evidence, prepared.dest, choice
+    )
     unbuilt = [f.study_key for f in not_built]
     shown = [k for k in shown if k not in unbuilt]
     incomplete = sorted({*incomplete, *unbuilt})
