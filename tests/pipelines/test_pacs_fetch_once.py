@@ -5,9 +5,10 @@ Orthanc counts for itself: a Lua `IncomingHttpRequestFilter` appends every HTTP 
 (method and URI) to a file. `mura screen dicomweb+http://… --write-back` of a small
 archive, with a threshold that flags about half of its studies, must ask WADO-RS for each
 source instance exactly once, and still store an SR per study and a Secondary Capture per
-image of every flagged study, with the report showing the flagged studies' pictures. The
-same run tells a worklist (`--notify mllp://…`, hl7apy's MLLPServer on 127.0.0.1) each
-study's finding, by its accession number, which goes nowhere else.
+image of every flagged study (and a heatmap, made from the same map), with the report
+showing the flagged studies' pictures. The same run tells a worklist (`--notify mllp://…`,
+hl7apy's MLLPServer on 127.0.0.1) each study's finding, by its accession number, which goes
+nowhere else.
 """
 
 from __future__ import annotations
@@ -123,7 +124,8 @@ def test_a_write_back_screening_fetches_each_instance_once(
     wb = summary.write_back
     assert wb is not None and not wb.failed and not wb.not_built
     assert (wb.studies, wb.reports) == (len(studies), len(studies))
-    assert wb.captures == sum(s["images"] for s in flagged)
+    assert wb.captures == wb.heatmaps == sum(s["images"] for s in flagged)  # from that fetch too
+    assert wb.key_objects == len(flagged) and wb.versions == 0
     assert not summary.picture_failures and not summary.incomplete_studies
     html = (out / "report.html").read_text()
     shown = min(len(flagged), 12)
