@@ -335,8 +335,9 @@ def _write_back_section(wb: WriteBackSummary | None) -> str:
     if wb.not_built:
         rows = [[_code(f.study_key), _e(f.reason)] for f in wb.not_built]
         text += (
-            f'<p class="note">{len(wb.not_built)} flagged studies\' results could not be '
-            "built: they are not screened this run, and the next run screens them again.</p>"
+            f'<p class="note">{len(wb.not_built)} studies\' results could not be built (a '
+            "flagged study's picture failed, or the PACS did not say which SR they supersede): "
+            "they are not screened this run, and the next run screens them again.</p>"
             + _grid(["study", "reason"], rows, set())
         )
     return f"<section><h2>Results in the PACS</h2>{text}</section>"

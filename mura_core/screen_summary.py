@@ -78,7 +78,8 @@ class WriteBackSummary:
     """Results stored into the PACS: the destination address (never credentials), studies
     whose objects (SR; flagged: Secondary Captures, heatmaps, key-object document) were
     acknowledged, objects by kind, new SR versions, failures; and the flagged studies whose
-    results could not be built (a picture failed: `not_built`, not screened this run, so
+    results could not be built (a picture failed, or the PACS could not be asked for the
+    study's earlier SRs: `not_built`, not screened this run, so
     the next one screens them again)."""
 
     destination: str

@@ -27,6 +27,7 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from mura_core.locations import PacsInstance
+from mura_core.pacs.address import PacsError
 from mura_core.pacs.client import Pacs
 from mura_core.results.content import ResultReadError, SrContent
 from mura_core.results.own import own_result_kind
@@ -79,15 +80,18 @@ def stored_results(
     return [result for result in found if result is not None]
 
 
-def earlier_srs(pacs: Pacs, study_uids: Iterable[str]) -> dict[str, list[StoredResult]]:
-    """Our SRs in each study (QUERY_THREADS queries at once)."""
+def earlier_srs(pacs: Pacs, study_uids: Iterable[str]) -> dict[str, list[StoredResult] | PacsError]:
+    """Our SRs in each study, or why the PACS could not be asked (QUERY_THREADS at once)."""
+
+    def ask(uid: str) -> list[StoredResult] | PacsError:
+        try:
+            return [r for r in stored_results(pacs, uid, ("SR",)) if r.kind == "sr"]
+        except PacsError as exc:
+            return exc
+
     studies = list(dict.fromkeys(study_uids))
     with ThreadPoolExecutor(QUERY_THREADS) as pool:
-        found = list(pool.map(lambda uid: stored_results(pacs, uid, ("SR",)), studies))
-    return {
-        uid: [r for r in results if r.kind == "sr"]
-        for uid, results in zip(studies, found, strict=True)
-    }
+        return dict(zip(studies, pool.map(ask, studies), strict=True))
 
 
 def _newest_first(results: Iterable[StoredResult]) -> list[StoredResult]:

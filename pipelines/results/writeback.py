@@ -19,8 +19,8 @@ the pixels kept then, by the evidence pass: `pictures`):
    instance set and the model, so a re-run or a retried upload makes the same objects:
    an SR already in the PACS is not sent again (it supersedes what it did then), and the
    PACS keeps one copy of the rest. A flagged study with an image the evidence pass could
-   not picture is not built (`WriteBackSummary.not_built`, with the reason), and not
-   screened this run;
+   not picture, or whose earlier SRs the PACS could not be asked for, is not built
+   (`WriteBackSummary.not_built`, with the reason), and not screened this run;
 4. store them (STOW-RS or C-STORE, per study); a study counts as written back only when
    every object was acknowledged; what was refused goes to the outbox (owner-only
    folder), and the study is listed in the report with the reason.
@@ -45,6 +45,7 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from mura_core.archive import pacs_destination
+from mura_core.pacs.address import PacsError
 from mura_core.pacs.client import Pacs, PacsOptions
 from mura_core.results import (
     HeatmapFormat,
@@ -245,12 +246,14 @@ def build_results(
     out, unbuilt = [], []
     for key, finding in findings:
         captured = pictures.get(key, [])
-        if isinstance(captured, PictureFailure):
-            reason = f"no Secondary Capture of image {captured.image_id}: {captured.reason}"
-            unbuilt.append(WriteBackFailure(key, reason))
-            continue
         found = earlier.get(finding.study_uid, [])
-        out.append(_study_results(key, finding, identity, captured, found, choice))
+        if isinstance(captured, PictureFailure):
+            reason = f"no picture of image {captured.image_id}: {captured.reason}"
+            unbuilt.append(WriteBackFailure(key, reason))
+        elif isinstance(found, PacsError):
+            unbuilt.append(WriteBackFailure(key, f"which SR it supersedes is unknown: {found}"))
+        else:
+            out.append(_study_results(key, finding, identity, captured, found, choice))
     return out, unbuilt
 
 

@@ -68,7 +68,7 @@ def format_result(result: ScreenResult) -> str:
             + (f", {wb.versions} new SR versions" if wb.versions else "")
             + (f", {len(wb.failed)} not stored (in the outbox)" if wb.failed else "")
             + (f", {wb.outbox_delivered} delivered from the outbox" if wb.outbox_delivered else "")
-            + (f", {len(wb.not_built)} flagged studies not built" if wb.not_built else "")
+            + (f", {len(wb.not_built)} studies not built" if wb.not_built else "")
         )
     if (told := s.notify) is not None:
         lines.append(
