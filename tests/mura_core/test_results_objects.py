@@ -1,5 +1,6 @@
 """DICOM results beyond the SR: heatmaps (Segmentations over their source images), the Key
-Object Selection of a flagged study, SR versions, and choosing what a write-back stores.
+Object Selection of a flagged study, SR versions (which one a new SR supersedes, the history
+`mura results` prints), and choosing what a write-back stores.
 
 Sources are a synthetic DICOM archive (non-square DX images without a Frame of Reference,
 as radiographs come); every object is written with dcmwrite and read back by highdicom
@@ -21,6 +22,16 @@ from pydicom.uid import Comprehensive3DSRStorage, KeyObjectSelectionDocumentStor
 from mura_core import results as r
 from mura_core.errors import ConfigError
 from mura_core.imaging.geometry import pad_box
+from mura_core.pacs.address import PacsError
+from mura_core.pacs.client import RetryPolicy, connect
+from mura_core.results.history import (
+    ResultVersion,
+    StoredResult,
+    StudyHistory,
+    earlier_srs,
+    format_history,
+    superseded,
+)
 from mura_core.synth import SynthConfig, synthesize
 
 MODEL = r.ModelIdentity(name="mura-cnn", version="3", uri="models:/mura-cnn/3")
@@ -223,3 +234,41 @@ def test_write_back_objects_and_heatmap_format_parse_with_one_line_errors() -> N
 def test_own_result_kind(modality, sop_class, description, manufacturer, kind) -> None:
     assert r.own_result_kind(modality, sop_class, description, manufacturer) == kind
     assert r.is_own_result(modality, sop_class, description, manufacturer) is (kind is not None)
+
+
+def test_the_newest_other_sr_is_superseded_and_an_unreachable_pacs_is_said(study) -> None:
+    study_uid, headers = study
+    older = r.build_sr(_finding(study_uid, headers), MODEL)
+    newer = r.build_sr(_finding(study_uid, headers[:-1]), MODEL)
+    older.ContentDate, older.ContentTime = "20260101", "080000.000001"
+    newer.ContentDate, newer.ContentTime = "20260102", "070000"
+    stored = [StoredResult.of(ds) for ds in (older, newer)]
+    assert all(s is not None and s.kind == "sr" for s in stored)
+    assert stored[1] is not None and stored[1].made == "20260102070000"
+    assert superseded(stored, "2.25.1") == stored[1]  # a third version supersedes the newest
+    assert superseded(stored, str(newer.SOPInstanceUID)) == stored[0]  # itself excluded
+    assert superseded([], "2.25.1") is None
+    reference = stored[1].reference()
+    assert (reference.SOPInstanceUID, reference.SeriesInstanceUID) == (
+        newer.SOPInstanceUID,
+        newer.SeriesInstanceUID,
+    )
+    assert StoredResult.of(headers[0]) is None  # a source image is not ours
+    nowhere = connect("dicomweb+http://127.0.0.1:1/dicom-web", retry=RetryPolicy(attempts=1))
+    (found,) = earlier_srs(nowhere, [study_uid, study_uid]).values()
+    assert isinstance(found, PacsError) and "127.0.0.1:1" in str(found)
+
+
+def test_format_history_lists_versions_newest_first(study) -> None:
+    study_uid, headers = study
+    content = r.read_sr(r.build_sr(_finding(study_uid, headers), MODEL))
+    newest = ResultVersion("2.25.2", "20260102070000.5", content, ("2.25.1",), 2, 2, 1)
+    oldest = ResultVersion("2.25.1", "20260101080000", content, (), None, None, None)
+    history = StudyHistory(study_uid, (newest, oldest), (("2.25.9", "corrupt: x"),), ())
+    text = format_history(history)
+    assert text.splitlines()[0] == f"study {study_uid}: 2 result version(s), newest first ()"
+    assert text.index("SR 2.25.2") < text.index("SR 2.25.1")
+    assert "1. 2026-01-02 07:00:00  mura-cnn 3  ABNORMAL (flagged)  p = 0.800" in text
+    assert "supersedes 2.25.1" in text and "supersedes nothing (first)" in text
+    assert "objects: 2 Secondary Captures, 2 heatmaps, 1 key-object documents" in text
+    assert "objects: ? Secondary Captures" in text and "SR 2.25.9: not read (corrupt: x)" in text
