@@ -61,7 +61,7 @@ def unmappable(source: pydicom.Dataset) -> str | None:
     if not source.get("Rows") or not source.get("Columns"):
         return "its listed header has no Rows/Columns"
     if int(source.get("NumberOfFrames") or 1) > 1:
-        return "a multi-frame source without a frame of reference (one frame per heatmap)"
+        return "multi-frame (highdicom maps one frame of a source without a frame of reference)"
     return None
 
 
