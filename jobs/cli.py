@@ -72,6 +72,9 @@ COMMANDS: dict[str, Command] = {
         "jobs.feedback",
         "radiologists' reads of screened studies: realized sensitivity, PPV, … per week",
     ),
+    "results": Command(
+        "jobs.results", "a study's mura-screen results in a PACS, newest first (SR versions)"
+    ),
     "submit": Command(
         "jobs.submit", "run a job (ingest, train, evaluate, screen, nightly) on a Ray cluster"
     ),

@@ -16,6 +16,7 @@ import sys
 import textwrap
 import traceback
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from mura_core.archive import DEFAULT_MAX_BYTES, KINDS, AccessPolicy, ArchiveSource, parse_source
@@ -97,6 +98,24 @@ def add_pacs_arguments(p: argparse.ArgumentParser) -> None:
         "when SOURCE is a PACS: credentials (DICOMweb; else MURA_PACS_USERNAME / "
         "MURA_PACS_PASSWORD or MURA_PACS_TOKEN), our AE title (DIMSE) and which studies",
     )
+    add_pacs_access_arguments(g)
+    g.add_argument("--since", default=None, metavar="DATE", help="StudyDate from (YYYY-MM-DD)")
+    g.add_argument("--until", default=None, metavar="DATE", help="StudyDate to (YYYY-MM-DD)")
+    g.add_argument(
+        "--modality",
+        default=",".join(DEFAULT_MODALITIES),
+        help=f"modalities to screen (default {','.join(DEFAULT_MODALITIES)})",
+    )
+    g.add_argument(
+        "--body-part",
+        default=None,
+        choices=[str(b) for b in MURA_BODY_PARTS],
+        help="only studies of this body part (default: all)",
+    )
+
+
+def add_pacs_access_arguments(g: argparse._ActionsContainer) -> None:
+    """How to use a PACS: credentials (DICOMweb) and our AE title (DIMSE)."""
     g.add_argument(
         "--pacs-auth",
         type=Path,
@@ -116,26 +135,20 @@ def add_pacs_arguments(p: argparse.ArgumentParser) -> None:
         default=DEFAULT_AE_TITLE,
         help=f"our calling AE title for DIMSE (default {DEFAULT_AE_TITLE})",
     )
-    g.add_argument("--since", default=None, metavar="DATE", help="StudyDate from (YYYY-MM-DD)")
-    g.add_argument("--until", default=None, metavar="DATE", help="StudyDate to (YYYY-MM-DD)")
-    g.add_argument(
-        "--modality",
-        default=",".join(DEFAULT_MODALITIES),
-        help=f"modalities to screen (default {','.join(DEFAULT_MODALITIES)})",
-    )
-    g.add_argument(
-        "--body-part",
-        default=None,
-        choices=[str(b) for b in MURA_BODY_PARTS],
-        help="only studies of this body part (default: all)",
+
+
+def pacs_access(args: argparse.Namespace) -> PacsOptions:
+    """The PACS access flags (credentials read and checked here), the default query."""
+    return PacsOptions(
+        auth=load_auth(args.pacs_auth, args.pacs_token),
+        ae_title=check_ae_title(args.ae_title, "--ae-title"),
     )
 
 
 def pacs_options(args: argparse.Namespace) -> PacsOptions:
     """The PACS flags as options (credentials read and checked here, before any work)."""
-    return PacsOptions(
-        auth=load_auth(args.pacs_auth, args.pacs_token),
-        ae_title=check_ae_title(args.ae_title, "--ae-title"),
+    return replace(
+        pacs_access(args),
         query=PacsQuery(
             since=args.since,
             until=args.until,

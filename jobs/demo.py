@@ -67,7 +67,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="screen the incoming studies through a throwaway Orthanc PACS (needs Debian's "
         "orthanc and orthanc-dicomweb): DICOM loaded into it, screened by DICOMweb, results "
-        "written back as DICOM SR and Secondary Captures; the PACS is stopped at the end",
+        "written back as DICOM SR, Secondary Captures, heatmaps and key images; the PACS is "
+        "stopped at the end",
     )
 
 
@@ -256,7 +257,8 @@ def _summary(
         f"({counts.images} images, {counts.quarantined} quarantined)",
         *(
             [
-                f"PACS results:  {wb.reports} SRs and {wb.captures} Secondary Captures written "
+                f"PACS results:  {wb.reports} SRs, {wb.captures} Secondary Captures, "
+                f"{wb.heatmaps} heatmaps and {wb.key_objects} key-object documents written "
                 f"back to {wb.destination}"
             ]
             if (wb := screened.summary.write_back)

@@ -9,7 +9,10 @@ from pathlib import Path
 
 from jobs.common import access_policy, add_source_arguments, job_main, pacs_options
 from mura_core.archive.pseudonyms import PSEUDONYMIZE_CHOICES
+from mura_core.errors import ConfigError
 from mura_core.monitoring.drift import Bands
+from mura_core.notify.config import DEFAULT_PRIORITY, PRIORITIES, NotifyConfig
+from mura_core.results.objects import OBJECT_NAMES, HeatmapFormat, ResultObjects
 from pipelines.registry.model_store import DEFAULT_ALIAS
 from pipelines.runtime.console import console
 from pipelines.screen.config import ScreenConfig
@@ -73,9 +76,27 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
         const="",
         default=None,
         metavar="DEST",
-        help="store the results into each screened study as DICOM: a TID 1500 SR per study, "
-        "Secondary Captures with the CAM for flagged ones (deterministic UIDs: re-runs never "
-        "duplicate). DEST: a PACS address (default: the source PACS)",
+        help="store the results into each screened study as DICOM: a TID 1500 SR per study "
+        "(naming the one it supersedes), and for flagged ones Secondary Captures with the "
+        "CAM, heatmaps over each view and a key-object document (deterministic UIDs: re-runs "
+        "never duplicate). DEST: a PACS address (default: the source PACS)",
+    )
+    p.add_argument(
+        "--write-back-objects",
+        default=None,
+        metavar="LIST",
+        help=f"what --write-back stores, any of {','.join(OBJECT_NAMES)} (comma-separated; "
+        "default: all): sr the TID 1500 SR of every study; sc Secondary Captures, heatmap the "
+        "Grad-CAM map as a Segmentation over each view, kos a Key Object Selection of the "
+        "views (flagged studies)",
+    )
+    p.add_argument(
+        "--heatmap-format",
+        default=None,
+        choices=[f.value for f in HeatmapFormat],
+        help="seg: a FRACTIONAL Segmentation, the map's value per pixel (default); binary: a "
+        "BINARY Segmentation of its hot region (>= 0.5), for viewers that load only binary "
+        "segments (OHIF 3.x)",
     )
     p.add_argument(
         "--outbox",
@@ -84,6 +105,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
         help="folder for results the PACS did not take, delivered first by the next run "
         "(default: ~/.local/state/mura/outbox/<destination>, or STATE/outbox for nightly)",
     )
+    add_notify_arguments(p)
     p.add_argument(
         "--checkpoint-every",
         type=int,
@@ -110,7 +132,73 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_notify_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "telling the worklist",
+        "a PACS source's screened studies, each as a preliminary result to a RIS: see "
+        "docs/pacs.md#telling-the-worklist---notify",
+    )
+    g.add_argument(
+        "--notify",
+        default=None,
+        metavar="ADDR",
+        help="send each screened study's finding (accession number, StudyInstanceUID, "
+        "probability, threshold, model; result status preliminary): mllp://HOST:PORT (HL7 "
+        "v2.5 ORU^R01, each ACK awaited) or fhir+https://HOST/BASE (a FHIR R4 transaction: "
+        "DiagnosticReport + Observation). What is not taken waits in an outbox, sent by the "
+        "next run; nothing is sent twice",
+    )
+    g.add_argument(
+        "--notify-token",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="FHIR: file holding a bearer token (mode 0600), sent in the Authorization header",
+    )
+    g.add_argument(
+        "--notify-outbox",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="folder for notices not yet taken (default: ~/.local/state/mura/notify/"
+        "<destination>, or STATE/notify for nightly)",
+    )
+    g.add_argument(
+        "--notify-priority",
+        default=DEFAULT_PRIORITY,
+        choices=list(PRIORITIES),
+        help="HL7 priority (OBR-5, table 0027) of a flagged study: S stat (default), A ASAP, "
+        "T timing critical, C callback, P preop, R routine; a study not flagged is R",
+    )
+
+
+def notify_config(args: argparse.Namespace) -> NotifyConfig | None:
+    """--notify and its flags (the address parsed here; the token file read at preflight)."""
+    if args.notify is None:
+        for flag in ("notify_token", "notify_outbox"):
+            if getattr(args, flag) is not None:
+                raise ConfigError(f"--{flag.replace('_', '-')} needs --notify ADDR")
+        return None
+    return NotifyConfig(
+        address=args.notify,
+        token_file=args.notify_token,
+        outbox=args.notify_outbox,
+        priority=args.notify_priority,
+    )
+
+
+def write_back_choice(args: argparse.Namespace) -> tuple[ResultObjects, HeatmapFormat]:
+    """--write-back-objects and --heatmap-format (each needs --write-back)."""
+    if args.write_back is None:
+        for flag in ("write_back_objects", "heatmap_format"):
+            if getattr(args, flag) is not None:
+                raise ConfigError(f"--{flag.replace('_', '-')} needs --write-back")
+    objects = ResultObjects.parse(args.write_back_objects)
+    return objects, HeatmapFormat.parse(args.heatmap_format or HeatmapFormat.SEG.value)
+
+
 def config(args: argparse.Namespace, out: Path) -> ScreenConfig:
+    objects, heatmap = write_back_choice(args)
     return ScreenConfig(
         source=args.source,
         out=out,
@@ -130,6 +218,9 @@ def config(args: argparse.Namespace, out: Path) -> ScreenConfig:
         access=access_policy(args),
         write_back=args.write_back,
         outbox=args.outbox,
+        write_back_objects=objects,
+        heatmap_format=heatmap,
+        notify=notify_config(args),
         checkpoint_every=args.checkpoint_every,
         bands=Bands.parse(args.band or []),
     )

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from mura_core.notify.summary import NotifySummary
 from mura_core.outputs import write_text_atomic
 from mura_core.records import QuarantineRow
 from mura_core.screen_summary import (
@@ -94,6 +95,7 @@ def render_html(summary: ScreenSummary, studies: Sequence[ReportStudy]) -> str:
             _flagged_section(flagged, summary.pictures_limit_note, summary.picture_failures),
             _unflagged_section(unflagged),
             _write_back_section(summary.write_back),
+            _notify_section(summary.notify),
             _quarantine_section(summary.quarantine, summary.counts.quarantined),
         ]
     )
@@ -314,9 +316,12 @@ def _write_back_section(wb: WriteBackSummary | None) -> str:
         return ""
     text = (
         f"<p>{_n(wb.studies)} studies written back to <code>{_e(wb.destination)}</code>: "
-        f"{_n(wb.reports)} structured reports (TID 1500) and {_n(wb.captures)} Secondary "
-        "Captures (flagged studies, Grad-CAM burned in)."
+        f"{_n(wb.reports)} structured reports (TID 1500), {_n(wb.captures)} Secondary "
+        f"Captures (flagged studies, Grad-CAM burned in), {_n(wb.heatmaps)} heatmaps "
+        f"(Segmentations over their images) and {_n(wb.key_objects)} key-object documents."
     )
+    if wb.versions:
+        text += f" {_n(wb.versions)} reports supersede an earlier one of their study."
     if wb.outbox_delivered:
         text += f" {_n(wb.outbox_delivered)} objects from earlier runs delivered first."
     text += "</p>"
@@ -330,11 +335,35 @@ def _write_back_section(wb: WriteBackSummary | None) -> str:
     if wb.not_built:
         rows = [[_code(f.study_key), _e(f.reason)] for f in wb.not_built]
         text += (
-            f'<p class="note">{len(wb.not_built)} flagged studies\' results could not be '
-            "built: they are not screened this run, and the next run screens them again.</p>"
+            f'<p class="note">{len(wb.not_built)} studies\' results could not be built (a '
+            "flagged study's picture failed, or the PACS did not say which SR they supersede): "
+            "they are not screened this run, and the next run screens them again.</p>"
             + _grid(["study", "reason"], rows, set())
         )
     return f"<section><h2>Results in the PACS</h2>{text}</section>"
+
+
+def _notify_section(told: NotifySummary | None) -> str:
+    """What the worklist was told: counts, and each study whose notice waits in the outbox."""
+    if told is None:
+        return ""
+    text = (
+        f"<p>{_n(told.sent)} studies' findings sent to <code>{_e(told.destination)}</code> "
+        "and acknowledged (preliminary results: HL7 ORU^R01 or a FHIR DiagnosticReport)."
+    )
+    if told.resent:
+        text += f" {_n(told.resent)} notices from earlier runs delivered first."
+    if told.already_sent:
+        text += f" {_n(told.already_sent)} studies had been told before: not sent again."
+    text += "</p>"
+    if told.failures:
+        rows = [[_code(f.study_key), _e(f.reason)] for f in told.failures]
+        text += (
+            f'<p class="note">{len(told.failures)} notices were not taken; they wait in the '
+            f"outbox ({_n(told.pending)} notices) for the next run.</p>"
+            + _grid(["study", "reason"], rows, set())
+        )
+    return f"<section><h2>Worklist notices</h2>{text}</section>"
 
 
 def _quarantine_section(rows: Sequence[QuarantineRow], total: int) -> str:

@@ -2,8 +2,9 @@
 
 The recipe: a screening run counts what it did (`ScreenCounts`, `PartCounts` per body part),
 names what it screened and with what (`SourceSummary`, `ModelSummary`), adds the write-back
-(`WriteBackSummary`), its monitoring point (`MonitoringSummary`) and the images whose
-pictures failed (`PictureFailure`), and writes the whole as `summary.json` last
+(`WriteBackSummary`), what the worklist was told (`mura_core.notify.summary.NotifySummary`),
+its monitoring point (`MonitoringSummary`) and the images whose pictures failed
+(`PictureFailure`), and writes the whole as `summary.json` last
 (`write_summary`): its presence marks a complete report. The HTML report
 (`mura_core.screen_report`), the console summary and the MLflow logging read it back
 (`read_summary`); older or partial summaries still read (optional keys).
@@ -17,6 +18,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from mura_core.notify.summary import NotifySummary
 from mura_core.records import QuarantineRow
 from mura_core.shards import write_json_atomic
 
@@ -74,25 +76,31 @@ class WriteBackFailure:
 @dataclass(frozen=True)
 class WriteBackSummary:
     """Results stored into the PACS: the destination address (never credentials), studies
-    whose SR (and, flagged, Secondary Captures) were acknowledged, objects, failures; and
-    the flagged studies whose results could not be built (a picture failed: `not_built`,
-    not screened this run, so the next one screens them again)."""
+    whose objects (SR; flagged: Secondary Captures, heatmaps, key-object document) were
+    acknowledged, objects by kind, new SR versions, failures; and the flagged studies whose
+    results could not be built (a picture failed, or the PACS could not be asked for the
+    study's earlier SRs: `not_built`, not screened this run, so
+    the next one screens them again)."""
 
     destination: str
     studies: int = 0
-    reports: int = 0  # SR objects
+    reports: int = 0  # SR objects stored (an SR already in the PACS is not sent again)
     captures: int = 0  # Secondary Capture objects
     failed: tuple[WriteBackFailure, ...] = ()
     outbox_delivered: int = 0  # objects of earlier runs delivered first
     outbox_pending: int = 0  # objects still waiting in the outbox after this run
     not_built: tuple[WriteBackFailure, ...] = ()
+    heatmaps: int = 0  # Segmentation objects over the flagged studies' views
+    key_objects: int = 0  # Key Object Selection documents
+    versions: int = 0  # SRs stored that supersede an earlier SR of their study
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["failed"] = [asdict(f) for f in self.failed]
         data["not_built"] = [asdict(f) for f in self.not_built]
-        if not self.not_built:  # newer key: only when not empty
-            del data["not_built"]
+        for newer in ("not_built", "heatmaps", "key_objects", "versions"):
+            if not data[newer]:  # newer keys: only when not empty
+                del data[newer]
         return data
 
     @classmethod
@@ -171,6 +179,7 @@ class ScreenSummary:
     resumed: int = 0  # images whose scores an interrupted run into the same report left
     monitoring: MonitoringSummary | None = None
     picture_failures: tuple[PictureFailure, ...] = ()  # scored, but no pictures made
+    notify: NotifySummary | None = None  # --notify: what the worklist was told
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON types, the keys `summary.json` has always had."""
@@ -194,7 +203,7 @@ class ScreenSummary:
         for name in ("incomplete_studies", "source_notes", "picture_failures"):
             if not data[name]:
                 del data[name]
-        for name in ("write_back", "monitoring"):  # newer keys: only when present
+        for name in ("write_back", "monitoring", "notify"):  # newer keys: only when present
             value = getattr(self, name)
             if value is None:
                 del data[name]
@@ -227,6 +236,7 @@ class ScreenSummary:
             monitoring=(
                 MonitoringSummary.from_json(data["monitoring"]) if data.get("monitoring") else None
             ),
+            notify=NotifySummary.from_json(data["notify"]) if data.get("notify") else None,
             **{name: data[name] for name in plain if name in data},
         )
 

@@ -117,7 +117,9 @@ class PacsAuth:
         return bool(self.username or self.token)
 
 
-def _private_text(path: Path, flag: str) -> str:
+def private_text(path: Path, flag: str) -> str:
+    """A secret's file (`flag` names it in errors): readable, owner-only, not empty; its
+    text, stripped."""
     path = path.expanduser()
     try:
         mode = path.stat().st_mode
@@ -143,9 +145,9 @@ def load_auth(
     if auth_file is not None and token_file is not None:
         raise ConfigError("give --pacs-auth or --pacs-token, not both")
     if token_file is not None:
-        return PacsAuth(token=_private_text(token_file, "--pacs-token"))
+        return PacsAuth(token=private_text(token_file, "--pacs-token"))
     if auth_file is not None:
-        user, sep, password = _private_text(auth_file, "--pacs-auth").partition(":")
+        user, sep, password = private_text(auth_file, "--pacs-auth").partition(":")
         if not sep or not user:
             raise ConfigError(f"--pacs-auth {auth_file}: expected one line user:password")
         return PacsAuth(username=user, password=password)

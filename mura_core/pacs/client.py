@@ -7,6 +7,10 @@ or a `DimsePacs` (pynetdicom: C-FIND, C-GET, C-STORE). Both
   rejected association raise a one-line `PacsError` naming the address, never a secret;
 - `find_studies(query)` → StudyInstanceUIDs, then `find_instances(study)` → one header
   (a pydicom Dataset of `INSTANCE_FIELDS`, no pixels) per instance;
+- `find_results(study, modalities)` → the headers (`RESULT_FIELDS`: those and when each was
+  made) of the study's instances of those modalities, matched by the PACS (QIDO-RS or C-FIND
+  at instance level, Modality as a key): where the write-back finds our earlier SRs of a
+  study, and `mura results` all our objects in it;
 - `fetch(instances)` → per `PacsInstance` its Part 10 bytes, or a `RetrieveError`
   (`retrieve_failed`, with the HTTP or DIMSE status) after a bounded retry with backoff;
 - `store(datasets)` → per dataset a `StoreOutcome` (stored, or why not).
@@ -66,8 +70,12 @@ INSTANCE_FIELDS: tuple[str, ...] = (
     "Laterality",
     "ImageLaterality",
     "NumberOfFrames",
+    "Rows",  # a heatmap is made at its source image's size
+    "Columns",
     "Manufacturer",
 )
+# What finding our results asks besides: when each was made (the newest SR is superseded)
+RESULT_FIELDS: tuple[str, ...] = (*INSTANCE_FIELDS, "ContentDate", "ContentTime")
 
 
 class RetrieveError(ImagingError):
@@ -108,6 +116,8 @@ class Pacs(Protocol):
     def find_studies(self, query: PacsQuery) -> list[str]: ...
 
     def find_instances(self, study_uid: str) -> list[Dataset]: ...
+
+    def find_results(self, study_uid: str, modalities: Sequence[str]) -> list[Dataset]: ...
 
     def fetch(
         self, instances: Sequence[PacsInstance]

@@ -27,6 +27,7 @@ from mura_core.imaging.errors import CorruptFileError, ImagingError
 from mura_core.pacs.address import PacsAddress, PacsAuth, PacsError, PacsQuery
 from mura_core.pacs.client import (
     INSTANCE_FIELDS,
+    RESULT_FIELDS,
     PacsInstance,
     RetrieveError,
     RetryPolicy,
@@ -126,6 +127,22 @@ class DicomWebPacs:
         except (requests.RequestException, OSError) as exc:
             raise self._fail(exc, "listing a study's instances (QIDO-RS)") from None
         return [Dataset.from_json(r) for r in rows]
+
+    def find_results(self, study_uid: str, modalities: Sequence[str]) -> list[Dataset]:
+        """QIDO-RS the study's instances of each modality (Modality matched by the PACS)."""
+        found: list[Dataset] = []
+        for modality in modalities:
+            try:
+                rows = _pages(
+                    self.client().search_for_instances,
+                    study_instance_uid=study_uid,
+                    fields=list(RESULT_FIELDS),
+                    search_filters={"Modality": modality},
+                )
+            except (requests.RequestException, OSError) as exc:
+                raise self._fail(exc, "finding a study's results (QIDO-RS)") from None
+            found.extend(Dataset.from_json(r) for r in rows)
+        return found
 
     def fetch(self, instances: Sequence[PacsInstance]) -> dict[PacsInstance, bytes | ImagingError]:
         """WADO-RS the instances, FETCH_THREADS requests in flight (one session)."""

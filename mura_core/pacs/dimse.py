@@ -30,6 +30,7 @@ from mura_core.imaging.errors import ImagingError
 from mura_core.pacs.address import PacsAddress, PacsError, PacsQuery
 from mura_core.pacs.client import (
     INSTANCE_FIELDS,
+    RESULT_FIELDS,
     PacsInstance,
     RetrieveError,
     RetryPolicy,
@@ -153,12 +154,16 @@ class DimsePacs:
         return list(found)
 
     def find_instances(self, study_uid: str) -> list[Dataset]:
-        ident = Dataset()
-        for keyword in INSTANCE_FIELDS:
-            setattr(ident, keyword, "")
-        ident.QueryRetrieveLevel = "IMAGE"
-        ident.StudyInstanceUID = study_uid
-        return self._find(ident, "listing a study's instances")
+        return self._find(_image_query(study_uid, INSTANCE_FIELDS), "listing a study's instances")
+
+    def find_results(self, study_uid: str, modalities: Sequence[str]) -> list[Dataset]:
+        """C-FIND the study's instances of each modality (Modality as a matching key)."""
+        found: list[Dataset] = []
+        for modality in modalities:
+            ident = _image_query(study_uid, RESULT_FIELDS)
+            ident.Modality = modality
+            found.extend(self._find(ident, "finding a study's results"))
+        return found
 
     def fetch(self, instances: Sequence[PacsInstance]) -> dict[PacsInstance, bytes | ImagingError]:
         """C-GET the instances over FETCH_THREADS associations at once."""
@@ -223,6 +228,16 @@ class DimsePacs:
                 if str(ds.SOPInstanceUID) not in done
             ]
         return outcomes
+
+
+def _image_query(study_uid: str, keywords: Sequence[str]) -> Dataset:
+    """An IMAGE-level C-FIND identifier of one study, asking for `keywords` (empty: return)."""
+    ident = Dataset()
+    for keyword in keywords:
+        setattr(ident, keyword, None)
+    ident.QueryRetrieveLevel = "IMAGE"
+    ident.StudyInstanceUID = study_uid
+    return ident
 
 
 def _c_get(

@@ -28,9 +28,21 @@ The recipe, top to bottom (one module per step):
 4. **Reading back** (`sr.read_sr`): highdicom parses the SR; the study group and the image
    groups give back the numbers, the model identity and the referenced instances. Values are
    stored as FD beside the DS, so floats round-trip bit for bit.
-5. **Recognising our own objects** in a PACS listing (`own.is_own_result`): an SR or SC SOP
-   class (or modality) plus our series description or manufacturer, so that they never
-   count in a study's instance set.
+5. **Heatmaps** (`heatmap.build_heatmaps`, flagged studies): each view's Grad-CAM map at its
+   source image's Rows × Columns, as a FRACTIONAL Segmentation (or a BINARY one, or a float
+   Parametric Map: `objects.HeatmapFormat`) referencing that image, one series each (9903),
+   for viewers that overlay it on the image.
+6. **Key images** (`kos.build_kos`, flagged studies): a Key Object Selection document titled
+   "Of Interest" naming the flagged study's views and its SR (series 9904).
+7. **Versions**: an SR that supersedes an earlier one of the study (the study's instance set
+   changed, or another model screened it) names it in its Predecessor Documents Sequence
+   (`build_sr(previous=…)`, read back by `sr.predecessors`); `history` lists a study's
+   results in a PACS, newest first (`mura results`).
+8. **Recognising our own objects** in a PACS listing (`own.own_result_kind`): an SR, SC,
+   Segmentation / Parametric Map or KOS SOP class (or modality) plus our series description
+   or manufacturer, so that they never count in a study's instance set.
+
+`objects.ResultObjects` is which of SR, SC, heatmap and KOS a write-back stores.
 
 The typed values and the codes are in `content`; what the SR and the Secondary Captures
 share (the source header, the IHE AI equipment item) in `equipment`.
@@ -41,8 +53,14 @@ from mura_core.results.content import (
     ALGORITHM_FAMILY,
     BANNER_TEXT,
     FINDING_TYPE,
+    HEATMAP_SERIES_DESCRIPTION,
+    HEATMAP_SERIES_NUMBER,
     IHE_PROCESSING_ALGORITHM,
     IMAGE_TRACKING_ID,
+    INSTANCE_SET_PARAMETER,
+    KOS_SERIES_DESCRIPTION,
+    KOS_SERIES_NUMBER,
+    KOS_TITLE,
     MODEL_URI_PARAMETER,
     NORMAL,
     NORMALITY,
@@ -66,47 +84,72 @@ from mura_core.results.content import (
     SrImage,
     StudyFinding,
 )
-from mura_core.results.own import is_own_result
+from mura_core.results.heatmap import build_heatmaps, map_at_source, unmappable
+from mura_core.results.kos import build_kos, key_objects
+from mura_core.results.objects import OBJECT_NAMES, HeatmapFormat, ResultObjects
+from mura_core.results.own import is_own_result, own_result_kind
 from mura_core.results.sc import banner_font, build_secondary_captures, sc_canvas
-from mura_core.results.sr import build_sr, read_sr
-from mura_core.results.uids import device_uid, instance_set_digest, result_uid
+from mura_core.results.sr import build_sr, predecessors, read_sr
+from mura_core.results.uids import (
+    device_uid,
+    digest_result_uid,
+    instance_set_digest,
+    result_uid,
+)
 
 __all__ = [
     "ABNORMAL",
     "ALGORITHM_FAMILY",
     "BANNER_TEXT",
     "FINDING_TYPE",
+    "HEATMAP_SERIES_DESCRIPTION",
+    "HEATMAP_SERIES_NUMBER",
     "IHE_PROCESSING_ALGORITHM",
     "IMAGE_TRACKING_ID",
-    "ImageFinding",
+    "INSTANCE_SET_PARAMETER",
+    "KOS_SERIES_DESCRIPTION",
+    "KOS_SERIES_NUMBER",
+    "KOS_TITLE",
     "MODEL_URI_PARAMETER",
-    "ModelIdentity",
     "NORMAL",
     "NORMALITY",
+    "OBJECT_NAMES",
     "PROBABILITY",
     "PROCEDURE_REPORTED",
     "RESULT_KINDS",
     "RESULT_MANUFACTURER",
-    "ResultReadError",
     "SC_SERIES_DESCRIPTION",
     "SC_SERIES_NUMBER",
     "SR_SERIES_DESCRIPTION",
     "SR_SERIES_NUMBER",
     "STUDY_TRACKING_ID",
-    "ScPicture",
-    "SrContent",
-    "SrImage",
-    "StudyFinding",
     "THRESHOLD",
     "UNIT_ONE",
     "UNREGISTERED",
     "banner_font",
+    "build_heatmaps",
+    "build_kos",
     "build_secondary_captures",
     "build_sr",
     "device_uid",
+    "digest_result_uid",
     "instance_set_digest",
     "is_own_result",
+    "key_objects",
+    "map_at_source",
+    "own_result_kind",
+    "predecessors",
     "read_sr",
     "result_uid",
     "sc_canvas",
+    "unmappable",
+    "HeatmapFormat",
+    "ImageFinding",
+    "ModelIdentity",
+    "ResultObjects",
+    "ResultReadError",
+    "ScPicture",
+    "SrContent",
+    "SrImage",
+    "StudyFinding",
 ]

@@ -1,9 +1,9 @@
 """What the results say: the constants and codes they carry, and the typed findings.
 
 `ModelIdentity` names the model, `StudyFinding` / `ImageFinding` are what a screened study
-goes in with, `ScPicture` what a Secondary Capture shows, `SrContent` / `SrImage` what an SR
-gives back. Each checks its values when made (probabilities finite and in [0, 1], flagged
-exactly when probability > threshold).
+goes in with, `ScPicture` what a Secondary Capture (and a heatmap) shows, `SrContent` /
+`SrImage` what an SR gives back. Each checks its values when made (probabilities finite and
+in [0, 1], flagged exactly when probability > threshold).
 """
 
 from __future__ import annotations
@@ -22,14 +22,31 @@ from mura_core.errors import MuraError
 RESULT_MANUFACTURER = "mura-screen"
 SR_SERIES_DESCRIPTION = "mura-screen AI findings (SR)"
 SC_SERIES_DESCRIPTION = "mura-screen AI overlays (SC), not for diagnosis"
+HEATMAP_SERIES_DESCRIPTION = "mura-screen AI heatmap, not for diagnosis"
+KOS_SERIES_DESCRIPTION = "mura-screen AI key images"
 SR_SERIES_NUMBER = 9901
 SC_SERIES_NUMBER = 9902
+HEATMAP_SERIES_NUMBER = 9903  # one series per heatmap: a viewer shows one object per series
+KOS_SERIES_NUMBER = 9904
 UNREGISTERED = "unregistered"  # the software version of a model bundle with no registry version
 BANNER_TEXT = "AI — not for diagnosis"
 MODEL_URI_PARAMETER = "mlflow_model_uri="  # prefix of the TID 4019 parameter holding the URI
+# prefix of the TID 4019 parameter holding the digest of the instance set the result UIDs hash
+# (`uids.instance_set_digest`): `mura results` finds a version's other objects by it
+INSTANCE_SET_PARAMETER = "instance_set_sha256="
 STUDY_TRACKING_ID = "mura-screen study finding"
 IMAGE_TRACKING_ID = "mura-screen image {number}"
-RESULT_KINDS = ("sr-series", "sr", "sr-tracking", "sc-series", "sc")
+RESULT_KINDS = (
+    "sr-series",
+    "sr",
+    "sr-tracking",
+    "sc-series",
+    "sc",
+    "heatmap-series",
+    "heatmap",
+    "kos-series",
+    "kos",
+)
 
 # Coded concepts (all from pydicom's dictionary of the DICOM standard, except the IHE one).
 PROBABILITY = codes.DCM.Probability  # (122157, DCM): image and study probability
@@ -41,6 +58,12 @@ NORMAL = codes.SCT.Normal  # (17621005, SCT): not flagged
 FINDING_TYPE = codes.NCIt.Abnormality  # (C9440, NCIt): what the probability is of
 PROCEDURE_REPORTED = codes.SCT.PlainRadiography  # (168537006, SCT): the procedure analysed
 ALGORITHM_FAMILY = codes.DCM.ArtificialIntelligence  # (123110, DCM)
+# The heatmap's one segment: where the model looked, for a finding of abnormality.
+HEATMAP_CATEGORY = codes.SCT.MorphologicallyAbnormalStructure  # (49755003, SCT), CID 7150
+HEATMAP_LABEL = "AI attention (Grad-CAM)"
+# The KOS title (CID 7010): "Of Interest" is the generic key-image note (IHE KIN) that PACS
+# viewers list as key images; the other titles name an audience or a rejection.
+KOS_TITLE = codes.DCM.OfInterest  # (113000, DCM)
 # IHE RAD AI Results (AIR) Rev 1.1, 6.5.3.1: the purpose of reference of the algorithm's
 # Contributing Equipment item (a trial-implementation code of the IHE scheme).
 IHE_PROCESSING_ALGORITHM = hd.sr.CodedConcept("Newcode1", "99IHE", "Processing Algorithm")
@@ -159,7 +182,8 @@ class SrImage:
 
 @dataclass(frozen=True)
 class SrContent:
-    """What one of our SRs says, read back."""
+    """What one of our SRs says, read back: the finding, the model, the image entries, the
+    digest of the instance set its UIDs hash (None: an SR written before it was recorded)."""
 
     study_uid: str
     probability: float
@@ -167,3 +191,4 @@ class SrContent:
     flagged: bool
     model: ModelIdentity
     images: tuple[SrImage, ...]
+    instance_set_digest: str | None = None

@@ -1,4 +1,10 @@
-"""The TID 1500 SR of a screened study (`build_sr`) and reading one back (`read_sr`)."""
+"""The TID 1500 SR of a screened study (`build_sr`), and reading one back (`read_sr`, and
+`predecessors`: the SRs it supersedes).
+
+A new version of a study's result (its instance set changed, or another model screened it)
+names the SR it supersedes in its Predecessor Documents Sequence (highdicom's
+`previous_versions`): the PACS holds the chain, newest first by following it back.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ from mura_core.results.content import (
     ALGORITHM_FAMILY,
     FINDING_TYPE,
     IMAGE_TRACKING_ID,
+    INSTANCE_SET_PARAMETER,
     MODEL_URI_PARAMETER,
     NORMAL,
     NORMALITY,
@@ -35,16 +42,16 @@ from mura_core.results.content import (
     StudyFinding,
 )
 from mura_core.results.equipment import ai_equipment, frame_numbers, source_header
-from mura_core.results.uids import device_uid, result_uid
+from mura_core.results.uids import device_uid, instance_set_digest, result_uid
 
 # --- the SR -----------------------------------------------------------------------------
 
 
-def _algorithm(model: ModelIdentity) -> hd.sr.AlgorithmIdentification:
+def _algorithm(model: ModelIdentity, digest: str) -> hd.sr.AlgorithmIdentification:
     return hd.sr.AlgorithmIdentification(
         name=model.name,
         version=model.software_version,
-        parameters=[MODEL_URI_PARAMETER + model.uri],
+        parameters=[MODEL_URI_PARAMETER + model.uri, INSTANCE_SET_PARAMETER + digest],
         family=ALGORITHM_FAMILY,
         manufacturer=RESULT_MANUFACTURER,
     )
@@ -63,7 +70,7 @@ def _study_group(
     return hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=uid, identifier=STUDY_TRACKING_ID),
         finding_type=FINDING_TYPE,
-        algorithm_id=_algorithm(model),
+        algorithm_id=_algorithm(model, instance_set_digest(finding.instance_set)),
         measurements=[
             hd.sr.Measurement(name=PROBABILITY, value=float(finding.probability), unit=UNIT_ONE),
             hd.sr.Measurement(name=THRESHOLD, value=float(finding.threshold), unit=UNIT_ONE),
@@ -74,7 +81,11 @@ def _study_group(
 
 
 def _image_group(
-    number: int, image: ImageFinding, header: pydicom.Dataset, model: ModelIdentity, uid: str
+    number: int,
+    image: ImageFinding,
+    header: pydicom.Dataset,
+    algorithm: hd.sr.AlgorithmIdentification,
+    uid: str,
 ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     source = hd.sr.SourceImageForMeasurement.from_source_image(
         header, referenced_frame_numbers=frame_numbers(header, image.frame)
@@ -90,35 +101,41 @@ def _image_group(
             uid=uid, identifier=IMAGE_TRACKING_ID.format(number=number)
         ),
         finding_type=FINDING_TYPE,
-        algorithm_id=_algorithm(model),
+        algorithm_id=algorithm,
         measurements=[probability],
         source_images=[_group_source(image, header)],
     )
 
 
-def _observation_context(model: ModelIdentity) -> hd.sr.ObservationContext:
+def device_observer(model: ModelIdentity) -> hd.sr.ObserverContext:
+    """The model as an observer (a device): in the SR's and the KOS's observation context."""
     device = hd.sr.DeviceObserverIdentifyingAttributes(
         uid=device_uid(model),
         name=model.name,
         manufacturer_name=RESULT_MANUFACTURER,
         model_name=model.name,
     )
-    return hd.sr.ObservationContext(
-        observer_device_context=hd.sr.ObserverContext(
-            observer_type=codes.DCM.Device, observer_identifying_attributes=device
-        )
+    return hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device, observer_identifying_attributes=device
     )
 
 
-def build_sr(finding: StudyFinding, model: ModelIdentity) -> hd.sr.Comprehensive3DSR:
-    """The study's TID 1500 SR (a highdicom Comprehensive 3D SR), ready to store."""
+def build_sr(
+    finding: StudyFinding, model: ModelIdentity, previous: Sequence[pydicom.Dataset] = ()
+) -> hd.sr.Comprehensive3DSR:
+    """The study's TID 1500 SR (a highdicom Comprehensive 3D SR), ready to store; `previous`:
+    the SR it supersedes (its header: study, series, SOP class and instance UIDs), if any."""
     uid = partial(result_uid, finding.study_uid, finding.instance_set, model.key)
+    digest = instance_set_digest(finding.instance_set)
     headers = [source_header(image.source) for image in finding.images]
     groups = [_study_group(finding, model, headers, uid("sr-tracking", 0))]
     for number, (image, header) in enumerate(zip(finding.images, headers, strict=True), 1):
-        groups.append(_image_group(number, image, header, model, uid("sr-tracking", number)))
+        algorithm = _algorithm(model, digest)
+        groups.append(_image_group(number, image, header, algorithm, uid("sr-tracking", number)))
     report = hd.sr.MeasurementReport(
-        observation_context=_observation_context(model),
+        observation_context=hd.sr.ObservationContext(
+            observer_device_context=device_observer(model)
+        ),
         procedure_reported=PROCEDURE_REPORTED,
         imaging_measurements=groups,
     )
@@ -133,6 +150,7 @@ def build_sr(finding: StudyFinding, model: ModelIdentity) -> hd.sr.Comprehensive
         is_complete=True,
         is_final=False,
         is_verified=False,
+        previous_versions=list(previous) or None,
         contributing_equipment=[ai_equipment(model)],
         series_description=SR_SERIES_DESCRIPTION,
         manufacturer_model_name=model.name,
@@ -158,16 +176,19 @@ def _read_flag(group: hd.sr.MeasurementsAndQualitativeEvaluations) -> bool:
     return found[0].value == ABNORMAL
 
 
-def _read_model(group: hd.sr.MeasurementsAndQualitativeEvaluations) -> ModelIdentity:
-    def texts(name: object) -> list[str]:
-        return [str(item.value) for item in hd.sr.utils.find_content_items(group[0], name=name)]
+def _texts(group: hd.sr.MeasurementsAndQualitativeEvaluations, name: object) -> list[str]:
+    return [str(item.value) for item in hd.sr.utils.find_content_items(group[0], name=name)]
 
-    names, versions = texts(codes.DCM.AlgorithmName), texts(codes.DCM.AlgorithmVersion)
-    uris = [
-        p.removeprefix(MODEL_URI_PARAMETER)
-        for p in texts(codes.DCM.AlgorithmParameters)
-        if p.startswith(MODEL_URI_PARAMETER)
-    ]
+
+def _parameters(group: hd.sr.MeasurementsAndQualitativeEvaluations, prefix: str) -> list[str]:
+    found = _texts(group, codes.DCM.AlgorithmParameters)
+    return [p.removeprefix(prefix) for p in found if p.startswith(prefix)]
+
+
+def _read_model(group: hd.sr.MeasurementsAndQualitativeEvaluations) -> ModelIdentity:
+    names = _texts(group, codes.DCM.AlgorithmName)
+    versions = _texts(group, codes.DCM.AlgorithmVersion)
+    uris = _parameters(group, MODEL_URI_PARAMETER)
     if len(names) != 1 or len(versions) != 1 or len(uris) != 1:
         raise ResultReadError("the study finding has no complete algorithm identification")
     version = None if versions[0] == UNREGISTERED else versions[0]
@@ -198,6 +219,7 @@ def read_sr(ds: pydicom.Dataset) -> SrContent:
     study = [g for g in groups if g.tracking_identifier == STUDY_TRACKING_ID]
     if len(study) != 1:
         raise ResultReadError("the SR has no mura-screen study finding")
+    digests = _parameters(study[0], INSTANCE_SET_PARAMETER)
     return SrContent(
         study_uid=str(ds.StudyInstanceUID),
         probability=_one_value(study[0], PROBABILITY),
@@ -205,4 +227,16 @@ def read_sr(ds: pydicom.Dataset) -> SrContent:
         flagged=_read_flag(study[0]),
         model=_read_model(study[0]),
         images=tuple(_read_image(g) for g in groups if g is not study[0]),
+        instance_set_digest=digests[0] if len(digests) == 1 else None,
+    )
+
+
+def predecessors(ds: pydicom.Dataset) -> tuple[str, ...]:
+    """The SOP Instance UIDs of the documents an SR supersedes (its Predecessor Documents
+    Sequence: study → series → instances), in the order it lists them."""
+    return tuple(
+        str(instance.ReferencedSOPInstanceUID)
+        for study in ds.get("PredecessorDocumentsSequence", [])
+        for series in study.get("ReferencedSeriesSequence", [])
+        for instance in series.get("ReferencedSOPSequence", [])
     )

@@ -43,14 +43,22 @@ def result_uid(
 ) -> str:
     """Deterministic UID of one result object (at most 44 characters).
 
-    `kind` is one of RESULT_KINDS; `index` the image number within the study for "sc", the
-    measurement group for "sr-tracking", 0 otherwise.
+    `kind` is one of RESULT_KINDS; `index` the image number within the study for "sc" and
+    "heatmap" (and their series), the measurement group for "sr-tracking", 0 otherwise.
     """
+    digest = instance_set_digest(instance_uids)
+    return digest_result_uid(study_uid, digest, model_version, kind, index)
+
+
+def digest_result_uid(
+    study_uid: str, digest: str, model_version: str | None, kind: str, index: int = 0
+) -> str:
+    """`result_uid` from the instance set's digest (as an SR records it: `mura results`
+    finds a version's other objects by their UIDs)."""
     if kind not in RESULT_KINDS:
         raise ValueError(f"unknown result kind {kind!r}; expected one of {RESULT_KINDS}")
     if index < 0:
         raise ValueError(f"index must be >= 0, got {index}")
-    digest = instance_set_digest(instance_uids)
     study = clean_uid(study_uid)
     return _hash_uid("mura-screen/result/v1", study, digest, model_version, kind, index)
 

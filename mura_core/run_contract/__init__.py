@@ -30,8 +30,9 @@ models read as before (`tests/mura_core/test_run_contract.py` pins them).
    `mura.reference` and `mura.alert`; params `ScreenRunParams` (`source.*`, `model.*`,
    `threshold`, `batch_size`, `gpus`); metrics the counts (`studies`, `images`, `flagged`,
    …), the monitoring figures (their flat names: `flag_rate`, `flag_rate.<BODY_PART>`,
-   `score.p50`, `drift.score_psi`, …, see `mura_core.screen_summary.MonitoringSummary`) and
-   `write_back.*`. `mura monitor` reads runs back with `ScreenRunRecord.from_run`.
+   `score.p50`, `drift.score_psi`, …, see `mura_core.screen_summary.MonitoringSummary`),
+   `write_back.*` and `notify.*` (counts of notices told the worklist, never whom).
+   `mura monitor` reads runs back with `ScreenRunRecord.from_run`.
 5. A feedback period (`feedback`; `mura feedback`, experiment `mura-monitor`): a
    `FeedbackPeriod` — tags `mura.job = feedback`, `mura.period`, `mura.alert` when out of
    band; metrics `realized.studies` and `realized.<figure>[_ci_low|_ci_high][.<BODY_PART>]`.
@@ -45,6 +46,7 @@ from mura_core.run_contract.screen import (
     COUNT_METRICS,
     FLAG_RATE,
     RATE_METRICS,
+    NotifyCounts,
     ScreenRunParams,
     ScreenRunRecord,
     WriteBackCounts,
@@ -76,6 +78,7 @@ __all__ = [
     "FeedbackPeriod",
     "Job",
     "ModelVersionTags",
+    "NotifyCounts",
     "PretrainEpochReport",
     "RATE_METRICS",
     "REALIZED",

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from mura_core.run_contract.tags import Job, Tag, bool_tag, read_bool
 
 if TYPE_CHECKING:  # annotations only: monitor and the Ray Train controller import this
+    from mura_core.notify.summary import NotifySummary
     from mura_core.screen_summary import MonitoringSummary, ScreenSummary, WriteBackSummary
 
 
@@ -61,6 +62,29 @@ class WriteBackCounts:
         return {f"write_back.{f.name}": getattr(self, f.name) for f in fields(self)}
 
 
+@dataclass(frozen=True)
+class NotifyCounts:
+    """Notices a screening run told the worklist (`--notify`): counts only, never who."""
+
+    sent: int
+    queued: int
+    resent: int
+    pending: int
+
+    @classmethod
+    def of(cls, summary: NotifySummary) -> NotifyCounts:
+        return cls(summary.sent, summary.queued, summary.resent, summary.pending)
+
+    def to_metrics(self) -> dict[str, float]:
+        return {f"notify.{f.name}": getattr(self, f.name) for f in fields(self)}
+
+
+def _counts(metrics: Mapping[str, float], kind: type, prefix: str) -> Any:
+    """A `WriteBackCounts` / `NotifyCounts` back from its `prefix.*` metrics (None: absent)."""
+    found = {k.split(".", 1)[1]: int(v) for k, v in metrics.items() if k.startswith(prefix)}
+    return kind(**found) if len(found) == len(fields(kind)) else None
+
+
 COUNT_METRICS = ("studies", "images", "flagged", "quarantined")
 RATE_METRICS = ("images_per_s", "seconds", "resumed_images")
 
@@ -81,6 +105,7 @@ class ScreenRunRecord:
     reference: bool | None = None  # None: the run was not monitored
     alert: str | None = None
     write_back: WriteBackCounts | None = None
+    notify: NotifyCounts | None = None
     model_versions: str = "unregistered"  # `name/version` of each registered member
     model_uri: str = ""
     model_run_ids: str = ""  # each member's training run ("-": none), ","-joined
@@ -104,6 +129,7 @@ class ScreenRunRecord:
             reference=monitoring.reference if monitoring else None,
             alert=monitoring.alert if monitoring else None,
             write_back=WriteBackCounts.of(summary.write_back) if summary.write_back else None,
+            notify=NotifyCounts.of(summary.notify) if summary.notify else None,
             **identity,
         )
 
@@ -126,6 +152,8 @@ class ScreenRunRecord:
         metrics.update(self.figures)
         if self.write_back is not None:
             metrics.update(self.write_back.to_metrics())
+        if self.notify is not None:
+            metrics.update(self.notify.to_metrics())
         return metrics
 
     @classmethod
@@ -138,15 +166,16 @@ class ScreenRunRecord:
         for name in COUNT_METRICS + ("resumed_images",):
             if name in counts:
                 counts[name] = int(counts[name])
-        wb = {k: int(v) for k, v in metrics.items() if k.startswith("write_back.")}
+        counted = ("write_back.", "notify.")
         return cls(
             job=tags.get(Tag.JOB, Job.SCREEN),
-            figures={k: v for k, v in metrics.items() if k not in own and k not in wb},
+            figures={
+                k: v for k, v in metrics.items() if k not in own and not k.startswith(counted)
+            },
             reference=read_bool(tags.get(Tag.REFERENCE)),
             alert=tags.get(Tag.ALERT),
-            write_back=WriteBackCounts(**{k.split(".", 1)[1]: v for k, v in wb.items()})
-            if len(wb) == len(fields(WriteBackCounts))
-            else None,
+            write_back=_counts(metrics, WriteBackCounts, "write_back."),
+            notify=_counts(metrics, NotifyCounts, "notify."),
             model_versions=tags.get(Tag.MODEL_VERSION, "unregistered"),
             model_uri=tags.get(Tag.MODEL_URI, ""),
             model_run_ids=tags.get(Tag.MODEL_RUN_ID, ""),

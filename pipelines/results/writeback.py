@@ -6,14 +6,22 @@ the pixels kept then, by the evidence pass: `pictures`):
 
 1. deliver the outbox first (the caller does, before listing): objects an earlier run
    could not store (same UIDs, so a PACS that took them meanwhile keeps one copy);
-2. per screened study: a TID 1500 SR (`mura_core.results.build_sr`) from the study row,
-   its images' probabilities and their listed headers; for a flagged study also one
-   Secondary Capture per scored view, Grad-CAM burned in (`build_secondary_captures`);
-   the UIDs hash the study's whole listed instance set and the model, so a re-run or a
-   retried upload stores the same objects: the PACS ends with one result per study per
-   model version. A flagged study with an image the evidence pass could not picture is
-   not built (`WriteBackSummary.not_built`, with the reason), and not screened this run;
-3. store them (STOW-RS or C-STORE, per study); a study counts as written back only when
+2. ask the destination for our SRs already in each screened study (`earlier_srs`: one
+   QIDO-RS or C-FIND per study, a few at once);
+3. per screened study, the objects `--write-back-objects` chose (`ResultObjects`, default
+   all): a TID 1500 SR (`mura_core.results.build_sr`) from the study row, its images'
+   probabilities and their listed headers, naming the SR it supersedes, if any (the
+   study's newest other SR of ours: its instance set changed, or another model screened
+   it); for a flagged study also one Secondary Capture per scored view, Grad-CAM burned in
+   (`build_secondary_captures`), one heatmap per scored view (`build_heatmaps`: a
+   Segmentation over its source image, `--heatmap-format`), and a Key Object Selection
+   naming the views and the SR (`build_kos`). The UIDs hash the study's whole listed
+   instance set and the model, so a re-run or a retried upload makes the same objects:
+   an SR already in the PACS is not sent again (it supersedes what it did then), and the
+   PACS keeps one copy of the rest. A flagged study with an image the evidence pass could
+   not picture, or whose earlier SRs the PACS could not be asked for, is not built
+   (`WriteBackSummary.not_built`, with the reason), and not screened this run;
+4. store them (STOW-RS or C-STORE, per study); a study counts as written back only when
    every object was acknowledged; what was refused goes to the outbox (owner-only
    folder), and the study is listed in the report with the reason.
 
@@ -28,8 +36,6 @@ import hashlib
 import io
 import json
 import os
-import re
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,20 +45,24 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from mura_core.archive import pacs_destination
-from mura_core.errors import ConfigError
-from mura_core.locations import PacsInstance
-from mura_core.outputs import mark_folder
+from mura_core.pacs.address import PacsError
 from mura_core.pacs.client import Pacs, PacsOptions
-from mura_core.records import ImageRow
 from mura_core.results import (
-    ImageFinding,
+    HeatmapFormat,
     ModelIdentity,
+    ResultObjects,
     ScPicture,
     StudyFinding,
+    build_heatmaps,
+    build_kos,
     build_secondary_captures,
     build_sr,
+    result_uid,
 )
+from mura_core.results.history import StoredResult, earlier_srs, superseded
 from mura_core.screen_summary import PictureFailure, WriteBackFailure, WriteBackSummary
+from pipelines.results.findings import model_identity, pacs_instance, study_findings
+from pipelines.results.outbox import MarkedOutbox, OutboxItem
 from pipelines.runtime.console import console
 from pipelines.screen.inputs import ScreenInput
 from pipelines.screen.models import ScreeningModel
@@ -69,9 +79,6 @@ def destination(source: object, dest: str, options: PacsOptions) -> Pacs:
     return pacs
 
 
-_STUDY_DIR = re.compile(r"[0-9a-f]{24}")
-
-
 def default_outbox(pacs: Pacs) -> Path:
     """Per destination, under $MURA_OUTBOX or ~/.local/state/mura/outbox."""
     root = Path(os.environ.get(OUTBOX_ENV) or "~/.local/state/mura/outbox").expanduser()
@@ -80,11 +87,25 @@ def default_outbox(pacs: Pacs) -> Path:
 
 @dataclass(frozen=True)
 class StudyResults:
-    """One study's objects to store, and its report key (a pseudonym)."""
+    """One study's objects to store, and its report key (a pseudonym): how many of each
+    kind, and whether its SR supersedes an earlier one."""
 
     study_key: str
     objects: tuple[Dataset, ...]
-    captures: int
+    captures: int = 0
+    reports: int = 0  # 0: not chosen, or already in the PACS
+    heatmaps: int = 0
+    key_objects: int = 0
+    supersedes: bool = False
+
+
+@dataclass(frozen=True)
+class WriteBackChoice:
+    """What a write-back builds: the objects (`--write-back-objects`), the heatmap's
+    encoding (`--heatmap-format`)."""
+
+    objects: ResultObjects = ResultObjects()
+    heatmap: HeatmapFormat = HeatmapFormat.SEG
 
 
 @dataclass(frozen=True)
@@ -96,128 +117,52 @@ class Delivered:
     studies: dict[str, str] = field(default_factory=dict)  # study key → report name
 
 
-class Outbox:
-    """Results waiting for a destination, one owner-only folder per study: its objects as
-    Part 10 files and `study.json` (its report key, the report it was screened in). The
-    folder carries its marker (`.mura-outbox`): delivery stores and deletes study folders,
-    so a folder holding anything else (`--outbox` naming a folder of the user's) is
-    refused by `check`, before any work."""
+class Outbox(MarkedOutbox):
+    """Results waiting for a destination (`pipelines.results.outbox`), one owner-only folder
+    per study: its objects as Part 10 files and `study.json` (its report key, the report it
+    was screened in). The folder carries its marker (`.mura-outbox`): delivery stores and
+    deletes study folders, so a folder holding anything else (`--outbox` naming a folder of
+    the user's) is refused by `check`, before any work."""
 
     MARKER = ".mura-outbox"
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-
-    def check(self) -> Outbox:
-        """Without writing: the folder is new, ours (marked), or holds only study folders
-        of ours (an outbox of the previous version); else one line naming what is there."""
-        if not self.folder.exists() or (self.folder / self.MARKER).is_file():
-            return self
-        if not self.folder.is_dir():
-            raise ConfigError(f"outbox {self.folder} exists and is not a folder")
-        foreign = sorted(
-            p.name
-            for p in self.folder.iterdir()
-            if not (_STUDY_DIR.fullmatch(p.name) and (p / "study.json").is_file())
-        )
-        if foreign:
-            raise ConfigError(
-                f"outbox {self.folder} holds what mura did not put there: "
-                f"{', '.join(foreign[:5])} (nothing was changed): choose another --outbox"
-            )
-        return self
-
-    def _study_dir(self, study_key: str) -> Path:
-        return self.folder / hashlib.sha256(study_key.encode()).hexdigest()[:24]
+    MARKER_TEXT = "mura outbox: results waiting for a PACS\n"
+    META = "study.json"
 
     def put(self, study_key: str, report: str, datasets: Sequence[Dataset]) -> None:
-        if not (self.folder / self.MARKER).is_file():
-            mark_folder(self.folder, self.MARKER, "mura outbox: results waiting for a PACS\n")
-        folder = self._study_dir(study_key)
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        for part in (self.folder, folder):
-            part.chmod(0o700)
-        for ds in datasets:
-            path = folder / (hashlib.sha256(str(ds.SOPInstanceUID).encode()).hexdigest() + ".dcm")
-            tmp = path.with_suffix(".tmp")
-            with tmp.open("wb") as handle:
-                os.fchmod(handle.fileno(), 0o600)
-                pydicom.dcmwrite(handle, ds, enforce_file_format=True)
-            tmp.replace(path)
-        meta = {"study_key": study_key, "report": report}
-        (folder / "study.json").write_text(json.dumps(meta))
+        files = [
+            (hashlib.sha256(str(ds.SOPInstanceUID).encode()).hexdigest() + ".dcm", _part10(ds))
+            for ds in datasets
+        ]
+        self.put_item(study_key, files, json.dumps({"study_key": study_key, "report": report}))
 
     def studies(self) -> list[Path]:
-        return sorted(p.parent for p in self.folder.glob("*/study.json"))
+        return [item.folder for item in self.items()]
 
     def pending(self) -> int:
         """Objects waiting."""
-        return sum(len(list(folder.glob("*.dcm"))) for folder in self.studies())
+        return sum(len(item.files("*.dcm")) for item in self.items())
 
     def deliver(self, pacs: Pacs) -> Delivered:
         """Store what waits, study by study; a study's folder goes once all its objects
         were acknowledged, else it stays for the next run."""
-        objects, studies = 0, {}
-        for folder in self.studies():
-            paths = sorted(folder.glob("*.dcm"))
+
+        def store(item: OutboxItem) -> tuple[str, str, int] | None:
+            paths = item.files("*.dcm")
             datasets = [pydicom.dcmread(io.BytesIO(p.read_bytes())) for p in paths]
             outcomes = pacs.store(datasets) if datasets else []
-            if all(o.ok for o in outcomes) and len(outcomes) == len(datasets):
-                meta = json.loads((folder / "study.json").read_text())
-                studies[meta["study_key"]] = meta["report"]
-                objects += len(datasets)
-                shutil.rmtree(folder)
-        return Delivered(objects, studies)
+            if not all(o.ok for o in outcomes) or len(outcomes) != len(datasets):
+                return None
+            meta = json.loads(item.meta)
+            return meta["study_key"], meta["report"], len(datasets)
+
+        taken = self.deliver_items(store)
+        return Delivered(sum(n for _, _, n in taken), {key: report for key, report, _ in taken})
 
 
-def _identity(model: ScreeningModel) -> ModelIdentity:
-    """The model as the results name it: a registered single model by its version URI
-    (`models:/NAME/VERSION`, which an alias like @champion stops pointing at later)."""
-    uri = model.uri
-    if model.version and len(model.members) == 1 and uri.startswith("models:/"):
-        uri = f"models:/{model.name}/{model.version}"
-    return ModelIdentity(name=model.name, version=model.version, uri=uri)
-
-
-def _instance(row: ImageRow) -> PacsInstance:
-    """A listed row's PACS instance (write-back screens PACS sources only)."""
-    if not isinstance(row.location, PacsInstance):
-        raise TypeError(f"not a PACS instance: {row.relpath}")
-    return row.location
-
-
-def _findings(
-    inp: ScreenInput, studies: pa.Table, images: pa.Table
-) -> list[tuple[str, StudyFinding]]:
-    """(study key, finding) per screened study, with the real UIDs behind the pseudonyms."""
-    assert inp.rows is not None and inp.headers is not None
-    rows = {r.image_id: r for r in inp.rows}
-    listed: dict[str, list[str]] = {}
-    for r in inp.rows:
-        listed.setdefault(r.study_key, []).append(_instance(r).sop)
-    scored: dict[str, list[ImageFinding]] = {}
-    for image_id, key, prob in zip(
-        images["image_id"].to_pylist(),
-        images["study_key"].to_pylist(),
-        images["prob"].to_pylist(),
-        strict=True,
-    ):
-        row = rows[image_id]
-        header = inp.headers[_instance(row).sop]
-        scored.setdefault(key, []).append(ImageFinding(header, float(prob), row.frame))
-    out = []
-    for s in studies.select(["study_key", "mean_prob", "threshold", "flagged"]).to_pylist():
-        found = tuple(scored[s["study_key"]])
-        finding = StudyFinding(
-            study_uid=str(found[0].source.StudyInstanceUID),
-            probability=float(s["mean_prob"]),
-            threshold=float(s["threshold"]),
-            flagged=bool(s["flagged"]),
-            images=found,
-            instance_uids=tuple(listed[s["study_key"]]),
-        )
-        out.append((s["study_key"], finding))
-    return out
+def _part10(ds: Dataset) -> bytes:
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
+    return buffer.getvalue()
 
 
 def _captures(
@@ -226,7 +171,7 @@ def _captures(
     """Per flagged study: a picture (pixels and Grad-CAM, from the evidence pass) of every
     scored image, or the failure of the first image that has none."""
     assert inp.rows is not None
-    by_sop_frame = {(_instance(r).sop, r.frame): r.image_id for r in inp.rows}
+    by_sop_frame = {(pacs_instance(r).sop, r.frame): r.image_id for r in inp.rows}
     out: dict[str, list[ScPicture] | PictureFailure] = {}
     for key, finding in findings:
         if not finding.flagged:
@@ -247,25 +192,68 @@ def _captures(
     return out
 
 
+def _study_results(
+    key: str,
+    finding: StudyFinding,
+    model: ModelIdentity,
+    pictures: list[ScPicture],
+    earlier: list[StoredResult],
+    choice: WriteBackChoice,
+) -> StudyResults:
+    """One study's chosen objects (see the module docstring, step 3)."""
+    chosen = choice.objects
+    sr_uid = result_uid(finding.study_uid, finding.instance_set, model.key, "sr")
+    already = any(r.location.sop == sr_uid for r in earlier)  # an identical re-run
+    before = None if already else superseded(earlier, sr_uid)
+    previous = [before.reference()] if before is not None else []
+    sr = build_sr(finding, model, previous) if chosen.sr else None
+    reports = [sr] if sr is not None and not already else []
+    captures, heatmaps, kos = [], [], []
+    if finding.flagged:
+        if chosen.sc:
+            captures = build_secondary_captures(finding, model, pictures)
+        if chosen.heatmap:
+            heatmaps = build_heatmaps(finding, model, pictures, choice.heatmap)
+        if chosen.kos:
+            kos = [build_kos(finding, model, sr)]
+    return StudyResults(
+        key,
+        (*reports, *captures, *heatmaps, *kos),
+        captures=len(captures),
+        reports=len(reports),
+        heatmaps=len(heatmaps),
+        key_objects=len(kos),
+        supersedes=bool(reports) and before is not None,
+    )
+
+
 def build_results(
-    inp: ScreenInput, studies: pa.Table, images: pa.Table, model: ScreeningModel, evidence: Evidence
+    inp: ScreenInput,
+    studies: pa.Table,
+    images: pa.Table,
+    model: ScreeningModel,
+    evidence: Evidence,
+    dest: Pacs,
+    choice: WriteBackChoice = WriteBackChoice(),
 ) -> tuple[list[StudyResults], list[WriteBackFailure]]:
-    """Every screened study's SR, and the flagged ones' Secondary Captures (from the
-    evidence pass's pictures); and the flagged studies not built, with the reason (an
-    image without a picture: screened again next run)."""
-    identity = _identity(model)
-    findings = _findings(inp, studies, images)
-    pictures = _captures(inp, evidence, findings)
+    """Every screened study's chosen objects (the flagged ones' pictures from the evidence
+    pass; its SR superseding our newest earlier one in `dest`); and the flagged studies not
+    built, with the reason (an image without a picture: screened again next run)."""
+    identity = model_identity(model)
+    findings = study_findings(inp, studies, images)
+    pictures = _captures(inp, evidence, findings) if choice.objects.pictures else {}
+    earlier = earlier_srs(dest, (f.study_uid for _, f in findings)) if choice.objects.sr else {}
     out, unbuilt = [], []
     for key, finding in findings:
         captured = pictures.get(key, [])
+        found = earlier.get(finding.study_uid, [])
         if isinstance(captured, PictureFailure):
-            reason = f"no Secondary Capture of image {captured.image_id}: {captured.reason}"
+            reason = f"no picture of image {captured.image_id}: {captured.reason}"
             unbuilt.append(WriteBackFailure(key, reason))
-            continue
-        sr = build_sr(finding, identity)
-        captures = build_secondary_captures(finding, identity, captured) if finding.flagged else []
-        out.append(StudyResults(key, (sr, *captures), len(captures)))
+        elif isinstance(found, PacsError):
+            unbuilt.append(WriteBackFailure(key, f"which SR it supersedes is unknown: {found}"))
+        else:
+            out.append(_study_results(key, finding, identity, captured, found, choice))
     return out, unbuilt
 
 
@@ -282,23 +270,25 @@ def store_results(
     was screened in), and the study is listed as a failure (beside those `not_built`)."""
     bar = console.progress("write-back", len(results), "studies")
     failed: list[WriteBackFailure] = []
-    stored = captures = 0
+    stored: list[StudyResults] = []
     for study in results:
-        outcomes = pacs.store(study.objects)
+        outcomes = pacs.store(study.objects) if study.objects else []
         refused = [o.error for o in outcomes if not o.ok]
         if refused or len(outcomes) != len(study.objects):
             outbox.put(study.study_key, report, study.objects)
             failed.append(WriteBackFailure(study.study_key, refused[0] if refused else "no answer"))
         else:
-            stored += 1
-            captures += study.captures
+            stored.append(study)
         bar.advance(1)
     bar.close()
     return WriteBackSummary(
         destination=str(pacs.address),
-        studies=stored,
-        reports=stored,
-        captures=captures,
+        studies=len(stored),
+        reports=sum(s.reports for s in stored),
+        captures=sum(s.captures for s in stored),
+        heatmaps=sum(s.heatmaps for s in stored),
+        key_objects=sum(s.key_objects for s in stored),
+        versions=sum(s.supersedes for s in stored),
         failed=tuple(failed),
         outbox_delivered=delivered.objects if delivered else 0,
         outbox_pending=outbox.pending(),

@@ -15,7 +15,9 @@ from pathlib import Path
 from mura_core.archive import AccessPolicy, ArchiveSource
 from mura_core.errors import ConfigError, MuraError
 from mura_core.monitoring.drift import Bands
+from mura_core.notify.config import NotifyConfig
 from mura_core.pacs.client import PacsOptions
+from mura_core.results.objects import HeatmapFormat, ResultObjects
 
 
 class ScreenError(MuraError):
@@ -45,6 +47,9 @@ class ScreenConfig:
     pacs: PacsOptions = field(default_factory=PacsOptions)  # a PACS source: how to use it
     write_back: str | None = None  # store results as DICOM: a PACS address, "" = the source
     outbox: Path | None = None  # results not yet stored (default: per destination)
+    write_back_objects: ResultObjects = ResultObjects()  # which of SR, SC, heatmap, KOS
+    heatmap_format: HeatmapFormat = HeatmapFormat.SEG  # FRACTIONAL or BINARY Segmentation
+    notify: NotifyConfig | None = None  # tell a worklist (HL7 v2 / FHIR) each study's finding
     checkpoint_every: int = 1000  # image scores written to OUT/.scores every N (resumable)
     bands: Bands = field(default_factory=Bands)  # when a monitoring figure alerts
     access: AccessPolicy = AccessPolicy()  # a folder source: links, read cap

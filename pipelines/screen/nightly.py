@@ -3,7 +3,8 @@
 State folder: `.mura-state` (the marker: the folder is ours), `ledger.parquet` (one row per
 study ever screened: pseudonymized study key, digest of its image set, the report that holds
 it), `reports/<time>-<id>/` (each with the report marker `.mura-report` from its creation),
-`.lock`, `logs/`, `watermark.json`, `outbox/`, `feedback/` (`mura feedback`).
+`.lock`, `logs/`, `watermark.json`, `outbox/`, `notify/` (the worklist's outbox, with
+`--notify`), `feedback/` (`mura feedback`).
 
 The recipe, top to bottom: check, writing nothing — the state folder holds nothing we did not
 make (`check_state`: a file or folder not ours by name, or a folder under reports/ without
@@ -26,7 +27,9 @@ From a PACS, a run queries StudyDate from `watermark.json` (when the last succes
 started) minus an overlap (default 2 days: images that arrive late), compares each study's
 instance set (never counting our own results, which the listing skips) with the ledger,
 and, with `--write-back`, records a study only once the PACS acknowledged its results;
-refused objects wait in `STATE/outbox`, delivered first by the next run.
+refused objects wait in `STATE/outbox`, delivered first by the next run. With `--notify`,
+the worklist is told each screened study's finding; what it does not take waits in
+`STATE/notify` and is delivered by the next run, even one with nothing new to screen.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mura_core.archive import PacsSource, open_archive, parse_source
+from mura_core.notify.summary import NotifySummary
 from mura_core.outputs import (
     LOCK_FILE,
     atomic,
@@ -77,6 +81,7 @@ PENDING = "pending.parquet"
 REPORTS = "reports"
 WATERMARK = "watermark.json"
 OUTBOX = "outbox"
+NOTIFY_OUTBOX = "notify"
 INTERRUPTED = ".scores-interrupted"  # an interrupted report's image scores, for the next
 STATE_MARKER = ".mura-state"
 STATE_TEXT = "mura nightly state\n"
@@ -88,6 +93,7 @@ OURS = {
     LOCK_FILE,
     WATERMARK,
     OUTBOX,
+    NOTIFY_OUTBOX,
     INTERRUPTED,
     STATE_MARKER,
     "logs",
@@ -121,6 +127,7 @@ class NightlyResult:
     recovered: int
     ledger: int
     report: ScreenResult | None
+    told: NotifySummary | None = None  # nothing new: the worklist's outbox delivered
 
 
 def read_ledger(state: Path) -> pa.Table:
@@ -340,6 +347,9 @@ def run_nightly(
     screen_cfg = replace(cfg, out=state / REPORTS / name, job="nightly")
     if screen_cfg.write_back is not None and screen_cfg.outbox is None:
         screen_cfg = replace(screen_cfg, outbox=state / OUTBOX)
+    if screen_cfg.notify is not None and screen_cfg.notify.outbox is None:
+        notify = replace(screen_cfg.notify, outbox=state / NOTIFY_OUTBOX)
+        screen_cfg = replace(screen_cfg, notify=notify)
     prepared = preflight(screen_cfg)
     screen_cfg, inp = _open(screen_cfg, state, overlap_days)
     with _claimed_state(state):
@@ -365,7 +375,8 @@ def _screen_new(
     if not new:
         shutil.rmtree(out)
         _write_watermark(state, now)
-        return NightlyResult(state, 0, len(digests), recovered, ledger.num_rows, None)
+        told = prepared.notifier.notify([]) if prepared.notifier is not None else None
+        return NightlyResult(state, 0, len(digests), recovered, ledger.num_rows, None, told)
     _write_pending(out, digests, new, now)
     result = execute(cfg, prepared, inp.only_studies(new))
     _record(state, out)
@@ -383,4 +394,9 @@ def format_nightly(result: NightlyResult) -> str:
     ]
     if result.report is None:
         lines.append("nothing new to screen")
+    if result.told is not None and (result.told.resent or result.told.pending):
+        lines.append(
+            f"worklist {result.told.destination}: {result.told.resent} notices delivered from "
+            f"the outbox, {result.told.pending} still waiting"
+        )
     return "\n".join(lines)

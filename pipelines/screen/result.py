@@ -63,10 +63,19 @@ def format_result(result: ScreenResult) -> str:
     if (wb := s.write_back) is not None:
         lines.append(
             f"written back to {wb.destination}: {wb.studies} studies ({wb.reports} SR, "
-            f"{wb.captures} Secondary Captures)"
+            f"{wb.captures} Secondary Captures, {wb.heatmaps} heatmaps, {wb.key_objects} "
+            "key-object documents)"
+            + (f", {wb.versions} new SR versions" if wb.versions else "")
             + (f", {len(wb.failed)} not stored (in the outbox)" if wb.failed else "")
             + (f", {wb.outbox_delivered} delivered from the outbox" if wb.outbox_delivered else "")
-            + (f", {len(wb.not_built)} flagged studies not built" if wb.not_built else "")
+            + (f", {len(wb.not_built)} studies not built" if wb.not_built else "")
+        )
+    if (told := s.notify) is not None:
+        lines.append(
+            f"worklist {told.destination}: {told.sent} studies told"
+            + (f", {told.queued} waiting in the outbox" if told.queued else "")
+            + (f", {told.resent} delivered from the outbox" if told.resent else "")
+            + (f", {told.already_sent} told before" if told.already_sent else "")
         )
     if (mon := s.monitoring) is not None:
         lines.append(

@@ -12,12 +12,15 @@ PACS's rows also bring each frame at the pictures' size, kept in OUT/.scores bes
 scores, so no instance is fetched twice) → group by study on the driver (mean, max, count;
 `studies`) → flag at the threshold → drop studies a PACS did not hand every image of →
 one more Ray Data pass, on actors, makes the pictures (`pictures`: CAMs, thumbnails and
-Secondary Capture pixels of the top flagged studies and, with `--write-back`, of every
-flagged study) → with `--write-back`, build their SR and Secondary Captures (`writeback`;
-a flagged study with an image the pass could not picture is not built, and not screened
-this run) → store the results (what fails waits in the outbox) → report files → MLflow
-run (`runlog`) → `summary.json`, written last, marks the report complete (`ScreenResult`,
-printed by `result.format_result`).
+Grad-CAM maps of the top flagged studies and, with `--write-back` of Secondary Captures
+or heatmaps, of every flagged study) → with `--write-back`, build what
+`--write-back-objects` chose (`writeback`: SR, superseding the study's earlier one;
+flagged: Secondary Captures, heatmaps, key-object document; a flagged study with an image
+the pass could not picture is not built, and not screened this run) → store the results
+(what fails waits in the outbox) → with `--notify`, tell the worklist each study's finding
+(`pipelines.results.notify`: its outbox first; what it does not take waits there) → report
+files → MLflow run (`runlog`) → `summary.json`, written last, marks the report complete
+(`ScreenResult`, printed by `result.format_result`).
 
 A write that fails (a full disk, a quota) is one line naming the file, `cannot write PATH:
 No space left on device`, exit 1, and leaves no temporary file of ours (`mura_core.outputs`).
@@ -35,6 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 
+from mura_core.notify.summary import NotifySummary
 from mura_core.outputs import atomic, writing
 from mura_core.privacy import write_reidentify
 from mura_core.records import QuarantineRow
@@ -51,7 +55,13 @@ from mura_core.screen_summary import (
 )
 from mura_core.shards import REIDENTIFY_FILE, quarantine_table
 from pipelines.monitor.screening import monitor
-from pipelines.results.writeback import StudyResults, build_results, store_results
+from pipelines.results.notify import screened_notices
+from pipelines.results.writeback import (
+    StudyResults,
+    WriteBackChoice,
+    build_results,
+    store_results,
+)
 from pipelines.runtime.cluster import ensure_ray
 from pipelines.runtime.console import console
 from pipelines.screen.config import ScreenConfig, ScreenError
@@ -163,7 +173,8 @@ def _complete(
     studies = without(studies, incomplete)
     flagged = studies.filter(studies["flagged"])["study_key"].to_pylist()
     shown = flagged[: cfg.pictures]
-    captured = flagged if prepared.dest is not None else []
+    pictured = prepared.dest is not None and cfg.write_back_objects.pictures
+    captured = flagged if pictured else []
     evidence = make_evidence(
         inp,
         prepared.model,
@@ -175,7 +186,10 @@ def _complete(
     )
     if prepared.dest is None:
         return Completed(studies, [], [], incomplete, evidence, shown)
-    results, not_built = build_results(inp, studies, scored.images, prepared.model, evidence)
+    choice = WriteBackChoice(cfg.write_back_objects, cfg.heatmap_format)
+    results, not_built = build_results(
+        inp, studies, scored.images, prepared.model, evidence, prepared.dest, choice
+    )
     unbuilt = [f.study_key for f in not_built]
     shown = [k for k in shown if k not in unbuilt]
     incomplete = sorted({*incomplete, *unbuilt})
@@ -194,6 +208,17 @@ def _write_back(prepared: Prepared, done: Completed) -> WriteBackSummary | None:
         delivered=prepared.delivered,
         not_built=done.not_built,
     )
+
+
+def _notify(
+    prepared: Prepared, inp: ScreenInput, studies: pa.Table, images: pa.Table, screened_at: str
+) -> NotifySummary | None:
+    """Tell the worklist each screened study's finding (None when not asked); what it does
+    not take waits in the notify outbox, which goes first."""
+    if prepared.notifier is None:
+        return None
+    notices = screened_notices(inp, studies, images, prepared.model, screened_at)
+    return prepared.notifier.notify(notices)
 
 
 def execute(cfg: ScreenConfig, prepared: Prepared, inp: ScreenInput) -> ScreenResult:
@@ -222,6 +247,9 @@ def execute(cfg: ScreenConfig, prepared: Prepared, inp: ScreenInput) -> ScreenRe
     written = _write_back(prepared, done)
     if written is not None:
         laps.lap("write-back")
+    told = _notify(prepared, inp, studies, images, screened_at)
+    if told is not None:
+        laps.lap("notify")
     summary = ScreenSummary(
         screened_at=screened_at,
         source=SourceSummary(kind=inp.kind, digest=inp.digest),
@@ -246,6 +274,7 @@ def execute(cfg: ScreenConfig, prepared: Prepared, inp: ScreenInput) -> ScreenRe
         source_notes=inp.notes,
         monitoring=monitoring,
         picture_failures=done.evidence.failures,
+        notify=told,
     )
     return _finish(cfg, prepared, summary, report_studies(studies, pictures), laps)
 

@@ -73,7 +73,7 @@ def test_only_the_chosen_command_is_imported() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=PROJECT, timeout=300
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.splitlines() == ["[]", "12 True"], result.stdout
+    assert result.stdout.splitlines() == ["[]", "13 True"], result.stdout
 
 
 def test_synth_40_studies_round_trips_through_the_mura_source(tmp_path: Path) -> None:
@@ -120,6 +120,36 @@ def test_synth_dicom_then_inspect(tmp_path: Path) -> None:
         (("synth", "{tmp}", "--like-mura", "40"), "the MURA scale must be in (0, 16]"),
         (("train", "{tmp}"), "{tmp}"),
         (("screen", "{tmp}", "--out", "{tmp}-out", "--threshold", "2"), "threshold must be in"),
+        (
+            ("screen", "{tmp}", "--out", "{tmp}-out", "--notify", "hl7://ris:2575"),
+            "--notify hl7://ris:2575 is not a worklist address: use mllp://HOST:PORT",
+        ),
+        (
+            ("nightly", "{tmp}", "--state", "{tmp}-state", "--notify-token", "{tmp}"),
+            "--notify-token needs --notify ADDR",
+        ),
+        (
+            ("screen", "{tmp}", "--out", "{tmp}-out", "--notify", "mllp://127.0.0.1:2575"),
+            "--notify needs a PACS source",
+        ),
+        (
+            (
+                "screen",
+                "{tmp}",
+                "--out",
+                "{tmp}-o",
+                "--write-back",
+                "--write-back-objects",
+                "sr,pm",
+            ),
+            "--write-back-objects 'sr,pm': unknown 'pm'; use one or more of sr,sc,heatmap,kos",
+        ),
+        (
+            ("nightly", "{tmp}", "--state", "{tmp}-state", "--write-back-objects", "sr"),
+            "--write-back-objects needs --write-back",
+        ),
+        (("results", "1.2.3", "--pacs", "{tmp}"), "not a PACS address"),
+        (("results", "1.2/3", "--pacs", "dimse://PACS@127.0.0.1:1"), "STUDY_UID '1.2/3'"),
     ],
 )
 def test_user_errors_are_one_line(tmp_path: Path, args: tuple[str, ...], message: str) -> None:

@@ -12,6 +12,7 @@ import pytest
 from mura_core.metrics import evaluate
 from mura_core.monitoring.feedback import Estimate
 from mura_core.monitoring.snapshot import Snapshot
+from mura_core.notify.summary import NotifyFailure, NotifySummary
 from mura_core.recipes import Recipe, recipe
 from mura_core.run_contract import (
     EpochReport,
@@ -236,7 +237,9 @@ def test_the_pretrain_report_row_is_todays_flat_dict_of_numbers() -> None:
     assert PretrainEpochReport.STEP_METRIC == "loss" and EpochReport.STEP_METRIC == "train_loss"
 
 
-def screen_summary(*, monitored: bool = True, written_back: bool = True) -> ScreenSummary:
+def screen_summary(
+    *, monitored: bool = True, written_back: bool = True, told: bool = True
+) -> ScreenSummary:
     monitoring = MonitoringSummary(
         True, {"flag_rate": 0.3, "flag_rate.XR_HAND": 0.25, "drift.score_psi": 0.1}, ("a", "b")
     )
@@ -255,6 +258,17 @@ def screen_summary(*, monitored: bool = True, written_back: bool = True) -> Scre
         resumed=2,
         write_back=write_back if written_back else None,
         monitoring=monitoring if monitored else None,
+        notify=NotifySummary(
+            "mllp://ris:2575",
+            sent=7,
+            queued=2,
+            resent=1,
+            already_sent=3,
+            pending=2,
+            failures=(NotifyFailure("k", "AE: refused"),) * 2,
+        )
+        if told
+        else None,
     )
 
 
@@ -292,8 +306,14 @@ def test_a_screening_run_is_logged_with_todays_names() -> None:
         "write_back.captures": 2,
         "write_back.failed": 1,
         "write_back.outbox_pending": 0,
+        "notify.sent": 7,
+        "notify.queued": 2,
+        "notify.resent": 1,
+        "notify.pending": 2,
     }
-    plain = ScreenRunRecord.of(screen_summary(monitored=False, written_back=False), **IDENTITY)
+    plain = ScreenRunRecord.of(
+        screen_summary(monitored=False, written_back=False, told=False), **IDENTITY
+    )
     assert "mura.reference" not in plain.to_tags() and "mura.alert" not in plain.to_tags()
     assert set(plain.to_metrics()) == {"studies", "images", "flagged", "quarantined"} | {
         "images_per_s",
@@ -323,7 +343,8 @@ def test_a_screening_run_reads_back_as_it_was_logged() -> None:
     assert back.flag_rate == 0.3 and back.part_flag_rates() == {"XR_HAND": 0.25}
     old = ScreenRunRecord.from_run({"studies": 4.0}, {}, {})  # no tags: an early run
     assert (old.job, old.studies, old.reference, old.alert) == ("screen", 4, None, None)
-    assert old.flag_rate is None and old.write_back is None
+    assert old.flag_rate is None and old.write_back is None and old.notify is None
+    assert back.notify is not None and back.notify.sent == 7
 
 
 def test_a_feedback_period_is_logged_and_read_back_with_todays_names() -> None:

@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from mura_core.cam import overlay_png
+from mura_core.notify.summary import NotifyFailure, NotifySummary
 from mura_core.records import QuarantineRow
 from mura_core.screen_report import ReportImage, ReportStudy, render_html, thumbnail_png, write_html
 from mura_core.screen_summary import (
@@ -350,3 +351,25 @@ def test_report_renders_in_headless_chromium(tmp_path: Path, studies: list[Repor
     with Image.open(png) as image:
         assert image.size == (1200, 2400)
     shutil.copyfile(png, SCREENSHOT_COPY)
+
+
+def test_worklist_notices_are_counted_and_the_waiting_listed(
+    tmp_path: Path, studies: list[ReportStudy]
+) -> None:
+    told = NotifySummary(
+        "mllp://ris.example.org:2575",
+        sent=5,
+        queued=1,
+        resent=2,
+        already_sent=1,
+        pending=1,
+        failures=(NotifyFailure("st-0a1b", "AE: refused (application error), HL7 error 207"),),
+    )
+    summary = _summary(studies, notify=told)
+    page = render_html(summary, studies)
+    assert "Worklist notices" in page and "mllp://ris.example.org:2575" in page
+    assert "5 studies' findings sent" in page and "2 notices from earlier runs" in page
+    assert "st-0a1b" in page and "HL7 error 207" in page
+    write_summary(tmp_path, summary)
+    assert read_summary(tmp_path).notify == told
+    assert "Worklist notices" not in render_html(_summary(studies), studies)

@@ -2,26 +2,35 @@
 
 The synthetic DICOM archive is loaded into a throwaway Orthanc (HTTP auth on, DICOMweb
 plugin, our AE title known to it); screening it through the PACS must give the same study
-probabilities as screening the same files from the folder.
+probabilities as screening the same files from the folder. Written back, every object is
+retrieved from Orthanc and read by highdicom: the SRs, Secondary Captures, heatmaps
+(Segmentations over the flagged views) and key-object documents; a study screened again
+after its instance set changed gets a new SR naming the one it supersedes, and
+`mura results` lists the versions newest first.
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import highdicom as hd
 import numpy as np
 import pyarrow.parquet as pq
 import pydicom
 import pytest
 
+from jobs.cli import main as mura
 from mura_core.errors import ConfigError
 from mura_core.locations import PacsInstance
+from mura_core.notify.config import NotifyConfig
 from mura_core.pacs.address import PacsAuth, PacsQuery
 from mura_core.pacs.client import PacsOptions
 from mura_core.privacy import ACCESSION, Pseudonymizer, read_reidentify
-from mura_core.results import is_own_result, read_sr
+from mura_core.results import ResultObjects, key_objects, own_result_kind, read_sr
+from mura_core.results.history import study_history
 from mura_core.shards import REIDENTIFY_FILE
 from mura_core.synth import SynthArchive
 from pipelines.ingest import IngestConfig, run_ingest
@@ -29,6 +38,7 @@ from pipelines.screen.config import ScreenConfig
 from pipelines.screen.run import run_screen
 from tests.conftest import load_into
 from tests.pipelines.test_screen import random_bundle
+from tests.pipelines.worklist import MllpReceiver
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -93,31 +103,54 @@ def test_pacs_screening_equals_folder_screening_by_dicomweb_and_dimse(
 
 
 def _results_in(server) -> dict[str, list[pydicom.Dataset]]:
-    """Every result object in the PACS (QIDO for each study's instances, WADO for ours),
-    by kind: "sr" and "sc"."""
+    """Every result object of ours in the PACS (QIDO for each study's instances, WADO for
+    ours), by kind: "sr", "sc", "heatmap", "kos"."""
     client = _options(server).connect(server.dicomweb)
-    found: dict[str, list[pydicom.Dataset]] = {"sr": [], "sc": []}
-    for study in client.find_studies(PacsQuery(modalities=("SR", "OT", "DX", "CR"))):
-        ours = [
-            h
+    found: dict[str, list[pydicom.Dataset]] = {"sr": [], "sc": [], "heatmap": [], "kos": []}
+    modalities = ("SR", "OT", "SEG", "KO", "DX", "CR")
+    for study in client.find_studies(PacsQuery(modalities=modalities)):
+        kinds = {
+            PacsInstance.of(h): kind
             for h in client.find_instances(study)
-            if is_own_result(
-                h.get("Modality"), h.get("SOPClassUID"), h.get("SeriesDescription"), None
+            if (
+                kind := own_result_kind(
+                    h.get("Modality"), h.get("SOPClassUID"), h.get("SeriesDescription"), None
+                )
             )
-        ]
-        fetched = client.fetch([PacsInstance.of(h) for h in ours])
-        for data in fetched.values():
-            ds = pydicom.dcmread(io.BytesIO(data))
-            found["sr" if ds.Modality == "SR" else "sc"].append(ds)
+        }
+        for loc, data in client.fetch(list(kinds)).items():
+            found[kinds[loc]].append(pydicom.dcmread(io.BytesIO(data)))
     return found
+
+
+def _sources(root: Path) -> dict[str, pydicom.Dataset]:
+    """The archive's image headers by SOP Instance UID."""
+    headers = (
+        pydicom.dcmread(path, stop_before_pixels=True)
+        for path in sorted(root.rglob("*"))
+        if path.is_file() and path.suffix != ".csv"
+    )
+    return {str(h.SOPInstanceUID): h for h in headers}
+
+
+def _instance_count(server) -> int:
+    return int(server.get("/statistics")["CountInstances"])
 
 
 def _series_count(server) -> int:
     return int(server.get("/statistics")["CountSeries"])
 
 
+@pytest.fixture
+def ris() -> Iterator[MllpReceiver]:
+    """A worklist's HL7 inbox: hl7apy's MLLPServer on 127.0.0.1, acknowledging all."""
+    server = MllpReceiver()
+    yield server
+    server.close()
+
+
 def test_write_back_stores_one_sr_per_study_and_captures_for_flagged_ones_once(
-    pacs, screened, bundle: str, tmp_path: Path
+    pacs, screened, bundle: str, dicom_archive: SynthArchive, tmp_path: Path, ris: MllpReceiver
 ) -> None:
     probs = _probabilities(screened["dicomweb"].out)
     threshold = float(np.median(list(probs.values())))  # flags about half the studies
@@ -131,6 +164,7 @@ def test_write_back_stores_one_sr_per_study_and_captures_for_flagged_ones_once(
         threshold=threshold,
         write_back="",
         outbox=tmp_path / "outbox",
+        notify=NotifyConfig(ris.address, outbox=tmp_path / "notify"),
     )
     result = run_screen(cfg)
     wb = result.summary.write_back
@@ -153,14 +187,141 @@ def test_write_back_stores_one_sr_per_study_and_captures_for_flagged_ones_once(
         assert {pseudo(i.sop_instance_uid, "image"): i.probability for i in sr.images} == mine
     sc_studies = {pseudo(str(ds.StudyInstanceUID), "study") for ds in results["sc"]}
     assert sc_studies == flagged
-    assert len(results["sc"]) == sum(by_key[k]["images"] for k in flagged)
+    views = sum(by_key[k]["images"] for k in flagged)
+    assert len(results["sc"]) == views
+    _heatmaps_and_key_images_name_the_flagged_views(results, _sources(dicom_archive.root))
+    assert (wb.reports, wb.captures, wb.heatmaps, wb.key_objects, wb.versions) == (
+        len(studies),
+        views,
+        views,
+        len(flagged),
+        0,
+    )
     series_after = _series_count(pacs)
-    assert series_after == before + len(studies) + len(flagged)  # one SR series, one SC series
+    # an SR series per study; per flagged study an SC series, a KOS series, one per heatmap
+    assert series_after == before + len(studies) + 2 * len(flagged) + views
+    instances_after = _instance_count(pacs)
+
+    assert result.summary.notify is not None and result.summary.notify.sent == len(studies)
+    assert len(ris.received.accepted) == len(studies)
 
     again = run_screen(replace(cfg, out=tmp_path / "again"))
-    assert again.summary.write_back.studies == len(studies)
+    rewritten = again.summary.write_back
+    assert rewritten.studies == len(studies)
+    assert (rewritten.reports, rewritten.versions) == (0, 0)  # its SRs are in the PACS already
     assert _series_count(pacs) == series_after  # same UIDs: nothing new
-    assert sum(map(len, _results_in(pacs).values())) == len(results["sr"]) + len(results["sc"])
+    assert _instance_count(pacs) == instances_after
+    assert {k: len(v) for k, v in _results_in(pacs).items()} == {
+        k: len(v) for k, v in results.items()
+    }
+    told = again.summary.notify  # the same results: the worklist is not told twice
+    assert told is not None and (told.sent, told.already_sent) == (0, len(studies))
+    assert len(ris.received.messages) == len(studies)
+
+
+def _heatmaps_and_key_images_name_the_flagged_views(
+    results: dict[str, list[pydicom.Dataset]], sources: dict[str, pydicom.Dataset]
+) -> None:
+    """Per flagged study (its SR says so): a FRACTIONAL Segmentation over each scored view,
+    at the view's Rows x Columns, and a key-object document naming the views and the SR."""
+    srs = {str(ds.StudyInstanceUID): (str(ds.SOPInstanceUID), read_sr(ds)) for ds in results["sr"]}
+    views = {
+        study: sorted(i.sop_instance_uid for i in sr.images)
+        for study, (_, sr) in srs.items()
+        if sr.flagged
+    }
+    mapped: dict[str, list[str]] = {}
+    for ds in results["heatmap"]:
+        seg = hd.seg.Segmentation.from_dataset(ds)
+        assert seg.SegmentationType == "FRACTIONAL" and seg.MaximumFractionalValue == 255
+        ((study, series, sop),) = seg.get_source_image_uids()
+        source = sources[sop]
+        assert (seg.Rows, seg.Columns) == (source.Rows, source.Columns)
+        assert (study, series) == (str(seg.StudyInstanceUID), str(source.SeriesInstanceUID))
+        assert seg.PatientID == source.PatientID
+        mapped.setdefault(study, []).append(sop)
+    assert {study: sorted(sops) for study, sops in mapped.items()} == views
+    named = {}
+    for ds in results["kos"]:
+        document = hd.ko.KeyObjectSelectionDocument.from_dataset(ds)
+        assert document.ConceptNameCodeSequence[0].CodeValue == "113000"  # Of Interest
+        named[str(ds.StudyInstanceUID)] = set(key_objects(ds))
+    assert named == {study: {*sops, srs[study][0]} for study, sops in views.items()}
+
+
+def _another_view(server, source: pydicom.Dataset, path: Path, n: int) -> str:
+    """Store a new view in `source`'s study (a copy of its file under a new SOP Instance
+    UID): the study's instance set changes. Its SOP Instance UID."""
+    ds = pydicom.dcmread(path)
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid(
+        entropy_srcs=["test_pacs another view", str(source.SOPInstanceUID), str(n)]
+    )
+    ds.InstanceNumber = 100 + n
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
+    assert server.upload(buffer.getvalue()) is not None
+    return str(ds.SOPInstanceUID)
+
+
+def test_a_study_screened_again_gets_an_sr_naming_the_one_it_supersedes(
+    orthanc_factory, bundle: str, dicom_archive: SynthArchive, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """One study in its own Orthanc: screen it, add a view, screen it again, add another,
+    again: the third SR's predecessor is the second, the second's the first; `mura results`
+    lists them newest first, by DICOMweb and by DIMSE."""
+    paths = {
+        str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID): path
+        for path in sorted(dicom_archive.root.rglob("*"))
+        if path.is_file() and path.suffix != ".csv"
+    }
+    sources = _sources(dicom_archive.root)
+    source = sources[min(sources)]
+    study_uid = str(source.StudyInstanceUID)
+    pacs = orthanc_factory("versions")
+    for sop, path in paths.items():
+        if str(sources[sop].StudyInstanceUID) == study_uid:
+            assert pacs.upload(path.read_bytes()) is not None
+    cfg = ScreenConfig(
+        source=pacs.dicomweb,
+        out=tmp_path / "v1",
+        models=(bundle,),
+        track=False,
+        pacs=_options(pacs),
+        threshold=0.0,  # flagged: its key-object document names each version's views
+        write_back="",
+        write_back_objects=ResultObjects.parse("sr,kos"),
+        outbox=tmp_path / "outbox",
+    )
+    client = _options(pacs).connect(pacs.dicomweb)
+    views = len(client.find_instances(study_uid))
+    run_screen(cfg)
+    for n in (2, 3):
+        _another_view(pacs, source, paths[str(source.SOPInstanceUID)], n)
+        wb = run_screen(replace(cfg, out=tmp_path / f"v{n}")).summary.write_back
+        assert wb is not None and (wb.reports, wb.versions, wb.key_objects) == (1, 1, 1)
+
+    history = study_history(client, study_uid)
+    third, second, first = history.versions
+    assert not history.unread and dict(history.objects)["sr"] == 3
+    assert third.supersedes == (second.sop_uid,) and second.supersedes == (first.sop_uid,)
+    assert first.supersedes == ()
+    assert [len(v.content.images) for v in history.versions] == [views + 2, views + 1, views]
+    assert [v.key_objects for v in history.versions] == [1, 1, 1]
+    assert len({v.content.instance_set_digest for v in history.versions}) == 3
+
+    for name, value in pacs.auth_env.items():
+        monkeypatch.setenv(name, value)
+    capsys.readouterr()
+    for address in (pacs.dicomweb, pacs.dimse):
+        assert mura(["results", study_uid, "--pacs", address]) == 0
+        printed = capsys.readouterr().out
+        assert printed.startswith(f"study {study_uid}: 3 result version(s), newest first")
+        order = [printed.index(f"SR {v.sop_uid}") for v in history.versions]
+        assert order == sorted(order), printed  # newest first
+        assert f"supersedes {second.sop_uid}" in printed and "nothing (first)" in printed
+        model = third.content.model
+        assert f"{model.name} {model.software_version}  ABNORMAL (flagged)" in printed
+        assert f"p = {third.content.probability:.3f} (threshold 0.000)" in printed
 
 
 def test_ingest_from_a_pacs_accounts_for_every_instance(
@@ -192,9 +353,11 @@ def test_write_back_to_another_pacs_by_c_store(
     wb = run_screen(cfg).summary.write_back
     n = len(dicom_archive.studies)
     assert wb is not None and wb.destination == other.dimse and not wb.failed
-    assert (wb.studies, wb.reports, wb.captures) == (n, n, dicom_archive.n_images)
+    views = dicom_archive.n_images  # all flagged (threshold 0): an SC and a heatmap each
+    assert (wb.studies, wb.reports, wb.captures) == (n, n, views)
+    assert (wb.heatmaps, wb.key_objects) == (views, n)
     stats = other.get("/statistics")
-    assert (stats["CountStudies"], stats["CountInstances"]) == (n, n + dicom_archive.n_images)
+    assert (stats["CountStudies"], stats["CountInstances"]) == (n, 2 * n + 2 * views)
 
 
 def test_write_back_needs_a_pacs_source_and_a_pacs_destination(

@@ -5,12 +5,16 @@ Orthanc counts for itself: a Lua `IncomingHttpRequestFilter` appends every HTTP 
 (method and URI) to a file. `mura screen dicomweb+http://… --write-back` of a small
 archive, with a threshold that flags about half of its studies, must ask WADO-RS for each
 source instance exactly once, and still store an SR per study and a Secondary Capture per
-image of every flagged study, with the report showing the flagged studies' pictures.
+image of every flagged study (and a heatmap, made from the same map), with the report
+showing the flagged studies' pictures. The same run tells a worklist (`--notify mllp://…`,
+hl7apy's MLLPServer on 127.0.0.1) each study's finding, by its accession number, which goes
+nowhere else.
 """
 
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections import Counter
 from pathlib import Path
 
@@ -18,15 +22,19 @@ import numpy as np
 import pyarrow.parquet as pq
 import pydicom
 import pytest
+from hl7apy.parser import parse_message
 
 from jobs.cli import main as mura
 from jobs.demo_orthanc import Orthanc, OrthancConfig, start_orthanc
+from mura_core.privacy import ACCESSION, Pseudonymizer, read_reidentify
 from mura_core.screen_summary import read_summary
+from mura_core.shards import REIDENTIFY_FILE
 from mura_core.synth import SynthArchive
 from pipelines.screen.config import ScreenConfig
 from pipelines.screen.run import run_screen
 from tests.conftest import load_into
 from tests.pipelines.test_screen import random_bundle
+from tests.pipelines.worklist import MllpReceiver
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -92,13 +100,19 @@ def test_a_write_back_screening_fetches_each_instance_once(
     for name, value in server.auth_env.items():
         monkeypatch.setenv(name, value)
     out = tmp_path / "report"
-    code = mura(
-        [
-            *("screen", server.dicomweb, "--out", str(out), "--model", str(bundle)),
-            *("--threshold", str(threshold), "--write-back", "--outbox", str(tmp_path / "outbox")),
-            *("--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"),
-        ]
-    )
+    ris = MllpReceiver()
+    try:
+        code = mura(
+            [
+                *("screen", server.dicomweb, "--out", str(out), "--model", str(bundle)),
+                *("--threshold", str(threshold), "--write-back"),
+                *("--outbox", str(tmp_path / "outbox"), "--notify", ris.address),
+                *("--notify-outbox", str(tmp_path / "notify"), "--notify-priority", "A"),
+                *("--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"),
+            ]
+        )
+    finally:
+        ris.close()
     assert code == 0
 
     retrieved = server.retrieved()
@@ -110,9 +124,42 @@ def test_a_write_back_screening_fetches_each_instance_once(
     wb = summary.write_back
     assert wb is not None and not wb.failed and not wb.not_built
     assert (wb.studies, wb.reports) == (len(studies), len(studies))
-    assert wb.captures == sum(s["images"] for s in flagged)
+    assert wb.captures == wb.heatmaps == sum(s["images"] for s in flagged)  # from that fetch too
+    assert wb.key_objects == len(flagged) and wb.versions == 0
     assert not summary.picture_failures and not summary.incomplete_studies
     html = (out / "report.html").read_text()
     shown = min(len(flagged), 12)
     assert html.count('alt="CAM overlay') >= shown  # every flagged study's pictures
     assert not (out / ".scores").exists()  # the kept pixels went with the scores
+
+    _told_the_worklist(out, ris, instances, tmp_path / "mlflow.db")
+
+
+def _told_the_worklist(out: Path, ris: MllpReceiver, instances: dict[str, str], db: Path) -> None:
+    """One ORU^R01 per study, by accession number and StudyInstanceUID, flagged ones at the
+    priority asked; the accession numbers nowhere but there and the owner-only map back."""
+    studies = {s["study_key"]: s for s in pq.read_table(out / "studies.parquet").to_pylist()}
+    accessions = {p: o for k, p, o in read_reidentify(out / REIDENTIFY_FILE) if k == ACCESSION}
+    pseudo = Pseudonymizer.from_site()
+    told = read_summary(out).notify
+    assert told is not None and (told.sent, told.queued, told.pending) == (len(studies), 0, 0)
+    assert len(ris.received.messages) == len(studies)
+    for text in ris.received.messages:
+        message = parse_message(text)
+        order = message.ORU_R01_PATIENT_RESULT.ORU_R01_ORDER_OBSERVATION
+        uid = next(
+            g.obx.obx_5.to_er7()
+            for g in order.children
+            if g.name == "ORU_R01_OBSERVATION" and g.obx.obx_3.obx_3_1.to_er7() == "110180"
+        )
+        key = pseudo(uid, "study")
+        assert uid in instances.values() and order.obr.obr_3.to_er7() == accessions[key]
+        assert order.obr.obr_5.to_er7() == ("A" if studies[key]["flagged"] else "R")
+    written = [out / "summary.json", out / "report.html", db, *(out / "logs").rglob("*")]
+    text = b"".join(p.read_bytes() for p in written if p.is_file())
+    assert not any(a.encode() in text for a in accessions.values())
+    with sqlite3.connect(db) as con:  # MLflow: the counts, nothing else
+        logged = dict(con.execute("select key, value from metrics where key like 'notify.%'"))
+    assert logged == {"notify.sent": len(studies)} | dict.fromkeys(
+        ("notify.queued", "notify.resent", "notify.pending"), 0
+    )

@@ -2,7 +2,9 @@
 
 Studies arrive in the PACS in two batches (dated today, as a night's studies are); the
 runs screen 6, then 3, then nothing; an image added to an old study makes only that study
-change, and its new results get new UIDs.
+change, and its new results get new UIDs. The worklist (`--notify`, hl7apy's MLLPServer) is
+down for the first two runs: its notices wait in STATE/notify, and the run with nothing new
+delivers them, each control ID once.
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
+from mura_core.notify.config import NotifyConfig
 from mura_core.pacs.address import PacsAuth
 from mura_core.pacs.client import PacsOptions
 from mura_core.synth import SynthConfig, synthesize
 from pipelines.screen.config import ScreenConfig
 from pipelines.screen.nightly import read_ledger, run_nightly
 from tests.pipelines.test_screen import random_bundle
+from tests.pipelines.worklist import MllpReceiver, free_port
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -69,6 +73,7 @@ def test_nightly_from_a_pacs_screens_new_then_changed_studies_only(
         track=False,
         pacs=PacsOptions(auth=PacsAuth(server.cfg.username, server.cfg.password)),
         write_back="",
+        notify=NotifyConfig(f"mllp://127.0.0.1:{(port := free_port())}"),  # down, for now
     )
     state = tmp_path / "state"
 
@@ -76,14 +81,22 @@ def test_nightly_from_a_pacs_screens_new_then_changed_studies_only(
     first = run_nightly(cfg, state)
     assert (first.new, first.unchanged) == (6, 0)
     assert first.report.summary.write_back.studies == 6
+    assert (first.report.summary.notify.queued, first.report.summary.notify.pending) == (6, 6)
     _upload(server, [ds for uid in uids[6:] for ds in studies[uid]])
     second = run_nightly(cfg, state)
     assert (second.new, second.unchanged) == (3, 6)
+    assert second.report.summary.notify.pending == 9  # recorded in the ledger all the same
     for ds in studies[old]:  # a study from years ago, stored late: outside the window
         ds.StudyDate = "20200101"
     _upload(server, studies[old])
-    third = run_nightly(cfg, state)
+    ris = MllpReceiver(port)  # the worklist is back
+    try:
+        third = run_nightly(cfg, state)
+    finally:
+        ris.close()
     assert (third.new, third.unchanged, third.report) == (0, 9, None)
+    assert (third.told.resent, third.told.pending) == (9, 0)  # nothing new: the outbox went
+    assert len(ris.received.accepted) == len(ris.received.messages) == 9
     assert read_ledger(state).num_rows == 9
     before = _sr_uids(server)
     assert set(before) == set(uids) and all(len(v) == 1 for v in before.values())
