@@ -5,7 +5,12 @@ radiologists work (a helper, not a test module).
 time) or skips, saying why (no Chromium, no npm, no registry). `OhifPage` drives one tab:
 open a study and wait until its first image is drawn, list the study browser's series,
 open a series by double-clicking its thumbnail, read what the viewport draws over the
-image (our SR's text boxes), collapse the study browser, and take screenshots.
+image (our SR's text boxes), collapse the study browser, and take screenshots. `tour` is
+what a radiologist does with a screened study (the study, a Secondary Capture, the SR),
+photographed: the OHIF test's, and the docs' pictures:
+
+    mura viewer dicomweb+http://127.0.0.1:8042/dicom-web    # prints http://127.0.0.1:PORT/
+    python -m tests.ohif http://127.0.0.1:PORT STUDY_UID docs/img
 """
 
 from __future__ import annotations
@@ -13,14 +18,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from jobs.ohif import OHIF_VERSION, OhifError, cached_dist, ohif_dist
-from tests.cdp import Page
+from mura_core.results import SC_SERIES_DESCRIPTION, SR_SERIES_DESCRIPTION
+from tests.cdp import Browser, Page
 from tests.chromium import SKIP_REASON, find_chromium
 
 SHOTS_ENV = "MURA_OHIF_SHOTS"  # a folder (docs/img) the screenshots are copied into
@@ -112,3 +120,48 @@ class OhifPage:
             folder.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(png, folder / name)
         return png
+
+
+@dataclass(frozen=True)
+class Tour:
+    """What `tour` saw: the study browser's series, the viewport over a Secondary Capture,
+    the text our SR draws (one line each), and the screenshots."""
+
+    series: list[str]
+    capture: str
+    drawn: list[str]
+    shots: list[Path]
+
+
+def tour(ohif: OhifPage, study_url: str) -> Tour:
+    """Open a screened study, then its first Secondary Capture, then our SR (with the study
+    browser collapsed, so that its text box has room): a screenshot of each."""
+    ohif.open_study(study_url)
+    series = ohif.series()
+    shots = [ohif.screenshot("ohif_study.png")]
+    capture = ""
+    if any(SC_SERIES_DESCRIPTION in s for s in series):  # flagged studies only
+        ohif.open_series(SC_SERIES_DESCRIPTION)
+        capture = ohif.viewport_text()
+        shots.append(ohif.screenshot("ohif_sc.png"))
+    ohif.open_series(SR_SERIES_DESCRIPTION)
+    drawn = ohif.drawn_text().splitlines()
+    ohif.collapse_study_browser()
+    shots.append(ohif.screenshot("ohif_sr.png"))
+    return Tour(series, capture, drawn, shots)
+
+
+def main(argv: list[str]) -> int:
+    """`python -m tests.ohif VIEWER_URL STUDY_UID OUT`: the tour of a study served by
+    `mura viewer`, its screenshots into OUT."""
+    url, study, out = argv
+    with Browser.launch() as browser:
+        ohif = OhifPage(browser.page(), Path(out))
+        seen = tour(ohif, f"{url.rstrip('/')}/viewer?StudyInstanceUIDs={urllib.parse.quote(study)}")
+    print("\n".join([*seen.series, "", seen.capture, "", *seen.drawn]))
+    print("\n".join(str(p) for p in seen.shots))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -41,7 +41,7 @@ from pipelines.screen.result import ScreenResult
 from pipelines.screen.run import run_screen
 from tests.cdp import Browser
 from tests.conftest import load_into
-from tests.ohif import OhifPage, viewer_or_skip
+from tests.ohif import OhifPage, tour, viewer_or_skip
 from tests.pipelines.test_screen import random_bundle
 from tests.pipelines.worklist import MllpReceiver
 
@@ -284,22 +284,12 @@ def test_seen_in_ohif_the_images_our_sr_and_the_secondary_captures(
     ds, sr = _flagged_sr(pacs)
     auth = PacsAuth(pacs.cfg.username, pacs.cfg.password)
     with start_viewer(pacs.dicomweb, auth, dist=dist) as viewer, Browser.launch() as browser:
-        ohif = OhifPage(browser.page(), tmp_path)
-        ohif.open_study(viewer.study_url(str(ds.StudyInstanceUID)))
-        series = ohif.series()
-        assert any(SR_SERIES_DESCRIPTION in s for s in series), series
-        captures = f"{SC_SERIES_DESCRIPTION} | S:{SC_SERIES_NUMBER} | {len(sr.images)}"
-        assert any(captures in s for s in series), series
-        ohif.screenshot("ohif_study.png")
-
-        ohif.open_series(SC_SERIES_DESCRIPTION)
-        assert SC_SERIES_DESCRIPTION in ohif.viewport_text()
-        ohif.screenshot("ohif_sc.png")
-
-        ohif.open_series(SR_SERIES_DESCRIPTION)
-        drawn = ohif.drawn_text().splitlines()
-        ohif.collapse_study_browser()
-        ohif.screenshot("ohif_sr.png")
-    assert f"Abnormal (AI: {sr.model.label}): " in drawn, drawn
-    assert f"Probability: {_two_places(sr.probability)} 1" in drawn, drawn
-    assert f"Threshold Value: {_two_places(sr.threshold)} 1" in drawn, drawn
+        seen = tour(OhifPage(browser.page(), tmp_path), viewer.study_url(str(ds.StudyInstanceUID)))
+    assert any(SR_SERIES_DESCRIPTION in s for s in seen.series), seen.series
+    captures = f"{SC_SERIES_DESCRIPTION} | S:{SC_SERIES_NUMBER} | {len(sr.images)}"
+    assert any(captures in s for s in seen.series), seen.series
+    assert SC_SERIES_DESCRIPTION in seen.capture
+    assert f"Abnormal (AI: {sr.model.label}): " in seen.drawn, seen.drawn
+    assert f"Probability: {_two_places(sr.probability)} 1" in seen.drawn, seen.drawn
+    assert f"Threshold Value: {_two_places(sr.threshold)} 1" in seen.drawn, seen.drawn
+    assert len(seen.shots) == 3
