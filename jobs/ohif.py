@@ -103,9 +103,20 @@ def _npm_pack(version: str, into: Path) -> Path:
         raise OhifError(f"{what} took over {FETCH_TIMEOUT:.0f}s") from exc
     tarballs = sorted(into.glob("*.tgz"))
     if done.returncode != 0 or len(tarballs) != 1:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise OhifError(f"npm pack {OHIF_PACKAGE}@{version} failed ({done.returncode}): {last}")
+        reason = _npm_reason(done.stderr)
+        raise OhifError(f"npm pack {OHIF_PACKAGE}@{version} failed ({done.returncode}): {reason}")
     return tarballs[0]
+
+
+def _npm_reason(stderr: str) -> str:
+    """npm's first error line (not the one pointing at its log file), else its last line."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    errors = [
+        line
+        for line in lines
+        if line.startswith(("npm error", "npm ERR!")) and "complete log" not in line
+    ]
+    return (errors or lines or ["no output"])[0 if errors else -1]
 
 
 def _unpack_dist(tarball: Path, into: Path) -> Path:

@@ -33,7 +33,11 @@ PROJECT = Path(__file__).resolve().parents[2]
 FAKE_NPM = """#!/bin/sh
 # a stand-in for `npm pack @ohif/app@VERSION --json --pack-destination DIR`
 echo "$@" >> "{log}"
-[ -n "$FAIL" ] && {{ echo "npm error code E404" >&2; exit 1; }}
+if [ -n "$FAIL" ]; then
+  echo "npm error code E404" >&2
+  echo "npm error A complete log of this run can be found in: /root/.npm/_logs/x.log" >&2
+  exit 1
+fi
 dest="$5"; work=$(mktemp -d); mkdir -p "$work/package/dist/sub"
 echo '<html>OHIF</html>' > "$work/package/dist/index.html"
 echo 'x' > "$work/package/dist/sub/a.js"; echo '{{}}' > "$work/package/package.json"
