@@ -213,19 +213,22 @@ class Page:
         return result["result"].get("value")
 
     def wait_for(self, expression: str, timeout: float = 120.0, what: str = "") -> object:
-        """Poll `expression` until it is truthy; its value. CdpError, with the page's text
-        and console errors, after `timeout`."""
-        deadline = time.monotonic() + timeout
+        """Poll `expression` until it is truthy (a throw, as mid-navigation, counts as not
+        yet); its value. CdpError, with the page's text and console errors, after `timeout`."""
+        deadline, threw = time.monotonic() + timeout, ""
         while time.monotonic() < deadline:
-            value = self.evaluate(expression)
+            try:
+                value = self.evaluate(expression)
+            except CdpError as exc:
+                value, threw = None, str(exc)
             if value:
                 return value
             time.sleep(0.5)
         text = self.evaluate("document.body ? document.body.innerText : ''") or ""
-        errors = "\n".join(self.browser.console()[-15:])
+        errors = "\n".join([threw, *self.browser.console()[-15:]])
         raise CdpError(
             f"waited {timeout:.0f}s for {what or expression!r}; the page says:\n"
-            f"{text[:2000]}\nconsole errors:\n{errors}"
+            f"{text[:2000]}\nerrors:\n{errors}"
         )
 
     def click(self, x: float, y: float, count: int = 1) -> None:
