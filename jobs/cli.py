@@ -81,6 +81,10 @@ COMMANDS: dict[str, Command] = {
     "demo": Command(
         "jobs.demo", "run the system end to end on a synthetic archive (the embedded default)"
     ),
+    "viewer": Command(
+        "jobs.viewer",
+        "see a PACS's studies and our SR and Secondary Captures in OHIF Viewer v3 (127.0.0.1)",
+    ),
     "mlflow-server": Command(
         "jobs.mlflow_server",
         "run an MLflow tracking server for a cluster (SQLite + artifacts in one store folder)",

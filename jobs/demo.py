@@ -135,7 +135,8 @@ def _screen_pacs(cfg: ScreenConfig, pacs: Orthanc, incoming: Path, out: Path) ->
     console.print(
         f"PACS now holds {pacs.instance_count()} instances; to browse them later: "
         f"Orthanc {pacs.storage / 'orthanc.json'} and open {pacs.http_url}/app/explorer.html "
-        f"(user {pacs.cfg.username}, password in that file)"
+        f"(user {pacs.cfg.username}, password in that file), or see them in OHIF Viewer v3: "
+        f"mura viewer {pacs.dicomweb} (MURA_PACS_USERNAME / MURA_PACS_PASSWORD from that file)"
     )
     return screened
 

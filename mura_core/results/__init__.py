@@ -20,6 +20,13 @@ The recipe, top to bottom (one module per step):
    handling; the SR is a new series (9901) of the same study, VerificationFlag UNVERIFIED,
    CompletionFlag COMPLETE, PreliminaryFlag PRELIMINARY (nobody has read it yet), with the
    IHE AI Results contributing-equipment item that names the model.
+   For viewers that draw a TID 1500 SR's groups as annotations on the images (OHIF v3, which
+   needs a 2-D SCOORD on a referenced image in every group, or shows nothing), each
+   probability is also inferred from its image region (TID 320): the study's from a closed
+   POLYLINE around each whole image, drawn with its text box; an image's from its image's
+   four corners (MULTIPOINT, drawn without one, so no second box lands on the first image).
+   The study group says its finding and model in words, a TEXT Comment (DCM 121106), which
+   OHIF prints above the probability and threshold: "Abnormal (AI: mura-cnn v3)".
 3. **The Secondary Captures** (`sc.build_secondary_captures`, flagged studies only): for each
    scored view an RGB canvas, a banner "AI — not for diagnosis" with the image probability
    and the model over the original beside its Grad-CAM overlay (`mura_core.cam.overlay`),
@@ -52,6 +59,7 @@ from mura_core.results.content import (
     ABNORMAL,
     ALGORITHM_FAMILY,
     BANNER_TEXT,
+    COMMENT,
     FINDING_TYPE,
     HEATMAP_SERIES_DESCRIPTION,
     HEATMAP_SERIES_NUMBER,
@@ -72,6 +80,7 @@ from mura_core.results.content import (
     SC_SERIES_NUMBER,
     SR_SERIES_DESCRIPTION,
     SR_SERIES_NUMBER,
+    STUDY_COMMENT,
     STUDY_TRACKING_ID,
     THRESHOLD,
     UNIT_ONE,
@@ -101,6 +110,7 @@ __all__ = [
     "ABNORMAL",
     "ALGORITHM_FAMILY",
     "BANNER_TEXT",
+    "COMMENT",
     "FINDING_TYPE",
     "HEATMAP_SERIES_DESCRIPTION",
     "HEATMAP_SERIES_NUMBER",
@@ -122,6 +132,7 @@ __all__ = [
     "SC_SERIES_NUMBER",
     "SR_SERIES_DESCRIPTION",
     "SR_SERIES_NUMBER",
+    "STUDY_COMMENT",
     "STUDY_TRACKING_ID",
     "THRESHOLD",
     "UNIT_ONE",

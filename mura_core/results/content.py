@@ -35,6 +35,9 @@ MODEL_URI_PARAMETER = "mlflow_model_uri="  # prefix of the TID 4019 parameter ho
 # (`uids.instance_set_digest`): `mura results` finds a version's other objects by it
 INSTANCE_SET_PARAMETER = "instance_set_sha256="
 STUDY_TRACKING_ID = "mura-screen study finding"
+# The study finding in words, a TEXT Comment of the study group: what a viewer that draws
+# measurement groups as annotations (OHIF v3) shows beside the probability and threshold.
+STUDY_COMMENT = "{finding} (AI: {model})"
 IMAGE_TRACKING_ID = "mura-screen image {number}"
 RESULT_KINDS = (
     "sr-series",
@@ -52,6 +55,7 @@ RESULT_KINDS = (
 PROBABILITY = codes.DCM.Probability  # (122157, DCM): image and study probability
 THRESHOLD = codes.DCM.ThresholdValue  # (122411, DCM): the flagging threshold
 UNIT_ONE = codes.UCUM.NoUnits  # ("1", UCUM, "no units"): probabilities are dimensionless
+COMMENT = codes.DCM.Comment  # (121106, DCM): the study finding in words (STUDY_COMMENT)
 NORMALITY = codes.DCM.Normality  # (121402, DCM): the study finding, valued from CID 222
 ABNORMAL = codes.SCT.Abnormal  # (263654008, SCT): flagged (probability > threshold)
 NORMAL = codes.SCT.Normal  # (17621005, SCT): not flagged
@@ -98,6 +102,12 @@ class ModelIdentity:
     def software_version(self) -> str:
         """What SoftwareVersions and the algorithm version say: the registry version."""
         return self.version if self.version is not None else UNREGISTERED
+
+    @property
+    def label(self) -> str:
+        """How people read it: `mura-cnn v3`, or `mura-cnn unregistered`."""
+        version = f"v{self.version}" if self.version is not None else UNREGISTERED
+        return f"{self.name} {version}"
 
     @property
     def key(self) -> str:

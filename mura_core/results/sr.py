@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from functools import partial
 
 import highdicom as hd
+import numpy as np
 import pydicom
 from pydicom.sr.codedict import codes
 from pydicom.uid import Comprehensive3DSRStorage
@@ -19,6 +20,7 @@ from pydicom.uid import Comprehensive3DSRStorage
 from mura_core.results.content import (
     ABNORMAL,
     ALGORITHM_FAMILY,
+    COMMENT,
     FINDING_TYPE,
     IMAGE_TRACKING_ID,
     INSTANCE_SET_PARAMETER,
@@ -30,6 +32,7 @@ from mura_core.results.content import (
     RESULT_MANUFACTURER,
     SR_SERIES_DESCRIPTION,
     SR_SERIES_NUMBER,
+    STUDY_COMMENT,
     STUDY_TRACKING_ID,
     THRESHOLD,
     UNIT_ONE,
@@ -63,21 +66,54 @@ def _group_source(image: ImageFinding, header: pydicom.Dataset) -> hd.sr.ImageCo
     )
 
 
+def _whole_image(
+    image: ImageFinding, header: pydicom.Dataset, graphic: str
+) -> hd.sr.CoordinatesForMeasurement:
+    """The whole image as the region a probability was inferred from (TID 320 SCOORD):
+    a closed POLYLINE around it, or its four corners (MULTIPOINT). Image coordinates are
+    (column, row), 0,0 the top-left corner of the top-left pixel."""
+    columns, rows = float(header.Columns), float(header.Rows)
+    corners = [[0.0, 0.0], [columns, 0.0], [columns, rows], [0.0, rows]]
+    if graphic == "POLYLINE":
+        corners.append([0.0, 0.0])
+    source = hd.sr.SourceImageForRegion.from_source_image(
+        header, referenced_frame_numbers=frame_numbers(header, image.frame)
+    )
+    return hd.sr.CoordinatesForMeasurement(graphic, np.array(corners), source)
+
+
 def _study_group(
     finding: StudyFinding, model: ModelIdentity, headers: Sequence[pydicom.Dataset], uid: str
 ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
-    value = ABNORMAL if finding.flagged else NORMAL
-    return hd.sr.MeasurementsAndQualitativeEvaluations(
+    pairs = list(zip(finding.images, headers, strict=True))
+    probability = hd.sr.Measurement(
+        name=PROBABILITY,
+        value=float(finding.probability),
+        unit=UNIT_ONE,
+        referenced_coordinates=[_whole_image(i, h, "POLYLINE") for i, h in pairs],
+    )
+    group = hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=uid, identifier=STUDY_TRACKING_ID),
         finding_type=FINDING_TYPE,
         algorithm_id=_algorithm(model, instance_set_digest(finding.instance_set)),
         measurements=[
-            hd.sr.Measurement(name=PROBABILITY, value=float(finding.probability), unit=UNIT_ONE),
+            probability,
             hd.sr.Measurement(name=THRESHOLD, value=float(finding.threshold), unit=UNIT_ONE),
         ],
-        qualitative_evaluations=[hd.sr.QualitativeEvaluation(name=NORMALITY, value=value)],
-        source_images=[_group_source(i, h) for i, h in zip(finding.images, headers, strict=True)],
+        qualitative_evaluations=[
+            hd.sr.QualitativeEvaluation(
+                name=NORMALITY, value=ABNORMAL if finding.flagged else NORMAL
+            )
+        ],
+        source_images=[_group_source(i, h) for i, h in pairs],
     )
+    words = STUDY_COMMENT.format(
+        finding=(ABNORMAL if finding.flagged else NORMAL).meaning, model=model.label
+    )
+    group[0].ContentSequence.append(
+        hd.sr.TextContentItem(name=COMMENT, value=words, relationship_type="CONTAINS")
+    )
+    return group
 
 
 def _image_group(
@@ -95,6 +131,7 @@ def _image_group(
         value=float(image.probability),
         unit=UNIT_ONE,
         referenced_images=[source],
+        referenced_coordinates=[_whole_image(image, header, "MULTIPOINT")],
     )
     return hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(

@@ -136,6 +136,48 @@ def test_sr_header_is_a_new_series_of_the_patients_study(
     assert {s.referenced_sop_instance_uid for s in study.source_images} == set(instances)
 
 
+def _scoords(group: hd.sr.MeasurementsAndQualitativeEvaluations) -> list[tuple[str, str, list]]:
+    """(graphic type, referenced SOP instance, (column, row) points) of every SCOORD in it."""
+    found = hd.sr.utils.find_content_items(group[0], value_type="SCOORD", recursive=True)
+    return [
+        (
+            item.GraphicType,
+            item.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID,
+            np.reshape(item.GraphicData, (-1, 2)).tolist(),
+        )
+        for item in found
+    ]
+
+
+@pytest.mark.parametrize("flagged", [True, False])
+def test_every_sr_group_has_an_image_region_and_the_study_its_words(
+    archive: dict[str, list[Path]], tmp_path: Path, flagged: bool
+) -> None:
+    """What OHIF v3 needs to show the SR (docs/pacs.md#seen-in-ohif): a 2-D SCOORD on a
+    referenced image in every measurement group (without one its SR viewport stays black),
+    the study group's around each whole image (a closed POLYLINE: its text box), each image
+    group's at its image's corners (MULTIPOINT: no second text box over the first image),
+    and the finding and model in words, a Comment (DCM 121106) of the study group."""
+    study_uid, headers = _largest(archive)
+    finding = _finding(study_uid, headers, _probs(len(headers), flagged))
+    back = _round_trip(r.build_sr(finding, MODEL), tmp_path / "sr.dcm")
+    groups = hd.sr.Comprehensive3DSR.from_dataset(back).content.get_image_measurement_groups()
+    study, *images = groups
+    assert study.tracking_identifier == r.STUDY_TRACKING_ID
+
+    def corners(h: pydicom.Dataset) -> list[list[float]]:
+        return [[0, 0], [h.Columns, 0], [h.Columns, h.Rows], [0, h.Rows]]
+
+    closed = [("POLYLINE", h.SOPInstanceUID, corners(h) + [[0, 0]]) for h in headers]
+    assert _scoords(study) == closed
+    for group, header in zip(images, headers, strict=True):
+        assert _scoords(group) == [("MULTIPOINT", header.SOPInstanceUID, corners(header))]
+    words = hd.sr.utils.find_content_items(study[0], name=r.COMMENT)
+    finding_word = "Abnormal" if flagged else "Normal"
+    assert [w.TextValue for w in words] == [f"{finding_word} (AI: mura-cnn v3)"]
+    assert r.read_sr(back).flagged is flagged  # the reader is not confused by either
+
+
 def test_sr_of_an_unregistered_model_says_so_and_reads_back_none(
     archive: dict[str, list[Path]], tmp_path: Path
 ) -> None:

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import highdicom as hd
@@ -23,20 +24,34 @@ import pydicom
 import pytest
 
 from jobs.cli import main as mura
+from jobs.ohif import start_viewer
 from mura_core.errors import ConfigError
 from mura_core.locations import PacsInstance
 from mura_core.notify.config import NotifyConfig
 from mura_core.pacs.address import PacsAuth, PacsQuery
 from mura_core.pacs.client import PacsOptions
 from mura_core.privacy import ACCESSION, Pseudonymizer, read_reidentify
-from mura_core.results import ResultObjects, key_objects, own_result_kind, read_sr
+from mura_core.results import (
+    SC_SERIES_DESCRIPTION,
+    SC_SERIES_NUMBER,
+    SR_SERIES_DESCRIPTION,
+    ResultObjects,
+    SrContent,
+    is_own_result,
+    key_objects,
+    own_result_kind,
+    read_sr,
+)
 from mura_core.results.history import study_history
 from mura_core.shards import REIDENTIFY_FILE
 from mura_core.synth import SynthArchive
 from pipelines.ingest import IngestConfig, run_ingest
 from pipelines.screen.config import ScreenConfig
+from pipelines.screen.result import ScreenResult
 from pipelines.screen.run import run_screen
+from tests.cdp import Browser
 from tests.conftest import load_into
+from tests.ohif import OhifPage, tour, viewer_or_skip
 from tests.pipelines.test_screen import random_bundle
 from tests.pipelines.worklist import MllpReceiver
 
@@ -141,7 +156,7 @@ def _series_count(server) -> int:
     return int(server.get("/statistics")["CountSeries"])
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def ris() -> Iterator[MllpReceiver]:
     """A worklist's HL7 inbox: hl7apy's MLLPServer on 127.0.0.1, acknowledging all."""
     server = MllpReceiver()
@@ -149,24 +164,42 @@ def ris() -> Iterator[MllpReceiver]:
     server.close()
 
 
-def test_write_back_stores_one_sr_per_study_and_captures_for_flagged_ones_once(
-    pacs, screened, bundle: str, dicom_archive: SynthArchive, tmp_path: Path, ris: MllpReceiver
-) -> None:
+@dataclass(frozen=True)
+class WrittenBack:
+    """The PACS screened by DICOMweb with --write-back and --notify (`written_back`)."""
+
+    cfg: ScreenConfig
+    result: ScreenResult
+    threshold: float
+    series_before: int  # Orthanc's series count before the write-back
+
+
+@pytest.fixture(scope="module")
+def written_back(pacs, screened, bundle: str, tmp_path_factory, ris) -> WrittenBack:
+    """One write-back screening per module, the threshold the median study probability (so
+    about half the studies are flagged): checked below, then looked at in OHIF."""
     probs = _probabilities(screened["dicomweb"].out)
-    threshold = float(np.median(list(probs.values())))  # flags about half the studies
+    threshold = float(np.median(list(probs.values())))
     before = _series_count(pacs)
+    folder = tmp_path_factory.mktemp("written-back")
     cfg = ScreenConfig(
         source=pacs.dicomweb,
-        out=tmp_path / "report",
+        out=folder / "report",
         models=(bundle,),
         track=False,
         pacs=_options(pacs),
         threshold=threshold,
         write_back="",
-        outbox=tmp_path / "outbox",
-        notify=NotifyConfig(ris.address, outbox=tmp_path / "notify"),
+        outbox=folder / "outbox",
+        notify=NotifyConfig(ris.address, outbox=folder / "notify"),
     )
-    result = run_screen(cfg)
+    return WrittenBack(cfg, run_screen(cfg), threshold, before)
+
+
+def test_write_back_stores_one_sr_per_study_and_captures_for_flagged_ones_once(
+    pacs, written_back: WrittenBack, dicom_archive: SynthArchive, tmp_path: Path, ris: MllpReceiver
+) -> None:
+    cfg, result, threshold = written_back.cfg, written_back.result, written_back.threshold
     wb = result.summary.write_back
     studies = pq.read_table(result.out / "studies.parquet").to_pylist()
     flagged = {s["study_key"] for s in studies if s["flagged"]}
@@ -199,7 +232,7 @@ def test_write_back_stores_one_sr_per_study_and_captures_for_flagged_ones_once(
     )
     series_after = _series_count(pacs)
     # an SR series per study; per flagged study an SC series, a KOS series, one per heatmap
-    assert series_after == before + len(studies) + 2 * len(flagged) + views
+    assert series_after == written_back.series_before + len(studies) + 2 * len(flagged) + views
     instances_after = _instance_count(pacs)
 
     assert result.summary.notify is not None and result.summary.notify.sent == len(studies)
@@ -372,3 +405,38 @@ def test_write_back_needs_a_pacs_source_and_a_pacs_destination(
     with pytest.raises(ConfigError, match="not a PACS address"):
         run_screen(replace(base, source=pacs.dicomweb, pacs=_options(pacs), write_back="/tmp/x"))
     assert not list((tmp_path / "r").glob("*.parquet"))  # nothing screened
+
+
+def _flagged_sr(server) -> tuple[pydicom.Dataset, SrContent]:
+    """The SR of the flagged study with the most images, and what it says."""
+    read = [(ds, read_sr(ds)) for ds in _results_in(server)["sr"]]
+    return max(((ds, c) for ds, c in read if c.flagged), key=lambda pair: len(pair[1].images))
+
+
+def _two_places(value: float) -> str:
+    """A number as OHIF prints a measurement (JavaScript's toFixed(2): ties round up)."""
+    return str(Decimal(repr(value)).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
+
+
+@pytest.mark.slow
+def test_seen_in_ohif_the_images_our_sr_and_the_secondary_captures(
+    pacs, written_back: WrittenBack, tmp_path: Path
+) -> None:
+    """A flagged study after the write-back, in OHIF Viewer v3 (jobs.ohif serving it against
+    this Orthanc) in headless Chromium: its first image is drawn, the study browser lists
+    our SR series and the SC series with one capture per image, an SC opens, and the SR
+    draws the finding, probability, threshold and model over the image. The screenshots
+    land in tmp_path (and in $MURA_OHIF_SHOTS: docs/img)."""
+    dist = viewer_or_skip()
+    ds, sr = _flagged_sr(pacs)
+    auth = PacsAuth(pacs.cfg.username, pacs.cfg.password)
+    with start_viewer(pacs.dicomweb, auth, dist=dist) as viewer, Browser.launch() as browser:
+        seen = tour(OhifPage(browser.page(), tmp_path), viewer.study_url(str(ds.StudyInstanceUID)))
+    assert any(SR_SERIES_DESCRIPTION in s for s in seen.series), seen.series
+    captures = f"{SC_SERIES_DESCRIPTION} | S:{SC_SERIES_NUMBER} | {len(sr.images)}"
+    assert any(captures in s for s in seen.series), seen.series
+    assert SC_SERIES_DESCRIPTION in seen.capture
+    assert f"Abnormal (AI: {sr.model.label}): " in seen.drawn, seen.drawn
+    assert f"Probability: {_two_places(sr.probability)} 1" in seen.drawn, seen.drawn
+    assert f"Threshold Value: {_two_places(sr.threshold)} 1" in seen.drawn, seen.drawn
+    assert len(seen.shots) == 3
