@@ -37,7 +37,6 @@ from mura_core.results import (
     SR_SERIES_DESCRIPTION,
     ResultObjects,
     SrContent,
-    is_own_result,
     key_objects,
     own_result_kind,
     read_sr,
