@@ -31,14 +31,11 @@ install: $(STAMP)  ## create .venv and install the project with its test extras
 demo: $(STAMP)  ## run the system on a small synthetic archive (the embedded default)
 	$(BIN)/mura demo --out $(DEMO_OUT)
 
-# Two pytest-xdist workers: the suite waits on process start-ups (Ray, Orthanc, MLflow) a
-# quarter of its time on one; the tests that share the session's trained model run on one
-# worker (tests/conftest.py), so it is trained once
 test: $(STAMP)  ## the whole test suite, slow tests included (what CI runs)
-	$(BIN)/python -m pytest -n 2 --dist loadgroup
+	$(BIN)/python -m pytest
 
 test-fast: $(STAMP)  ## the test suite without the tests marked slow
-	$(BIN)/python -m pytest -n 2 --dist loadgroup -m 'not slow'
+	$(BIN)/python -m pytest -m 'not slow'
 
 # the long fuzzing run: FUZZ_EXAMPLES mutated inputs per target (make test runs a short one)
 FUZZ_EXAMPLES ?= 20000

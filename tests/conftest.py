@@ -72,15 +72,3 @@ def load_into(pacs, root: Path) -> int:
         for path in sorted(root.rglob("*"))
         if path.is_file() and path.suffix != ".csv"
     )
-
-
-# The tests that use the session's trained model (or the shards it learned from) go to one
-# pytest-xdist worker (`make test` runs two): the model is trained once, not once per worker.
-_SESSION_MODEL = {"trained", "learnable_shards"}
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups into node ids
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if _SESSION_MODEL & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.xdist_group("session-model"))
