@@ -73,7 +73,7 @@ def test_only_the_chosen_command_is_imported() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=PROJECT, timeout=300
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.splitlines() == ["[]", "13 True"], result.stdout
+    assert result.stdout.splitlines() == ["[]", "14 True"], result.stdout
 
 
 def test_synth_40_studies_round_trips_through_the_mura_source(tmp_path: Path) -> None:
