@@ -61,7 +61,7 @@ class OhifPage:
         """Go to a study's viewer page; wait until its first image and thumbnails are drawn."""
         self.page.goto(url)
         self.page.wait_for(DRAWN, timeout, "the first image drawn (the W/L overlay)")
-        self.page.wait_for(f"document.querySelectorAll('{THUMBNAILS}').length > 0", 60)
+        self.page.wait_for(f"document.querySelectorAll('{THUMBNAILS}').length > 0", 180)
         self.settle()
 
     def settle(self, seconds: float = 2.0) -> None:
@@ -91,12 +91,12 @@ class OhifPage:
         self.page.wait_for(
             "document.querySelector('[data-cy=viewport-grid]').innerText.includes("
             f"{json.dumps(description[:20])}) || document.querySelectorAll('svg text').length",
-            60,
+            180,
             f"the viewport to show {description!r}",
         )
         self.settle()
 
-    def drawn_text(self, timeout: float = 60.0) -> str:
+    def drawn_text(self, timeout: float = 180.0) -> str:
         """What the viewport draws over the image (annotation text boxes), once there is some."""
         script = (  # a text box is one <text>, one <tspan> a line
             "[...document.querySelectorAll('svg text')].flatMap(t => t.children.length ?"
