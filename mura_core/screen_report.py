@@ -19,7 +19,7 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
@@ -326,19 +326,17 @@ def _write_back_section(wb: WriteBackSummary | None) -> str:
         text += f" {_n(wb.outbox_delivered)} objects from earlier runs delivered first."
     text += "</p>"
     if wb.failed:
-        rows = [[_code(f.study_key), _e(f.reason)] for f in wb.failed]
-        text += (
-            f'<p class="note">{len(wb.failed)} studies could not be stored; their objects '
-            f"wait in the outbox ({_n(wb.outbox_pending)} objects) for the next run.</p>"
-            + _grid(["study", "reason"], rows, set())
+        text += _studies_with_reasons(
+            f"{len(wb.failed)} studies could not be stored; their objects wait in the "
+            f"outbox ({_n(wb.outbox_pending)} objects) for the next run.",
+            wb.failed,
         )
     if wb.not_built:
-        rows = [[_code(f.study_key), _e(f.reason)] for f in wb.not_built]
-        text += (
-            f'<p class="note">{len(wb.not_built)} studies\' results could not be built (a '
-            "flagged study's picture failed, or the PACS did not say which SR they supersede): "
-            "they are not screened this run, and the next run screens them again.</p>"
-            + _grid(["study", "reason"], rows, set())
+        text += _studies_with_reasons(
+            f"{len(wb.not_built)} studies' results could not be built (a flagged study's "
+            "picture failed, or the PACS did not say which SR they supersede): they are not "
+            "screened this run, and the next run screens them again.",
+            wb.not_built,
         )
     return f"<section><h2>Results in the PACS</h2>{text}</section>"
 
@@ -357,13 +355,23 @@ def _notify_section(told: NotifySummary | None) -> str:
         text += f" {_n(told.already_sent)} studies had been told before: not sent again."
     text += "</p>"
     if told.failures:
-        rows = [[_code(f.study_key), _e(f.reason)] for f in told.failures]
-        text += (
-            f'<p class="note">{len(told.failures)} notices were not taken; they wait in the '
-            f"outbox ({_n(told.pending)} notices) for the next run.</p>"
-            + _grid(["study", "reason"], rows, set())
+        text += _studies_with_reasons(
+            f"{len(told.failures)} notices were not taken; they wait in the outbox "
+            f"({_n(told.pending)} notices) for the next run.",
+            told.failures,
         )
     return f"<section><h2>Worklist notices</h2>{text}</section>"
+
+
+class _StudyReason(Protocol):
+    study_key: str
+    reason: str
+
+
+def _studies_with_reasons(note: str, studies: Sequence[_StudyReason]) -> str:
+    """A note (our own HTML), then a table of each study and why."""
+    rows = [[_code(f.study_key), _e(f.reason)] for f in studies]
+    return f'<p class="note">{note}</p>' + _grid(["study", "reason"], rows, set())
 
 
 def _quarantine_section(rows: Sequence[QuarantineRow], total: int) -> str:
