@@ -166,6 +166,14 @@ class StudyFinding:
             return self.instance_uids
         return tuple(str(image.source.SOPInstanceUID) for image in self.images)
 
+    def image_numbers(self) -> dict[tuple[str, int], int]:
+        """Each image's number in the study (1-based, `images` order), by (SOP Instance UID,
+        frame): what its Secondary Capture and heatmap are numbered."""
+        return {
+            (str(image.source.SOPInstanceUID), image.frame): number
+            for number, image in enumerate(self.images, 1)
+        }
+
 
 @dataclass(frozen=True)
 class ScPicture:

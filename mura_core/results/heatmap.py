@@ -151,10 +151,7 @@ def build_heatmaps(
     numbered as its image in the study (`finding.images` order)."""
     if not finding.flagged:
         raise ValueError(f"study {finding.study_uid} is not flagged: no heatmap")
-    numbers = {
-        (str(image.source.SOPInstanceUID), image.frame): number
-        for number, image in enumerate(finding.images, 1)
-    }
+    numbers = finding.image_numbers()
     uid = partial(result_uid, finding.study_uid, finding.instance_set, model.key)
     maps = []
     for picture in pictures:

@@ -126,10 +126,7 @@ def build_secondary_captures(
     study (`finding.images` order), in one series with deterministic UIDs."""
     if not finding.flagged:
         raise ValueError(f"study {finding.study_uid} is not flagged: no Secondary Capture")
-    numbers = {
-        (str(image.source.SOPInstanceUID), image.frame): number
-        for number, image in enumerate(finding.images, 1)
-    }
+    numbers = finding.image_numbers()
     uid = partial(result_uid, finding.study_uid, finding.instance_set, model.key)
     captures, seen = [], set()
     for picture in pictures:
