@@ -42,7 +42,9 @@ from mura_core.splits import SplitConfig  # noqa: E402
 from mura_core.synth import SynthConfig, synthesize  # noqa: E402
 from pipelines.ingest import IngestConfig, run_ingest  # noqa: E402
 from pipelines.runtime.cluster import start_local_ray  # noqa: E402
-from pipelines.train import TrainCollapsed, TrainConfig, run_training  # noqa: E402
+from pipelines.train.config import TrainConfig  # noqa: E402
+from pipelines.train.errors import TrainCollapsed  # noqa: E402
+from pipelines.train.run import run_training  # noqa: E402
 from tests.pipelines import learning  # noqa: E402
 
 LEARNED_AUROC = 0.9

@@ -66,8 +66,9 @@ from pipelines.ingest import IngestConfig, run_ingest
 from pipelines.runtime.cluster import cluster_cpus, ensure_ray
 from pipelines.screen.config import ScreenConfig
 from pipelines.screen.run import run_screen
-from pipelines.train import TrainConfig, run_training
+from pipelines.train.config import TrainConfig
 from pipelines.train.errors import TrainCollapsed
+from pipelines.train.run import run_training
 
 SIZE = 224
 STAGES = ("list", "ingest", "train", "screen", "densenet")

@@ -39,7 +39,10 @@ from pipelines.runtime.console import console
 from pipelines.screen.config import ScreenConfig
 from pipelines.screen.result import ScreenResult
 from pipelines.screen.run import run_screen
-from pipelines.train import TrainCollapsed, TrainConfig, TrainResult, run_training
+from pipelines.train.config import TrainConfig
+from pipelines.train.errors import TrainCollapsed
+from pipelines.train.finish import TrainResult
+from pipelines.train.run import run_training
 
 DESCRIPTION = (
     "Synthesize an archive, ingest it into Parquet shards with Ray Data, train the seed CNN "

@@ -11,7 +11,9 @@ from jobs.common import add_run_arguments, add_worker_arguments, job_main
 from mura_core.models import model_names
 from mura_core.recipes import AUGMENT_MODES, RECIPES, recipe
 from pipelines.runtime.console import console
-from pipelines.train import TrainConfig, run_training, summary_text
+from pipelines.train.config import TrainConfig
+from pipelines.train.evaluation import summary_text
+from pipelines.train.run import run_training
 
 DESCRIPTION = (
     "Train a recipe from the papers on SHARDS (from `mura ingest`) with Ray Train: seed-cnn "

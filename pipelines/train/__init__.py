@@ -1,20 +1,8 @@
-"""Training on Ray Train: recipes from the papers, study-level evaluation, MLflow."""
+"""Training on Ray Train: recipes from the papers, study-level evaluation, MLflow.
 
-from pipelines.train.config import TrainConfig
-from pipelines.train.errors import TrainCollapsed, TrainError
-from pipelines.train.evaluation import SplitResult, summary_text, table1_row
-from pipelines.train.finish import TrainResult
-from pipelines.train.prepare import preflight
-from pipelines.train.run import run_training
-
-__all__ = [
-    "SplitResult",
-    "TrainCollapsed",
-    "TrainConfig",
-    "TrainError",
-    "TrainResult",
-    "preflight",
-    "run_training",
-    "summary_text",
-    "table1_row",
-]
+Light on purpose (no imports): the Ray Train controller and every training worker import
+`pipelines.train.loop` and `pipelines.train.callback`, and must not bring the driver's MLflow,
+plotting and evaluation imports (`pipelines.train.run`) with them (2-3 s of CPU for each
+process they start). The driver imports `run.run_training`, `config.TrainConfig` and the rest
+from their modules.
+"""

@@ -223,7 +223,7 @@ def test_user_error_unwraps_ray_train_worker_failures() -> None:
     from ray.train import WorkerGroupError
 
     from jobs.common import user_error
-    from pipelines.train import TrainError
+    from pipelines.train.errors import TrainError
 
     cause = TrainError("the training split has a single class")
     wrapped = WorkerGroupError("worker 0 failed", {0: cause})
@@ -249,7 +249,7 @@ def test_every_package_error_is_a_mura_error() -> None:
     from pipelines.registry.tracking import TrackingError
     from pipelines.runtime.submit import SubmitError
     from pipelines.screen.config import ScreenConfig, ScreenError
-    from pipelines.train import TrainError
+    from pipelines.train.errors import TrainError
 
     for cls in (
         BundleError,

@@ -21,7 +21,9 @@ from mura_core.synth import synthesize
 from pipelines.ingest import IngestConfig, run_ingest
 from pipelines.registry.tracking import sqlite_path
 from pipelines.runtime.cluster import start_local_ray
-from pipelines.train import TrainConfig, TrainResult, run_training
+from pipelines.train.config import TrainConfig
+from pipelines.train.finish import TrainResult
+from pipelines.train.run import run_training
 from tests.pipelines import learning
 
 

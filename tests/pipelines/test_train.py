@@ -28,7 +28,11 @@ from mura_core.synth import SynthArchive, SynthConfig, synthesize
 from pipelines.ingest import IngestConfig, run_ingest
 from pipelines.registry.model_store import resolve_model
 from pipelines.registry.tracking import TrackingError
-from pipelines.train import TrainConfig, TrainError, TrainResult, preflight, run_training
+from pipelines.train.config import TrainConfig
+from pipelines.train.errors import TrainError
+from pipelines.train.finish import TrainResult
+from pipelines.train.prepare import preflight
+from pipelines.train.run import run_training
 
 if TYPE_CHECKING:
     from tests.pipelines.conftest import Trained
