@@ -102,6 +102,7 @@ from mura_core.results.sr import build_sr, predecessors, read_sr
 from mura_core.results.uids import (
     device_uid,
     digest_result_uid,
+    frame_of_reference_uid,
     instance_set_digest,
     result_uid,
 )
@@ -144,6 +145,7 @@ __all__ = [
     "build_sr",
     "device_uid",
     "digest_result_uid",
+    "frame_of_reference_uid",
     "instance_set_digest",
     "is_own_result",
     "key_objects",
