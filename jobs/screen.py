@@ -94,9 +94,9 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
         "--heatmap-format",
         default=None,
         choices=[f.value for f in HeatmapFormat],
-        help="seg: a FRACTIONAL Segmentation, the map's value per pixel (default); binary: a "
-        "BINARY Segmentation of its hot region (>= 0.5), for viewers that load only binary "
-        "segments (OHIF 3.x)",
+        help="binary: a BINARY Segmentation of the map's hot region (>= 0.5), what OHIF 3.x "
+        "overlays (default); fractional: a FRACTIONAL Segmentation, the map's value per pixel, "
+        "for SEG viewers that read one (OHIF 3.13 does not)",
     )
     p.add_argument(
         "--outbox",
@@ -194,7 +194,7 @@ def write_back_choice(args: argparse.Namespace) -> tuple[ResultObjects, HeatmapF
             if getattr(args, flag) is not None:
                 raise ConfigError(f"--{flag.replace('_', '-')} needs --write-back")
     objects = ResultObjects.parse(args.write_back_objects)
-    return objects, HeatmapFormat.parse(args.heatmap_format or HeatmapFormat.SEG.value)
+    return objects, HeatmapFormat.parse(args.heatmap_format or HeatmapFormat.BINARY.value)
 
 
 def config(args: argparse.Namespace, out: Path) -> ScreenConfig:

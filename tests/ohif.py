@@ -5,9 +5,11 @@ radiologists work (a helper, not a test module).
 time) or skips, saying why (no Chromium, no npm, no registry). `OhifPage` drives one tab:
 open a study and wait until its first image is drawn, list the study browser's series,
 open a series by double-clicking its thumbnail, read what the viewport draws over the
-image (our SR's text boxes), collapse the study browser, and take screenshots. `tour` is
-what a radiologist does with a screened study (the study, a Secondary Capture, the SR),
-photographed: the OHIF test's, and the docs' pictures:
+image (our SR's text boxes), open a heatmap (answering OHIF's "open this Segmentation?")
+and read what its segmentation service has drawn on the viewport, collapse and expand the
+study browser, and take screenshots. `tour` is what a radiologist does with a screened
+study (the study, a Secondary Capture, the SR, a heatmap), photographed: the OHIF test's,
+and the docs' pictures:
 
     mura viewer dicomweb+http://127.0.0.1:8042/dicom-web    # prints http://127.0.0.1:PORT/
     python -m tests.ohif http://127.0.0.1:PORT STUDY_UID docs/img
@@ -27,12 +29,40 @@ from pathlib import Path
 import pytest
 
 from jobs.ohif import OHIF_VERSION, OhifError, cached_dist, ohif_dist
-from mura_core.results import SC_SERIES_DESCRIPTION, SR_SERIES_DESCRIPTION
+from mura_core.results import (
+    HEATMAP_SERIES_DESCRIPTION,
+    SC_SERIES_DESCRIPTION,
+    SR_SERIES_DESCRIPTION,
+)
 from tests.cdp import Browser, Page
 from tests.chromium import SKIP_REASON, find_chromium
 
 SHOTS_ENV = "MURA_OHIF_SHOTS"  # a folder (docs/img) the screenshots are copied into
 THUMBNAILS = '[data-cy^="study-browser-thumbnail"]'
+SEG_PROMPT = "Do you want to open this Segmentation?"  # OHIF's, once a SEG has loaded
+SEGMENTS = '[data-cy="data-row"]'  # the segmentation panel's rows, one a segment
+# What OHIF's segmentation service has on the active viewport (window.services, OHIF 3.x):
+# per segmentation, its label, its segments' labels, whether it is shown, how many pixels
+# of its labelmap are set, its SEG series, and the SOP Instance UID of the image shown.
+ON_VIEWPORT = """(() => {
+  const { segmentationService, viewportGridService, displaySetService } = window.services;
+  const viewportId = viewportGridService.getActiveViewportId();
+  const viewport = window.cornerstone.getEnabledElementByViewportId(viewportId).viewport;
+  const shown = window.cornerstone.metaData.get(
+    'generalImageModule', viewport.getCurrentImageId()) || {};
+  return segmentationService.getSegmentationRepresentations(viewportId).map(rep => {
+    const seg = segmentationService.getSegmentation(rep.segmentationId);
+    let labelled = 0;
+    for (const id of seg.representationData.Labelmap?.imageIds || []) {
+      const image = window.cornerstone.cache.getImage(id);
+      for (const v of image ? image.getPixelData() : []) { if (v) labelled++; }
+    }
+    const ds = displaySetService.getDisplaySetByUID(rep.segmentationId) || {};
+    return { label: seg.label, visible: rep.visible, labelled,
+      segments: Object.values(seg.segments).filter(Boolean).map(s => s.label),
+      series: ds.SeriesInstanceUID, image: shown.sopInstanceUID };
+  });
+})()"""
 DRAWN = (
     "(() => { const o = document.querySelector('[data-cy=viewport-overlay-bottom-left]');"
     " return !!o && o.innerText.includes('W:') && document.querySelectorAll('canvas').length"
@@ -113,6 +143,52 @@ class OhifPage:
         self.page.click(*self._centre('[data-cy="side-panel-header-left"]'))
         self.settle()
 
+    def expand_study_browser(self) -> None:
+        self.page.click(*self._centre('[data-cy="seriesList-btn"]'))
+        self.page.wait_for(f"document.querySelectorAll('{THUMBNAILS}').length > 0", 60)
+        self.settle()
+
+    def scroll_study_browser_to_end(self) -> None:
+        """Scroll the study browser down to its last series (ours come last)."""
+        self.page.evaluate(
+            f"[...document.querySelectorAll('{THUMBNAILS}')].pop().scrollIntoView(false)"
+        )
+        self.settle(1.0)
+
+    def open_heatmap(self, description: str) -> list[dict]:
+        """Double-click the first thumbnail of a heatmap (SEG) series: OHIF draws it over its
+        source image and, once loaded, asks whether to open it; answer Yes. What its
+        segmentation service then has on the viewport (ON_VIEWPORT), once there is some."""
+        self.page.click(*self._centre(THUMBNAILS, description), count=2)
+        self.page.wait_for(
+            f"document.body.innerText.includes({json.dumps(SEG_PROMPT)})",
+            180,
+            "OHIF to load the Segmentation and ask to open it",
+        )
+        yes = self.page.evaluate(
+            "(() => { const b = [...document.querySelectorAll('button')]"
+            ".find(b => b.innerText.trim() === 'Yes'); const r = b.getBoundingClientRect();"
+            " return [r.x + r.width / 2, r.y + r.height / 2]; })()"
+        )
+        self.page.click(*yes)
+        drawn = self.page.wait_for(
+            f"(() => {{ const s = {ON_VIEWPORT}; return s.length && s; }})()",
+            60,
+            "a segmentation drawn on the viewport",
+        )
+        self.settle()
+        return list(drawn)
+
+    def segment_labels(self) -> list[str]:
+        """Open the segmentation panel: the labels of the segments it lists."""
+        self.page.click(*self._centre('[data-cy="panelSegmentation-btn"]'))
+        self.page.wait_for(f"document.querySelectorAll('{SEGMENTS}').length > 0", 60)
+        self.settle()
+        rows = self.page.evaluate(
+            f"[...document.querySelectorAll('{SEGMENTS}')].map(e => e.innerText)"
+        )
+        return [row.split("\n")[-1] for row in rows]
+
     def screenshot(self, name: str) -> Path:
         png = self.page.screenshot(self.shots / name)
         if os.environ.get(SHOTS_ENV):
@@ -125,22 +201,29 @@ class OhifPage:
 @dataclass(frozen=True)
 class Tour:
     """What `tour` saw: the study browser's series, the viewport over a Secondary Capture,
-    the text our SR draws (one line each), and the screenshots."""
+    the text our SR draws (one line each), what OHIF drew of a heatmap (ON_VIEWPORT) and the
+    segments its panel lists, and the screenshots."""
 
     series: list[str]
     capture: str
     drawn: list[str]
+    heatmap: list[dict]
+    segments: list[str]
     shots: list[Path]
 
 
 def tour(ohif: OhifPage, study_url: str) -> Tour:
-    """Open a screened study, then its first Secondary Capture, then our SR (with the study
-    browser collapsed, so that its text box has room): a screenshot of each."""
+    """Open a screened study (its study browser scrolled down to our series), then its
+    first Secondary Capture, then our SR (with the study browser collapsed, so that its
+    text box has room), then its first heatmap, opened, with the segmentation panel: a
+    screenshot of each. A study that was not flagged has the SR only."""
     ohif.open_study(study_url)
     series = ohif.series()
+    ohif.scroll_study_browser_to_end()
     shots = [ohif.screenshot("ohif_study.png")]
-    capture = ""
-    if any(SC_SERIES_DESCRIPTION in s for s in series):  # flagged studies only
+    flagged = any(SC_SERIES_DESCRIPTION in s for s in series)
+    capture, heatmap, segments = "", [], []
+    if flagged:
         ohif.open_series(SC_SERIES_DESCRIPTION)
         capture = ohif.viewport_text()
         shots.append(ohif.screenshot("ohif_sc.png"))
@@ -148,7 +231,12 @@ def tour(ohif: OhifPage, study_url: str) -> Tour:
     drawn = ohif.drawn_text().splitlines()
     ohif.collapse_study_browser()
     shots.append(ohif.screenshot("ohif_sr.png"))
-    return Tour(series, capture, drawn, shots)
+    if flagged:
+        ohif.expand_study_browser()
+        heatmap = ohif.open_heatmap(HEATMAP_SERIES_DESCRIPTION)
+        segments = ohif.segment_labels()
+        shots.append(ohif.screenshot("ohif_heatmap.png"))
+    return Tour(series, capture, drawn, heatmap, segments, shots)
 
 
 def main(argv: list[str]) -> int:
@@ -158,7 +246,8 @@ def main(argv: list[str]) -> int:
     with Browser.launch() as browser:
         ohif = OhifPage(browser.page(), Path(out))
         seen = tour(ohif, f"{url.rstrip('/')}/viewer?StudyInstanceUIDs={urllib.parse.quote(study)}")
-    print("\n".join([*seen.series, "", seen.capture, "", *seen.drawn]))
+    print("\n".join([*seen.series, "", seen.capture, "", *seen.drawn, "", *seen.segments]))
+    print(json.dumps(seen.heatmap, indent=1))
     print("\n".join(str(p) for p in seen.shots))
     return 0
 

@@ -36,9 +36,10 @@ The recipe, top to bottom (one module per step):
    groups give back the numbers, the model identity and the referenced instances. Values are
    stored as FD beside the DS, so floats round-trip bit for bit.
 5. **Heatmaps** (`heatmap.build_heatmaps`, flagged studies): each view's Grad-CAM map at its
-   source image's Rows × Columns, as a FRACTIONAL Segmentation (or a BINARY one, or a float
-   Parametric Map: `objects.HeatmapFormat`) referencing that image, one series each (9903),
-   for viewers that overlay it on the image.
+   source image's Rows × Columns, as a BINARY Segmentation of its hot region (or a
+   FRACTIONAL one: `objects.HeatmapFormat`) referencing that image, in its plane (a Frame of
+   Reference of its own for a radiograph), one series each (9903), for viewers that overlay
+   it on the image (OHIF does).
 6. **Key images** (`kos.build_kos`, flagged studies): a Key Object Selection document titled
    "Of Interest" naming the flagged study's views and its SR (series 9904).
 7. **Versions**: an SR that supersedes an earlier one of the study (the study's instance set
@@ -102,6 +103,7 @@ from mura_core.results.sr import build_sr, predecessors, read_sr
 from mura_core.results.uids import (
     device_uid,
     digest_result_uid,
+    frame_of_reference_uid,
     instance_set_digest,
     result_uid,
 )
@@ -144,6 +146,7 @@ __all__ = [
     "build_sr",
     "device_uid",
     "digest_result_uid",
+    "frame_of_reference_uid",
     "instance_set_digest",
     "is_own_result",
     "key_objects",

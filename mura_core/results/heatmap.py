@@ -8,18 +8,26 @@ its map at the model's input size):
    and padded into a square (`mura_core.imaging.geometry.pad_box`, the one place of that
    rule); the map's part over the image is cropped and resized (bilinear, float32) to the
    source's Rows × Columns — the only full-size array made, 4 bytes a pixel;
-2. **encoded** as `HeatmapFormat` asks, by highdicom: a FRACTIONAL Segmentation (`seg`: the
-   probability 0–255 per pixel, one segment "AI attention (Grad-CAM)") or a BINARY one
-   (`binary`: the map >= `objects.HOT`). Not a Parametric Map: OHIF overlays one only on a
-   reconstructable volume (its PMAP loader refuses stacks), and highdicom 0.28 cannot build
-   one of a single-frame source without a Frame of Reference (its frame has no dimension
-   index values for the dimension it declares);
-3. **referencing its source image** (Derivation Image and Source Image Sequences, Referenced
-   Series Sequence), pixel-aligned with it (Rows × Columns equal, spatial locations
-   preserved) and without a Frame of Reference: the listing asks the PACS for none, and a
-   projection radiograph has no patient coordinate system to share. highdicom maps one frame
-   of such a source: a multi-frame source is not mapped (`unmappable` says why; its
-   Secondary Capture still shows it);
+2. **encoded** as `HeatmapFormat` asks, by highdicom, one segment "AI attention (Grad-CAM)"
+   (recommended display colour `HEATMAP_RGB`): a BINARY Segmentation (`binary`, the
+   default: the map >= `objects.HOT`), which OHIF 3.13 overlays, or a FRACTIONAL one
+   (`fractional`: the probability 0–255 per pixel), which OHIF 3.13's loader refuses
+   ("Fractional segmentations are not yet supported": it takes only 0/maximum). Not a
+   Parametric Map: OHIF overlays one only on a reconstructable volume (its PMAP loader
+   refuses stacks), and highdicom 0.28 cannot build one of a single-frame source without a
+   Frame of Reference (its frame has no dimension index values for the dimension it
+   declares);
+3. **in a plane, referencing its source image** (`in_a_plane`): pixel-aligned with it (Rows
+   × Columns equal; Derivation Image and Source Image Sequences with spatial locations
+   preserved, Referenced Series Sequence), and with the plane OHIF's SEG loader needs to
+   place a frame (Plane Orientation, Plane Position and Pixel Measures functional groups:
+   without Pixel Measures its SEG viewport throws, without an orientation its loader does).
+   A source in a patient coordinate system lends its own; a projection radiograph has none
+   (the listing asks the PACS for none either), so the heatmap gets a Frame of Reference of
+   its own, one per source image, in which the source's plane is the identity orientation
+   at the origin — what OHIF assumes of an image without one — with nominal 1 mm pixels
+   where the listing gives no spacing. highdicom maps one frame of a source: a multi-frame
+   source is not mapped (`unmappable` says why; its Secondary Capture still shows it);
 4. **one series per heatmap** (a viewer shows one overlay object per series), numbered as its
    image in the study, UIDs deterministic like the SR's (`result_uid` "heatmap-series" /
    "heatmap", index = the image's number): a re-run stores the same objects.
@@ -51,9 +59,21 @@ from mura_core.results.content import (
 )
 from mura_core.results.equipment import ai_equipment, source_header
 from mura_core.results.objects import HOT, HeatmapFormat
-from mura_core.results.uids import device_uid, result_uid
+from mura_core.results.uids import device_uid, frame_of_reference_uid, result_uid
 
 CONTENT_LABEL = "GRAD_CAM"
+# The segment's recommended display colour: the hot end of a Grad-CAM colour map (a viewer
+# without one picks its own, and OHIF says so in a notice)
+HEATMAP_RGB = (255, 64, 0)
+# The plane of a source without one: rows along +x, columns along +y, the first pixel at the
+# origin — what OHIF (and Cornerstone) assume for an image without Image Orientation/Position
+SOURCE_PLANE_ORIENTATION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+SOURCE_PLANE_POSITION = (0.0, 0.0, 0.0)
+# mm, where the listed header gives none: a radiograph's listing has no spacing, and
+# highdicom reads a Pixel Measures item back only with both Pixel Spacing and Slice Thickness
+NOMINAL_PIXEL_SPACING = (1.0, 1.0)
+NOMINAL_SLICE_THICKNESS = 1.0
+_PLANE = ("FrameOfReferenceUID", "ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing")
 
 
 def unmappable(source: pydicom.Dataset) -> str | None:
@@ -77,6 +97,28 @@ def map_at_source(cam: np.ndarray, rows: int, columns: int) -> np.ndarray:
     return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
 
 
+def in_a_plane(header: pydicom.Dataset) -> pydicom.Dataset:
+    """The source header highdicom builds a heatmap from, placed in a plane: as it is when
+    it has one (Frame of Reference, Image Orientation and Position (Patient), Pixel
+    Spacing); else (a projection radiograph) in a plane defined for it: a Frame of Reference
+    of its own (`frame_of_reference_uid`), `SOURCE_PLANE_ORIENTATION` at
+    `SOURCE_PLANE_POSITION`, its Pixel Spacing (else Imager Pixel Spacing, else nominal).
+    highdicom writes them into the Segmentation (Frame of Reference module, Plane
+    Orientation, Plane Position and Pixel Measures functional groups) and finds the source
+    pixel-aligned with it (Derivation Image Sequence, spatial locations preserved): what
+    OHIF's SEG loader needs to place the map on its image. `header` is a copy (source_header):
+    input to highdicom, like the Type 2 attributes source_header adds."""
+    header.SliceThickness = header.get("SliceThickness") or NOMINAL_SLICE_THICKNESS
+    if all(keyword in header for keyword in _PLANE):
+        return header
+    spacing = header.get("PixelSpacing") or header.get("ImagerPixelSpacing")
+    header.FrameOfReferenceUID = frame_of_reference_uid(str(header.SOPInstanceUID))
+    header.ImageOrientationPatient = list(SOURCE_PLANE_ORIENTATION)
+    header.ImagePositionPatient = list(SOURCE_PLANE_POSITION)
+    header.PixelSpacing = list(spacing or NOMINAL_PIXEL_SPACING)
+    return header
+
+
 def _algorithm(model: ModelIdentity) -> hd.AlgorithmIdentificationSequence:
     return hd.AlgorithmIdentificationSequence(
         name=model.name,
@@ -97,6 +139,7 @@ def _segmentation(
         segmented_property_type=FINDING_TYPE,
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
         algorithm_identification=_algorithm(model),
+        display_color=hd.color.CIELabColor.from_rgb(*HEATMAP_RGB),
     )
     return hd.seg.Segmentation(
         source_images=[header],
@@ -120,7 +163,7 @@ def _heatmap(
     number: int,
     uid: partial[str],
 ) -> hd.seg.Segmentation:
-    header = source_header(picture.source)
+    header = in_a_plane(source_header(picture.source))
     heat = map_at_source(picture.cam, int(header.Rows), int(header.Columns))
     common: dict[str, Any] = dict(
         series_instance_uid=uid("heatmap-series", number),
@@ -145,7 +188,7 @@ def build_heatmaps(
     finding: StudyFinding,
     model: ModelIdentity,
     pictures: Sequence[ScPicture],
-    fmt: HeatmapFormat = HeatmapFormat.SEG,
+    fmt: HeatmapFormat = HeatmapFormat.BINARY,
 ) -> list[hd.seg.Segmentation]:
     """One heatmap per picture of a flagged study whose source can be mapped (`unmappable`),
     numbered as its image in the study (`finding.images` order)."""

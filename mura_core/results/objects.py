@@ -7,9 +7,10 @@ studies), `heatmap` (the Grad-CAM map as a DICOM object over its source image, f
 studies), `kos` (a Key Object Selection naming the flagged study's views). An unknown name is
 a one-line `ConfigError`.
 
-`HeatmapFormat`: `seg` a FRACTIONAL Segmentation (probability 0–255 per pixel: the map
-itself), `binary` a BINARY Segmentation of the map's hot region (>= HOT: what a viewer that
-loads only binary segments, OHIF 3.x, overlays).
+`HeatmapFormat`: `binary` (the default) a BINARY Segmentation of the map's hot region
+(>= HOT), which OHIF 3.13 overlays on the image; `fractional` a FRACTIONAL Segmentation, the
+map itself (probability 0–255 per pixel), for tools that read one (highdicom does): OHIF
+3.13's SEG loader refuses it ("Fractional segmentations are not yet supported").
 """
 
 from __future__ import annotations
@@ -60,8 +61,8 @@ class ResultObjects:
 class HeatmapFormat(StrEnum):
     """How a heatmap is encoded (see the module docstring)."""
 
-    SEG = "seg"
     BINARY = "binary"
+    FRACTIONAL = "fractional"
 
     @classmethod
     def parse(cls, text: str) -> HeatmapFormat:

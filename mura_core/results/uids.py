@@ -63,6 +63,12 @@ def digest_result_uid(
     return _hash_uid("mura-screen/result/v1", study, digest, model_version, kind, index)
 
 
+def frame_of_reference_uid(source_sop_uid: str) -> str:
+    """The Frame of Reference our heatmaps of one source image define when the source has
+    none (a projection radiograph): one per source image, whatever the model or version."""
+    return _hash_uid("mura-screen/frame-of-reference/v1", clean_uid(source_sop_uid))
+
+
 def device_uid(model: ModelIdentity) -> str:
     """The model's Device UID (IHE AI Results): one per model name and version."""
     return _hash_uid("mura-screen/device/v1", model.name, model.version)

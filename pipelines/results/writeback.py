@@ -105,7 +105,7 @@ class WriteBackChoice:
     encoding (`--heatmap-format`)."""
 
     objects: ResultObjects = ResultObjects()
-    heatmap: HeatmapFormat = HeatmapFormat.SEG
+    heatmap: HeatmapFormat = HeatmapFormat.BINARY
 
 
 @dataclass(frozen=True)

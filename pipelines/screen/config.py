@@ -48,7 +48,7 @@ class ScreenConfig:
     write_back: str | None = None  # store results as DICOM: a PACS address, "" = the source
     outbox: Path | None = None  # results not yet stored (default: per destination)
     write_back_objects: ResultObjects = ResultObjects()  # which of SR, SC, heatmap, KOS
-    heatmap_format: HeatmapFormat = HeatmapFormat.SEG  # FRACTIONAL or BINARY Segmentation
+    heatmap_format: HeatmapFormat = HeatmapFormat.BINARY  # BINARY or FRACTIONAL Segmentation
     notify: NotifyConfig | None = None  # tell a worklist (HL7 v2 / FHIR) each study's finding
     checkpoint_every: int = 1000  # image scores written to OUT/.scores every N (resumable)
     bands: Bands = field(default_factory=Bands)  # when a monitoring figure alerts

@@ -91,6 +91,46 @@ def test_map_at_source_is_the_image_part_of_the_map_at_rows_by_columns() -> None
         r.map_at_source(np.zeros((4, 5), np.float32), rows, columns)
 
 
+def _in_a_plane_of_its_own(seg: hd.seg.Segmentation, header: pydicom.Dataset) -> None:
+    """A heatmap of a source without a plane (a radiograph): a Frame of Reference of its own,
+    one per source image, the identity orientation at the origin, nominal 1 mm pixels, and
+    its one frame derived from the source with spatial locations preserved (what OHIF's SEG
+    loader needs to overlay it; without Pixel Measures its SEG viewport throws)."""
+    assert "FrameOfReferenceUID" not in header
+    assert seg.FrameOfReferenceUID == r.frame_of_reference_uid(str(header.SOPInstanceUID))
+    (shared,) = seg.SharedFunctionalGroupsSequence
+    orientation = shared.PlaneOrientationSequence[0].ImageOrientationPatient
+    assert [float(v) for v in orientation] == [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    assert [float(v) for v in shared.PixelMeasuresSequence[0].PixelSpacing] == [1.0, 1.0]
+    (frame,) = seg.PerFrameFunctionalGroupsSequence
+    position = frame.PlanePositionSequence[0].ImagePositionPatient
+    assert [float(v) for v in position] == [0.0, 0.0, 0.0]
+    (derivation,) = frame.DerivationImageSequence
+    (source,) = derivation.SourceImageSequence
+    assert source.ReferencedSOPInstanceUID == header.SOPInstanceUID
+    assert source.SpatialLocationsPreserved == "YES"
+
+
+def test_a_source_with_a_plane_keeps_it_in_its_heatmap(study) -> None:
+    """A source in a patient coordinate system (a CT-like header): the heatmap is in its
+    Frame of Reference, at its orientation, position and spacing."""
+    study_uid, headers = study
+    placed = deepcopy(headers[0])
+    placed.FrameOfReferenceUID = "1.2.3.4.5"
+    placed.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]
+    placed.ImagePositionPatient = [10, -20, 30]
+    placed.PixelSpacing = [0.25, 0.5]
+    finding = _finding(study_uid, [placed])
+    (seg,) = r.build_heatmaps(finding, MODEL, _pictures([placed]))
+    assert seg.FrameOfReferenceUID == "1.2.3.4.5"
+    (shared,) = seg.SharedFunctionalGroupsSequence
+    orientation = shared.PlaneOrientationSequence[0].ImageOrientationPatient
+    assert [float(v) for v in orientation] == [0, 1, 0, 0, 0, -1]
+    assert [float(v) for v in shared.PixelMeasuresSequence[0].PixelSpacing] == [0.25, 0.5]
+    position = seg.PerFrameFunctionalGroupsSequence[0].PlanePositionSequence[0]
+    assert [float(v) for v in position.ImagePositionPatient] == [10, -20, 30]
+
+
 @pytest.mark.parametrize("fmt", list(r.HeatmapFormat))
 def test_heatmaps_are_segmentations_over_their_source_images(
     study, tmp_path: Path, fmt: r.HeatmapFormat
@@ -102,9 +142,9 @@ def test_heatmaps_are_segmentations_over_their_source_images(
     series = set()
     for number, (header, built) in enumerate(zip(headers, maps, strict=True), 1):
         seg = hd.seg.segread(_round_trip(built, tmp_path / f"seg{number}.dcm"))
-        assert seg.SegmentationType == ("FRACTIONAL" if fmt is r.HeatmapFormat.SEG else "BINARY")
+        assert seg.SegmentationType == fmt.name
         assert (seg.Rows, seg.Columns) == (header.Rows, header.Columns)
-        assert "FrameOfReferenceUID" not in seg  # pixel-aligned, as its source has none
+        _in_a_plane_of_its_own(seg, header)
         assert seg.get_source_image_uids() == [
             (study_uid, str(header.SeriesInstanceUID), str(header.SOPInstanceUID))
         ]
@@ -122,7 +162,7 @@ def test_heatmaps_are_segmentations_over_their_source_images(
         (segment,) = seg.SegmentSequence
         assert segment.SegmentLabel == "AI attention (Grad-CAM)"
         pixels = seg.pixel_array.astype(np.float64)
-        if fmt is r.HeatmapFormat.SEG:
+        if fmt is r.HeatmapFormat.FRACTIONAL:
             assert seg.MaximumFractionalValue == 255
             pixels /= 255.0
         rows, cols = pixels.shape
@@ -213,7 +253,8 @@ def test_write_back_objects_and_heatmap_format_parse_with_one_line_errors() -> N
     with pytest.raises(ConfigError, match="nothing named"):
         r.ResultObjects.parse(" , ")
     assert r.HeatmapFormat.parse("Binary") is r.HeatmapFormat.BINARY
-    with pytest.raises(ConfigError, match="use one of seg, binary"):
+    assert r.HeatmapFormat.parse("fractional") is r.HeatmapFormat.FRACTIONAL
+    with pytest.raises(ConfigError, match="use one of binary, fractional"):
         r.HeatmapFormat.parse("pmap")
 
 

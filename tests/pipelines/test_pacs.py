@@ -32,15 +32,21 @@ from mura_core.pacs.address import PacsAuth, PacsQuery
 from mura_core.pacs.client import PacsOptions
 from mura_core.privacy import ACCESSION, Pseudonymizer, read_reidentify
 from mura_core.results import (
+    HEATMAP_SERIES_DESCRIPTION,
+    HEATMAP_SERIES_NUMBER,
+    KOS_SERIES_DESCRIPTION,
+    KOS_SERIES_NUMBER,
     SC_SERIES_DESCRIPTION,
     SC_SERIES_NUMBER,
     SR_SERIES_DESCRIPTION,
     ResultObjects,
     SrContent,
+    frame_of_reference_uid,
     key_objects,
     own_result_kind,
     read_sr,
 )
+from mura_core.results.content import HEATMAP_LABEL
 from mura_core.results.history import study_history
 from mura_core.shards import REIDENTIFY_FILE
 from mura_core.synth import SynthArchive
@@ -50,7 +56,7 @@ from pipelines.screen.result import ScreenResult
 from pipelines.screen.run import run_screen
 from tests.cdp import Browser
 from tests.conftest import load_into
-from tests.ohif import OhifPage, tour, viewer_or_skip
+from tests.ohif import OhifPage, Tour, tour, viewer_or_skip
 from tests.pipelines.test_screen import random_bundle
 from tests.pipelines.worklist import MllpReceiver
 
@@ -254,8 +260,9 @@ def test_write_back_stores_one_sr_per_study_and_captures_for_flagged_ones_once(
 def _heatmaps_and_key_images_name_the_flagged_views(
     results: dict[str, list[pydicom.Dataset]], sources: dict[str, pydicom.Dataset]
 ) -> None:
-    """Per flagged study (its SR says so): a FRACTIONAL Segmentation over each scored view,
-    at the view's Rows x Columns, and a key-object document naming the views and the SR."""
+    """Per flagged study (its SR says so): a BINARY Segmentation (the default) over each
+    scored view, at the view's Rows x Columns, in the plane of a Frame of Reference of its own
+    (the views have none), and a key-object document naming the views and the SR."""
     srs = {str(ds.StudyInstanceUID): (str(ds.SOPInstanceUID), read_sr(ds)) for ds in results["sr"]}
     views = {
         study: sorted(i.sop_instance_uid for i in sr.images)
@@ -265,10 +272,13 @@ def _heatmaps_and_key_images_name_the_flagged_views(
     mapped: dict[str, list[str]] = {}
     for ds in results["heatmap"]:
         seg = hd.seg.Segmentation.from_dataset(ds)
-        assert seg.SegmentationType == "FRACTIONAL" and seg.MaximumFractionalValue == 255
+        assert seg.SegmentationType == "BINARY"
         ((study, series, sop),) = seg.get_source_image_uids()
         source = sources[sop]
         assert (seg.Rows, seg.Columns) == (source.Rows, source.Columns)
+        assert "FrameOfReferenceUID" not in source
+        assert seg.FrameOfReferenceUID == frame_of_reference_uid(sop)
+        assert "PlaneOrientationSequence" in seg.SharedFunctionalGroupsSequence[0]
         assert (study, series) == (str(seg.StudyInstanceUID), str(source.SeriesInstanceUID))
         assert seg.PatientID == source.PatientID
         mapped.setdefault(study, []).append(sop)
@@ -417,15 +427,30 @@ def _two_places(value: float) -> str:
     return str(Decimal(repr(value)).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
 
 
+def _heatmap_seen(server, seen: Tour) -> None:
+    """What OHIF drew of the heatmap it opened is that SEG, over the view it was made of:
+    one labelmap on the viewport, shown, with as many pixels set as the SEG has (some), its
+    segment listed by the segmentation panel."""
+    (drawn,) = seen.heatmap
+    assert drawn["visible"] and drawn["label"] == HEATMAP_SERIES_DESCRIPTION, drawn
+    assert drawn["segments"] == seen.segments == [HEATMAP_LABEL], (drawn, seen.segments)
+    stored = {str(ds.SeriesInstanceUID): ds for ds in _results_in(server)["heatmap"]}
+    seg = hd.seg.Segmentation.from_dataset(stored[drawn["series"]])
+    ((_, _, sop),) = seg.get_source_image_uids()
+    assert drawn["image"] == sop, drawn
+    assert drawn["labelled"] == np.count_nonzero(seg.pixel_array) > 0, drawn
+
+
 @pytest.mark.slow
-def test_seen_in_ohif_the_images_our_sr_and_the_secondary_captures(
+def test_seen_in_ohif_the_images_our_sr_the_secondary_captures_and_a_heatmap(
     pacs, written_back: WrittenBack, tmp_path: Path
 ) -> None:
     """A flagged study after the write-back, in OHIF Viewer v3 (jobs.ohif serving it against
     this Orthanc) in headless Chromium: its first image is drawn, the study browser lists
-    our SR series and the SC series with one capture per image, an SC opens, and the SR
-    draws the finding, probability, threshold and model over the image. The screenshots
-    land in tmp_path (and in $MURA_OHIF_SHOTS: docs/img)."""
+    our SR series, the SC series with one capture per image, the KOS series and a heatmap
+    series per image; an SC opens, the SR draws the finding, probability, threshold and
+    model over the image, and a heatmap opens over its view (`_heatmap_seen`). The
+    screenshots land in tmp_path (and in $MURA_OHIF_SHOTS: docs/img)."""
     dist = viewer_or_skip()
     ds, sr = _flagged_sr(pacs)
     auth = PacsAuth(pacs.cfg.username, pacs.cfg.password)
@@ -434,8 +459,17 @@ def test_seen_in_ohif_the_images_our_sr_and_the_secondary_captures(
     assert any(SR_SERIES_DESCRIPTION in s for s in seen.series), seen.series
     captures = f"{SC_SERIES_DESCRIPTION} | S:{SC_SERIES_NUMBER} | {len(sr.images)}"
     assert any(captures in s for s in seen.series), seen.series
+    heatmaps = f"SEG | {HEATMAP_SERIES_DESCRIPTION} | S:{HEATMAP_SERIES_NUMBER} | 1"
+    assert sum(s == heatmaps for s in seen.series) == len(sr.images), seen.series
+    assert any(f"KO | {KOS_SERIES_DESCRIPTION} | S:{KOS_SERIES_NUMBER}" in s for s in seen.series)
     assert SC_SERIES_DESCRIPTION in seen.capture
     assert f"Abnormal (AI: {sr.model.label}): " in seen.drawn, seen.drawn
     assert f"Probability: {_two_places(sr.probability)} 1" in seen.drawn, seen.drawn
     assert f"Threshold Value: {_two_places(sr.threshold)} 1" in seen.drawn, seen.drawn
-    assert len(seen.shots) == 3
+    _heatmap_seen(pacs, seen)
+    assert [p.name for p in seen.shots] == [
+        "ohif_study.png",
+        "ohif_sc.png",
+        "ohif_sr.png",
+        "ohif_heatmap.png",
+    ]
