@@ -311,68 +311,131 @@ def bootstrap_auroc(
     return float(roc_auc_score(labels, probs)), float(low), float(high)
 
 
-def train(cfg: Config, data: Data) -> dict[str, Any]:
-    """Train one configuration; the JSON record of steps 3-5."""
-    torch.set_num_threads(THREADS)
-    torch.set_flush_denormal(True)  # denormal floats slow CPU convolutions many times over
-    torch.manual_seed(cfg.seed)  # model init, dropout / stochastic depth
-    generator = torch.Generator().manual_seed(cfg.seed)
-    train_idx = data.index["train"]
-    train_x, train_y = data.images[train_idx], data.labels[train_idx]
-    val_x, val_y = data.images[data.index["val"]], data.labels[data.index["val"]]
-    model = build_model(cfg.model, size=cfg.size, in_channels=cfg.in_channels)
-    optimizer = _optimizer(cfg, model)
-    steps = math.ceil(len(train_idx) / cfg.batch_size)
-    scheduler = (
-        warmup_cosine(
-            optimizer, epochs=cfg.epochs, steps_per_epoch=steps, warmup_epochs=cfg.warmup_epochs
+@dataclass
+class Trainer:
+    """One configuration's model and what steps with it (optimizer, schedule, EMA)."""
+
+    cfg: Config
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    ema: ModelEMA
+    weights: tuple[float, float] | None
+    generator: torch.Generator
+
+    @classmethod
+    def start(cls, cfg: Config, train_y: np.ndarray) -> Trainer:
+        torch.set_num_threads(THREADS)
+        torch.set_flush_denormal(True)  # denormal floats slow CPU convolutions many times over
+        torch.manual_seed(cfg.seed)  # model init, dropout / stochastic depth
+        model = build_model(cfg.model, size=cfg.size, in_channels=cfg.in_channels)
+        optimizer = _optimizer(cfg, model)
+        steps = math.ceil(len(train_y) / cfg.batch_size)
+        scheduler = (
+            warmup_cosine(
+                optimizer, epochs=cfg.epochs, steps_per_epoch=steps, warmup_epochs=cfg.warmup_epochs
+            )
+            if cfg.schedule == "warmup_cosine"
+            else None
         )
-        if cfg.schedule == "warmup_cosine"
-        else None
-    )
-    ema = ModelEMA(model, decay=cfg.ema_decay)
-    weights = _class_weights(train_y) if cfg.imbalance == "weighted" else None
-    preset = cfg.preset()
-    labels_t = torch.from_numpy(train_y).float()
-    history: list[dict[str, float]] = []
-    best: dict[str, tuple[float, int, dict[str, torch.Tensor]]] = {}
-    started = time.perf_counter()
-    for epoch in range(1, cfg.epochs + 1):
-        epoch_start = time.perf_counter()
-        model.train()
-        order = _epoch_order(cfg, train_y, generator)
+        weights = _class_weights(train_y) if cfg.imbalance == "weighted" else None
+        generator = torch.Generator().manual_seed(cfg.seed)
+        return cls(
+            cfg,
+            model,
+            optimizer,
+            scheduler,
+            ModelEMA(model, decay=cfg.ema_decay),
+            weights,
+            generator,
+        )
+
+    def one_epoch(self, train_x: torch.Tensor, train_y: np.ndarray) -> tuple[float, int]:
+        """One pass in this epoch's order: (summed loss, images seen)."""
+        cfg, started = self.cfg, time.perf_counter()
+        preset, labels = cfg.preset(), torch.from_numpy(train_y).float()
+        self.model.train()
+        order = _epoch_order(cfg, train_y, self.generator)
         loss_sum, seen = 0.0, 0
         for i in range(0, len(order), cfg.batch_size):
             pick = order[i : i + cfg.batch_size]
             if len(pick) < 2:  # BatchNorm needs two images
                 continue
-            x = preset(train_x[pick], generator)
-            y = labels_t[pick]
-            loss = _loss(model(x).float(), y, weights)
-            optimizer.zero_grad(set_to_none=True)
+            loss = _loss(
+                self.model(preset(train_x[pick], self.generator)).float(),
+                labels[pick],
+                self.weights,
+            )
+            self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            ema.update(model)
+            self.optimizer.step()
+            if self.scheduler is not None:
+                self.scheduler.step()
+            self.ema.update(self.model)
             loss_sum += float(loss.detach()) * len(pick)
             seen += len(pick)
             if (i // cfg.batch_size) % 30 == 29:
-                print(f"    {seen} images, {time.perf_counter() - epoch_start:.0f} s", flush=True)
-        train_seconds = time.perf_counter() - epoch_start
+                print(f"    {seen} images, {time.perf_counter() - started:.0f} s", flush=True)
+        return loss_sum, seen
+
+
+Best = dict[str, tuple[float, int, dict[str, torch.Tensor]]]  # variant: (val AUROC, epoch, state)
+
+
+def _validate(
+    trainer: Trainer, val: tuple[torch.Tensor, np.ndarray], row: dict, best: Best, epoch: int
+) -> None:
+    """The raw and EMA weights on val, into `row`; each variant's best state kept in `best`."""
+    for variant, net in (("raw", trainer.model), ("ema", trainer.ema.module)):
+        metrics = _val_metrics(predict(net, val[0], trainer.cfg), val[1])
+        row[f"val_auroc_{variant}"] = metrics["auroc"]
+        row[f"val_loss_{variant}"] = metrics["loss"]
+        if variant not in best or metrics["auroc"] > best[variant][0]:
+            state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+            best[variant] = (metrics["auroc"], epoch, state)
+
+
+def _test(trainer: Trainer, best: Best, data: Data) -> dict[str, dict[str, Any]]:
+    """Each variant's best weights, with and without flip TTA, on test (bootstrap CI)."""
+    cfg = trainer.cfg
+    test_x, test_y = data.images[data.index["test"]], data.labels[data.index["test"]]
+    val_x, val_y = data.images[data.index["val"]], data.labels[data.index["val"]]
+    results: dict[str, Any] = {}
+    for variant, (val_auc, epoch, state) in best.items():
+        net = copy.deepcopy(trainer.model)
+        net.load_state_dict(state)
+        for tta in (False, True):
+            evaluated = FlipTTA(net) if tta else net
+            auc, low, high = bootstrap_auroc(test_y, predict(evaluated, test_x, cfg), cfg.seed)
+            results[variant + ("+tta" if tta else "")] = {
+                "best_epoch": epoch,
+                "val_auroc": val_auc,
+                "val_auroc_this": _val_metrics(predict(evaluated, val_x, cfg), val_y)["auroc"],
+                "test_auroc": auc,
+                "test_ci95": [low, high],
+            }
+    return results
+
+
+def train(cfg: Config, data: Data) -> dict[str, Any]:
+    """Train one configuration; the JSON record of steps 3-5."""
+    train_idx = data.index["train"]
+    train_x, train_y = data.images[train_idx], data.labels[train_idx]
+    val = (data.images[data.index["val"]], data.labels[data.index["val"]])
+    trainer = Trainer.start(cfg, train_y)
+    history: list[dict[str, float]] = []
+    best: Best = {}
+    started = time.perf_counter()
+    for epoch in range(1, cfg.epochs + 1):
+        epoch_start = time.perf_counter()
+        loss_sum, seen = trainer.one_epoch(train_x, train_y)
         row: dict[str, float] = {
             "epoch": epoch,
-            "lr": optimizer.param_groups[0]["lr"],
+            "lr": trainer.optimizer.param_groups[0]["lr"],
             "train_loss": loss_sum / max(seen, 1),
-            "train_seconds": train_seconds,
+            "train_seconds": time.perf_counter() - epoch_start,
         }
-        for variant, net in (("raw", model), ("ema", ema.module)):
-            metrics = _val_metrics(predict(net, val_x, cfg), val_y)
-            row[f"val_auroc_{variant}"] = metrics["auroc"]
-            row[f"val_loss_{variant}"] = metrics["loss"]
-            if variant not in best or metrics["auroc"] > best[variant][0]:
-                state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-                best[variant] = (metrics["auroc"], epoch, state)
+        _validate(trainer, val, row, best, epoch)
         row["epoch_seconds"] = time.perf_counter() - epoch_start
         history.append(row)
         print(
@@ -384,23 +447,7 @@ def train(cfg: Config, data: Data) -> dict[str, Any]:
         stale = min(epoch - best[v][1] for v in best)
         if cfg.patience is not None and stale >= cfg.patience:
             break
-    test_x, test_y = data.images[data.index["test"]], data.labels[data.index["test"]]
-    results: dict[str, Any] = {}
-    for variant, (val_auc, epoch, state) in best.items():
-        net = copy.deepcopy(model)
-        net.load_state_dict(state)
-        for tta in (False, True):
-            evaluated = FlipTTA(net) if tta else net
-            auc, low, high = bootstrap_auroc(test_y, predict(evaluated, test_x, cfg), cfg.seed)
-            name = variant + ("+tta" if tta else "")
-            results[name] = {
-                "best_epoch": epoch,
-                "val_auroc": val_auc,
-                "val_auroc_this": _val_metrics(predict(evaluated, val_x, cfg), val_y)["auroc"],
-                "test_auroc": auc,
-                "test_ci95": [low, high],
-            }
-    seconds = time.perf_counter() - started
+    results = _test(trainer, best, data)
     return {
         "config": dataclasses.asdict(cfg),
         "headline": cfg.variant,
@@ -414,7 +461,7 @@ def train(cfg: Config, data: Data) -> dict[str, Any]:
             **{f"{k}_fractured": int(data.labels[v].sum()) for k, v in data.index.items()},
             "skipped_undecodable": data.skipped,
         },
-        "seconds": seconds,
+        "seconds": time.perf_counter() - started,
         "seconds_per_epoch": float(np.mean([h["epoch_seconds"] for h in history])),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
