@@ -6,7 +6,8 @@ Orthanc counts for itself: a Lua `IncomingHttpRequestFilter` appends every HTTP 
 archive, with a threshold that flags about half of its studies, must ask WADO-RS for each
 source instance exactly once, and still store an SR per study and a Secondary Capture per
 image of every flagged study (and a heatmap, made from the same map), with the report
-showing the flagged studies' pictures. The same run tells a worklist each study's finding
+showing the flagged studies' pictures and MLflow the objects stored, counted by kind
+(`write_back.*`). The same run tells a worklist each study's finding
 by FHIR R4 (`--notify fhir+https://…` to an http.server over TLS with a self-signed
 certificate, `--notify-token FILE`): one transaction Bundle per study, validated with
 fhir.resources, naming the study's accession number, which goes nowhere else, and the
@@ -145,6 +146,15 @@ def test_a_write_back_screening_fetches_each_instance_once(
     shown = min(len(flagged), 12)
     assert html.count('alt="CAM overlay') >= shown  # every flagged study's pictures
     assert not (out / ".scores").exists()  # the kept pixels went with the scores
+    with sqlite3.connect(tmp_path / "mlflow.db") as con:  # MLflow: the objects, counted
+        logged = dict(con.execute("select key, value from metrics where key like 'write_back.%'"))
+    views = sum(s["images"] for s in flagged)
+    assert logged == {
+        **{"write_back.studies": len(studies), "write_back.reports": len(studies)},
+        **{"write_back.captures": views, "write_back.heatmaps": views},
+        **{"write_back.key_objects": len(flagged), "write_back.versions": 0},
+        **{"write_back.failed": 0, "write_back.outbox_pending": 0},
+    }
 
     _told_the_worklist(out, fhir_tls, instances, tmp_path / "mlflow.db")
     printed = capfd.readouterr()
