@@ -286,7 +286,7 @@ def first_flagged_study(screened: ScreenResult) -> str | None:
     return studies.get(first) if first is not None else None
 
 
-def _on_sigterm(signum: int, frame: object) -> None:
+def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
@@ -296,7 +296,9 @@ def _view(pacs: Orthanc, screened: ScreenResult, dist: Path) -> None:
     done_with_ray()
     study = first_flagged_study(screened)
     auth = PacsAuth(pacs.cfg.username, pacs.cfg.password)
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    # SIGINT too: Ray Train's fit() leaves a handler of its own behind, which would try to
+    # abort a training long gone (starting a new Ray to ask) instead of stopping the viewer
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with start_viewer(pacs.dicomweb, auth, dist=dist) as viewer:
             console.print(f"\n[demo] OHIF Viewer v3 at {viewer.url}/ (the demo's PACS)")
@@ -310,7 +312,8 @@ def _view(pacs: Orthanc, screened: ScreenResult, dist: Path) -> None:
     except KeyboardInterrupt:
         console.note("viewer stopped; stopping the PACS")
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _compare(out: Path, tracking: str, trained: list[TrainResult]) -> str:
