@@ -7,14 +7,25 @@ seed CNN and a short DenseNet-169 run (random init: no ImageNet weights offline)
 only, compared and the better promoted to @champion, which then screens a fresh incoming
 archive. It ends with a summary: each stage's time, both models' study-level figures, the
 champion, the flagged studies, and where the report and the MLflow store are.
+
+With `--pacs` the incoming studies go through a throwaway Orthanc (loaded, screened by
+DICOMweb, the results written back); with `--pacs --viewer`, once the summary is printed,
+OHIF Viewer v3 is served in front of that Orthanc (`jobs.ohif.start_viewer`, fetched once
+before any work), the URL of the first flagged study is printed, and the demo waits for
+Ctrl-C or SIGTERM, then stops the viewer and the Orthanc (its Ray is shut down before the
+wait: a browsing user needs none of it).
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+import pyarrow.parquet as pq
 
 from jobs.common import progress
 from jobs.demo_orthanc import (
@@ -24,17 +35,22 @@ from jobs.demo_orthanc import (
     orthanc_binary,
     start_orthanc,
 )
+from jobs.ohif import OHIF_VERSION, cache_root, cached_dist, ohif_dist, start_viewer
 from mura_core.archive import format_summary, list_archive
 from mura_core.body_parts import BodyPart
+from mura_core.errors import ConfigError
 from mura_core.pacs.address import PacsAuth
 from mura_core.pacs.client import PacsOptions
+from mura_core.privacy import read_reidentify
 from mura_core.recipes import Recipe, recipe
+from mura_core.shards import REIDENTIFY_FILE
 from mura_core.synth import SynthConfig, synthesize
 from pipelines.ingest import IngestConfig, format_result, run_ingest
 from pipelines.registry.promote import promote
 from pipelines.registry.runs import DEFAULT_ALIAS, DEFAULT_METRIC, load_runs
 from pipelines.registry.runs_table import format_table, plot
 from pipelines.registry.tracking import tracking_client
+from pipelines.runtime.cluster import done_with_ray
 from pipelines.runtime.console import console
 from pipelines.screen.config import ScreenConfig
 from pipelines.screen.result import ScreenResult
@@ -49,6 +65,9 @@ DESCRIPTION = (
     "and a short DenseNet-169 run with Ray Train (logged and registered in a local SQLite "
     "MLflow store), compare them and promote the better to @champion, then screen a fresh "
     "synthetic 'incoming' archive with the champion into a report, and print a summary. "
+    "With --pacs the incoming studies go through a throwaway Orthanc PACS and the results "
+    "are written back into it; with --pacs --viewer, OHIF Viewer v3 then shows them (the "
+    "first flagged study's URL is printed) until Ctrl-C, which stops the viewer and the PACS. "
     "Everything goes under --out; re-running reuses the archives."
 )
 DEMO_PARTS = (BodyPart.FOREARM, BodyPart.HUMERUS)
@@ -72,6 +91,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "orthanc and orthanc-dicomweb): DICOM loaded into it, screened by DICOMweb, results "
         "written back as DICOM SR, Secondary Captures, heatmaps and key images; the PACS is "
         "stopped at the end",
+    )
+    p.add_argument(
+        "--viewer",
+        action="store_true",
+        help="with --pacs: once the demo is done, serve OHIF Viewer v3 on 127.0.0.1 in front "
+        "of its Orthanc (as `mura viewer` does; OHIF is fetched once with npm, ~50 MB, into "
+        "~/.cache/mura/ohif, before any work), print the URL of the first flagged study and "
+        "wait; Ctrl-C stops the viewer and the Orthanc",
     )
 
 
@@ -176,12 +203,29 @@ def figures(result: TrainResult) -> str:
     return f"test study AUROC {auroc}, kappa {kappa}{ci}"
 
 
-def command(args: argparse.Namespace) -> int:
+def _checks(args: argparse.Namespace) -> Path | None:
+    """What the flags need, before any work: --viewer needs --pacs, --pacs needs Orthanc,
+    --viewer OHIF (fetched now, once). OHIF's `dist/` with --viewer, else None."""
+    if args.viewer and not args.pacs:
+        raise ConfigError(
+            "--viewer needs --pacs: the viewer shows the demo's PACS (mura demo --pacs --viewer)"
+        )
     if args.pacs and orthanc_binary() is None:
         raise OrthancError(
             "mura demo --pacs needs Orthanc and its DICOMweb plugin: "
             "apt-get install orthanc orthanc-dicomweb (or run the demo without --pacs)"
         )
+    if not args.viewer:
+        return None
+    if cached_dist() is None:
+        console.note(
+            f"fetching OHIF {OHIF_VERSION} (npm pack @ohif/app, ~50 MB) into {cache_root()}…"
+        )
+    return ohif_dist()
+
+
+def command(args: argparse.Namespace) -> int:
+    viewer = _checks(args)
     out = Path(args.out).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     console.keep_log(out, "demo")
@@ -221,12 +265,55 @@ def command(args: argparse.Namespace) -> int:
         tracking_uri=tracking,
     )
     if not args.pacs:
-        screened = run_screen(cfg)
-    else:
-        with start_orthanc(OrthancConfig(storage=out / "orthanc")) as pacs:
-            screened = _screen_pacs(cfg, pacs, incoming, out)
-    _summary(stages, models, champion, screened, out, tracking)
+        _summary(stages, models, champion, run_screen(cfg), out, tracking)
+        return 0
+    with start_orthanc(OrthancConfig(storage=out / "orthanc")) as pacs:
+        screened = _screen_pacs(cfg, pacs, incoming, out)
+        _summary(stages, models, champion, screened, out, tracking)
+        if viewer is not None:
+            _view(pacs, screened, viewer)
     return 0
+
+
+def first_flagged_study(screened: ScreenResult) -> str | None:
+    """The StudyInstanceUID of the report's first flagged study (the most probable), from
+    the owner-only map back; None when no study was flagged."""
+    table = pq.read_table(screened.out / "studies.parquet", columns=["study_key", "flagged"])
+    rows = zip(table["study_key"].to_pylist(), table["flagged"].to_pylist(), strict=True)
+    first = next((key for key, flagged in rows if flagged), None)
+    entries = read_reidentify(screened.out / REIDENTIFY_FILE)
+    studies = {p: o for kind, p, o in entries if kind == "study"}
+    return studies.get(first) if first is not None else None
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _view(pacs: Orthanc, screened: ScreenResult, dist: Path) -> None:
+    """OHIF in front of the demo's Orthanc until Ctrl-C or SIGTERM (the caller then stops
+    the Orthanc); Ray, no longer needed, is shut down first."""
+    done_with_ray()
+    study = first_flagged_study(screened)
+    auth = PacsAuth(pacs.cfg.username, pacs.cfg.password)
+    # SIGINT too: Ray Train's fit() leaves a handler of its own behind, which would try to
+    # abort a training long gone (starting a new Ray to ask) instead of stopping the viewer
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with start_viewer(pacs.dicomweb, auth, dist=dist) as viewer:
+            console.print(f"\n[demo] OHIF Viewer v3 at {viewer.url}/ (the demo's PACS)")
+            console.print(
+                f"the first flagged study: {viewer.study_url(study)}"
+                if study
+                else "no study was flagged: the study list shows them all"
+            )
+            console.note("Ctrl-C stops the viewer and the PACS.")
+            threading.Event().wait()
+    except KeyboardInterrupt:
+        console.note("viewer stopped; stopping the PACS")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _compare(out: Path, tracking: str, trained: list[TrainResult]) -> str:

@@ -31,7 +31,9 @@ models read as before (`tests/mura_core/test_run_contract.py` pins them).
    `threshold`, `batch_size`, `gpus`); metrics the counts (`studies`, `images`, `flagged`,
    …), the monitoring figures (their flat names: `flag_rate`, `flag_rate.<BODY_PART>`,
    `score.p50`, `drift.score_psi`, …, see `mura_core.screen_summary.MonitoringSummary`),
-   `write_back.*` and `notify.*` (counts of notices told the worklist, never whom).
+   `write_back.*` (`WriteBackCounts`: studies, failed, outbox_pending, and the objects stored
+   by kind: reports, captures, heatmaps, key_objects, versions) and `notify.*`
+   (`NotifyCounts`: notices told the worklist), counts only, never which or whom.
    `mura monitor` reads runs back with `ScreenRunRecord.from_run`.
 5. A feedback period (`feedback`; `mura feedback`, experiment `mura-monitor`): a
    `FeedbackPeriod` — tags `mura.job = feedback`, `mura.period`, `mura.alert` when out of

@@ -4,7 +4,7 @@ the record `mura monitor` reads."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from mura_core.run_contract.tags import Job, Tag, bool_tag, read_bool
@@ -47,16 +47,32 @@ class ScreenRunParams:
 
 @dataclass(frozen=True)
 class WriteBackCounts:
-    """Results stored into a PACS by a screening run."""
+    """Results stored into a PACS by a screening run, counted by kind (`write_back.<field>`),
+    never which: studies written back, failed, objects left in the outbox; SRs, Secondary
+    Captures, heatmaps and key-object documents stored; SRs that supersede an earlier one.
+    The fields with a default came later: a run logged before them reads back with 0."""
 
     studies: int
     captures: int
     failed: int
     outbox_pending: int
+    reports: int = 0
+    heatmaps: int = 0
+    key_objects: int = 0
+    versions: int = 0
 
     @classmethod
     def of(cls, summary: WriteBackSummary) -> WriteBackCounts:
-        return cls(summary.studies, summary.captures, len(summary.failed), summary.outbox_pending)
+        return cls(
+            studies=summary.studies,
+            captures=summary.captures,
+            failed=len(summary.failed),
+            outbox_pending=summary.outbox_pending,
+            reports=summary.reports,
+            heatmaps=summary.heatmaps,
+            key_objects=summary.key_objects,
+            versions=summary.versions,
+        )
 
     def to_metrics(self) -> dict[str, float]:
         return {f"write_back.{f.name}": getattr(self, f.name) for f in fields(self)}
@@ -80,9 +96,16 @@ class NotifyCounts:
 
 
 def _counts(metrics: Mapping[str, float], kind: type, prefix: str) -> Any:
-    """A `WriteBackCounts` / `NotifyCounts` back from its `prefix.*` metrics (None: absent)."""
-    found = {k.split(".", 1)[1]: int(v) for k, v in metrics.items() if k.startswith(prefix)}
-    return kind(**found) if len(found) == len(fields(kind)) else None
+    """A `WriteBackCounts` / `NotifyCounts` back from its `prefix.*` metrics (None: absent;
+    a field with a default that an older run did not log keeps it)."""
+    names = {f.name for f in fields(kind)}
+    found = {
+        name: int(v)
+        for k, v in metrics.items()
+        if k.startswith(prefix) and (name := k.removeprefix(prefix)) in names
+    }
+    required = {f.name for f in fields(kind) if f.default is MISSING}
+    return kind(**found) if required <= found.keys() else None
 
 
 COUNT_METRICS = ("studies", "images", "flagged", "quarantined")

@@ -104,18 +104,36 @@ def start_local_ray(*, num_cpus: int | None = None) -> None:
                 os.environ[key] = value
 
 
+_found_ray: list[bool] = []  # per command running (innermost last): was Ray running before it
+
+
 @contextmanager
 def ray_for_a_command() -> Iterator[None]:
     """Around one command: a Ray it starts (or joins) is shut down when it returns or fails,
     so no Ray process of the command outlives it; a Ray already running in this process (a
     test session, a notebook) is left as it was."""
     already = ray.is_initialized()
+    _found_ray.append(already)
     try:
         yield
     finally:
-        if not already and ray.is_initialized():
-            ray.shutdown()
-            release()  # the guard sweeps what shutdown left (see pipelines.runtime.guard)
+        _found_ray.pop()
+        if not already:
+            _shutdown()
+
+
+def done_with_ray() -> None:
+    """The running command needs Ray no more (the demo, before it waits on its viewer): the
+    Ray it started is shut down now rather than when it returns; a Ray that was running
+    before the command, or one started outside any command, is left as it is."""
+    if _found_ray and not _found_ray[-1]:
+        _shutdown()
+
+
+def _shutdown() -> None:
+    if ray.is_initialized():
+        ray.shutdown()
+        release()  # the guard sweeps what shutdown left (see pipelines.runtime.guard)
 
 
 def cluster_cpus() -> int:

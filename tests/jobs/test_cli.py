@@ -148,6 +148,7 @@ def test_synth_dicom_then_inspect(tmp_path: Path) -> None:
             ("nightly", "{tmp}", "--state", "{tmp}-state", "--write-back-objects", "sr"),
             "--write-back-objects needs --write-back",
         ),
+        (("demo", "--out", "{tmp}", "--viewer"), "--viewer needs --pacs"),
         (("results", "1.2.3", "--pacs", "{tmp}"), "not a PACS address"),
         (("results", "1.2/3", "--pacs", "dimse://PACS@127.0.0.1:1"), "STUDY_UID '1.2/3'"),
     ],
@@ -160,6 +161,7 @@ def test_user_errors_are_one_line(tmp_path: Path, args: tuple[str, ...], message
     assert len(lines) == 1 and lines[0].startswith("mura: error:"), result.stderr
     assert message.replace("{tmp}", missing) in lines[0]
     assert "Traceback" not in result.stderr
+    assert not Path(missing).exists()  # refused before any work
 
 
 def test_a_bug_shows_its_traceback_and_asks_for_a_report(tmp_path: Path) -> None:

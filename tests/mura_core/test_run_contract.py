@@ -24,6 +24,7 @@ from mura_core.run_contract import (
     Tag,
     TrainRunParams,
     TrainRunRecord,
+    WriteBackCounts,
     ci_names,
     ece_metric,
     evaluation_metrics,
@@ -244,7 +245,14 @@ def screen_summary(
         True, {"flag_rate": 0.3, "flag_rate.XR_HAND": 0.25, "drift.score_psi": 0.1}, ("a", "b")
     )
     write_back = WriteBackSummary(
-        "orthanc", studies=4, captures=2, failed=(WriteBackFailure("k", "refused"),)
+        "orthanc",
+        studies=4,
+        reports=3,
+        captures=2,
+        failed=(WriteBackFailure("k", "refused"),),
+        heatmaps=2,
+        key_objects=1,
+        versions=1,
     )
     return ScreenSummary(
         screened_at="2026-12-01T02:00:00Z",
@@ -306,6 +314,10 @@ def test_a_screening_run_is_logged_with_todays_names() -> None:
         "write_back.captures": 2,
         "write_back.failed": 1,
         "write_back.outbox_pending": 0,
+        "write_back.reports": 3,
+        "write_back.heatmaps": 2,
+        "write_back.key_objects": 1,
+        "write_back.versions": 1,
         "notify.sent": 7,
         "notify.queued": 2,
         "notify.resent": 1,
@@ -345,6 +357,13 @@ def test_a_screening_run_reads_back_as_it_was_logged() -> None:
     assert (old.job, old.studies, old.reference, old.alert) == ("screen", 4, None, None)
     assert old.flag_rate is None and old.write_back is None and old.notify is None
     assert back.notify is not None and back.notify.sent == 7
+    assert back.write_back is not None and back.write_back.versions == 1
+    # a run logged before the objects were counted by kind: those read back as 0
+    before = {k: v for k, v in metrics.items() if not k.startswith("write_back.")}
+    before |= {"write_back.studies": 4.0, "write_back.captures": 2.0}
+    before |= {"write_back.failed": 1.0, "write_back.outbox_pending": 0.0}
+    earlier = ScreenRunRecord.from_run(before, record.to_tags(), {}).write_back
+    assert earlier == WriteBackCounts(studies=4, captures=2, failed=1, outbox_pending=0)
 
 
 def test_a_feedback_period_is_logged_and_read_back_with_todays_names() -> None:

@@ -1,4 +1,5 @@
-"""Shared pipeline fixtures: a real local Ray (2 CPUs) and a model trained once per session.
+"""Shared pipeline fixtures: a real local Ray (2 CPUs), a model trained once per session, and
+a FHIR server over TLS that this process trusts (`fhir_tls`).
 
 The session model's MLflow store is read by many modules; a module that writes runs (screens,
 nights, feedback, evaluations) takes `trained.own_store(folder)`: the same model in a private
@@ -25,6 +26,7 @@ from pipelines.train.config import TrainConfig
 from pipelines.train.finish import TrainResult
 from pipelines.train.run import run_training
 from tests.pipelines import learning
+from tests.pipelines.worklist import FhirReceiver, self_signed
 
 
 @pytest.fixture(scope="session")
@@ -95,3 +97,15 @@ def trained(
         register="test-cnn",
     )
     return Trained(run_training(cfg), learnable_shards, uri, work / "ray_results")
+
+
+@pytest.fixture
+def fhir_tls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FhirReceiver]:
+    """A FHIR base URL over TLS (`tests.pipelines.worklist`) whose self-signed certificate
+    this process trusts (REQUESTS_CA_BUNDLE, as a site with a private CA sets it)."""
+    pytest.importorskip("cryptography")
+    cert, key = self_signed(tmp_path)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
+    server = FhirReceiver(tls=(cert, key))
+    yield server
+    server.close()

@@ -138,17 +138,6 @@ def token_file(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def fhir_tls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FhirReceiver]:
-    """A FHIR base URL over TLS whose self-signed certificate this process trusts."""
-    pytest.importorskip("cryptography")
-    cert, key = self_signed(tmp_path)
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
-    server = FhirReceiver(tls=(cert, key))
-    yield server
-    server.close()
-
-
 def test_fhir_bundles_go_with_the_token_and_a_500_is_resent_once(
     fhir_tls: FhirReceiver,
     token_file: Path,

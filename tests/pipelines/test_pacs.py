@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pydicom
 import pytest
+from hl7apy.parser import parse_message
 
 from jobs.cli import main as mura
 from jobs.ohif import start_viewer
@@ -242,6 +243,7 @@ def test_write_back_stores_one_sr_per_study_and_captures_for_flagged_ones_once(
 
     assert result.summary.notify is not None and result.summary.notify.sent == len(studies)
     assert len(ris.received.accepted) == len(studies)
+    _orus_name_each_study(ris, result.out, by_key)
 
     again = run_screen(replace(cfg, out=tmp_path / "again"))
     rewritten = again.summary.write_back
@@ -255,6 +257,26 @@ def test_write_back_stores_one_sr_per_study_and_captures_for_flagged_ones_once(
     told = again.summary.notify  # the same results: the worklist is not told twice
     assert told is not None and (told.sent, told.already_sent) == (0, len(studies))
     assert len(ris.received.messages) == len(studies)
+
+
+def _orus_name_each_study(ris: MllpReceiver, out: Path, studies: dict[str, dict]) -> None:
+    """One valid ORU^R01 (hl7apy's v2.5 model) per study: its OBX names the
+    StudyInstanceUID, its OBR the study's accession number and, flagged, the priority asked
+    (stat, the default), routine otherwise."""
+    accessions = {p: o for k, p, o in read_reidentify(out / REIDENTIFY_FILE) if k == ACCESSION}
+    pseudo = Pseudonymizer.from_site()
+    told = {}
+    for text in ris.received.messages:
+        message = parse_message(text)
+        assert message.validate()
+        order = message.ORU_R01_PATIENT_RESULT.ORU_R01_ORDER_OBSERVATION
+        uid = next(
+            g.obx.obx_5.to_er7()
+            for g in order.children
+            if g.name == "ORU_R01_OBSERVATION" and g.obx.obx_3.obx_3_1.to_er7() == "110180"
+        )
+        told[pseudo(uid, "study")] = (order.obr.obr_3.to_er7(), order.obr.obr_5.to_er7())
+    assert told == {k: (accessions[k], "S" if s["flagged"] else "R") for k, s in studies.items()}
 
 
 def _heatmaps_and_key_images_name_the_flagged_views(

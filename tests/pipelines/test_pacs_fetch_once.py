@@ -6,9 +6,13 @@ Orthanc counts for itself: a Lua `IncomingHttpRequestFilter` appends every HTTP 
 archive, with a threshold that flags about half of its studies, must ask WADO-RS for each
 source instance exactly once, and still store an SR per study and a Secondary Capture per
 image of every flagged study (and a heatmap, made from the same map), with the report
-showing the flagged studies' pictures. The same run tells a worklist (`--notify mllp://…`,
-hl7apy's MLLPServer on 127.0.0.1) each study's finding, by its accession number, which goes
-nowhere else.
+showing the flagged studies' pictures and MLflow the objects stored, counted by kind
+(`write_back.*`). The same run tells a worklist each study's finding
+by FHIR R4 (`--notify fhir+https://…` to an http.server over TLS with a self-signed
+certificate, `--notify-token FILE`): one transaction Bundle per study, validated with
+fhir.resources, naming the study's accession number, which goes nowhere else, and the
+token, which goes nowhere but the Authorization header. (HL7 v2 over MLLP is told by the
+write-back screening of test_pacs.py and by test_pacs_nightly.py.)
 """
 
 from __future__ import annotations
@@ -22,10 +26,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pydicom
 import pytest
-from hl7apy.parser import parse_message
 
 from jobs.cli import main as mura
 from jobs.demo_orthanc import Orthanc, OrthancConfig, start_orthanc
+from mura_core.notify.fhir import read_bundle
 from mura_core.privacy import ACCESSION, Pseudonymizer, read_reidentify
 from mura_core.screen_summary import read_summary
 from mura_core.shards import REIDENTIFY_FILE
@@ -34,7 +38,7 @@ from pipelines.screen.config import ScreenConfig
 from pipelines.screen.run import run_screen
 from tests.conftest import load_into
 from tests.pipelines.test_screen import random_bundle
-from tests.pipelines.worklist import MllpReceiver
+from tests.pipelines.worklist import FhirReceiver
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -48,6 +52,7 @@ function IncomingHttpRequestFilter(method, uri, ip, username, httpHeaders)
 end
 """
 WADO_INSTANCE = re.compile(r"^GET /dicom-web/studies/[^/]+/series/[^/]+/instances/([^/]+)$")
+TOKEN = "tok-e2e-5d0c2a9f71b84e36"  # the FHIR server's bearer token, in a file
 
 
 class LoggingOrthanc(Orthanc):
@@ -78,8 +83,22 @@ def _instances(root: Path) -> dict[str, str]:
     return out
 
 
+@pytest.fixture
+def token_file(tmp_path: Path) -> Path:
+    path = tmp_path / "fhir.token"
+    path.write_text(TOKEN + "\n")
+    path.chmod(0o600)
+    return path
+
+
 def test_a_write_back_screening_fetches_each_instance_once(
-    orthanc_factory, dicom_archive: SynthArchive, tmp_path: Path, monkeypatch
+    orthanc_factory,
+    dicom_archive: SynthArchive,
+    tmp_path: Path,
+    monkeypatch,
+    fhir_tls: FhirReceiver,
+    token_file: Path,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     server = start_orthanc(OrthancConfig(storage=tmp_path / "pacs"), server=LoggingOrthanc)
     orthanc_factory.track(server)
@@ -100,19 +119,15 @@ def test_a_write_back_screening_fetches_each_instance_once(
     for name, value in server.auth_env.items():
         monkeypatch.setenv(name, value)
     out = tmp_path / "report"
-    ris = MllpReceiver()
-    try:
-        code = mura(
-            [
-                *("screen", server.dicomweb, "--out", str(out), "--model", str(bundle)),
-                *("--threshold", str(threshold), "--write-back"),
-                *("--outbox", str(tmp_path / "outbox"), "--notify", ris.address),
-                *("--notify-outbox", str(tmp_path / "notify"), "--notify-priority", "A"),
-                *("--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"),
-            ]
-        )
-    finally:
-        ris.close()
+    code = mura(
+        [
+            *("screen", server.dicomweb, "--out", str(out), "--model", str(bundle)),
+            *("--threshold", str(threshold), "--write-back"),
+            *("--outbox", str(tmp_path / "outbox"), "--notify", fhir_tls.address),
+            *("--notify-token", str(token_file), "--notify-outbox", str(tmp_path / "notify")),
+            *("--notify-priority", "A", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"),
+        ]
+    )
     assert code == 0
 
     retrieved = server.retrieved()
@@ -131,35 +146,73 @@ def test_a_write_back_screening_fetches_each_instance_once(
     shown = min(len(flagged), 12)
     assert html.count('alt="CAM overlay') >= shown  # every flagged study's pictures
     assert not (out / ".scores").exists()  # the kept pixels went with the scores
+    with sqlite3.connect(tmp_path / "mlflow.db") as con:  # MLflow: the objects, counted
+        logged = dict(con.execute("select key, value from metrics where key like 'write_back.%'"))
+    views = sum(s["images"] for s in flagged)
+    assert logged == {
+        **{"write_back.studies": len(studies), "write_back.reports": len(studies)},
+        **{"write_back.captures": views, "write_back.heatmaps": views},
+        **{"write_back.key_objects": len(flagged), "write_back.versions": 0},
+        **{"write_back.failed": 0, "write_back.outbox_pending": 0},
+    }
 
-    _told_the_worklist(out, ris, instances, tmp_path / "mlflow.db")
+    _told_the_worklist(out, fhir_tls, instances, tmp_path / "mlflow.db")
+    printed = capfd.readouterr()
+    _secrets_stayed_home(out, tmp_path, token_file, printed.out + printed.err)
 
 
-def _told_the_worklist(out: Path, ris: MllpReceiver, instances: dict[str, str], db: Path) -> None:
-    """One ORU^R01 per study, by accession number and StudyInstanceUID, flagged ones at the
-    priority asked; the accession numbers nowhere but there and the owner-only map back."""
+def _told_the_worklist(out: Path, fhir: FhirReceiver, instances: dict[str, str], db: Path) -> None:
+    """One transaction Bundle per study, with the bearer token, valid FHIR R4 (read back
+    with fhir.resources' R4B models): a Device, an Observation and a DiagnosticReport naming
+    the ImagingStudy by its StudyInstanceUID and the study's accession number, flagged ones
+    at the priority asked; MLflow gets the counts only."""
     studies = {s["study_key"]: s for s in pq.read_table(out / "studies.parquet").to_pylist()}
     accessions = {p: o for k, p, o in read_reidentify(out / REIDENTIFY_FILE) if k == ACCESSION}
     pseudo = Pseudonymizer.from_site()
     told = read_summary(out).notify
     assert told is not None and (told.sent, told.queued, told.pending) == (len(studies), 0, 0)
-    assert len(ris.received.messages) == len(studies)
-    for text in ris.received.messages:
-        message = parse_message(text)
-        order = message.ORU_R01_PATIENT_RESULT.ORU_R01_ORDER_OBSERVATION
-        uid = next(
-            g.obx.obx_5.to_er7()
-            for g in order.children
-            if g.name == "ORU_R01_OBSERVATION" and g.obx.obx_3.obx_3_1.to_er7() == "110180"
-        )
+    assert len(fhir.posts) == len(studies)
+    seen = set()
+    for post in fhir.posts:
+        assert post.path == "/fhir" and post.authorization == f"Bearer {TOKEN}"
+        bundle = read_bundle(post.body)  # validates
+        assert bundle.type == "transaction"
+        device, observation, report = (entry.resource for entry in bundle.entry)
+        kinds = [r.get_resource_type() for r in (device, observation, report)]
+        assert kinds == ["Device", "Observation", "DiagnosticReport"]
+        (study,) = report.imagingStudy
+        assert study.type == "ImagingStudy" and study.identifier.system == "urn:dicom:uid"
+        uid = study.identifier.value.removeprefix("urn:oid:")
+        assert uid in instances.values() and observation.derivedFrom == report.imagingStudy
         key = pseudo(uid, "study")
-        assert uid in instances.values() and order.obr.obr_3.to_er7() == accessions[key]
-        assert order.obr.obr_5.to_er7() == ("A" if studies[key]["flagged"] else "R")
-    written = [out / "summary.json", out / "report.html", db, *(out / "logs").rglob("*")]
-    text = b"".join(p.read_bytes() for p in written if p.is_file())
-    assert not any(a.encode() in text for a in accessions.values())
+        (accession,) = [i for i in report.identifier if i.type is not None]
+        assert accession.type.coding[0].code == "ACSN" and accession.value == accessions[key]
+        flagged = studies[key]["flagged"]
+        assert report.meta.tag[0].code == ("A" if flagged else "R")
+        assert report.status == observation.status == "preliminary"
+        finding = observation.valueCodeableConcept.coding[0].code
+        assert finding == ("263654008" if flagged else "17621005")  # Abnormal / Normal
+        probability = observation.component[0].valueQuantity.value
+        assert abs(float(probability) - studies[key]["mean_prob"]) < 1e-9
+        seen.add(key)
+    assert seen == studies.keys()
     with sqlite3.connect(db) as con:  # MLflow: the counts, nothing else
         logged = dict(con.execute("select key, value from metrics where key like 'notify.%'"))
     assert logged == {"notify.sent": len(studies)} | dict.fromkeys(
         ("notify.queued", "notify.resent", "notify.pending"), 0
     )
+
+
+def _secrets_stayed_home(out: Path, work: Path, token_file: Path, printed: str) -> None:
+    """The accession numbers reach no report, log or MLflow (only the FHIR server and the
+    owner-only map back); the token reaches no file of the run at all (the report, its logs,
+    MLflow's store and artifacts, the outboxes) nor the console."""
+    accessions = [o for k, _, o in read_reidentify(out / REIDENTIFY_FILE) if k == ACCESSION]
+    mlflow = [work / "mlflow.db", *(work / "mlartifacts").rglob("*")]
+    written = [out / "summary.json", out / "report.html", *(out / "logs").rglob("*"), *mlflow]
+    text = b"".join(p.read_bytes() for p in written if p.is_file())
+    assert accessions and not any(a.encode() in text for a in accessions)
+    everything = [p for p in work.rglob("*") if p.is_file() and p != token_file]
+    assert (work / "mlartifacts").is_dir() and (out / "logs").is_dir()
+    assert not any(TOKEN.encode() in p.read_bytes() for p in everything)
+    assert TOKEN not in printed
