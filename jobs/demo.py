@@ -296,8 +296,7 @@ def _view(pacs: Orthanc, screened: ScreenResult, dist: Path) -> None:
     done_with_ray()
     study = first_flagged_study(screened)
     auth = PacsAuth(pacs.cfg.username, pacs.cfg.password)
-    # SIGINT too: Ray Train's fit() leaves a handler of its own behind, which would try to
-    # abort a training long gone (starting a new Ray to ask) instead of stopping the viewer
+    # Ctrl-C (SIGINT) and SIGTERM alike stop the viewer, then the PACS
     previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with start_viewer(pacs.dicomweb, auth, dist=dist) as viewer:

@@ -67,6 +67,7 @@ from pipelines.train.session import (
     OpenRun,
     RunPlace,
     finished,
+    fit,
     new_run,
     resumed_run,
     run_config,
@@ -300,7 +301,7 @@ def run_pretraining(cfg: PretrainConfig) -> PretrainResult:
     with finished(client, run.run_id, place):
         ensure_ray(cfg.address)
         with progress_feed(summary=False) as sink:
-            result = _trainer(cfg, checked, place, run, sink).fit()
+            result = fit(_trainer(cfg, checked, place, run, sink))
         return _finish(cfg, checked, result, place.folder / ENCODER_DIR, client, run.run_id)
 
 

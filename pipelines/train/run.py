@@ -45,6 +45,7 @@ from pipelines.train.session import (
     OpenRun,
     RunPlace,
     finished,
+    fit,
     new_run,
     resumed_run,
     run_config,
@@ -132,7 +133,7 @@ def run_training(cfg: TrainConfig) -> TrainResult:
     with finished(client, run.run_id, place, forget_on=(TrainCollapsed,)):
         ensure_ray(cfg.address)
         with progress_feed(summary=False) as sink:
-            result = _trainer(cfg, checked, place, run, sink).fit()
+            result = fit(_trainer(cfg, checked, place, run, sink))
         _say_how_it_ended(cfg.recipe, result)
         with tempfile.TemporaryDirectory(prefix="mura-train-") as tmp:
             return finish(cfg, result, Path(tmp), checked, client, run.run_id)

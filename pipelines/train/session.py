@@ -13,7 +13,8 @@ Top to bottom, as both commands use it:
 3. `scaling` and `run_config`: Ray Train's workers (a fraction of the CPUs when there are
    few: one is left to Ray Data's readers) and its run (name, storage, failures to recover
    from, the checkpoints kept, the epoch logger).
-4. `finished`: the MLflow run is marked FAILED when the body raises, FINISHED when it
+4. `fit`: the trainer run, and the process's Ctrl-C handler put back as it was.
+5. `finished`: the MLflow run is marked FAILED when the body raises, FINISHED when it
    returns; the run file is forgotten once the run is over (a failed run keeps it, so that
    the same `--name` resumes it, unless the failure is one of `forget_on`).
 """
@@ -21,6 +22,8 @@ Top to bottom, as both commands use it:
 from __future__ import annotations
 
 import datetime as dt
+import signal
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -141,6 +144,19 @@ def run_config(
         checkpoint_config=checkpoints,
         callbacks=[logger],
     )
+
+
+def fit(trainer: Any) -> ray.train.Result:
+    """`trainer.fit()`, then the SIGINT handler the process had before: Ray Train V2 installs
+    one that aborts its controller and leaves it behind, so a Ctrl-C in a later stage (the
+    evaluation, the pictures, the demo's viewer) would call a controller long gone — and
+    start a new Ray to do it — instead of stopping the command."""
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        return trainer.fit()
+    finally:
+        if before is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, before)
 
 
 @contextmanager

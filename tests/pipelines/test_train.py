@@ -8,6 +8,7 @@ the study-level test AUROC, the MLflow run and the registered model.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -252,8 +253,9 @@ def test_two_workers_train_with_ddp_and_a_seed_repeats_their_losses(
 ) -> None:
     """Same seed, data and worker count → the same epoch losses: Ray Data delivers blocks in
     order (preserve_order), the block order and shuffle buffers are seeded per epoch, the
-    global RNG (dropout) per (seed, rank, epoch)."""
-    results = []
+    global RNG (dropout) per (seed, rank, epoch). And Ctrl-C is the process's own again after
+    each run (Ray Train V2 leaves a SIGINT handler of its own behind: `session.fit`)."""
+    results, ctrl_c = [], signal.getsignal(signal.SIGINT)
     for attempt in ("a", "b"):
         cfg = TrainConfig(
             shards=learnable_shards,
@@ -268,6 +270,7 @@ def test_two_workers_train_with_ddp_and_a_seed_repeats_their_losses(
             seed=3,
         )
         results.append(run_training(cfg))
+        assert signal.getsignal(signal.SIGINT) is ctrl_c
     first, second = results
     assert [h.epoch for h in first.history] == [1, 2]
     assert _losses(first) == pytest.approx(_losses(second), rel=1e-6, abs=1e-7)
