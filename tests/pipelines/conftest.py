@@ -26,7 +26,7 @@ from pipelines.train.config import TrainConfig
 from pipelines.train.finish import TrainResult
 from pipelines.train.run import run_training
 from tests.pipelines import learning
-from tests.pipelines.worklist import FhirReceiver, self_signed
+from tests.pipelines.worklist import FHIR_TOKEN, FhirReceiver, self_signed
 
 
 @pytest.fixture(scope="session")
@@ -97,6 +97,16 @@ def trained(
         register="test-cnn",
     )
     return Trained(run_training(cfg), learnable_shards, uri, work / "ray_results")
+
+
+@pytest.fixture
+def token_file(tmp_path: Path) -> Path:
+    """The FHIR bearer token (`FHIR_TOKEN`) in a file only its owner reads, as
+    `--notify-token` wants it."""
+    path = tmp_path / "fhir.token"
+    path.write_text(FHIR_TOKEN + "\n")
+    path.chmod(0o600)
+    return path
 
 
 @pytest.fixture

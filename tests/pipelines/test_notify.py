@@ -21,10 +21,10 @@ from mura_core.outputs import locked
 from mura_core.results import ModelIdentity
 from pipelines.results.notify import SENT_LOG, NoticeOutbox, open_notifier
 from pipelines.results.writeback import Outbox
+from tests.pipelines.worklist import FHIR_TOKEN as TOKEN
 from tests.pipelines.worklist import FhirReceiver, MllpReceiver, free_port, self_signed
 
 MODEL = ModelIdentity(name="mura-cnn", version="3", uri="models:/mura-cnn/3")
-TOKEN = "tok-3f9a1c77e2b54d0b"
 
 
 def _notices(n: int = 3) -> list[Notice]:
@@ -128,14 +128,6 @@ def test_a_dead_receiver_costs_one_try_and_the_next_run_delivers_everything_once
         assert parse_message(first).msh.msh_7.to_er7() == "20261208213005+0000"
     finally:
         receiver.close()
-
-
-@pytest.fixture
-def token_file(tmp_path: Path) -> Path:
-    path = tmp_path / "fhir.token"
-    path.write_text(TOKEN + "\n")
-    path.chmod(0o600)
-    return path
 
 
 def test_fhir_bundles_go_with_the_token_and_a_500_is_resent_once(

@@ -38,6 +38,7 @@ from pipelines.screen.config import ScreenConfig
 from pipelines.screen.run import run_screen
 from tests.conftest import load_into
 from tests.pipelines.test_screen import random_bundle
+from tests.pipelines.worklist import FHIR_TOKEN as TOKEN
 from tests.pipelines.worklist import FhirReceiver
 
 pytestmark = pytest.mark.usefixtures("ray_local")
@@ -52,7 +53,6 @@ function IncomingHttpRequestFilter(method, uri, ip, username, httpHeaders)
 end
 """
 WADO_INSTANCE = re.compile(r"^GET /dicom-web/studies/[^/]+/series/[^/]+/instances/([^/]+)$")
-TOKEN = "tok-e2e-5d0c2a9f71b84e36"  # the FHIR server's bearer token, in a file
 
 
 class LoggingOrthanc(Orthanc):
@@ -81,14 +81,6 @@ def _instances(root: Path) -> dict[str, str]:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
             out[str(ds.SOPInstanceUID)] = str(ds.StudyInstanceUID)
     return out
-
-
-@pytest.fixture
-def token_file(tmp_path: Path) -> Path:
-    path = tmp_path / "fhir.token"
-    path.write_text(TOKEN + "\n")
-    path.chmod(0o600)
-    return path
 
 
 def test_a_write_back_screening_fetches_each_instance_once(

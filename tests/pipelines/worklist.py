@@ -28,6 +28,9 @@ from hl7apy.parser import parse_message
 ORU = "ORU^R01^ORU_R01"
 
 
+FHIR_TOKEN = "tok-3f9a1c77e2b54d0b"  # the FHIR servers' bearer token in tests, kept in a file
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
